@@ -1,0 +1,13 @@
+//! MemCache control plane: the wire protocol, the meta service's sans-IO core and its TCP driver.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod meta;
+pub mod msg;
+pub mod rpc;
+pub mod server;
+pub mod wire;
+
+pub use error::{Code, Error, Result};

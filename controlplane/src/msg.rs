@@ -1,0 +1,235 @@
+//! The messages of the control plane and data plane. Carried in rkyv payloads by [`crate::wire`].
+//!
+//! Every batch request carries many keys, so a batch costs one round trip. Per-key outcomes are
+//! documented codes ([`crate::error::Code`] values), so a batch reply says exactly which keys failed.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Media, with the contract's values.
+pub const MEDIA_HBM: u16 = 0;
+pub const MEDIA_DRAM: u16 = 1;
+pub const MEDIA_SSD: u16 = 2;
+/// "The highest tier with room."
+pub const MEDIA_NONE: u16 = 3;
+
+pub const NATIVE_AFFINITY: u16 = 0;
+pub const PREFERRED_AFFINITY: u16 = 1;
+
+pub const KEY_BYTES_MAX: usize = 255;
+pub const BATCH_KEYS_MAX: usize = 16384;
+pub const REPLICAS_MAX: usize = 8;
+
+pub fn media_name(media: u16) -> &'static str {
+    match media {
+        MEDIA_HBM => "HBM",
+        MEDIA_DRAM => "DRAM",
+        MEDIA_SSD => "SSD",
+        MEDIA_NONE => "NONE",
+        _ => "UNKNOWN",
+    }
+}
+
+/// One pool a local service offers.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SegmentSpec {
+    pub media: u16,
+    pub capacity: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Register {
+    /// A fixed rank, or `None` to have the meta service assign one.
+    pub rank: Option<u32>,
+    pub create_id: i32,
+    /// Host identity (so placement can spread replicas and same-host clients can map pools).
+    pub host: String,
+    /// `ip:port` of the data endpoint.
+    pub data_endpoint: String,
+    pub segments: Vec<SegmentSpec>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AllocRequest {
+    /// The writer's own local service (for `NATIVE_AFFINITY`), if it has one.
+    pub writer_rank: Option<u32>,
+    pub media: u16,
+    pub policy: u16,
+    /// 0 or 1 = one copy.
+    pub replicas: u16,
+    pub preferred: Vec<i32>,
+    /// (key, size in bytes)
+    pub items: Vec<(String, u64)>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct CommitItem {
+    pub token: u64,
+    pub ok: bool,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Request {
+    Register(Register),
+    Heartbeat {
+        rank: u32,
+        incarnation: u64,
+    },
+    Unregister {
+        rank: u32,
+        incarnation: u64,
+    },
+    /// Put phase 1: check keys are new, place replicas, reserve space, record pending entries.
+    Alloc(AllocRequest),
+    /// Put phase 2: make written objects visible, or free failed ones.
+    Commit {
+        items: Vec<(String, CommitItem)>,
+    },
+    /// Get: replicas and a read lease per key.
+    Lookup {
+        keys: Vec<String>,
+    },
+    /// Give leases back (one-way).
+    Release {
+        leases: Vec<u64>,
+    },
+    /// Size and replicas per key, no lease.
+    Query {
+        keys: Vec<String>,
+    },
+    Exist {
+        keys: Vec<String>,
+    },
+    Remove {
+        keys: Vec<String>,
+    },
+    Status,
+}
+
+/// Where one replica lives.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct Replica {
+    pub rank: u32,
+    pub segment: u32,
+    pub media: u16,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// How to reach a local service.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServiceAddr {
+    pub rank: u32,
+    pub incarnation: u64,
+    pub host: String,
+    pub data_endpoint: String,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AllocItem {
+    pub code: i32,
+    /// With `ExceedCapacity`: space held by leases or pending puts may free up, so a retry can work.
+    pub retry: bool,
+    pub token: u64,
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LookupItem {
+    pub code: i32,
+    pub size: u64,
+    pub lease: u64,
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct QueryItem {
+    pub code: i32,
+    pub size: u64,
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SegmentStatus {
+    pub segment: u32,
+    pub rank: u32,
+    pub create_id: i32,
+    pub media: u16,
+    pub capacity: u64,
+    pub used: u64,
+    pub objects: u64,
+    pub alive: bool,
+    pub host: String,
+    pub data_endpoint: String,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Status {
+    pub segments: Vec<SegmentStatus>,
+    pub objects: u64,
+    pub pending: u64,
+    pub leases: u64,
+    pub evicted_total: u64,
+    pub evict_threshold_high: u16,
+    pub evict_threshold_low: u16,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Reply {
+    Registered {
+        rank: u32,
+        incarnation: u64,
+        /// Segment ids in the order of the registered specs.
+        segments: Vec<u32>,
+        heartbeat_ms: u64,
+    },
+    /// Heartbeat/unregister outcome.
+    Ack {
+        code: i32,
+    },
+    Alloc {
+        items: Vec<AllocItem>,
+        services: Vec<ServiceAddr>,
+    },
+    Commit {
+        codes: Vec<i32>,
+    },
+    Lookup {
+        lease_ms: u64,
+        items: Vec<LookupItem>,
+        services: Vec<ServiceAddr>,
+    },
+    Query {
+        items: Vec<QueryItem>,
+    },
+    Codes {
+        codes: Vec<i32>,
+    },
+    Status(Status),
+    /// The whole request was refused.
+    Error {
+        code: i32,
+        message: String,
+    },
+}
+
+/// One contiguous range of one segment.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct Piece {
+    pub segment: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum DataRequest {
+    /// Raw bytes (sum of lens) follow the frame, in piece order.
+    Write { pieces: Vec<Piece> },
+    /// The reply carries the raw bytes, in piece order.
+    Read { pieces: Vec<Piece> },
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DataReply {
+    pub code: i32,
+    pub message: String,
+}

@@ -1,0 +1,276 @@
+//! The meta service's driver: a TCP listener, one thread per connection, and a ticker, around the
+//! sans-IO [`MetaCore`]. Optionally an HTTP endpoint with `/health` and `/metrics`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rkyv::util::AlignedVec;
+use tracing::{debug, info, warn};
+
+use crate::config::{parse_tcp_url, MetaConfig};
+use crate::error::{Error, Result};
+use crate::meta::{MetaCore, MetaParams};
+use crate::msg::{Reply, Request};
+use crate::wire::{self, Kind, WireError};
+
+/// How often the ticker expires leases, reclaims pending puts and checks heartbeats.
+const TICK_MS: u64 = 100;
+
+struct Shared {
+    core: Mutex<MetaCore>,
+    started: Instant,
+    stop: AtomicBool,
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// A running meta service. Dropping it stops it and joins its threads.
+pub struct MetaServer {
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl MetaServer {
+    pub fn start(config: &MetaConfig) -> Result<MetaServer> {
+        config
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let addr = parse_tcp_url(&config.listen_url).map_err(|e| Error::Config(e.to_string()))?;
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| Error::io(format!("bind the meta service to {addr}"), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("local_addr", e))?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(MetaCore::new(MetaParams::from_config(config))),
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+        });
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(spawn("mmc-meta-accept", move || accept_loop(listener, s)));
+        let s = shared.clone();
+        threads.push(spawn("mmc-meta-tick", move || {
+            while !s.stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(TICK_MS));
+                let now = s.now_ms();
+                s.core.lock().unwrap_or_else(|p| p.into_inner()).tick(now);
+            }
+        }));
+        let mut metrics_addr = None;
+        if !config.metrics_url.is_empty() {
+            let maddr = parse_tcp_url(config.metrics_url.trim_start_matches("http://"))
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let l = TcpListener::bind(maddr)
+                .map_err(|e| Error::io(format!("bind metrics to {maddr}"), e))?;
+            let maddr = l.local_addr().map_err(|e| Error::io("local_addr", e))?;
+            metrics_addr = Some(maddr);
+            let s = shared.clone();
+            threads.push(spawn("mmc-meta-metrics", move || metrics_loop(l, s)));
+            info!(%maddr, "metrics and health on http://{maddr}/metrics and /health");
+        }
+        info!(%addr, high = config.evict_threshold_high, low = config.evict_threshold_low, "meta service listening");
+        Ok(MetaServer {
+            addr,
+            metrics_addr,
+            shared,
+            threads,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stop accepting, close every connection, join every thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wake the blocking accept calls.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(m) = self.metrics_addr {
+            let _ = TcpStream::connect_timeout(&m, Duration::from_millis(200));
+        }
+        for (_, c) in self
+            .shared
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        info!(addr = %self.addr, "meta service stopped");
+    }
+}
+
+impl Drop for MetaServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawn a meta service thread")
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut conn_threads: Vec<JoinHandle<()>> = Vec::new();
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            shared
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, clone);
+        }
+        let s = shared.clone();
+        conn_threads.retain(|t| !t.is_finished());
+        conn_threads.push(spawn("mmc-meta-conn", move || {
+            let peer = stream.peer_addr().ok();
+            if let Err(e) = serve_conn(stream, &s) {
+                match e {
+                    WireError::Closed => debug!(?peer, "connection closed"),
+                    e => warn!(?peer, error = %e, "connection dropped"),
+                }
+            }
+            s.conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }));
+    }
+    for t in conn_threads {
+        let _ = t.join();
+    }
+}
+
+fn serve_conn(mut stream: TcpStream, shared: &Shared) -> std::result::Result<(), WireError> {
+    let mut buf = AlignedVec::new();
+    loop {
+        let header = wire::read_frame(&mut stream, &mut buf)?;
+        if header.raw_len != 0 || !matches!(header.kind, Kind::MetaRequest | Kind::MetaOneway) {
+            return Err(WireError::Payload(format!(
+                "meta service takes requests without raw bytes, got {:?} with {} raw bytes",
+                header.kind, header.raw_len
+            )));
+        }
+        let req: Request = wire::decode_payload(&buf)?;
+        let reply = {
+            let now = shared.now_ms();
+            let mut core = shared.core.lock().unwrap_or_else(|p| p.into_inner());
+            core.handle(now, req)
+        };
+        if header.kind == Kind::MetaOneway {
+            continue;
+        }
+        wire::encode_payload(&reply, &mut buf)?;
+        wire::write_frame(&mut stream, Kind::MetaReply, header.req_id, &buf, 0)?;
+    }
+}
+
+fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        if BufReader::new(&stream).read_line(&mut line).is_err() {
+            continue;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/");
+        let (status, body) = match path {
+            "/health" => ("200 OK", "ok\n".to_string()),
+            "/metrics" => ("200 OK", render_metrics(&shared)),
+            _ => ("404 Not Found", "not found\n".to_string()),
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
+fn render_metrics(shared: &Shared) -> String {
+    let now = shared.now_ms();
+    let Reply::Status(s) = shared
+        .core
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .handle(now, Request::Status)
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "mmc_objects {}\nmmc_pending_puts {}\nmmc_read_leases {}\nmmc_evicted_total {}\n",
+        s.objects, s.pending, s.leases, s.evicted_total
+    ));
+    for seg in &s.segments {
+        let labels = format!(
+            "segment=\"{}\",rank=\"{}\",media=\"{}\"",
+            seg.segment,
+            seg.rank,
+            crate::msg::media_name(seg.media)
+        );
+        out.push_str(&format!(
+            "mmc_segment_capacity_bytes{{{labels}}} {}\n",
+            seg.capacity
+        ));
+        out.push_str(&format!(
+            "mmc_segment_used_bytes{{{labels}}} {}\n",
+            seg.used
+        ));
+        out.push_str(&format!(
+            "mmc_segment_objects{{{labels}}} {}\n",
+            seg.objects
+        ));
+    }
+    out
+}

@@ -1,0 +1,279 @@
+//! `mmc`: the MemCache command-line client and admin tool.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mmc_controlplane::config::LogLevel;
+use mmc_controlplane::msg::media_name;
+use mmc_controlplane::{logging, Code, Error};
+use mmc_dataplane::{Client, ClientConfig, PutOptions};
+
+/// Exit codes: 0 ok; 1 a key is missing; 2 bad usage; 3 the key already exists; 4 any other failure
+/// (meta or local service unreachable, timeout, no space, ...).
+#[derive(Parser)]
+#[command(
+    version,
+    about = "MemCache command-line client",
+    after_help = "Exit codes: 0 ok, 1 key missing, 2 usage, 3 key exists, 4 other failure."
+)]
+struct Args {
+    /// The meta service (default $MMC_META_URL, else tcp://127.0.0.1:5000).
+    #[arg(long, global = true)]
+    meta: Option<String>,
+    /// Per-call timeout in seconds.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+    /// Log level for diagnostics on standard error.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Store FILE (or standard input with "-") under KEY.
+    Put {
+        key: String,
+        file: PathBuf,
+        /// Copies on distinct local services.
+        #[arg(long, default_value_t = 1)]
+        replicas: u16,
+        /// dram, hbm or any.
+        #[arg(long, default_value = "any")]
+        media: String,
+    },
+    /// Write KEY's bytes to FILE, or standard output.
+    Get { key: String, file: Option<PathBuf> },
+    /// Remove keys.
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Say for each key whether it exists; exit 1 if any is missing.
+    Exists {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Size and replicas of KEY.
+    Info { key: String },
+    /// Local services, capacity and use per media, object count.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    logging::init(LogLevel::parse(&a.log_level).unwrap_or(LogLevel::Warn));
+    let meta = a
+        .meta
+        .or_else(|| std::env::var("MMC_META_URL").ok())
+        .unwrap_or_else(|| "tcp://127.0.0.1:5000".into());
+    let config = ClientConfig {
+        meta_url: meta.clone(),
+        timeout_ms: a.timeout.max(1) * 1000,
+        ..ClientConfig::default()
+    };
+    let client = match Client::connect(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("cannot reach the meta service at {meta}"), &e),
+    };
+    match run(&client, a.cmd) {
+        Ok(code) => code,
+        Err((what, e)) => fail(&what, &e),
+    }
+}
+
+type CmdResult = Result<ExitCode, (String, Error)>;
+
+fn run(client: &Client, cmd: Cmd) -> CmdResult {
+    match cmd {
+        Cmd::Put {
+            key,
+            file,
+            replicas,
+            media,
+        } => {
+            let data = read_input(&file).map_err(|e| (format!("read {}", file.display()), e))?;
+            let media = match media.to_ascii_lowercase().as_str() {
+                "dram" => mmc_controlplane::msg::MEDIA_DRAM,
+                "hbm" => mmc_controlplane::msg::MEDIA_HBM,
+                "any" | "none" => mmc_controlplane::msg::MEDIA_NONE,
+                other => {
+                    return Err((
+                        "--media".into(),
+                        Error::InvalidParam(format!("unknown media {other:?}")),
+                    ))
+                }
+            };
+            let opts = PutOptions {
+                replicas,
+                media,
+                ..PutOptions::default()
+            };
+            client
+                .put(&key, &data, &opts)
+                .map_err(|e| (format!("put {key}"), e))?;
+            eprintln!("stored {key} ({} bytes)", data.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Get { key, file } => {
+            let data = client.get(&key).map_err(|e| (format!("get {key}"), e))?;
+            let written = match &file {
+                Some(path) => std::fs::write(path, &data),
+                None => std::io::stdout().lock().write_all(&data),
+            };
+            written.map_err(|e| ("write output".to_string(), Error::io("write", e)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Rm { keys } => {
+            let refs: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+            let results = client
+                .batch_remove(&refs)
+                .map_err(|e| ("rm".to_string(), e))?;
+            per_key(&keys, results, "removed")
+        }
+        Cmd::Exists { keys } => {
+            let refs: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+            let results = client
+                .batch_exist(&refs)
+                .map_err(|e| ("exists".to_string(), e))?;
+            per_key(&keys, results, "exists")
+        }
+        Cmd::Info { key } => {
+            let info = client.query(&key).map_err(|e| (format!("info {key}"), e))?;
+            println!("key       {key}");
+            println!("size      {} bytes", info.size);
+            println!("replicas  {}", info.replicas.len());
+            let status = client.status().ok();
+            for r in &info.replicas {
+                let endpoint = status
+                    .as_ref()
+                    .and_then(|s| s.segments.iter().find(|g| g.segment == r.segment))
+                    .map(|g| g.data_endpoint.clone())
+                    .unwrap_or_default();
+                println!(
+                    "  rank {} segment {} {} offset {} len {} at {}",
+                    r.rank,
+                    r.segment,
+                    media_name(r.media),
+                    r.offset,
+                    r.len,
+                    endpoint
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status => {
+            let s = client.status().map_err(|e| ("status".to_string(), e))?;
+            println!(
+                "{:>5} {:>8} {:>5} {:>12} {:>12} {:>6} {:>9}  endpoint",
+                "rank", "segment", "media", "capacity", "used", "use%", "objects"
+            );
+            for g in &s.segments {
+                let pct = if g.capacity == 0 {
+                    0.0
+                } else {
+                    g.used as f64 * 100.0 / g.capacity as f64
+                };
+                println!(
+                    "{:>5} {:>8} {:>5} {:>12} {:>12} {:>5.1}% {:>9}  {}",
+                    g.rank,
+                    g.segment,
+                    media_name(g.media),
+                    human(g.capacity),
+                    human(g.used),
+                    pct,
+                    g.objects,
+                    g.data_endpoint
+                );
+            }
+            for media in [
+                mmc_controlplane::msg::MEDIA_HBM,
+                mmc_controlplane::msg::MEDIA_DRAM,
+            ] {
+                let (cap, used) = s
+                    .segments
+                    .iter()
+                    .filter(|g| g.media == media)
+                    .fold((0, 0), |(c, u), g| (c + g.capacity, u + g.used));
+                if cap > 0 {
+                    println!(
+                        "{}: {} of {} used ({:.1}%)",
+                        media_name(media),
+                        human(used),
+                        human(cap),
+                        used as f64 * 100.0 / cap as f64
+                    );
+                }
+            }
+            println!(
+                "local services {}, objects {}, pending puts {}, read leases {}, evicted {} (watermarks {}%/{}%)",
+                s.segments.iter().map(|g| g.rank).collect::<std::collections::BTreeSet<_>>().len(),
+                s.objects,
+                s.pending,
+                s.leases,
+                s.evicted_total,
+                s.evict_threshold_high,
+                s.evict_threshold_low
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn per_key(keys: &[String], results: Vec<Result<(), Error>>, verb: &str) -> CmdResult {
+    let mut missing = false;
+    for (k, r) in keys.iter().zip(results) {
+        match r {
+            Ok(()) => println!("{k}: {verb}"),
+            Err(e) if e.code() == Code::ObjectNotExists => {
+                missing = true;
+                println!("{k}: missing");
+            }
+            Err(e) => return Err((k.clone(), e)),
+        }
+    }
+    Ok(if missing {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn read_input(file: &PathBuf) -> Result<Vec<u8>, Error> {
+    if file.as_os_str() == "-" {
+        let mut v = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .map_err(|e| Error::io("read stdin", e))?;
+        return Ok(v);
+    }
+    std::fs::read(file).map_err(|e| Error::io(file.display().to_string(), e))
+}
+
+fn fail(what: &str, e: &Error) -> ExitCode {
+    eprintln!("mmc: {what}: {e} ({})", e.code());
+    ExitCode::from(match e.code() {
+        Code::ObjectNotExists => 1,
+        Code::InvalidParam => 2,
+        Code::DuplicatedObject => 3,
+        _ => 4,
+    })
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,12 @@
+//! MemCache data plane: the local service (pools and transfers) and the client.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod local;
+mod transfer;
+
+pub use client::{Client, PutOptions};
+pub use config::{ClientConfig, LocalConfig};
+pub use local::LocalService;
+pub use mmc_controlplane::{Code, Error, Result};

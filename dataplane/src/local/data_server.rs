@@ -1,0 +1,236 @@
+//! The local service's data endpoint: scatter-gather reads and writes against the pools. Raw bytes
+//! go straight between the socket and the pool with vectored I/O; buffers are per connection and
+//! reused, so the steady state allocates nothing per request.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mmc_controlplane::msg::{DataReply, DataRequest, Piece};
+use mmc_controlplane::wire::{self, Kind, WireError};
+use mmc_controlplane::Code;
+use rkyv::util::AlignedVec;
+use tracing::{debug, warn};
+
+use super::Inner;
+
+/// Most pieces one request may carry (a batch of 16384 keys, one piece each, fits).
+pub(crate) const PIECES_MAX: usize = 65536;
+
+pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    let mut threads = Vec::new();
+    for stream in listener.incoming() {
+        if inner.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_nodelay(true);
+        if let Ok(c) = stream.try_clone() {
+            let mut conns = inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.retain(|c| c.peer_addr().is_ok());
+            conns.push(c);
+        }
+        let i = inner.clone();
+        threads.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
+        threads.push(
+            std::thread::Builder::new()
+                .name("mmc-local-conn".into())
+                .spawn(move || {
+                    let peer = stream.peer_addr().ok();
+                    match serve(stream, &i) {
+                        Ok(()) | Err(WireError::Closed) => debug!(?peer, "data connection closed"),
+                        Err(e) => warn!(?peer, error = %e, "data connection dropped"),
+                    }
+                })
+                .expect("spawn a data connection thread"),
+        );
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// Per-connection state, reused across requests.
+struct Conn {
+    payload: AlignedVec,
+    reply: AlignedVec,
+    /// (pool index, offset, len) of the current request, in order.
+    ranges: Vec<(usize, u64, u64)>,
+    runs: Vec<(u64, u64)>,
+}
+
+fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
+    let mut c = Conn {
+        payload: AlignedVec::new(),
+        reply: AlignedVec::new(),
+        ranges: Vec::new(),
+        runs: Vec::new(),
+    };
+    loop {
+        let header = wire::read_frame(&mut stream, &mut c.payload)?;
+        if header.kind != Kind::DataRequest {
+            return Err(WireError::Payload(format!(
+                "expected a data request, got {:?}",
+                header.kind
+            )));
+        }
+        let req: DataRequest = wire::decode_payload(&c.payload)?;
+        let (write, pieces) = match &req {
+            DataRequest::Write { pieces } => (true, pieces),
+            DataRequest::Read { pieces } => (false, pieces),
+        };
+        let total = match resolve(inner, pieces, &mut c.ranges) {
+            Ok(total) if write && total != header.raw_len => Err((
+                Code::InvalidParam,
+                format!(
+                    "pieces add up to {total} bytes but {} follow",
+                    header.raw_len
+                ),
+            )),
+            other => other,
+        };
+        match (write, total) {
+            (true, Ok(_)) => {
+                fill(inner, &c.ranges, &mut c.runs, &mut stream)?;
+                reply(&mut stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?;
+            }
+            (true, Err((code, why))) => {
+                warn!(code = code.as_i32(), why, "write refused");
+                discard(&mut stream, header.raw_len)?;
+                reply(&mut stream, &mut c.reply, header.req_id, code, &why, 0)?;
+            }
+            (false, Ok(total)) => {
+                reply(
+                    &mut stream,
+                    &mut c.reply,
+                    header.req_id,
+                    Code::Ok,
+                    "",
+                    total,
+                )?;
+                drain(inner, &c.ranges, &mut c.runs, &mut stream)?;
+            }
+            (false, Err((code, why))) => {
+                warn!(code = code.as_i32(), why, "read refused");
+                reply(&mut stream, &mut c.reply, header.req_id, code, &why, 0)?;
+            }
+        }
+    }
+}
+
+/// Map pieces to (pool, offset, len), checking every bound before a byte moves.
+fn resolve(
+    inner: &Inner,
+    pieces: &[Piece],
+    out: &mut Vec<(usize, u64, u64)>,
+) -> Result<u64, (Code, String)> {
+    out.clear();
+    if pieces.len() > PIECES_MAX {
+        return Err((
+            Code::InvalidParam,
+            format!("{} pieces, the limit is {PIECES_MAX}", pieces.len()),
+        ));
+    }
+    let m = inner.membership.read().unwrap_or_else(|p| p.into_inner());
+    let mut total = 0u64;
+    for p in pieces {
+        let Some(pool) = m.segments.iter().position(|s| *s == p.segment) else {
+            return Err((
+                Code::LinkNotFound,
+                format!("segment {} is not served here", p.segment),
+            ));
+        };
+        let end = p.offset.checked_add(p.len);
+        if end.is_none_or(|end| end > inner.pools[pool].arena.len()) {
+            return Err((
+                Code::InvalidParam,
+                format!("piece {}+{} is outside the pool", p.offset, p.len),
+            ));
+        }
+        total += p.len;
+        out.push((pool, p.offset, p.len));
+    }
+    Ok(total)
+}
+
+/// Group consecutive ranges of the same pool into runs, coalescing adjacent ones, and hand each
+/// run to `f`.
+fn for_each_run(
+    ranges: &[(usize, u64, u64)],
+    runs: &mut Vec<(u64, u64)>,
+    mut f: impl FnMut(usize, &[(u64, u64)]) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let mut i = 0;
+    while i < ranges.len() {
+        let pool = ranges[i].0;
+        runs.clear();
+        while i < ranges.len() && ranges[i].0 == pool {
+            let (_, off, len) = ranges[i];
+            match runs.last_mut() {
+                Some(last) if last.0 + last.1 == off => last.1 += len,
+                _ => runs.push((off, len)),
+            }
+            i += 1;
+        }
+        f(pool, runs)?;
+    }
+    Ok(())
+}
+
+fn fill(
+    inner: &Inner,
+    ranges: &[(usize, u64, u64)],
+    runs: &mut Vec<(u64, u64)>,
+    s: &mut impl Read,
+) -> Result<(), WireError> {
+    for_each_run(ranges, runs, |pool, runs| {
+        inner.pools[pool]
+            .arena
+            .fill_from(runs, s)
+            .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))
+    })
+}
+
+fn drain(
+    inner: &Inner,
+    ranges: &[(usize, u64, u64)],
+    runs: &mut Vec<(u64, u64)>,
+    s: &mut impl Write,
+) -> Result<(), WireError> {
+    for_each_run(ranges, runs, |pool, runs| {
+        inner.pools[pool]
+            .arena
+            .drain_to(runs, s)
+            .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))
+    })
+}
+
+fn discard(s: &mut impl Read, mut n: u64) -> Result<(), WireError> {
+    let mut scratch = [0u8; 16 * 1024];
+    while n > 0 {
+        let want = n.min(scratch.len() as u64) as usize;
+        let got = s.read(&mut scratch[..want])?;
+        if got == 0 {
+            return Err(WireError::Closed);
+        }
+        n -= got as u64;
+    }
+    Ok(())
+}
+
+fn reply(
+    s: &mut TcpStream,
+    buf: &mut AlignedVec,
+    req_id: u64,
+    code: Code,
+    why: &str,
+    raw_len: u64,
+) -> Result<(), WireError> {
+    let r = DataReply {
+        code: code.as_i32(),
+        message: why.to_string(),
+    };
+    wire::encode_payload(&r, buf)?;
+    wire::write_frame(s, Kind::DataReply, req_id, buf, raw_len)
+}
