@@ -90,9 +90,13 @@ impl Client {
         // Keys that found no room while leased objects held it are tried again until the deadline.
         while !todo.is_empty() {
             let retry = self.put_round(keys, values, opts, &todo, &mut results, deadline)?;
-            if retry.is_empty()
-                || Instant::now() + Duration::from_millis(NO_SPACE_RETRY_MS) >= deadline
-            {
+            if retry.is_empty() {
+                break;
+            }
+            if Instant::now() + Duration::from_millis(NO_SPACE_RETRY_MS) >= deadline {
+                for &i in &retry {
+                    results[i] = Err(key_error(Code::ExceedCapacity.as_i32(), keys[i]));
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(NO_SPACE_RETRY_MS));

@@ -1,0 +1,296 @@
+//! Every documented error code a Rust caller can provoke, through real processes.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{pattern, Cluster};
+use mmc_controlplane::msg::{Reply, Request, PREFERRED_AFFINITY};
+use mmc_controlplane::rpc::MetaConn;
+use mmc_dataplane::{Client, ClientConfig, Code, PutOptions};
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn invalid_parameters_are_3000() {
+    let cluster = Cluster::start(&["64MB"], &[]);
+    let c = cluster.client();
+    let opts = PutOptions::default();
+    let key255 = "k".repeat(255);
+    let key256 = "k".repeat(256);
+    c.put(&key255, b"ok", &opts).unwrap();
+    assert_eq!(c.get(&key255).unwrap(), b"ok");
+    for bad in ["", key256.as_str()] {
+        assert_eq!(c.put(bad, b"x", &opts).unwrap_err().code().as_i32(), -3000);
+        assert_eq!(c.get(bad).unwrap_err().code().as_i32(), -3000);
+        assert_eq!(c.exist(bad).unwrap_err().code().as_i32(), -3000);
+        assert_eq!(c.remove(bad).unwrap_err().code().as_i32(), -3000);
+        assert_eq!(c.query(bad).unwrap_err().code().as_i32(), -3000);
+    }
+    // Zero-size value, zero-size buffer, too-small buffer, mismatched batch lengths, 9 replicas.
+    assert_eq!(
+        c.put("empty", b"", &opts).unwrap_err().code().as_i32(),
+        -3000
+    );
+    assert_eq!(
+        c.put_parts("empty", &[b"", b""], &opts)
+            .unwrap_err()
+            .code()
+            .as_i32(),
+        -3000
+    );
+    assert_eq!(
+        c.get_into(&key255, &mut []).unwrap_err().code().as_i32(),
+        -3000
+    );
+    let mut one = [9u8; 1];
+    assert_eq!(
+        c.get_into(&key255, &mut one).unwrap_err().code().as_i32(),
+        -3000
+    );
+    assert_eq!(one, [9], "nothing copied into a too-small buffer");
+    assert_eq!(
+        c.batch_put(&["a", "b"], &[b"x"], &opts)
+            .unwrap_err()
+            .code()
+            .as_i32(),
+        -3000
+    );
+    let nine = PutOptions {
+        replicas: 9,
+        ..PutOptions::default()
+    };
+    assert_eq!(
+        c.put("nine", b"x", &nine).unwrap_err().code().as_i32(),
+        -3000
+    );
+}
+
+#[test]
+fn missing_existing_and_no_space() {
+    let cluster = Cluster::start(&["16MB"], &[]);
+    let c = cluster.client();
+    let opts = PutOptions::default();
+    assert_eq!(c.get("nope").unwrap_err().code().as_i32(), -3007);
+    assert_eq!(
+        c.get_into("nope", &mut [0u8; 8])
+            .unwrap_err()
+            .code()
+            .as_i32(),
+        -3007
+    );
+    assert_eq!(c.query("nope").unwrap_err().code().as_i32(), -3007);
+    assert_eq!(c.remove("nope").unwrap_err().code().as_i32(), -3007);
+    assert_eq!(c.exist("nope").unwrap_err().code().as_i32(), -3007);
+    c.put("dup", b"first", &opts).unwrap();
+    assert_eq!(
+        c.put("dup", b"second", &opts).unwrap_err().code().as_i32(),
+        -3006
+    );
+    assert_eq!(c.get("dup").unwrap(), b"first");
+    // Larger than the whole pool: no eviction can make room.
+    let big = vec![1u8; 17 * MIB as usize];
+    assert_eq!(
+        c.put("big", &big, &opts).unwrap_err().code().as_i32(),
+        -3013
+    );
+    // Two replicas on a one-service cluster cannot be honoured.
+    let two = PutOptions {
+        replicas: 2,
+        ..PutOptions::default()
+    };
+    assert_eq!(c.put("two", b"x", &two).unwrap_err().code().as_i32(), -3013);
+    // A preferred service that does not exist.
+    let nowhere = PutOptions {
+        policy: PREFERRED_AFFINITY,
+        preferred: vec![999],
+        ..PutOptions::default()
+    };
+    assert_eq!(
+        c.put("nowhere", b"x", &nowhere)
+            .unwrap_err()
+            .code()
+            .as_i32(),
+        -3013
+    );
+    assert_eq!(
+        c.exist("big").unwrap_err().code().as_i32(),
+        -3007,
+        "a failed put leaves nothing"
+    );
+}
+
+/// Space held by a reader's lease is not taken; a put that needs it waits (bounded by the
+/// timeout) and fails with -3013 if it never frees, or succeeds once the lease is released.
+#[test]
+fn put_waits_for_leased_space_within_its_timeout() {
+    let cluster = Cluster::start(&["8MB"], &["--evict-high", "95", "--evict-low", "90"]);
+    let c = cluster.client();
+    let value = pattern("v", 5 * MIB as usize);
+    c.put("leased", &value, &PutOptions::default()).unwrap();
+    // A reader in the middle of a get: it holds a lease on "leased" (raw protocol, no release).
+    let addr = cluster.meta_addr.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut reader = MetaConn::connect(addr, deadline).unwrap();
+    let lease = match reader
+        .call(
+            &Request::Lookup {
+                keys: vec!["leased".into()],
+            },
+            deadline,
+        )
+        .unwrap()
+    {
+        Reply::Lookup { items, .. } => items[0].lease,
+        other => panic!("{other:?}"),
+    };
+    c.remove("leased").unwrap();
+    assert_eq!(
+        c.exist("leased").unwrap_err().code().as_i32(),
+        -3007,
+        "removed keys vanish at once"
+    );
+
+    let short = Client::connect(&ClientConfig {
+        timeout_ms: 1000,
+        ..cluster.client_config()
+    })
+    .unwrap();
+    let start = Instant::now();
+    assert_eq!(
+        short
+            .put("next", &value, &PutOptions::default())
+            .unwrap_err()
+            .code()
+            .as_i32(),
+        -3013
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "the put waited for its timeout"
+    );
+
+    // Release the lease while a put waits: the put then succeeds.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        reader
+            .send_oneway(
+                &Request::Release {
+                    leases: vec![lease],
+                },
+                deadline,
+            )
+            .unwrap();
+        reader
+    });
+    let start = Instant::now();
+    c.put("next", &value, &PutOptions::default()).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert_eq!(c.get("next").unwrap(), value);
+    drop(releaser.join());
+}
+
+#[test]
+fn meta_unreachable_is_3017() {
+    // A port with nothing listening.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = ClientConfig {
+        meta_url: format!("tcp://127.0.0.1:{port}"),
+        timeout_ms: 2000,
+        ..ClientConfig::default()
+    };
+    assert_eq!(
+        Client::connect(&config).err().unwrap().code().as_i32(),
+        -3017
+    );
+
+    // The meta service dies under a connected client.
+    let mut cluster = Cluster::start(&["16MB"], &[]);
+    let c = cluster.client();
+    c.put("k", b"v", &PutOptions::default()).unwrap();
+    cluster.kill_meta();
+    assert_eq!(c.get("k").unwrap_err().code().as_i32(), -3017);
+    assert_eq!(
+        c.put("k2", b"v", &PutOptions::default())
+            .unwrap_err()
+            .code()
+            .as_i32(),
+        -3017
+    );
+}
+
+#[test]
+fn local_service_unreachable_is_3018() {
+    let mut cluster = Cluster::start(&["16MB", "16MB"], &[]);
+    let c = cluster.client();
+    let victim = cluster.locals[0].rank;
+    let opts = PutOptions {
+        policy: PREFERRED_AFFINITY,
+        preferred: vec![victim as i32],
+        ..PutOptions::default()
+    };
+    c.put("on-victim", &pattern("x", 4096), &opts).unwrap();
+    cluster.kill_local(0);
+    // Before the meta service notices the death, the data path finds the service gone.
+    assert_eq!(c.get("on-victim").unwrap_err().code().as_i32(), -3018);
+    assert_eq!(
+        c.put("again", b"v", &opts).unwrap_err().code().as_i32(),
+        -3018
+    );
+    // The failed put is aborted, so its key is free; other services still work.
+    assert_eq!(c.exist("again").unwrap_err().code().as_i32(), -3007);
+    c.put("elsewhere", b"v", &PutOptions::default()).unwrap();
+    assert_eq!(c.get("elsewhere").unwrap(), b"v");
+}
+
+#[test]
+fn a_silent_meta_service_times_out_with_3004() {
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for s in listener.incoming().take(4) {
+            conns.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let config = ClientConfig {
+        meta_url: format!("tcp://{addr}"),
+        timeout_ms: 1000,
+        ..ClientConfig::default()
+    };
+    let c = Client::connect(&config).unwrap();
+    let start = Instant::now();
+    assert_eq!(c.exist("k").unwrap_err().code().as_i32(), -3004);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert_eq!(
+        c.put("k", b"v", &PutOptions::default())
+            .unwrap_err()
+            .code()
+            .as_i32(),
+        -3004
+    );
+    drop(c);
+    drop(hold);
+}
+
+#[test]
+fn error_codes_match_the_contract() {
+    // -3019 (call before init) belongs to the C and Python layers: a Rust `Client` exists only once
+    // connected. Its mapping is checked here; the layers test the call itself.
+    assert_eq!(
+        mmc_dataplane::Error::ClientNotInit.code(),
+        Code::ClientNotInit
+    );
+    assert_eq!(Code::ClientNotInit.as_i32(), -3019);
+}
