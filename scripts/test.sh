@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The one test command: installs what it needs, then runs every check and test of the workspace.
+# Usage: scripts/test.sh            (from anywhere; works on a fresh machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is missing: install Rust (rustup) first" >&2
+    exit 1
+fi
+
+step "toolchain"
+cargo --version
+rustc --version
+rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || \
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint (clippy, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build binaries (integration tests start them as real processes)"
+cargo build --workspace --bins --locked
+
+step "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    cargo test --workspace --doc --locked
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+step "all tests passed"
