@@ -15,7 +15,11 @@ fn mmc(cluster: &Cluster, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -44,7 +48,10 @@ fn mmc_round_trips_a_file_and_reports() {
     let info = mmc(&cluster, &["info", "file-key"]);
     assert!(info.status.success());
     let info_text = text(&info);
-    assert!(info_text.contains(&format!("{} bytes", data.len())), "{info_text}");
+    assert!(
+        info_text.contains(&format!("{} bytes", data.len())),
+        "{info_text}"
+    );
     assert!(info_text.contains("DRAM"), "{info_text}");
 
     let exists = mmc(&cluster, &["exists", "file-key", "nope"]);
@@ -54,7 +61,10 @@ fn mmc_round_trips_a_file_and_reports() {
     let status = mmc(&cluster, &["status"]);
     assert!(status.status.success());
     let s = text(&status);
-    assert!(s.contains("local services 2") && s.contains("objects 1"), "{s}");
+    assert!(
+        s.contains("local services 2") && s.contains("objects 1"),
+        "{s}"
+    );
 
     let rm = mmc(&cluster, &["rm", "file-key"]);
     assert!(rm.status.success(), "{}", text(&rm));
@@ -68,12 +78,19 @@ fn mmc_round_trips_a_file_and_reports() {
 
 #[test]
 fn mmc_says_when_the_meta_service_is_down() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = Command::new(bin("mmc"))
         .args(["--meta", &format!("tcp://127.0.0.1:{port}"), "status"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
     let t = text(&out);
-    assert!(t.contains("-3017") && t.contains("cannot reach the meta service"), "{t}");
+    assert!(
+        t.contains("-3017") && t.contains("cannot reach the meta service"),
+        "{t}"
+    );
 }
