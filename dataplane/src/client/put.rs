@@ -93,7 +93,9 @@ impl Client {
             if retry.is_empty() {
                 break;
             }
-            if Instant::now() + Duration::from_millis(NO_SPACE_RETRY_MS) >= deadline {
+            // Leave room for one more round trip, so that the answer is -3013, not a timeout.
+            let margin = (self.timeout() / 10).min(Duration::from_millis(200));
+            if Instant::now() + Duration::from_millis(NO_SPACE_RETRY_MS) + margin >= deadline {
                 for &i in &retry {
                     results[i] = Err(key_error(Code::ExceedCapacity.as_i32(), keys[i]));
                 }
