@@ -294,3 +294,72 @@ fn error_codes_match_the_contract() {
     );
     assert_eq!(Code::ClientNotInit.as_i32(), -3019);
 }
+
+/// Garbage, truncated and out-of-bounds requests to a local service's data endpoint and to the
+/// meta service are refused on their connection; both services keep serving everyone else.
+#[test]
+fn malformed_requests_never_take_a_service_down() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use mmc_controlplane::msg::{DataReply, DataRequest, Piece};
+    use mmc_controlplane::wire::{self, Kind};
+
+    let cluster = Cluster::start(&["16MB"], &[]);
+    let c = cluster.client();
+    c.put("k", &pattern("k", 10_000), &PutOptions::default())
+        .unwrap();
+    let timeout = Some(Duration::from_secs(5));
+    for target in [
+        cluster.locals[0].endpoint.clone(),
+        cluster.meta_addr.clone(),
+    ] {
+        // Garbage: the peer closes the connection.
+        let mut s = TcpStream::connect(&target).unwrap();
+        s.set_read_timeout(timeout).unwrap();
+        s.write_all(&[0xAB; 100]).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(s.read(&mut buf), Ok(0) | Err(_)),
+            "{target} closes on garbage"
+        );
+        // A header that promises more than it sends, then hangs up.
+        let mut s = TcpStream::connect(&target).unwrap();
+        let head = wire::Header {
+            kind: Kind::DataRequest,
+            flags: 0,
+            meta_len: 1000,
+            req_id: 1,
+            raw_len: 0,
+        };
+        s.write_all(&head.encode()).unwrap();
+        s.write_all(&[1, 2, 3]).unwrap();
+        drop(s);
+    }
+    // A well-formed read outside the pool and of an unknown segment: error replies, no crash.
+    let mut s = TcpStream::connect(&cluster.locals[0].endpoint).unwrap();
+    s.set_read_timeout(timeout).unwrap();
+    let segment = c.query("k").unwrap().replicas[0].segment;
+    for (segment, offset, want) in [
+        (segment, u64::MAX - 5, -3000),
+        (segment, 1 << 40, -3000),
+        (9999, 0, -3014),
+    ] {
+        let req = DataRequest::Read {
+            pieces: vec![Piece {
+                segment,
+                offset,
+                len: 10,
+            }],
+        };
+        let mut payload = rkyv::util::AlignedVec::new();
+        wire::encode_payload(&req, &mut payload).unwrap();
+        wire::write_frame(&mut s, Kind::DataRequest, 7, &payload, 0).unwrap();
+        let h = wire::read_frame(&mut s, &mut payload).unwrap();
+        let reply: DataReply = wire::decode_payload(&payload).unwrap();
+        assert_eq!((h.raw_len, reply.code), (0, want), "{}", reply.message);
+    }
+    assert_eq!(c.get("k").unwrap(), pattern("k", 10_000));
+    c.put("k2", b"still serving", &PutOptions::default())
+        .unwrap();
+}

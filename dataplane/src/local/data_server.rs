@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use mmc_controlplane::msg::{DataReply, DataRequest, Piece};
+use mmc_controlplane::msg::{ArchivedDataRequest, ArchivedPiece, DataReply};
 use mmc_controlplane::wire::{self, Kind, WireError};
 use mmc_controlplane::Code;
 use rkyv::util::AlignedVec;
@@ -20,16 +20,21 @@ pub(crate) const PIECES_MAX: usize = 65536;
 
 pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     let mut threads = Vec::new();
+    let mut next_id = 0u64;
     for stream in listener.incoming() {
         if inner.stop.load(Ordering::Acquire) {
             break;
         }
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
         if let Ok(c) = stream.try_clone() {
-            let mut conns = inner.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.retain(|c| c.peer_addr().is_ok());
-            conns.push(c);
+            inner
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, c);
         }
         let i = inner.clone();
         threads.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
@@ -42,6 +47,11 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                         Ok(()) | Err(WireError::Closed) => debug!(?peer, "data connection closed"),
                         Err(e) => warn!(?peer, error = %e, "data connection dropped"),
                     }
+                    // Dropping the registry's clone closes the socket: the peer sees the end.
+                    i.conns
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
                 })
                 .expect("spawn a data connection thread"),
         );
@@ -75,10 +85,12 @@ fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
                 header.kind
             )));
         }
-        let req: DataRequest = wire::decode_payload(&c.payload)?;
-        let (write, pieces) = match &req {
-            DataRequest::Write { pieces } => (true, pieces),
-            DataRequest::Read { pieces } => (false, pieces),
+        // Validated in place, not deserialized: the request costs no allocation.
+        let req = rkyv::access::<ArchivedDataRequest, rkyv::rancor::Error>(&c.payload)
+            .map_err(|e| WireError::Payload(e.to_string()))?;
+        let (write, pieces) = match req {
+            ArchivedDataRequest::Write { pieces } => (true, pieces.as_slice()),
+            ArchivedDataRequest::Read { pieces } => (false, pieces.as_slice()),
         };
         let total = match resolve(inner, pieces, &mut c.ranges) {
             Ok(total) if write && total != header.raw_len => Err((
@@ -122,7 +134,7 @@ fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
 /// Map pieces to (pool, offset, len), checking every bound before a byte moves.
 fn resolve(
     inner: &Inner,
-    pieces: &[Piece],
+    pieces: &[ArchivedPiece],
     out: &mut Vec<(usize, u64, u64)>,
 ) -> Result<u64, (Code, String)> {
     out.clear();
@@ -135,21 +147,26 @@ fn resolve(
     let m = inner.membership.read().unwrap_or_else(|p| p.into_inner());
     let mut total = 0u64;
     for p in pieces {
-        let Some(pool) = m.segments.iter().position(|s| *s == p.segment) else {
+        let (segment, offset, len) = (
+            p.segment.to_native(),
+            p.offset.to_native(),
+            p.len.to_native(),
+        );
+        let Some(pool) = m.segments.iter().position(|s| *s == segment) else {
             return Err((
                 Code::LinkNotFound,
-                format!("segment {} is not served here", p.segment),
+                format!("segment {segment} is not served here"),
             ));
         };
-        let end = p.offset.checked_add(p.len);
+        let end = offset.checked_add(len);
         if end.is_none_or(|end| end > inner.pools[pool].arena.len()) {
             return Err((
                 Code::InvalidParam,
-                format!("piece {}+{} is outside the pool", p.offset, p.len),
+                format!("piece {offset}+{len} is outside the pool"),
             ));
         }
-        total += p.len;
-        out.push((pool, p.offset, p.len));
+        total += len; // cannot overflow: every piece lies inside a pool of at most 2^63 bytes
+        out.push((pool, offset, len));
     }
     Ok(total)
 }

@@ -7,6 +7,7 @@
 
 mod data_server;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,7 +44,7 @@ pub(crate) struct Inner {
     pub(crate) pools: Vec<Pool>,
     pub(crate) membership: RwLock<Membership>,
     pub(crate) stop: AtomicBool,
-    pub(crate) conns: Mutex<Vec<TcpStream>>,
+    pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
     meta_addr: SocketAddr,
     register: Register,
 }
@@ -151,7 +152,7 @@ impl LocalService {
                 segments: Vec::new(),
             }),
             stop: AtomicBool::new(false),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(HashMap::new()),
             meta_addr,
             register,
         };
@@ -252,9 +253,9 @@ impl LocalService {
             .conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
+            .drain()
         {
-            let _ = c.shutdown(std::net::Shutdown::Both);
+            let _ = c.1.shutdown(std::net::Shutdown::Both);
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
