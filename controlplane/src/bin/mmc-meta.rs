@@ -31,6 +31,9 @@ struct Args {
     /// HTTP address for /metrics and /health, e.g. 127.0.0.1:9100.
     #[arg(long)]
     metrics: Option<String>,
+    /// A local service silent this long is declared dead (milliseconds).
+    #[arg(long)]
+    member_timeout_ms: Option<u64>,
     /// Write the bound address (ip:port) to this file once listening (for scripts and tests).
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -53,6 +56,9 @@ fn main() {
     }
     if let Some(l) = args.evict_low {
         config.evict_threshold_low = l;
+    }
+    if let Some(t) = args.member_timeout_ms {
+        config.member_timeout_ms = t;
     }
     if let Some(m) = args.metrics {
         config.metrics_url = m;

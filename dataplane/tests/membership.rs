@@ -1,0 +1,133 @@
+//! Membership through real processes: death detection, re-registration after a meta restart,
+//! and the metrics endpoint.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, pattern, Cluster};
+use mmc_controlplane::msg::PREFERRED_AFFINITY;
+use mmc_dataplane::PutOptions;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait for `cond`, bounded.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_dead_local_service_leaves_placement() {
+    let mut cluster = Cluster::start(&["16MB", "16MB"], &["--member-timeout-ms", "600"]);
+    let c = cluster.client();
+    let victim = cluster.locals[0].rank;
+    let on_victim = PutOptions {
+        policy: PREFERRED_AFFINITY,
+        preferred: vec![victim as i32],
+        ..PutOptions::default()
+    };
+    c.put("lost", b"gone with its service", &on_victim).unwrap();
+    cluster.kill_local(0);
+    wait_for("death detection", Duration::from_secs(10), || {
+        c.status().unwrap().segments.len() == 1
+    });
+    // Its objects are gone; every new put lands on the survivor.
+    assert_eq!(c.exist("lost").unwrap_err().code().as_i32(), -3007);
+    for i in 0..20 {
+        c.put(
+            &format!("after-{i}"),
+            &pattern("a", 1000),
+            &PutOptions::default(),
+        )
+        .unwrap();
+        let info = c.query(&format!("after-{i}")).unwrap();
+        assert_eq!(info.replicas[0].rank, cluster.locals[1].rank);
+    }
+}
+
+#[test]
+fn local_services_register_again_after_a_meta_restart() {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let start_meta = || {
+        Command::new(bin("mmc-meta"))
+            .args(["--listen", &url, "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut meta = start_meta();
+    let config = mmc_dataplane::ClientConfig {
+        meta_url: url.clone(),
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    let mut c = None;
+    wait_for("meta start", Duration::from_secs(10), || {
+        c = mmc_dataplane::Client::connect(&config).ok();
+        c.is_some()
+    });
+    let mut local = Command::new(bin("mmc-local"))
+        .args(["--meta", &url, "--dram", "16MB", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = c.unwrap();
+    wait_for("registration", Duration::from_secs(10), || {
+        c.status().map(|s| s.segments.len() == 1).unwrap_or(false)
+    });
+    meta.kill().unwrap();
+    meta.wait().unwrap();
+    let mut meta = start_meta();
+    // The same client reconnects on its own; the local service registers again on its own.
+    wait_for("re-registration", Duration::from_secs(15), || {
+        c.status().map(|s| s.segments.len() == 1).unwrap_or(false)
+    });
+    c.put("after-restart", b"v", &PutOptions::default())
+        .unwrap();
+    assert_eq!(c.get("after-restart").unwrap(), b"v");
+    let _ = local.kill();
+    let _ = local.wait();
+    let _ = meta.kill();
+    let _ = meta.wait();
+}
+
+#[test]
+fn metrics_and_health_endpoints() {
+    let port = free_port();
+    let cluster = Cluster::start(&["16MB"], &["--metrics", &format!("127.0.0.1:{port}")]);
+    let c = cluster.client();
+    c.put("m", b"v", &PutOptions::default()).unwrap();
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let health = get("/health");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let metrics = get("/metrics");
+    assert!(metrics.contains("mmc_objects 1"), "{metrics}");
+    assert!(metrics.contains("mmc_segment_capacity_bytes{"), "{metrics}");
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
