@@ -268,3 +268,33 @@ fn concurrent_threads_share_one_client() {
     });
     assert_eq!(c.status().unwrap().objects, 320);
 }
+
+/// A local service with an HBM pool (host-backed stand-in) and a DRAM pool: media requests land on
+/// the tier asked for, and "any" takes the highest tier with room.
+#[test]
+fn media_tiers_are_honoured() {
+    use mmc_controlplane::msg::{MEDIA_DRAM, MEDIA_HBM, MEDIA_NONE};
+    let mut cluster = Cluster::start(&[], &[]);
+    cluster.add_local_with(&["--dram", "32MB", "--hbm", "16MB"]);
+    let c = cluster.client();
+    for (key, media, want) in [
+        ("h", MEDIA_HBM, MEDIA_HBM),
+        ("d", MEDIA_DRAM, MEDIA_DRAM),
+        ("n", MEDIA_NONE, MEDIA_HBM),
+    ] {
+        let opts = PutOptions {
+            media,
+            ..PutOptions::default()
+        };
+        let data = pattern(key, 300_000);
+        c.put(key, &data, &opts).unwrap();
+        assert_eq!(c.query(key).unwrap().replicas[0].media, want, "{key}");
+        assert_eq!(c.get(key).unwrap(), data);
+    }
+    // HBM fills past its high watermark: "any" moves on to DRAM.
+    let big = pattern("big", 14 * MIB as usize);
+    c.put("big-any", &big, &PutOptions::default()).unwrap();
+    assert_eq!(c.query("big-any").unwrap().replicas[0].media, MEDIA_DRAM);
+    let s = c.status().unwrap();
+    assert_eq!(s.segments.len(), 2);
+}

@@ -251,3 +251,50 @@ fn reply(
     wire::encode_payload(&r, buf)?;
     wire::write_frame(s, Kind::DataReply, req_id, buf, raw_len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs_of(ranges: &[(usize, u64, u64)]) -> Vec<(usize, Vec<(u64, u64)>)> {
+        let mut out = Vec::new();
+        let mut runs = Vec::new();
+        for_each_run(ranges, &mut runs, |pool, r| {
+            out.push((pool, r.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn adjacent_pieces_coalesce_within_a_pool() {
+        let got = runs_of(&[
+            (0, 0, 10),
+            (0, 10, 5),
+            (0, 100, 1),
+            (1, 0, 4),
+            (1, 4, 4),
+            (0, 101, 9),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                (0, vec![(0, 15), (100, 1)]),
+                (1, vec![(0, 8)]),
+                (0, vec![(101, 9)]),
+            ]
+        );
+        assert!(runs_of(&[]).is_empty());
+    }
+
+    #[test]
+    fn discard_consumes_exactly_n_bytes() {
+        let data = vec![7u8; 40_000];
+        let mut r = std::io::Cursor::new(&data);
+        discard(&mut r, 39_999).unwrap();
+        assert_eq!(r.position(), 39_999);
+        let mut short = std::io::Cursor::new(&data[..10]);
+        assert!(matches!(discard(&mut short, 11), Err(WireError::Closed)));
+    }
+}

@@ -102,17 +102,16 @@ impl Cluster {
     }
 
     pub fn add_local(&mut self, dram: &str) -> &Local {
+        self.add_local_with(&["--dram", dram])
+    }
+
+    /// An `mmc-local` with these pool flags (`--dram`, `--hbm`, ...).
+    pub fn add_local_with(&mut self, pool_args: &[&str]) -> &Local {
         let n = self.locals.len();
         let addr_file = self.dir.path().join(format!("local{n}.addr"));
         let mut child = Command::new(bin("mmc-local"))
-            .args([
-                "--meta",
-                &self.meta_url(),
-                "--dram",
-                dram,
-                "--listen",
-                "tcp://127.0.0.1:0",
-            ])
+            .args(["--meta", &self.meta_url(), "--listen", "tcp://127.0.0.1:0"])
+            .args(pool_args)
             .args([
                 "--log-level",
                 "warn",
