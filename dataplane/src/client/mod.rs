@@ -10,7 +10,7 @@ mod put;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::config::parse_tcp_url;
@@ -65,7 +65,7 @@ pub struct Client {
     timeout: Duration,
     meta_conns: Mutex<Vec<MetaConn>>,
     data_conns: Mutex<HashMap<String, Vec<DataConn>>>,
-    embedded: Option<LocalService>,
+    embedded: Option<Arc<LocalService>>,
 }
 
 impl Client {
@@ -78,10 +78,19 @@ impl Client {
     /// placed there (the default for this writer) are plain memory copies.
     pub fn with_local_service(config: &ClientConfig, local: &LocalConfig) -> Result<Client> {
         let svc = LocalService::start(local)?;
-        Client::build(config, Some(svc))
+        Client::build(config, Some(Arc::new(svc)))
     }
 
-    fn build(config: &ClientConfig, embedded: Option<LocalService>) -> Result<Client> {
+    /// A client that shares a local service already running in this process (the C API starts
+    /// services and the client separately); the service stops when its last user drops it.
+    pub fn with_shared_local_service(
+        config: &ClientConfig,
+        local: Arc<LocalService>,
+    ) -> Result<Client> {
+        Client::build(config, Some(local))
+    }
+
+    fn build(config: &ClientConfig, embedded: Option<Arc<LocalService>>) -> Result<Client> {
         let meta_addr =
             parse_tcp_url(&config.meta_url).map_err(|e| Error::Config(e.to_string()))?;
         let timeout = Duration::from_millis(if config.timeout_ms == 0 {
@@ -207,7 +216,7 @@ impl Client {
     }
 
     pub(crate) fn embedded(&self) -> Option<&LocalService> {
-        self.embedded.as_ref()
+        self.embedded.as_deref()
     }
 
     // ---- Keyed metadata operations -------------------------------------------------------------

@@ -195,6 +195,11 @@ impl LocalService {
         self.data_addr
     }
 
+    /// The meta service this local service registered with.
+    pub fn meta_addr(&self) -> SocketAddr {
+        self.inner.meta_addr
+    }
+
     /// Copy `src` into the pool that holds `segment` (the embedded client's fast path).
     pub(crate) fn copy_in(&self, segment: u32, offset: u64, src: &[u8]) -> Result<()> {
         let pool = self.pool(segment)?;
