@@ -42,7 +42,7 @@ pub fn first_diff(want: &[u8], got: &[u8]) -> Option<usize> {
 /// Single-thread copy of `bytes` into a pre-touched buffer, `reps` times; per-rep GB/s, sorted.
 pub fn memcpy_gbps(bytes: usize, reps: usize) -> Vec<f64> {
     let mut src = vec![0u8; bytes];
-    fill(&mut src, seed(0xC0FF_EE, 0));
+    fill(&mut src, seed(0x00C0_FFEE, 0));
     // Non-zero fill: the pages are really touched, so the copy measures no page faults.
     let mut dst = vec![0xA5u8; bytes];
     // One warm-up copy.

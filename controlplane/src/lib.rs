@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod logging;
 pub mod meta;
 pub mod msg;

@@ -6,7 +6,7 @@ pub mod config;
 pub mod local;
 mod transfer;
 
-pub use client::{Client, PutOptions};
+pub use client::{Client, ObjectInfo, PutOptions};
 pub use config::{ClientConfig, LocalConfig};
 pub use local::LocalService;
 pub use mmc_controlplane::{Code, Error, Result};

@@ -71,7 +71,7 @@ fn main() {
     }
     let server = MetaServer::start(&config).unwrap_or_else(|e| fail(&e.to_string()));
     if let Some(path) = args.addr_file {
-        std::fs::write(&path, server.local_addr().to_string())
+        mmc_controlplane::fsutil::write_atomically(&path, &server.local_addr().to_string())
             .unwrap_or_else(|e| fail(&format!("write {}: {e}", path.display())));
     }
     while !stop.load(Ordering::Acquire) {

@@ -99,7 +99,7 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("{e} (code {})", e.code().as_i32())));
     if let Some(path) = a.addr_file {
         let text = format!("{} {}\n", svc.data_addr(), svc.rank());
-        std::fs::write(&path, text)
+        mmc_controlplane::fsutil::write_atomically(&path, &text)
             .unwrap_or_else(|e| fail(&format!("write {}: {e}", path.display())));
     }
     while !stop.load(Ordering::Acquire) {

@@ -80,7 +80,7 @@ impl Inner {
 pub struct LocalService {
     inner: Arc<Inner>,
     data_addr: SocketAddr,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl LocalService {
@@ -111,8 +111,9 @@ impl LocalService {
                 );
             }
             let name = format!(
-                "mmc-{}-{}",
+                "mmc-{}-{}-{}",
                 msg::media_name(media).to_lowercase(),
+                std::process::id(),
                 config.create_id
             );
             let arena = Arena::new(&name, bytes, config.prefault)
@@ -178,7 +179,7 @@ impl LocalService {
         Ok(LocalService {
             inner,
             data_addr,
-            threads,
+            threads: Mutex::new(threads),
         })
     }
 
@@ -228,11 +229,13 @@ impl LocalService {
     }
 
     /// Unregister, close every connection and join every thread.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
+    /// Stop serving: unregister, close every connection, join every thread. Idempotent; the pools
+    /// stay mapped until the last reference to the service drops.
+    pub fn shutdown(&self) {
         if self.inner.stop.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -262,7 +265,13 @@ impl LocalService {
         {
             let _ = c.1.shutdown(std::net::Shutdown::Both);
         }
-        for t in self.threads.drain(..) {
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for t in threads {
             let _ = t.join();
         }
         info!(rank = m.rank, "local service stopped");

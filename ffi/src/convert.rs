@@ -1,0 +1,198 @@
+//! Turning C arguments into checked Rust values. Every pointer is checked for NULL and every
+//! length for overflow before a byte is touched.
+
+use std::ffi::c_char;
+
+use tracing::warn;
+
+use crate::types::*;
+
+/// A key: NUL-terminated within 256 bytes, 1..255 bytes long, UTF-8.
+pub(crate) fn key(ptr: *const c_char) -> Result<String, i32> {
+    if ptr.is_null() {
+        warn!("key is NULL");
+        return Err(MMC_INVALID_PARAM);
+    }
+    let mut bytes = Vec::with_capacity(32);
+    for i in 0..=MMC_KEY_BYTES_MAX as usize {
+        // SAFETY: the caller passes a NUL-terminated string; we read byte by byte and stop at the
+        // NUL or after 256 bytes, so we never read past a properly terminated key.
+        let b = unsafe { *ptr.add(i) } as u8;
+        if b == 0 {
+            break;
+        }
+        bytes.push(b);
+    }
+    if bytes.is_empty() || bytes.len() > MMC_KEY_BYTES_MAX as usize {
+        warn!(
+            len = bytes.len(),
+            "invalid key: must be 1 to 255 bytes, NUL-terminated"
+        );
+        return Err(MMC_INVALID_PARAM);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        warn!("invalid key: not UTF-8");
+        MMC_INVALID_PARAM
+    })
+}
+
+/// `count` keys from `keys`; a bad key is an `Err` in its slot.
+pub(crate) fn keys(
+    keys: *mut *const c_char,
+    count: usize,
+) -> Result<Vec<Result<String, i32>>, i32> {
+    if keys.is_null() || count == 0 || count > MAX_BATCH_OP_COUNT as usize {
+        warn!(
+            count,
+            max = MAX_BATCH_OP_COUNT,
+            "batch refused: NULL keys, or count 0 or over the maximum"
+        );
+        return Err(MMC_INVALID_PARAM);
+    }
+    // SAFETY: non-null, and the caller passes an array of `count` key pointers.
+    let ptrs = unsafe { std::slice::from_raw_parts(keys, count) };
+    Ok(ptrs.iter().map(|p| key(*p)).collect())
+}
+
+/// A fixed-size char array field: text up to its first NUL (which must be inside the array).
+pub(crate) fn field(name: &str, arr: &[c_char]) -> Result<String, i32> {
+    let bytes: Vec<u8> = arr.iter().map(|c| *c as u8).collect();
+    let Some(end) = bytes.iter().position(|b| *b == 0) else {
+        warn!(
+            field = name,
+            "string field is not NUL-terminated within its size"
+        );
+        return Err(MMC_INVALID_PARAM);
+    };
+    String::from_utf8(bytes[..end].to_vec()).map_err(|_| {
+        warn!(field = name, "string field is not UTF-8");
+        MMC_INVALID_PARAM
+    })
+}
+
+/// The (address, length) pieces a buffer describes, in object order.
+pub(crate) fn pieces(buf: &mmc_buffer) -> Result<Vec<(usize, usize)>, i32> {
+    match buf.r#type {
+        MEDIA_DRAM => {}
+        MEDIA_HBM => {
+            warn!("device memory buffer (MEDIA_HBM) but this build has no device backend (CUDA/Ascend)");
+            return Err(MMC_INVALID_PARAM);
+        }
+        other => {
+            warn!(
+                media = other,
+                "buffer type must be MEDIA_DRAM (host) or MEDIA_HBM (device)"
+            );
+            return Err(MMC_INVALID_PARAM);
+        }
+    }
+    if buf.addr == 0 {
+        warn!("buffer address is NULL");
+        return Err(MMC_INVALID_PARAM);
+    }
+    let bad = |why: &str| {
+        warn!(why, ?buf, "invalid buffer");
+        MMC_INVALID_PARAM
+    };
+    match buf.dimType {
+        MMC_DIM_1D => {
+            if buf.len == 0 {
+                return Err(bad("zero length"));
+            }
+            let start = buf
+                .addr
+                .checked_add(buf.offset)
+                .ok_or_else(|| bad("address overflow"))?;
+            start
+                .checked_add(buf.len)
+                .ok_or_else(|| bad("address overflow"))?;
+            let len = usize::try_from(buf.len).map_err(|_| bad("length too large"))?;
+            if len > isize::MAX as usize {
+                return Err(bad("length too large"));
+            }
+            Ok(vec![(start as usize, len)])
+        }
+        MMC_DIM_2D => {
+            if buf.width == 0 || buf.layerCount == 0 {
+                return Err(bad("zero width or layer count"));
+            }
+            if buf.layerOffset as u64 + buf.layerCount as u64 > buf.layerNum as u64 {
+                return Err(bad("layerOffset + layerCount exceeds layerNum"));
+            }
+            if buf.layerCount > 1 && (buf.width as u64) > buf.dpitch {
+                return Err(bad("width exceeds dpitch: layers would overlap"));
+            }
+            let mut out = Vec::with_capacity(buf.layerCount as usize);
+            for i in 0..buf.layerCount as u64 {
+                let at = (buf.layerOffset as u64 + i)
+                    .checked_mul(buf.dpitch)
+                    .and_then(|o| buf.addr.checked_add(o))
+                    .ok_or_else(|| bad("address overflow"))?;
+                at.checked_add(buf.width as u64)
+                    .ok_or_else(|| bad("address overflow"))?;
+                out.push((at as usize, buf.width as usize));
+            }
+            Ok(out)
+        }
+        other => {
+            warn!(dim = other, "dimType must be MMC_DIM_1D or MMC_DIM_2D");
+            Err(MMC_INVALID_PARAM)
+        }
+    }
+}
+
+/// Destination pieces of one call must not overlap (they become distinct `&mut` slices).
+pub(crate) fn check_disjoint<'a>(all: impl Iterator<Item = &'a (usize, usize)>) -> Result<(), i32> {
+    let mut v: Vec<(usize, usize)> = all.copied().collect();
+    v.sort_unstable();
+    for w in v.windows(2) {
+        if w[0].0 + w[0].1 > w[1].0 {
+            warn!("destination buffers of one call overlap");
+            return Err(MMC_INVALID_PARAM);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn put_options(o: &mmc_put_options) -> Result<mmc_dataplane::PutOptions, i32> {
+    if o.mediaType as u32 > MEDIA_NONE
+        || o.policy as u32 > PREFERRED_AFFINITY
+        || o.replicaNum as usize > MAX_BLOB_COPIES
+    {
+        warn!(
+            ?o,
+            "invalid put options: media 0..3, policy 0..1, replicaNum 0..8"
+        );
+        return Err(MMC_INVALID_PARAM);
+    }
+    Ok(mmc_dataplane::PutOptions {
+        media: o.mediaType,
+        policy: o.policy,
+        replicas: o.replicaNum,
+        preferred: o.preferredLocalServiceIDs.to_vec(),
+    })
+}
+
+/// The byte slices of source pieces.
+///
+/// # Safety
+/// Every piece must be readable memory of its length for as long as the slices live.
+pub(crate) unsafe fn slices<'a>(pieces: &[(usize, usize)]) -> Vec<&'a [u8]> {
+    pieces
+        .iter()
+        // SAFETY: non-null (checked by `pieces`), length within isize, validity promised by the caller.
+        .map(|(p, l)| unsafe { std::slice::from_raw_parts(*p as *const u8, *l) })
+        .collect()
+}
+
+/// The byte slices of destination pieces.
+///
+/// # Safety
+/// Every piece must be writable memory of its length, not aliased, for as long as they live.
+pub(crate) unsafe fn slices_mut<'a>(pieces: &[(usize, usize)]) -> Vec<&'a mut [u8]> {
+    pieces
+        .iter()
+        // SAFETY: non-null, disjoint (`check_disjoint`), validity promised by the caller.
+        .map(|(p, l)| unsafe { std::slice::from_raw_parts_mut(*p as *mut u8, *l) })
+        .collect()
+}

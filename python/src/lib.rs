@@ -1,0 +1,1124 @@
+//! MemCache's Python API: the extension module `mmc._mmc`, re-exported by the `mmc` package.
+//!
+//! `DistributedObjectStore` wraps one [`Client`] (with, when the config file gives the local
+//! service a pool size, a local service embedded in the Python process). Return conventions are
+//! the API document's and CONTRACT.md's: `0` or a negative code; batch calls a list of per-key
+//! codes; `get` returns `b""` on failure; `is_exist` 1/0/negative. Every call releases the GIL
+//! while it waits on I/O.
+
+mod buffers;
+mod codes;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, Once, RwLock, Weak};
+
+use mmc_controlplane::config::{config_path, load_text, Format, LogLevel, OckFile};
+use mmc_dataplane::config::{load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV};
+use mmc_dataplane::{Client, PutOptions};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes};
+use tracing::{error, info, warn};
+
+use buffers::{any_overlap, key_arg, region, seq, BufGuard, Region};
+use codes::{Code, INVALID, NOT_INIT, OK};
+
+/// Environment variable that maps the logical device ids of `init` to physical ones.
+const VISIBLE_DEVICES_ENV: &str = "ASCEND_RT_VISIBLE_DEVICES";
+
+// ---------------------------------------------------------------------------------------------
+// MmcCopyDirect
+// ---------------------------------------------------------------------------------------------
+
+/// Direction of a copy (the original's `smem_bm_copy_type` values).
+///
+/// - ``SMEMB_COPY_H2G`` (3): host memory -> global pool (default for puts)
+/// - ``SMEMB_COPY_L2G`` (0): device memory -> global pool
+/// - ``SMEMB_COPY_G2H`` (2): global pool -> host memory (default for gets)
+/// - ``SMEMB_COPY_G2L`` (1): global pool -> device memory
+///
+/// Device directions (L2G, G2L) need a device backend; this build has none and returns -3000 for
+/// them. Methods taking ``direct`` accept a member of this enum or its int value.
+#[pyclass(eq, eq_int, hash, frozen, module = "mmc", name = "MmcCopyDirect")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmcCopyDirect {
+    #[pyo3(name = "SMEMB_COPY_L2G")]
+    L2G = 0,
+    #[pyo3(name = "SMEMB_COPY_G2L")]
+    G2L = 1,
+    #[pyo3(name = "SMEMB_COPY_G2H")]
+    G2H = 2,
+    #[pyo3(name = "SMEMB_COPY_H2G")]
+    H2G = 3,
+}
+
+impl MmcCopyDirect {
+    fn from_value(v: i64) -> Option<MmcCopyDirect> {
+        match v {
+            0 => Some(MmcCopyDirect::L2G),
+            1 => Some(MmcCopyDirect::G2L),
+            2 => Some(MmcCopyDirect::G2H),
+            3 => Some(MmcCopyDirect::H2G),
+            _ => None,
+        }
+    }
+
+    fn py_name(self) -> &'static str {
+        match self {
+            MmcCopyDirect::L2G => "SMEMB_COPY_L2G",
+            MmcCopyDirect::G2L => "SMEMB_COPY_G2L",
+            MmcCopyDirect::G2H => "SMEMB_COPY_G2H",
+            MmcCopyDirect::H2G => "SMEMB_COPY_H2G",
+        }
+    }
+}
+
+#[pymethods]
+impl MmcCopyDirect {
+    /// The member's int value (as pybind11 enums have).
+    #[getter]
+    fn value(&self) -> i64 {
+        *self as i64
+    }
+
+    /// The member's name, e.g. ``"SMEMB_COPY_H2G"``.
+    #[getter]
+    fn name(&self) -> &'static str {
+        self.py_name()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Put,
+    Get,
+}
+
+/// Check `direct` for `op`: host directions pass; device directions are -3000 (no device
+/// backend); a direction of the other kind, or no direction at all, is -3000.
+fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<(), i32> {
+    let host = match op {
+        Op::Put => MmcCopyDirect::H2G,
+        Op::Get => MmcCopyDirect::G2H,
+    };
+    let d = match obj.filter(|o| !o.is_none()) {
+        None => host,
+        Some(o) => {
+            let d = if let Ok(d) = o.cast::<MmcCopyDirect>() {
+                Some(*d.get())
+            } else if o.is_instance_of::<PyBool>() {
+                None
+            } else {
+                o.extract::<i64>().ok().and_then(MmcCopyDirect::from_value)
+            };
+            match d {
+                Some(d) => d,
+                None => {
+                    warn!(direct = %o, "invalid copy direction: expected an MmcCopyDirect");
+                    return Err(INVALID);
+                }
+            }
+        }
+    };
+    match (op, d) {
+        (Op::Put, MmcCopyDirect::H2G) | (Op::Get, MmcCopyDirect::G2H) => Ok(()),
+        (Op::Put, MmcCopyDirect::L2G) | (Op::Get, MmcCopyDirect::G2L) => {
+            warn!(
+                direct = d.py_name(),
+                "device memory copy refused: this build has no device backend (CUDA/Ascend); \
+                 use host memory with SMEMB_COPY_H2G / SMEMB_COPY_G2H"
+            );
+            Err(INVALID)
+        }
+        _ => {
+            warn!(direct = d.py_name(), op = ?op, "copy direction does not fit this operation");
+            Err(INVALID)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging and configuration
+// ---------------------------------------------------------------------------------------------
+
+static LOGGING: Once = Once::new();
+
+/// Install the stderr subscriber once per process (`RUST_LOG` overrides `level`). Never panics if
+/// another subscriber is already installed.
+fn init_logging(level: LogLevel) {
+    LOGGING.call_once(|| mmc_controlplane::logging::init(level));
+}
+
+/// Whether the config file sets the local service's DRAM and HBM sizes itself. The config
+/// structs carry a default DRAM size, so "not set" is read from the file: only a size the file
+/// gives makes the Python process host a local service.
+fn pool_sizes_set(path: &Path) -> (bool, bool) {
+    let Ok((text, format)) = load_text(path) else {
+        return (false, false);
+    };
+    match format {
+        Format::Ock => match OckFile::parse(&text) {
+            Ok(f) => (
+                f.get("ock.mmc.local_service.dram.size").is_some(),
+                f.get("ock.mmc.local_service.hbm.size").is_some(),
+            ),
+            Err(_) => (false, false),
+        },
+        Format::Toml => match text.parse::<toml::Table>() {
+            Ok(t) => {
+                let local = t.get("local").and_then(|l| l.as_table());
+                let has = |k: &str| t.contains_key(k) || local.is_some_and(|l| l.contains_key(k));
+                (has("dram_size"), has("hbm_size"))
+            }
+            Err(_) => (false, false),
+        },
+    }
+}
+
+/// The physical device of a logical `device_id` under `ASCEND_RT_VISIBLE_DEVICES`.
+fn physical_device(device_id: u32) -> u32 {
+    let Ok(list) = std::env::var(VISIBLE_DEVICES_ENV) else {
+        return device_id;
+    };
+    let ids: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return device_id;
+    }
+    match ids.get(device_id as usize).map(|s| s.parse::<u32>()) {
+        Some(Ok(p)) => p,
+        _ => {
+            warn!(
+                device_id,
+                visible = %list,
+                "device id not in {VISIBLE_DEVICES_ENV}: using it as is"
+            );
+            device_id
+        }
+    }
+}
+
+/// The client and (if any) embedded local service settings from `$MMC_LOCAL_CONFIG_PATH`.
+fn load_config(device_id: u32) -> Result<(ClientConfig, Option<LocalConfig>), String> {
+    let path = config_path(None, LOCAL_CONFIG_ENV);
+    let (client, mut local) = load_client_and_local(path.as_deref()).map_err(|e| e.to_string())?;
+    init_logging(client.log_level);
+    let Some(path) = path else {
+        info!(
+            meta = %client.meta_url,
+            "{LOCAL_CONFIG_ENV} is not set: a pure client with the default settings"
+        );
+        return Ok((client, None));
+    };
+    let (dram_set, hbm_set) = pool_sizes_set(&path);
+    if !dram_set {
+        local.dram_bytes = 0;
+    }
+    if !hbm_set {
+        local.hbm_bytes = 0;
+    }
+    local.device_id = physical_device(device_id);
+    if local.is_pure_client() {
+        Ok((client, None))
+    } else {
+        Ok((client, Some(local)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store
+// ---------------------------------------------------------------------------------------------
+
+struct Inner {
+    client: RwLock<Option<Arc<Client>>>,
+    /// Serializes `init` and `close` (never held with the GIL).
+    lifecycle: Mutex<()>,
+}
+
+impl Inner {
+    fn client(&self) -> Option<Arc<Client>> {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn init(&self, device_id: u32) -> i32 {
+        let _l = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.client().is_some() {
+            info!("DistributedObjectStore.init: already initialized");
+            return OK;
+        }
+        let (client_cfg, local_cfg) = match load_config(device_id) {
+            Ok(c) => c,
+            Err(e) => {
+                init_logging(LogLevel::Info);
+                error!("DistributedObjectStore.init: {e}");
+                return INVALID;
+            }
+        };
+        let made = match &local_cfg {
+            None => Client::connect(&client_cfg),
+            Some(local) => Client::with_local_service(&client_cfg, local),
+        };
+        match made {
+            Ok(c) => {
+                info!(
+                    meta = %client_cfg.meta_url,
+                    local_service = ?c.local_rank(),
+                    dram = local_cfg.as_ref().map(|l| l.dram_bytes),
+                    "DistributedObjectStore initialized"
+                );
+                *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(c));
+                OK
+            }
+            Err(e) => {
+                error!(meta = %client_cfg.meta_url, error = %e, "DistributedObjectStore.init failed");
+                codes::of(&e)
+            }
+        }
+    }
+
+    /// Drop the client (the embedded local service unregisters and stops). Calls in flight keep
+    /// their own reference and finish first.
+    fn close(&self) {
+        let _l = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let client = self
+            .client
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if client.is_some() {
+            drop(client);
+            info!("DistributedObjectStore closed");
+        }
+    }
+}
+
+/// Every store of this process, closed at interpreter exit (`mmc/__init__.py` registers
+/// `_close_all` with `atexit`) so that embedded local services unregister cleanly.
+static STORES: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// One key's input: its key and its pieces of caller memory.
+struct Item {
+    key: String,
+    parts: Vec<Region>,
+}
+
+/// The per-key code of a list of prepared items: 0 for those ready to go, else their error.
+fn initial_codes(items: &[Result<Item, i32>]) -> Vec<i32> {
+    items
+        .iter()
+        .map(|i| i.as_ref().err().copied().unwrap_or(OK))
+        .collect()
+}
+
+fn ready(items: Vec<Result<Item, i32>>) -> Vec<(usize, Item)> {
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.ok().map(|it| (i, it)))
+        .collect()
+}
+
+/// Put every ready item in one batch, with the GIL released; one code per item.
+fn put_items(py: Python<'_>, client: &Client, items: Vec<Result<Item, i32>>) -> Vec<i32> {
+    let mut out = initial_codes(&items);
+    let todo = ready(items);
+    if todo.is_empty() {
+        return out;
+    }
+    let results = py.detach(|| {
+        let keys: Vec<&str> = todo.iter().map(|(_, it)| it.key.as_str()).collect();
+        let parts: Vec<Vec<&[u8]>> = todo
+            .iter()
+            .map(|(_, it)| {
+                it.parts
+                    .iter()
+                    // SAFETY: each region is a non-null, non-empty, non-wrapping range (checked
+                    // by `buffers::region`) that the caller vouches for: an int pointer the
+                    // caller promises is valid for `size` bytes for the duration of the call, or
+                    // a buffer-protocol export held alive by a `BufGuard` in the calling frame
+                    // until this closure has returned. The slices do not outlive the closure.
+                    .map(|r| unsafe { r.as_slice() })
+                    .collect()
+            })
+            .collect();
+        let views: Vec<&[&[u8]]> = parts.iter().map(Vec::as_slice).collect();
+        client.batch_put_parts(&keys, &views, &PutOptions::default())
+    });
+    match results {
+        Ok(rs) => {
+            for ((i, _), r) in todo.iter().zip(rs) {
+                out[*i] = codes::of_result(&r);
+            }
+        }
+        Err(e) => {
+            let c = codes::of(&e);
+            for (i, _) in &todo {
+                out[*i] = c;
+            }
+        }
+    }
+    out
+}
+
+/// Get every ready item into its pieces in one batch, with the GIL released; one code per item
+/// (0 on success). Destination ranges that overlap within the call are refused (-3000).
+fn get_items(py: Python<'_>, client: &Client, items: Vec<Result<Item, i32>>) -> Vec<i32> {
+    let mut out = initial_codes(&items);
+    let todo = ready(items);
+    if todo.is_empty() {
+        return out;
+    }
+    let mut all: Vec<Region> = todo
+        .iter()
+        .flat_map(|(_, it)| it.parts.iter().copied())
+        .collect();
+    if any_overlap(&mut all) {
+        warn!(
+            keys = todo.len(),
+            "get refused: destination buffers of one call overlap"
+        );
+        for (i, _) in &todo {
+            out[*i] = INVALID;
+        }
+        return out;
+    }
+    let results = py.detach(|| {
+        let keys: Vec<&str> = todo.iter().map(|(_, it)| it.key.as_str()).collect();
+        let mut parts: Vec<Vec<&mut [u8]>> = todo
+            .iter()
+            .map(|(_, it)| {
+                it.parts
+                    .iter()
+                    // SAFETY: each region is a non-null, non-empty, non-wrapping range (checked
+                    // by `buffers::region`) that the caller vouches for as writable for the
+                    // duration of the call (an int pointer), or a writable buffer-protocol export
+                    // held alive by a `BufGuard` in the calling frame until this closure has
+                    // returned. No two regions of this call overlap (checked just above), so the
+                    // `&mut` slices are disjoint, and they do not outlive the closure.
+                    .map(|r| unsafe { r.as_mut_slice() })
+                    .collect()
+            })
+            .collect();
+        let mut views: Vec<&mut [&mut [u8]]> = parts.iter_mut().map(Vec::as_mut_slice).collect();
+        client.batch_get_into_parts(&keys, &mut views)
+    });
+    match results {
+        Ok(rs) => {
+            for ((i, _), r) in todo.iter().zip(rs) {
+                out[*i] = codes::of_result(&r);
+            }
+        }
+        Err(e) => {
+            let c = codes::of(&e);
+            for (i, _) in &todo {
+                out[*i] = c;
+            }
+        }
+    }
+    out
+}
+
+/// One key with one pointer/size pair.
+fn one_item<'py>(
+    key: &Bound<'py, PyAny>,
+    ptr: &Bound<'py, PyAny>,
+    size: Option<&Bound<'py, PyAny>>,
+    writable: bool,
+    guards: &mut Vec<BufGuard<'py>>,
+) -> Result<Item, i32> {
+    let key = key_arg(key)?;
+    let r = region(ptr, size, writable, guards)?;
+    Ok(Item {
+        key,
+        parts: vec![r],
+    })
+}
+
+/// The sizes of a pointer list: a list of the same length, or `None` (every piece is a buffer
+/// object taken whole).
+fn sizes_for<'py>(
+    sizes: Option<&Bound<'py, PyAny>>,
+    n: usize,
+) -> Result<Vec<Option<Bound<'py, PyAny>>>, i32> {
+    match sizes.filter(|s| !s.is_none()) {
+        None => Ok(vec![None; n]),
+        Some(s) => {
+            let v = seq(s)?;
+            if v.len() != n {
+                warn!(
+                    pointers = n,
+                    sizes = v.len(),
+                    "pointer and size lists differ in length"
+                );
+                return Err(INVALID);
+            }
+            Ok(v.into_iter().map(Some).collect())
+        }
+    }
+}
+
+/// One key with a list of pointer/size pairs (layers).
+fn layers_item<'py>(
+    key: &Bound<'py, PyAny>,
+    ptrs: &Bound<'py, PyAny>,
+    sizes: Option<&Bound<'py, PyAny>>,
+    writable: bool,
+    guards: &mut Vec<BufGuard<'py>>,
+) -> Result<Item, i32> {
+    let key = key_arg(key)?;
+    let ptrs = seq(ptrs)?;
+    if ptrs.is_empty() {
+        warn!(key, "layered call with no layers");
+        return Err(INVALID);
+    }
+    let sizes = sizes_for(sizes, ptrs.len())?;
+    let parts = ptrs
+        .iter()
+        .zip(&sizes)
+        .map(|(p, s)| region(p, s.as_ref(), writable, guards))
+        .collect::<Result<Vec<_>, i32>>()?;
+    Ok(Item { key, parts })
+}
+
+/// The keys of a batch call; `Err` when `keys` is not a list at all.
+fn batch_keys<'py>(keys: &Bound<'py, PyAny>) -> Result<Vec<Bound<'py, PyAny>>, i32> {
+    seq(keys).inspect_err(|_| warn!("batch call: keys must be a list of str"))
+}
+
+/// The list a batch call returns when it fails as a whole: one `code` per key (one element when
+/// `keys` is not even a list).
+fn all(keys: &Bound<'_, PyAny>, code: i32) -> Vec<i32> {
+    let n = seq(keys).map(|k| k.len()).unwrap_or(1);
+    vec![code; n]
+}
+
+/// A per-key list argument of a batch call: a list with one element per key.
+fn per_key<'py>(
+    obj: Option<&Bound<'py, PyAny>>,
+    n: usize,
+    what: &str,
+) -> Result<Vec<Option<Bound<'py, PyAny>>>, i32> {
+    match obj.filter(|o| !o.is_none()) {
+        None if what == "sizes" => Ok(vec![None; n]),
+        None => Err(INVALID),
+        Some(o) => {
+            let v = seq(o)?;
+            if v.len() != n {
+                warn!(keys = n, what, len = v.len(), "batch call: list lengths differ");
+                return Err(INVALID);
+            }
+            Ok(v.into_iter().map(Some).collect())
+        }
+    }
+}
+
+/// A distributed KV-cache store client (MemCache).
+///
+/// Create it, call ``init(device_id)`` (which reads ``$MMC_LOCAL_CONFIG_PATH`` and connects to
+/// a separately started meta service), then put and get objects by key. Pointers are ints
+/// (``array.ctypes.data``, ``tensor.data_ptr()``) that the caller keeps valid for the call;
+/// any object with the buffer protocol (bytes, bytearray, memoryview, numpy array) is accepted
+/// wherever a pointer is, with ``size`` then optional (default: the whole buffer).
+///
+/// Return conventions: ``0`` on success or a negative error code (-3000 invalid parameter,
+/// -3006 object exists, -3007 object does not exist, -3013 no space, -3019 not initialized,
+/// ...); batch calls return one code per key; ``get`` returns ``b""`` on failure; ``is_exist``
+/// returns 1 / 0 / a negative code. Puts are create-only. Every call releases the GIL while it
+/// waits, so threads can share one store.
+#[pyclass(frozen, weakref, module = "mmc", name = "DistributedObjectStore")]
+pub struct DistributedObjectStore {
+    inner: Arc<Inner>,
+}
+
+impl DistributedObjectStore {
+    fn client(&self) -> Option<Arc<Client>> {
+        self.inner.client()
+    }
+}
+
+#[pymethods]
+impl DistributedObjectStore {
+    /// Create an uninitialized store; call ``init`` before anything else.
+    #[new]
+    fn new() -> Self {
+        let inner = Arc::new(Inner {
+            client: RwLock::new(None),
+            lifecycle: Mutex::new(()),
+        });
+        let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
+        stores.retain(|w| w.strong_count() > 0);
+        stores.push(Arc::downgrade(&inner));
+        DistributedObjectStore { inner }
+    }
+
+    /// Initialize the client.
+    ///
+    /// Reads the client settings (and optionally an embedded local service's) from the file
+    /// named by ``$MMC_LOCAL_CONFIG_PATH`` (TOML, or Ascend MemCache's ``ock.mmc.*`` key=value
+    /// format; without the variable: defaults, meta service at tcp://127.0.0.1:5000) and connects
+    /// to the meta service, which must already run. When the file gives the local service a DRAM
+    /// (or HBM) size (``dram_size`` / ``ock.mmc.local_service.dram.size``), a local service runs
+    /// inside this process and contributes that memory to the pool.
+    ///
+    /// Args:
+    ///     device_id: the NPU/GPU id used with HBM (mapped through
+    ///         ``$ASCEND_RT_VISIBLE_DEVICES``); an int >= 0.
+    ///
+    /// Returns:
+    ///     0 on success (also when already initialized), else a negative code (-3000 bad
+    ///     argument or config file, -3017 meta service unreachable, ...).
+    #[pyo3(signature = (device_id = None))]
+    #[pyo3(text_signature = "(self, device_id=0)")]
+    fn init(&self, py: Python<'_>, device_id: Option<&Bound<'_, PyAny>>) -> i32 {
+        let device = match device_id.filter(|d| !d.is_none()) {
+            None => Ok(0),
+            Some(d) if d.is_instance_of::<PyBool>() => Err(()),
+            Some(d) => d.extract::<u32>().map_err(|_| ()),
+        };
+        let Ok(device) = device else {
+            init_logging(LogLevel::Info);
+            warn!("DistributedObjectStore.init: device_id must be an int >= 0");
+            return INVALID;
+        };
+        let inner = self.inner.clone();
+        py.detach(move || inner.init(device))
+    }
+
+    /// Close the client and release its resources (an embedded local service unregisters and
+    /// its memory leaves the pool). Calls made afterwards return -3019 (``get``: ``b""``) until
+    /// ``init`` is called again. Safe to call more than once.
+    fn close(&self, py: Python<'_>) {
+        let inner = self.inner.clone();
+        py.detach(move || inner.close());
+    }
+
+    /// Store ``data`` under ``key`` (create-only).
+    ///
+    /// Args:
+    ///     key: str of 1..255 bytes (UTF-8).
+    ///     data: bytes, or any object with the buffer protocol (C-contiguous), at least 1 byte.
+    ///
+    /// Returns:
+    ///     0 on success; -3006 if the key exists (the stored value is unchanged); -3000 for a
+    ///     bad key or value; -3013 if no space; -3019 if not initialized; other negative codes.
+    #[pyo3(signature = (key, data))]
+    fn put(&self, py: Python<'_>, key: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> i32 {
+        let Some(client) = self.client() else {
+            return NOT_INIT;
+        };
+        let mut guards = Vec::new();
+        let item = one_item(key, data, None, false, &mut guards);
+        let code = put_items(py, &client, vec![item])[0];
+        drop(guards);
+        code
+    }
+
+    /// Store ``size`` bytes at ``buffer_ptr`` under ``key`` (create-only).
+    ///
+    /// Args:
+    ///     key: str of 1..255 bytes.
+    ///     buffer_ptr: address as an int (``arr.ctypes.data``, ``tensor.data_ptr()``), valid
+    ///         for ``size`` bytes during the call; or a buffer-protocol object.
+    ///     size: bytes to store (> 0); optional with a buffer object (default: all of it).
+    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (device memory: -3000 in
+    ///         this build, which has no device backend).
+    ///
+    /// Returns:
+    ///     0 on success, else a negative code (-3006 exists, -3000 bad argument, -3019 not
+    ///     initialized, ...).
+    #[pyo3(signature = (key, buffer_ptr, size = None, direct = None))]
+    #[pyo3(text_signature = "(self, key, buffer_ptr, size, direct=SMEMB_COPY_H2G)")]
+    fn put_from(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        buffer_ptr: &Bound<'_, PyAny>,
+        size: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
+        let Some(client) = self.client() else {
+            return NOT_INIT;
+        };
+        if let Err(c) = direction(direct, Op::Put) {
+            return c;
+        }
+        let mut guards = Vec::new();
+        let item = one_item(key, buffer_ptr, size, false, &mut guards);
+        let code = put_items(py, &client, vec![item])[0];
+        drop(guards);
+        code
+    }
+
+    /// Store many objects, each from one buffer, in one batch (create-only).
+    ///
+    /// Args:
+    ///     keys: list of str.
+    ///     buffer_ptrs: list of int addresses (or buffer objects), one per key.
+    ///     sizes: list of sizes in bytes, one per key (may be None when every buffer is a
+    ///         buffer object taken whole).
+    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (-3000 in this build).
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0 or a negative code (-3006 for a key that exists, ...).
+    ///     Lists of different lengths make every entry -3000.
+    #[pyo3(signature = (keys, buffer_ptrs, sizes = None, direct = None))]
+    #[pyo3(text_signature = "(self, keys, buffer_ptrs, sizes, direct=SMEMB_COPY_H2G)")]
+    fn batch_put_from(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        buffer_ptrs: Option<&Bound<'_, PyAny>>,
+        sizes: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> Vec<i32> {
+        self.batch_flat(py, keys, buffer_ptrs, sizes, direct, Op::Put)
+    }
+
+    /// Store one object whose bytes are the given pieces (layers) concatenated, in order.
+    ///
+    /// Args:
+    ///     key: str of 1..255 bytes.
+    ///     buffer_ptrs: list of int addresses (or buffer objects), one per layer.
+    ///     sizes: list of sizes, one per layer (> 0 each); None when every piece is a buffer
+    ///         object taken whole.
+    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (-3000 in this build).
+    ///
+    /// Returns:
+    ///     0 on success, else a negative code.
+    #[pyo3(signature = (key, buffer_ptrs, sizes = None, direct = None))]
+    #[pyo3(text_signature = "(self, key, buffer_ptrs, sizes, direct=SMEMB_COPY_H2G)")]
+    fn put_from_layers(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        buffer_ptrs: &Bound<'_, PyAny>,
+        sizes: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
+        let Some(client) = self.client() else {
+            return NOT_INIT;
+        };
+        if let Err(c) = direction(direct, Op::Put) {
+            return c;
+        }
+        let mut guards = Vec::new();
+        let item = layers_item(key, buffer_ptrs, sizes, false, &mut guards);
+        let code = put_items(py, &client, vec![item])[0];
+        drop(guards);
+        code
+    }
+
+    /// Store many layered objects in one batch: object ``i`` is the pieces
+    /// ``buffer_ptrs_list[i]`` (sizes ``sizes_list[i]``) concatenated.
+    ///
+    /// Args:
+    ///     keys: list of str.
+    ///     buffer_ptrs_list: list (one per key) of lists of int addresses or buffer objects.
+    ///     sizes_list: list (one per key) of lists of sizes; None when every piece is a buffer
+    ///         object taken whole.
+    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (-3000 in this build).
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0 or a negative code.
+    #[pyo3(signature = (keys, buffer_ptrs_list, sizes_list = None, direct = None))]
+    #[pyo3(text_signature = "(self, keys, buffer_ptrs_list, sizes_list, direct=SMEMB_COPY_H2G)")]
+    fn batch_put_from_layers(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        buffer_ptrs_list: Option<&Bound<'_, PyAny>>,
+        sizes_list: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> Vec<i32> {
+        self.batch_layers(py, keys, buffer_ptrs_list, sizes_list, direct, Op::Put)
+    }
+
+    /// Read the whole object stored under ``key``.
+    ///
+    /// Returns:
+    ///     the object's bytes; ``b""`` on any failure (missing key, bad key, not initialized).
+    #[pyo3(signature = (key))]
+    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> Bound<'py, PyBytes> {
+        let empty = || PyBytes::new(py, b"");
+        let Some(client) = self.client() else {
+            return empty();
+        };
+        let Ok(key) = key_arg(key) else {
+            warn!("get: key must be a str");
+            return empty();
+        };
+        match py.detach(|| client.get(&key)) {
+            Ok(v) => PyBytes::new(py, &v),
+            Err(_) => empty(),
+        }
+    }
+
+    /// Read the object stored under ``key`` into a buffer.
+    ///
+    /// Args:
+    ///     key: str.
+    ///     buffer_ptr: int address of writable memory valid for ``size`` bytes during the
+    ///         call; or a writable buffer-protocol object (bytearray, numpy array, ...).
+    ///     size: the buffer's capacity in bytes; must be at least the object's size (else
+    ///         -3000 and nothing is copied). Bytes past the object are left untouched.
+    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///
+    /// Returns:
+    ///     0 on success (not a byte count); -3007 if the key does not exist; -3000 for a bad
+    ///     argument or a too small buffer; -3019 if not initialized; other negative codes.
+    #[pyo3(signature = (key, buffer_ptr, size = None, direct = None))]
+    #[pyo3(text_signature = "(self, key, buffer_ptr, size, direct=SMEMB_COPY_G2H)")]
+    fn get_into(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        buffer_ptr: &Bound<'_, PyAny>,
+        size: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
+        let Some(client) = self.client() else {
+            return NOT_INIT;
+        };
+        if let Err(c) = direction(direct, Op::Get) {
+            return c;
+        }
+        let mut guards = Vec::new();
+        let item = one_item(key, buffer_ptr, size, true, &mut guards);
+        let code = get_items(py, &client, vec![item])[0];
+        drop(guards);
+        code
+    }
+
+    /// Read many objects, each into one buffer, in one batch.
+    ///
+    /// Args:
+    ///     keys: list of str.
+    ///     buffer_ptrs: list of int addresses (or writable buffer objects), one per key.
+    ///     sizes: list of capacities, one per key (None when every buffer is a buffer object).
+    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0, -3007 for a missing key, -3000 for a too small
+    ///     buffer, ... Overlapping destination buffers make every entry -3000.
+    #[pyo3(signature = (keys, buffer_ptrs, sizes = None, direct = None))]
+    #[pyo3(text_signature = "(self, keys, buffer_ptrs, sizes, direct=SMEMB_COPY_G2H)")]
+    fn batch_get_into(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        buffer_ptrs: Option<&Bound<'_, PyAny>>,
+        sizes: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> Vec<i32> {
+        self.batch_flat(py, keys, buffer_ptrs, sizes, direct, Op::Get)
+    }
+
+    /// Read one object into several pieces (layers), filled in order: piece 0 gets the first
+    /// ``sizes[0]`` bytes, and so on. Their total must be at least the object's size.
+    ///
+    /// Args:
+    ///     key: str.
+    ///     buffer_ptrs: list of int addresses (or writable buffer objects), one per layer.
+    ///     sizes: list of sizes, one per layer; None when every piece is a buffer object.
+    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///
+    /// Returns:
+    ///     0 on success, else a negative code.
+    #[pyo3(signature = (key, buffer_ptrs, sizes = None, direct = None))]
+    #[pyo3(text_signature = "(self, key, buffer_ptrs, sizes, direct=SMEMB_COPY_G2H)")]
+    fn get_into_layers(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        buffer_ptrs: &Bound<'_, PyAny>,
+        sizes: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
+        let Some(client) = self.client() else {
+            return NOT_INIT;
+        };
+        if let Err(c) = direction(direct, Op::Get) {
+            return c;
+        }
+        let mut guards = Vec::new();
+        let item = layers_item(key, buffer_ptrs, sizes, true, &mut guards);
+        let code = get_items(py, &client, vec![item])[0];
+        drop(guards);
+        code
+    }
+
+    /// Read many layered objects in one batch: object ``i`` fills the pieces
+    /// ``buffer_ptrs_list[i]`` (sizes ``sizes_list[i]``) in order.
+    ///
+    /// Args:
+    ///     keys: list of str.
+    ///     buffer_ptrs_list: list (one per key) of lists of int addresses or buffer objects.
+    ///     sizes_list: list (one per key) of lists of sizes; None when every piece is a buffer
+    ///         object.
+    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0 or a negative code.
+    #[pyo3(signature = (keys, buffer_ptrs_list, sizes_list = None, direct = None))]
+    #[pyo3(text_signature = "(self, keys, buffer_ptrs_list, sizes_list, direct=SMEMB_COPY_G2H)")]
+    fn batch_get_into_layers(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        buffer_ptrs_list: Option<&Bound<'_, PyAny>>,
+        sizes_list: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> Vec<i32> {
+        self.batch_layers(py, keys, buffer_ptrs_list, sizes_list, direct, Op::Get)
+    }
+
+    /// Remove ``key``: it is invisible at once; its space is reused after reads in flight end.
+    ///
+    /// Returns:
+    ///     0 on success; -3007 if the key does not exist; other negative codes.
+    #[pyo3(signature = (key))]
+    fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> i32 {
+        self.keyed_one(py, key, |c, k| codes::of_result(&c.remove(k)))
+    }
+
+    /// Remove many keys in one batch.
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0, -3007 for a missing key, or another negative code.
+    #[pyo3(signature = (keys))]
+    fn remove_batch(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> Vec<i32> {
+        self.keyed_batch(py, keys, |c, k| c.batch_remove(k), codes::of_result)
+    }
+
+    /// Whether ``key`` exists (committed; an object being written does not exist yet).
+    ///
+    /// Returns:
+    ///     1 if it exists, 0 if not, a negative code on error (-3000 bad key, -3019 not
+    ///     initialized, ...).
+    #[pyo3(signature = (key))]
+    fn is_exist(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> i32 {
+        self.keyed_one(py, key, |c, k| exist_code(&c.exist(k)))
+    }
+
+    /// Whether each key exists, in one batch.
+    ///
+    /// Returns:
+    ///     list of int, one per key: 1 exists, 0 does not, negative on error.
+    #[pyo3(signature = (keys))]
+    fn batch_is_exist(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> Vec<i32> {
+        self.keyed_batch(py, keys, |c, k| c.batch_exist(k), exist_code)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.client() {
+            Some(c) => match c.local_rank() {
+                Some(r) => format!("<mmc.DistributedObjectStore initialized, local service {r}>"),
+                None => "<mmc.DistributedObjectStore initialized>".to_string(),
+            },
+            None => "<mmc.DistributedObjectStore not initialized>".to_string(),
+        }
+    }
+}
+
+/// `is_exist`'s convention: 1 present, 0 absent, else the code.
+fn exist_code(r: &Result<(), codes::Error>) -> i32 {
+    match r {
+        Ok(()) => 1,
+        Err(e) if e.code() == Code::ObjectNotExists => 0,
+        Err(e) => codes::of(e),
+    }
+}
+
+impl DistributedObjectStore {
+    /// A batch of one buffer per key (`batch_put_from`, `batch_get_into`).
+    fn batch_flat(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        ptrs: Option<&Bound<'_, PyAny>>,
+        sizes: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+        op: Op,
+    ) -> Vec<i32> {
+        let Some(client) = self.client() else {
+            return all(keys, NOT_INIT);
+        };
+        let Ok(keys_v) = batch_keys(keys) else {
+            return vec![INVALID];
+        };
+        let n = keys_v.len();
+        if let Err(c) = direction(direct, op) {
+            return vec![c; n];
+        }
+        let (ptrs, sizes) = match (per_key(ptrs, n, "buffer_ptrs"), per_key(sizes, n, "sizes")) {
+            (Ok(p), Ok(s)) => (p, s),
+            _ => return vec![INVALID; n],
+        };
+        let writable = op == Op::Get;
+        let mut guards = Vec::new();
+        let items: Vec<Result<Item, i32>> = keys_v
+            .iter()
+            .zip(ptrs.iter().zip(&sizes))
+            .map(|(k, (p, s))| match p {
+                Some(p) => one_item(k, p, s.as_ref(), writable, &mut guards),
+                None => Err(INVALID),
+            })
+            .collect();
+        let out = match op {
+            Op::Put => put_items(py, &client, items),
+            Op::Get => get_items(py, &client, items),
+        };
+        drop(guards);
+        out
+    }
+
+    /// A batch of several pieces per key (`batch_put_from_layers`, `batch_get_into_layers`).
+    fn batch_layers(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        ptrs_list: Option<&Bound<'_, PyAny>>,
+        sizes_list: Option<&Bound<'_, PyAny>>,
+        direct: Option<&Bound<'_, PyAny>>,
+        op: Op,
+    ) -> Vec<i32> {
+        let Some(client) = self.client() else {
+            return all(keys, NOT_INIT);
+        };
+        let Ok(keys_v) = batch_keys(keys) else {
+            return vec![INVALID];
+        };
+        let n = keys_v.len();
+        if let Err(c) = direction(direct, op) {
+            return vec![c; n];
+        }
+        let (ptrs, sizes) = match (
+            per_key(ptrs_list, n, "buffer_ptrs_list"),
+            per_key(sizes_list, n, "sizes"),
+        ) {
+            (Ok(p), Ok(s)) => (p, s),
+            _ => return vec![INVALID; n],
+        };
+        let writable = op == Op::Get;
+        let mut guards = Vec::new();
+        let items: Vec<Result<Item, i32>> = keys_v
+            .iter()
+            .zip(ptrs.iter().zip(&sizes))
+            .map(|(k, (p, s))| match p {
+                Some(p) => layers_item(k, p, s.as_ref(), writable, &mut guards),
+                None => Err(INVALID),
+            })
+            .collect();
+        let out = match op {
+            Op::Put => put_items(py, &client, items),
+            Op::Get => get_items(py, &client, items),
+        };
+        drop(guards);
+        out
+    }
+
+    /// A single-key metadata call (`remove`, `is_exist`).
+    fn keyed_one(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        call: impl FnOnce(&Client, &str) -> i32 + Send,
+    ) -> i32 {
+        let Some(client) = self.client() else {
+            return NOT_INIT;
+        };
+        let Ok(key) = key_arg(key) else {
+            warn!("key must be a str");
+            return INVALID;
+        };
+        py.detach(|| call(&client, &key))
+    }
+
+    /// A batch metadata call (`remove_batch`, `batch_is_exist`): invalid keys get -3000, the
+    /// rest go in one request.
+    fn keyed_batch(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        call: impl FnOnce(&Client, &[&str]) -> Result<Vec<Result<(), codes::Error>>, codes::Error>
+            + Send,
+        code: fn(&Result<(), codes::Error>) -> i32,
+    ) -> Vec<i32> {
+        let Some(client) = self.client() else {
+            return all(keys, NOT_INIT);
+        };
+        let Ok(keys_v) = batch_keys(keys) else {
+            return vec![INVALID];
+        };
+        let parsed: Vec<Result<String, i32>> = keys_v.iter().map(key_arg).collect();
+        let mut out: Vec<i32> = parsed
+            .iter()
+            .map(|k| k.as_ref().err().copied().unwrap_or(OK))
+            .collect();
+        let todo: Vec<(usize, String)> = parsed
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.ok().map(|k| (i, k)))
+            .collect();
+        if todo.is_empty() {
+            return out;
+        }
+        let results = py.detach(|| {
+            let keys: Vec<&str> = todo.iter().map(|(_, k)| k.as_str()).collect();
+            call(&client, &keys)
+        });
+        match results {
+            Ok(rs) => {
+                for ((i, _), r) in todo.iter().zip(rs) {
+                    out[*i] = code(&r);
+                }
+            }
+            Err(e) => {
+                let c = codes::of(&e);
+                for (i, _) in &todo {
+                    out[*i] = c;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Close every store of this process (registered with `atexit` by the `mmc` package).
+#[pyfunction]
+fn _close_all(py: Python<'_>) {
+    let stores: Vec<Arc<Inner>> = STORES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    py.detach(move || {
+        for s in stores {
+            s.close();
+        }
+    });
+}
+
+/// MemCache's Python API (compiled part); import it as ``mmc``.
+#[pymodule]
+fn _mmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<DistributedObjectStore>()?;
+    m.add_class::<MmcCopyDirect>()?;
+    for d in [
+        MmcCopyDirect::L2G,
+        MmcCopyDirect::G2L,
+        MmcCopyDirect::G2H,
+        MmcCopyDirect::H2G,
+    ] {
+        m.add(d.py_name(), d)?;
+    }
+    m.add_function(wrap_pyfunction!(_close_all, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
