@@ -219,6 +219,6 @@ mod tests {
         assert_eq!(size_of::<mmc_tls_config>(), 1 + 7 * 256);
         assert_eq!(offset_of!(mmc_client_config_t, rankId), 1024);
         assert_eq!(offset_of!(mmc_client_config_t, logFunc), 1040);
-        assert_eq!(offset_of!(mmc_local_service_config_t, localDRAMSize), 3224);
+        assert_eq!(offset_of!(mmc_local_service_config_t, localDRAMSize), 3152);
     }
 }

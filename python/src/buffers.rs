@@ -92,9 +92,7 @@ impl Region {
 /// Whether any two regions share a byte.
 pub fn any_overlap(regions: &mut [Region]) -> bool {
     regions.sort_unstable_by_key(|r| r.addr);
-    regions
-        .windows(2)
-        .any(|w| w[0].addr + w[0].len > w[1].addr)
+    regions.windows(2).any(|w| w[0].addr + w[0].len > w[1].addr)
 }
 
 /// A size argument: `None` (absent), or an int in `0..=isize::MAX`. Anything else is -3000.
@@ -227,7 +225,7 @@ pub fn seq<'py>(obj: &Bound<'py, PyAny>) -> Result<Vec<Bound<'py, PyAny>>, i32> 
 /// A key: a `str` (or UTF-8 `bytes`). Length limits are checked by the client (1..255 bytes).
 pub fn key_arg(obj: &Bound<'_, PyAny>) -> Result<String, i32> {
     if let Ok(s) = obj.cast::<PyString>() {
-        return s.to_str().map(str::to_owned).map_err(|_| INVALID);
+        return s.to_cow().map(|c| c.into_owned()).map_err(|_| INVALID);
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
         return std::str::from_utf8(b.as_bytes())

@@ -509,7 +509,12 @@ fn per_key<'py>(
         Some(o) => {
             let v = seq(o)?;
             if v.len() != n {
-                warn!(keys = n, what, len = v.len(), "batch call: list lengths differ");
+                warn!(
+                    keys = n,
+                    what,
+                    len = v.len(),
+                    "batch call: list lengths differ"
+                );
                 return Err(INVALID);
             }
             Ok(v.into_iter().map(Some).collect())
@@ -573,7 +578,7 @@ impl DistributedObjectStore {
     ///     0 on success (also when already initialized), else a negative code (-3000 bad
     ///     argument or config file, -3017 meta service unreachable, ...).
     #[pyo3(signature = (device_id = None))]
-    #[pyo3(text_signature = "(self, device_id=0)")]
+    #[pyo3(text_signature = "($self, device_id=0)")]
     fn init(&self, py: Python<'_>, device_id: Option<&Bound<'_, PyAny>>) -> i32 {
         let device = match device_id.filter(|d| !d.is_none()) {
             None => Ok(0),
@@ -632,7 +637,6 @@ impl DistributedObjectStore {
     ///     0 on success, else a negative code (-3006 exists, -3000 bad argument, -3019 not
     ///     initialized, ...).
     #[pyo3(signature = (key, buffer_ptr, size = None, direct = None))]
-    #[pyo3(text_signature = "(self, key, buffer_ptr, size, direct=SMEMB_COPY_H2G)")]
     fn put_from(
         &self,
         py: Python<'_>,
@@ -667,7 +671,6 @@ impl DistributedObjectStore {
     ///     list of int, one per key: 0 or a negative code (-3006 for a key that exists, ...).
     ///     Lists of different lengths make every entry -3000.
     #[pyo3(signature = (keys, buffer_ptrs, sizes = None, direct = None))]
-    #[pyo3(text_signature = "(self, keys, buffer_ptrs, sizes, direct=SMEMB_COPY_H2G)")]
     fn batch_put_from(
         &self,
         py: Python<'_>,
@@ -691,7 +694,6 @@ impl DistributedObjectStore {
     /// Returns:
     ///     0 on success, else a negative code.
     #[pyo3(signature = (key, buffer_ptrs, sizes = None, direct = None))]
-    #[pyo3(text_signature = "(self, key, buffer_ptrs, sizes, direct=SMEMB_COPY_H2G)")]
     fn put_from_layers(
         &self,
         py: Python<'_>,
@@ -726,7 +728,6 @@ impl DistributedObjectStore {
     /// Returns:
     ///     list of int, one per key: 0 or a negative code.
     #[pyo3(signature = (keys, buffer_ptrs_list, sizes_list = None, direct = None))]
-    #[pyo3(text_signature = "(self, keys, buffer_ptrs_list, sizes_list, direct=SMEMB_COPY_H2G)")]
     fn batch_put_from_layers(
         &self,
         py: Python<'_>,
@@ -772,7 +773,6 @@ impl DistributedObjectStore {
     ///     0 on success (not a byte count); -3007 if the key does not exist; -3000 for a bad
     ///     argument or a too small buffer; -3019 if not initialized; other negative codes.
     #[pyo3(signature = (key, buffer_ptr, size = None, direct = None))]
-    #[pyo3(text_signature = "(self, key, buffer_ptr, size, direct=SMEMB_COPY_G2H)")]
     fn get_into(
         &self,
         py: Python<'_>,
@@ -806,7 +806,6 @@ impl DistributedObjectStore {
     ///     list of int, one per key: 0, -3007 for a missing key, -3000 for a too small
     ///     buffer, ... Overlapping destination buffers make every entry -3000.
     #[pyo3(signature = (keys, buffer_ptrs, sizes = None, direct = None))]
-    #[pyo3(text_signature = "(self, keys, buffer_ptrs, sizes, direct=SMEMB_COPY_G2H)")]
     fn batch_get_into(
         &self,
         py: Python<'_>,
@@ -830,7 +829,6 @@ impl DistributedObjectStore {
     /// Returns:
     ///     0 on success, else a negative code.
     #[pyo3(signature = (key, buffer_ptrs, sizes = None, direct = None))]
-    #[pyo3(text_signature = "(self, key, buffer_ptrs, sizes, direct=SMEMB_COPY_G2H)")]
     fn get_into_layers(
         &self,
         py: Python<'_>,
@@ -865,7 +863,6 @@ impl DistributedObjectStore {
     /// Returns:
     ///     list of int, one per key: 0 or a negative code.
     #[pyo3(signature = (keys, buffer_ptrs_list, sizes_list = None, direct = None))]
-    #[pyo3(text_signature = "(self, keys, buffer_ptrs_list, sizes_list, direct=SMEMB_COPY_G2H)")]
     fn batch_get_into_layers(
         &self,
         py: Python<'_>,
