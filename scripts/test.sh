@@ -34,4 +34,7 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "C API (gcc, g++, static and shared, valgrind)"
+bash scripts/test-c.sh
+
 step "all tests passed"

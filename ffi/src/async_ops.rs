@@ -146,9 +146,11 @@ pub(crate) fn wait(handle: i32, timeout_sec: i32) -> i32 {
     {
         return MMC_NET_REQ_HANDLE_NO_FOUND;
     }
-    if code == 0 {
-        0
-    } else {
+    // A failed operation's negative code is reported negated (positive); a positive outcome (the
+    // failure count of `mmcc_batch_remove`) is reported as it is.
+    if code < 0 {
         code.checked_neg().unwrap_or(i32::MAX)
+    } else {
+        code
     }
 }

@@ -270,7 +270,8 @@ pub unsafe extern "C" fn mmcc_remove(key: *const c_char, flags: u32) -> i32 {
 /// # Safety
 /// `key` is a NUL-terminated string.
 #[no_mangle]
-pub unsafe extern "C" fn mmcc_exist(key: *const c_char, _flags: u32) -> i32 {
+pub unsafe extern "C" fn mmcc_exist(key: *const c_char, flags: u32) -> i32 {
+    let _ = flags; // reserved: exist is always synchronous
     guard("mmcc_exist", MMC_ERROR, || {
         let s = tri!(state("mmcc_exist"));
         let key = tri!(convert::key(key));
@@ -286,7 +287,8 @@ pub unsafe extern "C" fn mmcc_exist(key: *const c_char, _flags: u32) -> i32 {
 /// # Safety
 /// `key` is a NUL-terminated string.
 #[no_mangle]
-pub unsafe extern "C" fn mmcc_get_location(key: *const c_char, _flags: u32) -> mmc_location_t {
+pub unsafe extern "C" fn mmcc_get_location(key: *const c_char, flags: u32) -> mmc_location_t {
+    let _ = flags; // reserved: synchronous only
     let failed = |code| mmc_location_t {
         result: code,
         ..Default::default()
@@ -582,8 +584,9 @@ pub unsafe extern "C" fn mmcc_batch_exist(
     keys: *mut *const c_char,
     keys_count: u32,
     exist_results: *mut i32,
-    _flags: u32,
+    flags: u32,
 ) -> i32 {
+    let _ = flags; // reserved: exist is always synchronous
     guard("mmcc_batch_exist", MMC_ERROR, || {
         let s = tri!(state("mmcc_batch_exist"));
         let checked = tri!(convert::keys(keys, keys_count as usize));
