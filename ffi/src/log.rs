@@ -58,6 +58,8 @@ pub fn set_level(level: i32) -> bool {
     }
     LOG_LEVEL.store(level, Ordering::Release);
     install();
+    // Callsites cache whether they are enabled: make them ask the filter again.
+    tracing::callsite::rebuild_interest_cache();
     true
 }
 

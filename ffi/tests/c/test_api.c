@@ -361,6 +361,39 @@ static void test_batches(void)
     CHECK_EQ(mmcc_exist("b5", 0), MMC_OBJECT_NOT_EXISTS);
 }
 
+/* mmc_set_log_level filters what reaches the logger, from every thread. */
+static void test_log_filter(void)
+{
+    int before;
+    char data[4] = "abc";
+    mmc_buffer b = buf1d(data, 3);
+    CHECK_EQ(mmc_set_log_level(3), MMC_OK); /* errors only */
+    before = log_count;
+    CHECK_EQ(mmcc_put("", &b, default_options(), 0), MMC_INVALID_PARAM); /* logs a warning */
+    CHECK_EQ(log_count, before);
+    CHECK_EQ(mmc_set_log_level(0), MMC_OK);
+    CHECK_EQ(mmcc_put("", &b, default_options(), 0), MMC_INVALID_PARAM);
+    CHECK(log_count > before);
+    CHECK_EQ(mmc_set_log_level(1), MMC_OK);
+}
+
+/* Two copies on two different local services (needs two services: the remote mode has them). */
+static void test_replicas(void)
+{
+    char data[100];
+    mmc_put_options two = default_options();
+    mmc_data_info info;
+    mmc_buffer b = buf1d(data, sizeof data);
+    memset(data, 3, sizeof data);
+    two.replicaNum = 2;
+    CHECK_EQ(mmcc_put("two-copies", &b, two, 0), MMC_OK);
+    CHECK_EQ(mmcc_query("two-copies", &info, 0), MMC_OK);
+    CHECK_EQ(info.numBlobs, 2);
+    CHECK(info.ranks[0] != info.ranks[1]);
+    CHECK_EQ(mmcc_get_location("two-copies", 0).numBlobs, 2);
+    CHECK_EQ(mmcc_remove("two-copies", 0), MMC_OK);
+}
+
 static void test_async(void)
 {
     enum { N = 24 };
@@ -471,6 +504,10 @@ int main(int argc, char **argv)
     test_errors(inproc ? (size_t)pool : (size_t)(512u << 20));
     test_batches();
     test_async();
+    test_log_filter();
+    if (!inproc) {
+        test_replicas();
+    }
 
     mmcc_uninit();
     mmcc_uninit(); /* a second uninit is logged, harmless */
