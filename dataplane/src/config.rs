@@ -43,6 +43,7 @@ const OCK_PREFAULT: &str = "ock.mmc.local_service.prefault";
 const OCK_CLIENT_TIMEOUT: &str = "ock.mmc.client.timeout.seconds";
 const OCK_CLIENT_READ_POOL: &str = "ock.mmc.client.read_thread_pool.size";
 const OCK_CLIENT_WRITE_POOL: &str = "ock.mmc.client.write_thread_pool.size";
+const OCK_CLIENT_TRANSPORT: &str = "ock.mmc.client.transport";
 
 /// Local service `ock.mmc.*` keys (besides `ock.mmc.tls.*`).
 pub const LOCAL_OCK_KEYS: &[&str] = &[
@@ -67,6 +68,7 @@ pub const CLIENT_OCK_KEYS: &[&str] = &[
     OCK_CLIENT_TIMEOUT,
     OCK_CLIENT_READ_POOL,
     OCK_CLIENT_WRITE_POOL,
+    OCK_CLIENT_TRANSPORT,
     OCK_LOG_LEVEL,
 ];
 
@@ -199,6 +201,10 @@ pub struct ClientConfig {
     pub read_threads: u32,
     /// 0 = default.
     pub write_threads: u32,
+    /// Force one transport to other local services (`tcp`, or `shm` where on the same host);
+    /// `None` = the fastest that reaches each one (the client's own pool, then shared memory on the
+    /// same host, then TCP).
+    pub transport: Option<DataOpType>,
     pub log_level: LogLevel,
     pub tls: TlsConfig,
 }
@@ -211,6 +217,7 @@ impl Default for ClientConfig {
             timeout_ms: DEFAULT_CLIENT_TIMEOUT_MS,
             read_threads: 0,
             write_threads: 0,
+            transport: None,
             log_level: LogLevel::Info,
             tls: TlsConfig::default(),
         }
@@ -253,6 +260,7 @@ struct RawClient {
     timeout_ms: Option<u64>,
     read_thread_pool_size: Option<u32>,
     write_thread_pool_size: Option<u32>,
+    transport: Option<DataOpType>,
     log_level: Option<LogLevel>,
     tls: Option<TlsConfig>,
 }
@@ -284,6 +292,7 @@ struct RawFile {
     timeout_ms: Option<u64>,
     read_thread_pool_size: Option<u32>,
     write_thread_pool_size: Option<u32>,
+    transport: Option<DataOpType>,
     // Sections.
     local: Option<RawLocal>,
     client: Option<RawClient>,
@@ -321,6 +330,7 @@ impl RawFile {
             timeout_ms: self.timeout_ms,
             read_thread_pool_size: self.read_thread_pool_size,
             write_thread_pool_size: self.write_thread_pool_size,
+            transport: self.transport,
             log_level: self.log_level,
             tls: self.tls.clone(),
         };
@@ -389,6 +399,7 @@ impl RawClient {
             timeout_ms,
             read_thread_pool_size: self.read_thread_pool_size.or(base.read_thread_pool_size),
             write_thread_pool_size: self.write_thread_pool_size.or(base.write_thread_pool_size),
+            transport: self.transport.or(base.transport),
             log_level: self.log_level.or(base.log_level),
             tls: self.tls.or(base.tls),
         }
@@ -415,6 +426,7 @@ impl RawClient {
             timeout_ms,
             read_threads: self.read_thread_pool_size.unwrap_or(d.read_threads),
             write_threads: self.write_thread_pool_size.unwrap_or(d.write_threads),
+            transport: self.transport,
             log_level: self.log_level.unwrap_or(d.log_level),
             tls: self.tls.unwrap_or(d.tls),
         })
@@ -491,6 +503,9 @@ fn client_from_ock(ock: &OckFile) -> Result<ClientConfig, ConfigError> {
     })?;
     ock.set(OCK_CLIENT_READ_POOL, &mut c.read_threads, parse_int)?;
     ock.set(OCK_CLIENT_WRITE_POOL, &mut c.write_threads, parse_int)?;
+    if let Some(t) = ock.parse_key(OCK_CLIENT_TRANSPORT, DataOpType::parse)? {
+        c.transport = Some(t);
+    }
     ock.set(OCK_LOG_LEVEL, &mut c.log_level, LogLevel::parse)?;
     c.tls.apply_ock(ock)?;
     Ok(c)
@@ -728,12 +743,25 @@ mod tests {
             timeout_ms: 30_000,
             read_threads: 4,
             write_threads: 5,
+            transport: None,
             log_level: LogLevel::Debug,
             tls: TlsConfig {
                 cert_path: "/etc/cert.pem".into(),
                 ..TlsConfig::default()
             },
         }
+    }
+
+    #[test]
+    fn client_transport_from_toml_and_ock() {
+        let c = ClientConfig::from_toml_str("[client]\ntransport = \"tcp\"").unwrap();
+        assert_eq!(c.transport, Some(DataOpType::Tcp));
+        let ock = OckFile::parse("ock.mmc.client.transport = host_shm").unwrap();
+        assert_eq!(
+            ClientConfig::from_ock(&ock).unwrap().transport,
+            Some(DataOpType::Shm)
+        );
+        assert_eq!(ClientConfig::default().transport, None);
     }
 
     #[test]
