@@ -37,4 +37,7 @@ fi
 step "C API (gcc, g++, static and shared, valgrind)"
 bash scripts/test-c.sh
 
+step "Python API (maturin wheel in a fresh venv, pytest)"
+bash scripts/test-python.sh
+
 step "all tests passed"

@@ -45,6 +45,9 @@ pub struct Register {
     pub host: String,
     /// `ip:port` of the data endpoint.
     pub data_endpoint: String,
+    /// Unix socket (`@name` = abstract) where same-host clients receive the pools' memfds; empty =
+    /// not offered.
+    pub shm_endpoint: String,
     pub segments: Vec<SegmentSpec>,
 }
 
@@ -122,6 +125,7 @@ pub struct ServiceAddr {
     pub incarnation: u64,
     pub host: String,
     pub data_endpoint: String,
+    pub shm_endpoint: String,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -226,6 +230,16 @@ pub enum DataRequest {
     Write { pieces: Vec<Piece> },
     /// The reply carries the raw bytes, in piece order.
     Read { pieces: Vec<Piece> },
+}
+
+/// What a local service sends a same-host client on its shm socket, with one memfd per segment
+/// attached (`SCM_RIGHTS`), in this order.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ShmHello {
+    pub rank: u32,
+    pub incarnation: u64,
+    /// (segment id, pool bytes), one per attached descriptor.
+    pub segments: Vec<(u32, u64)>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod local;
+mod shm;
 mod transfer;
 
 pub use client::{Client, ObjectInfo, PutOptions};

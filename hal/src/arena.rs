@@ -189,6 +189,32 @@ impl Arena {
         Ok(arena)
     }
 
+    /// Map an arena another process created and handed over (a memfd received with
+    /// [`crate::fdpass::recv_with_fds`]). `len` must not exceed the file's size.
+    pub fn from_fd(name: &str, fd: std::os::fd::OwnedFd, len: u64) -> Result<Arena, HalError> {
+        let file = File::from(fd);
+        let size = file
+            .metadata()
+            .map_err(|source| HalError::Io {
+                context: format!("fstat of the handed-over arena {name}"),
+                source,
+            })?
+            .len();
+        if len == 0 || len > size {
+            return Err(HalError::InvalidSize(format!(
+                "mapping {len} bytes of {name}, whose file holds {size}"
+            )));
+        }
+        let map = map_shared(&file, len).map_err(|reason| HalError::Map { bytes: len, reason })?;
+        Ok(Arena {
+            map,
+            file,
+            name: name.to_owned(),
+            len,
+            page_kind: PageKind::Normal,
+        })
+    }
+
     /// Tries the hugetlb backing; any failure is returned so the caller can
     /// fall back.
     fn try_hugetlb(cname: &CString, name: &str, len: u64, prefault: bool) -> Result<Arena, String> {

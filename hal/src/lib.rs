@@ -10,6 +10,7 @@
 pub mod alloc;
 pub mod arena;
 pub mod error;
+pub mod fdpass;
 
 pub use alloc::{Space, SpaceAllocator};
 pub use arena::{Arena, PageKind};

@@ -57,6 +57,7 @@ struct Member {
     create_id: i32,
     host: String,
     data_endpoint: String,
+    shm_endpoint: String,
     segments: Vec<u32>,
     last_seen_ms: u64,
 }
@@ -254,6 +255,7 @@ impl MetaCore {
                 create_id: r.create_id,
                 host: r.host,
                 data_endpoint: r.data_endpoint,
+                shm_endpoint: r.shm_endpoint,
                 segments: ids.clone(),
                 last_seen_ms: now_ms,
             },
@@ -335,6 +337,7 @@ impl MetaCore {
                     incarnation: m.incarnation,
                     host: m.host.clone(),
                     data_endpoint: m.data_endpoint.clone(),
+                    shm_endpoint: m.shm_endpoint.clone(),
                 })
             })
             .collect()

@@ -19,6 +19,7 @@ fn register(core: &mut MetaCore, rank: Option<u32>, dram: u64) -> (u32, u64) {
             create_id: 0,
             host: "h".into(),
             data_endpoint: "127.0.0.1:1".into(),
+            shm_endpoint: String::new(),
             segments: vec![SegmentSpec {
                 media: msg::MEDIA_DRAM,
                 capacity: dram,

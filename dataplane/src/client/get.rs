@@ -176,15 +176,14 @@ impl Client {
                 continue;
             };
             results[i] = Ok(item.size);
-            if Some(replica.rank) == own {
-                let svc = self.embedded().expect("own rank means embedded");
+            if let Some(direct) = self.direct(replica.rank, replica.segment, &plan.services) {
                 let (mut offset, mut left) = (replica.offset, item.size);
                 for part in parts.iter_mut() {
                     if left == 0 {
                         break;
                     }
                     let n = left.min(part.len() as u64) as usize;
-                    if let Err(e) = svc.copy_out(replica.segment, offset, &mut part[..n]) {
+                    if let Err(e) = direct.copy_out(replica.segment, offset, &mut part[..n]) {
                         results[i] = Err(e);
                         break;
                     }

@@ -14,13 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::config::parse_tcp_url;
-use mmc_controlplane::msg::{self, Replica, Reply, Request};
+use mmc_controlplane::msg::{self, Replica, Reply, Request, ServiceAddr};
 use mmc_controlplane::rpc::MetaConn;
 use mmc_controlplane::{Code, Error, Result};
 use tracing::{debug, info, warn};
 
+use crate::config::DataOpType;
 use crate::config::{ClientConfig, LocalConfig};
 use crate::local::LocalService;
+use crate::shm::ShmMap;
 use crate::transfer::DataConn;
 
 /// Idle connections kept per local service.
@@ -66,6 +68,45 @@ pub struct Client {
     meta_conns: Mutex<Vec<MetaConn>>,
     data_conns: Mutex<HashMap<String, Vec<DataConn>>>,
     embedded: Option<Arc<LocalService>>,
+    transport: Option<DataOpType>,
+    host: String,
+    /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
+    shm_maps: Mutex<HashMap<u32, (u64, Option<Arc<ShmMap>>)>>,
+}
+
+/// A pool this client copies into and out of itself.
+pub(crate) enum Direct<'a> {
+    /// The client's own embedded local service.
+    Embedded(&'a LocalService),
+    /// A same-host local service's pools, mapped.
+    Shm(Arc<ShmMap>),
+}
+
+impl Direct<'_> {
+    pub(crate) fn copy_in(&self, segment: u32, offset: u64, src: &[u8]) -> Result<()> {
+        match self {
+            Direct::Embedded(svc) => svc.copy_in(segment, offset, src),
+            Direct::Shm(map) => shm_arena(map, segment)?
+                .copy_in(offset, src)
+                .map_err(|e| Error::Internal(e.to_string())),
+        }
+    }
+
+    pub(crate) fn copy_out(&self, segment: u32, offset: u64, dst: &mut [u8]) -> Result<()> {
+        match self {
+            Direct::Embedded(svc) => svc.copy_out(segment, offset, dst),
+            Direct::Shm(map) => shm_arena(map, segment)?
+                .copy_out(offset, dst)
+                .map_err(|e| Error::Internal(e.to_string())),
+        }
+    }
+}
+
+fn shm_arena(map: &ShmMap, segment: u32) -> Result<&mmc_hal::Arena> {
+    map.arena(segment).ok_or_else(|| Error::Remote {
+        code: Code::LinkNotFound,
+        context: format!("segment {segment} is not in the mapped pools"),
+    })
 }
 
 impl Client {
@@ -104,6 +145,9 @@ impl Client {
             meta_conns: Mutex::new(Vec::new()),
             data_conns: Mutex::new(HashMap::new()),
             embedded,
+            transport: config.transport,
+            host: crate::local::host_id(),
+            shm_maps: Mutex::new(HashMap::new()),
         };
         // Prove the meta service answers now, so init fails early and clearly.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
@@ -215,8 +259,49 @@ impl Client {
         }
     }
 
-    pub(crate) fn embedded(&self) -> Option<&LocalService> {
-        self.embedded.as_deref()
+    /// The fastest way to reach `rank`'s `segment` without a socket, if there is one: the client's
+    /// own pool, or (same host, unless the transport is forced to TCP) the service's mapped pools.
+    pub(crate) fn direct(
+        &self,
+        rank: u32,
+        segment: u32,
+        services: &[ServiceAddr],
+    ) -> Option<Direct<'_>> {
+        if let Some(svc) = self.embedded.as_deref().filter(|s| s.rank() == rank) {
+            return Some(Direct::Embedded(svc));
+        }
+        if self.transport == Some(DataOpType::Tcp) {
+            return None;
+        }
+        let addr = services.iter().find(|s| s.rank == rank)?;
+        if addr.host != self.host || addr.shm_endpoint.is_empty() {
+            return None;
+        }
+        let mut maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = match maps.get(&rank) {
+            Some((inc, map)) if *inc == addr.incarnation => map.clone(),
+            _ => {
+                let map = match ShmMap::open(addr, self.timeout.min(Duration::from_secs(5))) {
+                    Ok(m) => Some(Arc::new(m)),
+                    Err(e) => {
+                        // Remembered for this incarnation: TCP serves it from now on.
+                        warn!(rank, error = %e, "same-host shared memory unavailable: using TCP");
+                        None
+                    }
+                };
+                maps.insert(rank, (addr.incarnation, map.clone()));
+                map
+            }
+        };
+        let map = fresh?;
+        debug_assert_eq!(map.incarnation, addr.incarnation);
+        if !map.alive() {
+            // The service is gone: unmap, and let TCP report it unreachable.
+            maps.remove(&rank);
+            return None;
+        }
+        map.arena(segment)?;
+        Some(Direct::Shm(map))
     }
 
     // ---- Keyed metadata operations -------------------------------------------------------------

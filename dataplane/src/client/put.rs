@@ -204,15 +204,13 @@ impl Client {
         results: &mut [Result<()>],
         deadline: Instant,
     ) {
-        let own = self.local_rank();
         let mut groups: BTreeMap<u32, Group<'_>> = BTreeMap::new();
         for (i, item) in committed {
             for r in &item.replicas {
-                if Some(r.rank) == own {
-                    let svc = self.embedded().expect("own rank means embedded");
+                if let Some(direct) = self.direct(r.rank, r.segment, services) {
                     let mut offset = r.offset;
                     for part in values[*i] {
-                        if let Err(e) = svc.copy_in(r.segment, offset, part) {
+                        if let Err(e) = direct.copy_in(r.segment, offset, part) {
                             results[*i] = Err(e);
                             break;
                         }

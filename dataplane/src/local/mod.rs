@@ -6,6 +6,7 @@
 //! client copies into its own pools directly, with no socket in between.
 
 mod data_server;
+pub(crate) mod shm_server;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -80,6 +81,7 @@ impl Inner {
 pub struct LocalService {
     inner: Arc<Inner>,
     data_addr: SocketAddr,
+    shm_endpoint: String,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -132,11 +134,14 @@ impl LocalService {
                 .map_err(|e| Error::Config(e.to_string()))?
                 .to_string()
         };
+        let (shm_listener, shm_endpoint) =
+            shm_server::bind().map_err(|e| Error::io("bind the shm endpoint", e))?;
         let register = Register {
             rank: config.rank_id,
             create_id: config.create_id,
             host: host_id(),
             data_endpoint: advertise,
+            shm_endpoint: shm_endpoint.clone(),
             segments: pools
                 .iter()
                 .map(|p| SegmentSpec {
@@ -172,6 +177,10 @@ impl LocalService {
             data_server::accept_loop(listener, i)
         }));
         let i = inner.clone();
+        threads.push(spawn("mmc-local-shm", move || {
+            shm_server::accept_loop(shm_listener, i)
+        }));
+        let i = inner.clone();
         let heartbeat_ms = config.heartbeat_ms.max(10);
         threads.push(spawn("mmc-local-heartbeat", move || {
             heartbeat_loop(&i, heartbeat_ms)
@@ -179,6 +188,7 @@ impl LocalService {
         Ok(LocalService {
             inner,
             data_addr,
+            shm_endpoint,
             threads: Mutex::new(threads),
         })
     }
@@ -256,6 +266,7 @@ impl LocalService {
             );
         }
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
+        let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
         for c in self
             .inner
             .conns
@@ -350,7 +361,7 @@ fn heartbeat_loop(inner: &Inner, heartbeat_ms: u64) {
 }
 
 /// A stable identity for this host (spreading replicas, and same-host shared memory later).
-fn host_id() -> String {
+pub(crate) fn host_id() -> String {
     std::fs::read_to_string("/etc/machine-id")
         .ok()
         .map(|s| s.trim().to_string())

@@ -1,0 +1,96 @@
+//! The local service's shared-memory endpoint: a Unix socket (abstract namespace) where a client on
+//! the same host receives the pools' memfds and the segment ids they back. The client then maps
+//! the pools and copies into and out of them itself: no socket, no copy in this service.
+
+use std::os::fd::AsFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mmc_controlplane::msg::ShmHello;
+use mmc_controlplane::wire;
+use rkyv::util::AlignedVec;
+use tracing::{debug, warn};
+
+use super::Inner;
+
+/// Bind a fresh abstract socket; returns it and its endpoint string (`@name`).
+pub(super) fn bind() -> std::io::Result<(UnixListener, String)> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!("mmc-shm-{}-{nanos:08x}", std::process::id());
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
+    Ok((listener, format!("@{name}")))
+}
+
+/// Connect to an endpoint made by [`bind`].
+pub(crate) fn connect(endpoint: &str, timeout: Duration) -> std::io::Result<UnixStream> {
+    let name = endpoint.strip_prefix('@').ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not an abstract socket name",
+        )
+    })?;
+    let stream = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
+    stream.set_read_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// True while the peer of `stream` has not closed it (a non-blocking peek).
+pub(crate) fn peer_alive(stream: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    match rustix::net::recv(
+        stream,
+        &mut b,
+        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+    ) {
+        Ok((0, _)) => false,
+        Ok(_) => true,
+        Err(e) => e == rustix::io::Errno::AGAIN,
+    }
+}
+
+pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
+    let mut payload = AlignedVec::new();
+    // Connections stay open while their client lives: a client sees this service die as the end of
+    // its connection, and stops using the mapped pools.
+    let mut open: Vec<UnixStream> = Vec::new();
+    for stream in listener.incoming() {
+        if inner.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        open.retain(peer_alive);
+        let m = inner
+            .membership
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let hello = ShmHello {
+            rank: m.rank,
+            incarnation: m.incarnation,
+            segments: m
+                .segments
+                .iter()
+                .zip(&inner.pools)
+                .map(|(s, p)| (*s, p.arena.len()))
+                .collect(),
+        };
+        if let Err(e) = wire::encode_payload(&hello, &mut payload) {
+            warn!(error = %e, "shm hello not encoded");
+            continue;
+        }
+        let fds: Vec<_> = inner.pools.iter().map(|p| p.arena.as_fd()).collect();
+        match mmc_hal::fdpass::send_with_fds(&stream, &payload, &fds) {
+            Ok(()) => {
+                debug!(rank = m.rank, "pools handed to a same-host client");
+                open.push(stream);
+            }
+            Err(e) => warn!(error = %e, "handing the pools over failed"),
+        }
+    }
+}
