@@ -546,6 +546,18 @@ impl DistributedObjectStore {
     }
 }
 
+impl Drop for DistributedObjectStore {
+    /// A store garbage-collected while open closes (its embedded local service unregisters),
+    /// with the GIL released while that waits on the meta service when the interpreter allows.
+    fn drop(&mut self) {
+        let inner = self.inner.clone();
+        let done = Python::try_attach(|py| py.detach(|| inner.close()));
+        if done.is_none() {
+            self.inner.close();
+        }
+    }
+}
+
 #[pymethods]
 impl DistributedObjectStore {
     /// Create an uninitialized store; call ``init`` before anything else.

@@ -1,0 +1,37 @@
+"""MemCache: a distributed KV-cache memory store.
+
+``DistributedObjectStore`` is the client: ``init(device_id)`` reads the settings from the file
+named by ``$MMC_LOCAL_CONFIG_PATH`` and connects to a separately started meta service
+(``mmc-meta``); then ``put``/``get`` objects by key, from and into raw pointers (ints such as
+``numpy_array.ctypes.data`` or ``tensor.data_ptr()``) or buffer-protocol objects.
+``MmcCopyDirect`` and the module-level ``SMEMB_COPY_*`` constants name copy directions.
+
+Return codes: 0 on success, negative on failure (-3000 invalid parameter, -3006 object
+exists, -3007 object does not exist, -3013 no space, -3019 not initialized, ...).
+"""
+
+import atexit as _atexit
+
+from ._mmc import (
+    SMEMB_COPY_G2H,
+    SMEMB_COPY_G2L,
+    SMEMB_COPY_H2G,
+    SMEMB_COPY_L2G,
+    DistributedObjectStore,
+    MmcCopyDirect,
+    __version__,
+)
+from . import _mmc
+
+__all__ = [
+    "DistributedObjectStore",
+    "MmcCopyDirect",
+    "SMEMB_COPY_H2G",
+    "SMEMB_COPY_L2G",
+    "SMEMB_COPY_G2H",
+    "SMEMB_COPY_G2L",
+]
+
+# Stores still open at interpreter exit are closed, so that a local service embedded in this
+# process unregisters from the meta service instead of timing out.
+_atexit.register(_mmc._close_all)

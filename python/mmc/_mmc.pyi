@@ -1,0 +1,122 @@
+"""Type stubs for MemCache's compiled module (re-exported by ``mmc``)."""
+
+from typing_extensions import Buffer as _Buffer
+from enum import Enum
+from typing import Final, Iterable, List, Optional, Sequence, Union
+
+__version__: str
+
+# An address as an int (``numpy_array.ctypes.data``, ``tensor.data_ptr()``), or any object with
+# the buffer protocol (bytes, bytearray, memoryview, numpy array), C-contiguous.
+Pointer = Union[int, _Buffer]
+Size = Optional[int]
+Direct = Union["MmcCopyDirect", int, None]
+
+class MmcCopyDirect(Enum):
+    """Direction of a copy (the original's values).
+
+    SMEMB_COPY_L2G (0): device -> pool; SMEMB_COPY_G2L (1): pool -> device;
+    SMEMB_COPY_G2H (2): pool -> host (default for gets); SMEMB_COPY_H2G (3): host -> pool
+    (default for puts). Device directions return -3000 in this build (no device backend).
+    """
+
+    SMEMB_COPY_L2G = 0
+    SMEMB_COPY_G2L = 1
+    SMEMB_COPY_G2H = 2
+    SMEMB_COPY_H2G = 3
+    @property
+    def value(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    def __int__(self) -> int: ...
+
+SMEMB_COPY_L2G: Final[MmcCopyDirect]
+SMEMB_COPY_G2L: Final[MmcCopyDirect]
+SMEMB_COPY_G2H: Final[MmcCopyDirect]
+SMEMB_COPY_H2G: Final[MmcCopyDirect]
+
+class DistributedObjectStore:
+    """A MemCache client. ``init(device_id)`` first; return codes are 0 or negative."""
+
+    def __init__(self) -> None: ...
+    def init(self, device_id: int = 0) -> int:
+        """Read ``$MMC_LOCAL_CONFIG_PATH`` and connect to the meta service; 0 on success.
+
+        When the file gives the local service a DRAM/HBM size, a local service runs inside this
+        process and contributes that memory.
+        """
+    def close(self) -> None:
+        """Close the client; later calls return -3019 (``get``: ``b""``) until ``init``."""
+    def put(self, key: str, data: _Buffer) -> int:
+        """Store ``data`` under ``key`` (create-only: -3006 if it exists); 0 on success."""
+    def put_from(
+        self, key: str, buffer_ptr: Pointer, size: Size = None, direct: Direct = None
+    ) -> int:
+        """Store ``size`` bytes at ``buffer_ptr`` (default direction SMEMB_COPY_H2G)."""
+    def batch_put_from(
+        self,
+        keys: Sequence[str],
+        buffer_ptrs: Sequence[Pointer],
+        sizes: Optional[Sequence[int]] = None,
+        direct: Direct = None,
+    ) -> List[int]:
+        """Store one buffer per key in one batch; one code per key."""
+    def put_from_layers(
+        self,
+        key: str,
+        buffer_ptrs: Sequence[Pointer],
+        sizes: Optional[Sequence[int]] = None,
+        direct: Direct = None,
+    ) -> int:
+        """Store one object made of the pieces concatenated in order; 0 on success."""
+    def batch_put_from_layers(
+        self,
+        keys: Sequence[str],
+        buffer_ptrs_list: Sequence[Sequence[Pointer]],
+        sizes_list: Optional[Sequence[Sequence[int]]] = None,
+        direct: Direct = None,
+    ) -> List[int]:
+        """Store one layered object per key in one batch; one code per key."""
+    def get(self, key: str) -> bytes:
+        """The object's bytes, or ``b""`` on any failure."""
+    def get_into(
+        self, key: str, buffer_ptr: Pointer, size: Size = None, direct: Direct = None
+    ) -> int:
+        """Read the object into the buffer (capacity ``size``); 0 on success (not a count).
+
+        -3007 if the key does not exist; -3000 if the buffer is smaller than the object.
+        """
+    def batch_get_into(
+        self,
+        keys: Sequence[str],
+        buffer_ptrs: Sequence[Pointer],
+        sizes: Optional[Sequence[int]] = None,
+        direct: Direct = None,
+    ) -> List[int]:
+        """Read one object per key into its buffer in one batch; one code per key."""
+    def get_into_layers(
+        self,
+        key: str,
+        buffer_ptrs: Sequence[Pointer],
+        sizes: Optional[Sequence[int]] = None,
+        direct: Direct = None,
+    ) -> int:
+        """Read the object into the pieces, filled in order; 0 on success."""
+    def batch_get_into_layers(
+        self,
+        keys: Sequence[str],
+        buffer_ptrs_list: Sequence[Sequence[Pointer]],
+        sizes_list: Optional[Sequence[Sequence[int]]] = None,
+        direct: Direct = None,
+    ) -> List[int]:
+        """Read one layered object per key in one batch; one code per key."""
+    def remove(self, key: str) -> int:
+        """Remove the key; 0, or -3007 if it does not exist."""
+    def remove_batch(self, keys: Iterable[str]) -> List[int]:
+        """Remove many keys; one code per key."""
+    def is_exist(self, key: str) -> int:
+        """1 if the key exists, 0 if not, negative on error."""
+    def batch_is_exist(self, keys: Iterable[str]) -> List[int]:
+        """1 / 0 / negative per key."""
+
+def _close_all() -> None: ...
