@@ -71,8 +71,11 @@ pub struct Client {
     transport: Option<DataOpType>,
     host: String,
     /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
-    shm_maps: Mutex<HashMap<u32, (u64, Option<Arc<ShmMap>>)>>,
+    shm_maps: Mutex<HashMap<u32, ShmEntry>>,
 }
+
+/// A same-host service's incarnation and its mapped pools (`None`: mapping failed, use TCP).
+type ShmEntry = (u64, Option<Arc<ShmMap>>);
 
 /// A pool this client copies into and out of itself.
 pub(crate) enum Direct<'a> {
