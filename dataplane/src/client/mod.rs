@@ -262,6 +262,19 @@ impl Client {
         }
     }
 
+    /// Ranks of the same-host local services whose pools this client has mapped (and uses instead
+    /// of TCP).
+    pub fn mapped_services(&self) -> Vec<u32> {
+        let maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ranks: Vec<u32> = maps
+            .iter()
+            .filter(|(_, (_, m))| m.is_some())
+            .map(|(r, _)| *r)
+            .collect();
+        ranks.sort_unstable();
+        ranks
+    }
+
     /// The fastest way to reach `rank`'s `segment` without a socket, if there is one: the client's
     /// own pool, or (same host, unless the transport is forced to TCP) the service's mapped pools.
     pub(crate) fn direct(
