@@ -120,10 +120,15 @@ fn batches_split_across_services_and_pieces() {
 fn shared_memory_follows_the_service_lifetime() {
     let mut cluster = Cluster::start(&["32MB"], &[]);
     let c = client(&cluster, None);
+    let tcp = client(&cluster, Some(DataOpType::Tcp));
     c.put("k", &pattern("k", 5000), &PutOptions::default())
         .unwrap();
     assert_eq!(c.get("k").unwrap(), pattern("k", 5000));
+    assert_eq!(tcp.get("k").unwrap(), pattern("k", 5000));
+    assert_eq!(c.mapped_services(), vec![cluster.locals[0].rank]);
+    assert!(tcp.mapped_services().is_empty());
     cluster.kill_local(0);
     // The mapping is dropped with the service: the read fails as unreachable, not with stale bytes.
     assert_eq!(c.get("k").unwrap_err().code().as_i32(), -3018);
+    assert!(c.mapped_services().is_empty());
 }
