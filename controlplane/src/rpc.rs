@@ -17,6 +17,7 @@ pub struct MetaConn {
     addr: SocketAddr,
     buf: AlignedVec,
     next_id: u64,
+    busy_poll: Duration,
 }
 
 impl MetaConn {
@@ -43,7 +44,13 @@ impl MetaConn {
             addr,
             buf: AlignedVec::new(),
             next_id: 1,
+            busy_poll: Duration::ZERO,
         })
+    }
+
+    /// Busy-poll each reply this long before blocking (0 = block at once).
+    pub fn set_busy_poll(&mut self, spin: Duration) {
+        self.busy_poll = spin;
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -58,6 +65,7 @@ impl MetaConn {
         self.stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| Error::io("set read timeout", e))?;
+        wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
         let header = wire::read_frame(&mut self.stream, &mut self.buf)
             .map_err(|e| self.wire_error(e, timeout))?;
         if header.kind != Kind::MetaReply || header.req_id != id || header.raw_len != 0 {

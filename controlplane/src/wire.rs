@@ -273,6 +273,30 @@ pub fn read_exact_vectored<R: Read>(
     Ok(())
 }
 
+/// Busy-poll `socket` for up to `spin` until bytes are ready to read (or the peer closed), so that
+/// the blocking read that follows does not sleep and pay a wake-up. `spin` zero returns at once.
+/// Returns true when bytes (or the end of the stream) are ready.
+pub fn spin_until_readable(socket: impl std::os::fd::AsFd, spin: std::time::Duration) -> bool {
+    if spin.is_zero() {
+        return false;
+    }
+    let start = std::time::Instant::now();
+    let mut probe = [0u8; 1];
+    loop {
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(&socket, &mut probe, flags) {
+            Ok(_) => return true,
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
+            // Let the blocking read report the error.
+            Err(_) => return true,
+        }
+        if start.elapsed() >= spin {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +308,21 @@ mod tests {
         let mut out = Vec::new();
         write_frame(&mut out, kind, 7, &payload, 0).unwrap();
         out
+    }
+
+    #[test]
+    fn spinning_sees_ready_bytes_and_gives_up_in_time() {
+        use std::io::Write;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let start = std::time::Instant::now();
+        assert!(!spin_until_readable(
+            &b,
+            std::time::Duration::from_millis(5)
+        ));
+        assert!(start.elapsed() >= std::time::Duration::from_millis(5));
+        assert!(!spin_until_readable(&b, std::time::Duration::ZERO));
+        a.write_all(b"x").unwrap();
+        assert!(spin_until_readable(&b, std::time::Duration::from_secs(5)));
     }
 
     #[test]

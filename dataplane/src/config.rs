@@ -40,6 +40,8 @@ const OCK_CREATE_ID: &str = "ock.mmc.local_service.create_id";
 const OCK_DEVICE_ID: &str = "ock.mmc.local_service.device_id";
 const OCK_HEARTBEAT_MS: &str = "ock.mmc.local_service.heartbeat_ms";
 const OCK_PREFAULT: &str = "ock.mmc.local_service.prefault";
+const OCK_LOCAL_BUSY_POLL: &str = "ock.mmc.local_service.busy_poll_us";
+const OCK_CLIENT_BUSY_POLL: &str = "ock.mmc.client.busy_poll_us";
 const OCK_CLIENT_TIMEOUT: &str = "ock.mmc.client.timeout.seconds";
 const OCK_CLIENT_READ_POOL: &str = "ock.mmc.client.read_thread_pool.size";
 const OCK_CLIENT_WRITE_POOL: &str = "ock.mmc.client.write_thread_pool.size";
@@ -59,6 +61,7 @@ pub const LOCAL_OCK_KEYS: &[&str] = &[
     OCK_DEVICE_ID,
     OCK_HEARTBEAT_MS,
     OCK_PREFAULT,
+    OCK_LOCAL_BUSY_POLL,
     OCK_LOG_LEVEL,
 ];
 
@@ -69,6 +72,7 @@ pub const CLIENT_OCK_KEYS: &[&str] = &[
     OCK_CLIENT_READ_POOL,
     OCK_CLIENT_WRITE_POOL,
     OCK_CLIENT_TRANSPORT,
+    OCK_CLIENT_BUSY_POLL,
     OCK_LOG_LEVEL,
 ];
 
@@ -166,6 +170,9 @@ pub struct LocalConfig {
     pub heartbeat_ms: u64,
     /// Touch the pool's pages at start so the first writes do not fault.
     pub prefault: bool,
+    /// Busy-poll each data connection this long for the next request before blocking (lower
+    /// latency, burns a core while spinning); 0 = block at once.
+    pub busy_poll_us: u64,
 }
 
 impl Default for LocalConfig {
@@ -185,6 +192,7 @@ impl Default for LocalConfig {
             tls: TlsConfig::default(),
             heartbeat_ms: 1_000,
             prefault: true,
+            busy_poll_us: 0,
         }
     }
 }
@@ -205,6 +213,8 @@ pub struct ClientConfig {
     /// `None` = the fastest that reaches each one (the client's own pool, then shared memory on the
     /// same host, then TCP).
     pub transport: Option<DataOpType>,
+    /// Busy-poll this long for each reply before blocking; 0 = block at once.
+    pub busy_poll_us: u64,
     pub log_level: LogLevel,
     pub tls: TlsConfig,
 }
@@ -218,6 +228,7 @@ impl Default for ClientConfig {
             read_threads: 0,
             write_threads: 0,
             transport: None,
+            busy_poll_us: 0,
             log_level: LogLevel::Info,
             tls: TlsConfig::default(),
         }
@@ -247,6 +258,7 @@ struct RawLocal {
     log_level: Option<LogLevel>,
     heartbeat_ms: Option<u64>,
     prefault: Option<bool>,
+    busy_poll_us: Option<u64>,
     tls: Option<TlsConfig>,
 }
 
@@ -261,6 +273,7 @@ struct RawClient {
     read_thread_pool_size: Option<u32>,
     write_thread_pool_size: Option<u32>,
     transport: Option<DataOpType>,
+    busy_poll_us: Option<u64>,
     log_level: Option<LogLevel>,
     tls: Option<TlsConfig>,
 }
@@ -287,6 +300,7 @@ struct RawFile {
     protocol: Option<DataOpType>,
     heartbeat_ms: Option<u64>,
     prefault: Option<bool>,
+    busy_poll_us: Option<u64>,
     // Client.
     timeout_seconds: Option<u64>,
     timeout_ms: Option<u64>,
@@ -314,6 +328,7 @@ impl RawFile {
             log_level: self.log_level,
             heartbeat_ms: self.heartbeat_ms,
             prefault: self.prefault,
+            busy_poll_us: self.busy_poll_us,
             tls: self.tls.clone(),
         };
         match &self.local {
@@ -331,6 +346,7 @@ impl RawFile {
             read_thread_pool_size: self.read_thread_pool_size,
             write_thread_pool_size: self.write_thread_pool_size,
             transport: self.transport,
+            busy_poll_us: self.busy_poll_us,
             log_level: self.log_level,
             tls: self.tls.clone(),
         };
@@ -358,6 +374,7 @@ impl RawLocal {
             log_level: self.log_level.or(base.log_level),
             heartbeat_ms: self.heartbeat_ms.or(base.heartbeat_ms),
             prefault: self.prefault.or(base.prefault),
+            busy_poll_us: self.busy_poll_us.or(base.busy_poll_us),
             tls: self.tls.or(base.tls),
         }
     }
@@ -379,6 +396,7 @@ impl RawLocal {
             tls: self.tls.unwrap_or(d.tls),
             heartbeat_ms: self.heartbeat_ms.unwrap_or(d.heartbeat_ms),
             prefault: self.prefault.unwrap_or(d.prefault),
+            busy_poll_us: self.busy_poll_us.unwrap_or(d.busy_poll_us),
         }
     }
 }
@@ -400,6 +418,7 @@ impl RawClient {
             read_thread_pool_size: self.read_thread_pool_size.or(base.read_thread_pool_size),
             write_thread_pool_size: self.write_thread_pool_size.or(base.write_thread_pool_size),
             transport: self.transport.or(base.transport),
+            busy_poll_us: self.busy_poll_us.or(base.busy_poll_us),
             log_level: self.log_level.or(base.log_level),
             tls: self.tls.or(base.tls),
         }
@@ -427,6 +446,7 @@ impl RawClient {
             read_threads: self.read_thread_pool_size.unwrap_or(d.read_threads),
             write_threads: self.write_thread_pool_size.unwrap_or(d.write_threads),
             transport: self.transport,
+            busy_poll_us: self.busy_poll_us.unwrap_or(d.busy_poll_us),
             log_level: self.log_level.unwrap_or(d.log_level),
             tls: self.tls.unwrap_or(d.tls),
         })
@@ -478,6 +498,7 @@ fn local_from_ock(ock: &OckFile) -> Result<LocalConfig, ConfigError> {
     ock.set(OCK_DEVICE_ID, &mut c.device_id, parse_int)?;
     ock.set(OCK_HEARTBEAT_MS, &mut c.heartbeat_ms, parse_int)?;
     ock.set(OCK_PREFAULT, &mut c.prefault, parse_bool)?;
+    ock.set(OCK_LOCAL_BUSY_POLL, &mut c.busy_poll_us, parse_int)?;
     ock.set(OCK_LOG_LEVEL, &mut c.log_level, LogLevel::parse)?;
     c.tls.apply_ock(ock)?;
     Ok(c)
@@ -506,6 +527,7 @@ fn client_from_ock(ock: &OckFile) -> Result<ClientConfig, ConfigError> {
     if let Some(t) = ock.parse_key(OCK_CLIENT_TRANSPORT, DataOpType::parse)? {
         c.transport = Some(t);
     }
+    ock.set(OCK_CLIENT_BUSY_POLL, &mut c.busy_poll_us, parse_int)?;
     ock.set(OCK_LOG_LEVEL, &mut c.log_level, LogLevel::parse)?;
     c.tls.apply_ock(ock)?;
     Ok(c)
@@ -733,6 +755,7 @@ mod tests {
             },
             heartbeat_ms: 250,
             prefault: false,
+            busy_poll_us: 0,
         }
     }
 
@@ -744,6 +767,7 @@ mod tests {
             read_threads: 4,
             write_threads: 5,
             transport: None,
+            busy_poll_us: 0,
             log_level: LogLevel::Debug,
             tls: TlsConfig {
                 cert_path: "/etc/cert.pem".into(),

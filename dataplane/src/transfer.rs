@@ -16,10 +16,15 @@ pub(crate) struct DataConn {
     endpoint: String,
     buf: AlignedVec,
     next_id: u64,
+    busy_poll: std::time::Duration,
 }
 
 impl DataConn {
-    pub(crate) fn connect(endpoint: &str, deadline: Instant) -> Result<DataConn> {
+    pub(crate) fn connect(
+        endpoint: &str,
+        deadline: Instant,
+        busy_poll: std::time::Duration,
+    ) -> Result<DataConn> {
         let addr: SocketAddr = endpoint.parse().map_err(|_| Error::LocalUnreachable {
             endpoint: endpoint.to_string(),
             reason: "not an ip:port address".into(),
@@ -36,6 +41,7 @@ impl DataConn {
             endpoint: endpoint.to_string(),
             buf: AlignedVec::new(),
             next_id: 1,
+            busy_poll,
         })
     }
 
@@ -105,6 +111,7 @@ impl DataConn {
         self.stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| Error::io("set read timeout", e))?;
+        wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
         let header =
             wire::read_frame(&mut self.stream, &mut self.buf).map_err(|e| self.io_error(e))?;
         if header.kind != Kind::DataReply || header.req_id != id {

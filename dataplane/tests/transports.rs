@@ -132,3 +132,22 @@ fn shared_memory_follows_the_service_lifetime() {
     assert_eq!(c.get("k").unwrap_err().code().as_i32(), -3018);
     assert!(c.mapped_services().is_empty());
 }
+
+/// Busy-polling services and clients move the same bytes as blocking ones.
+#[test]
+fn busy_poll_mode_round_trips() {
+    let mut cluster = Cluster::start(&[], &[]);
+    cluster.add_local_with(&["--dram", "32MB", "--busy-poll-us", "200"]);
+    let c = Client::connect(&ClientConfig {
+        transport: Some(DataOpType::Tcp),
+        busy_poll_us: 200,
+        ..cluster.client_config()
+    })
+    .unwrap();
+    for i in 0..50 {
+        let key = format!("bp-{i}");
+        let data = pattern(&key, 4096 + i * 1000);
+        c.put(&key, &data, &PutOptions::default()).unwrap();
+        assert_eq!(c.get(&key).unwrap(), data);
+    }
+}

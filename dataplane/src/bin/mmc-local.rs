@@ -46,6 +46,9 @@ struct Args {
     protocol: Option<String>,
     #[arg(long)]
     log_level: Option<String>,
+    /// Busy-poll each data connection this many microseconds before blocking (0 = block).
+    #[arg(long)]
+    busy_poll_us: Option<u64>,
     /// Skip pre-faulting the pools (faster start, slower first writes).
     #[arg(long)]
     no_prefault: bool,
@@ -85,6 +88,9 @@ fn main() {
     }
     if let Some(v) = a.log_level {
         c.log_level = LogLevel::parse(&v).unwrap_or_else(|e| fail(&e.to_string()));
+    }
+    if let Some(v) = a.busy_poll_us {
+        c.busy_poll_us = v;
     }
     if a.no_prefault {
         c.prefault = false;

@@ -69,6 +69,7 @@ pub struct Client {
     data_conns: Mutex<HashMap<String, Vec<DataConn>>>,
     embedded: Option<Arc<LocalService>>,
     transport: Option<DataOpType>,
+    busy_poll: Duration,
     host: String,
     /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
     shm_maps: Mutex<HashMap<u32, ShmEntry>>,
@@ -149,6 +150,7 @@ impl Client {
             data_conns: Mutex::new(HashMap::new()),
             embedded,
             transport: config.transport,
+            busy_poll: Duration::from_micros(config.busy_poll_us),
             host: crate::local::host_id(),
             shm_maps: Mutex::new(HashMap::new()),
         };
@@ -187,7 +189,7 @@ impl Client {
         let was_pooled = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
-            None => MetaConn::connect(self.meta_addr, deadline)?,
+            None => self.connect_meta(deadline)?,
         };
         match conn.call(req, deadline) {
             Ok(reply) => {
@@ -196,7 +198,7 @@ impl Client {
             }
             Err(Error::MetaUnreachable { .. }) if was_pooled => {
                 debug!("pooled meta connection was stale: reconnecting");
-                let mut conn = MetaConn::connect(self.meta_addr, deadline)?;
+                let mut conn = self.connect_meta(deadline)?;
                 let reply = conn.call(req, deadline)?;
                 self.put_meta_conn(conn);
                 Ok(reply)
@@ -207,6 +209,12 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn connect_meta(&self, deadline: Instant) -> Result<MetaConn> {
+        let mut conn = MetaConn::connect(self.meta_addr, deadline)?;
+        conn.set_busy_poll(self.busy_poll);
+        Ok(conn)
     }
 
     fn put_meta_conn(&self, conn: MetaConn) {
@@ -229,7 +237,7 @@ impl Client {
             .pop();
         let conn = match pooled {
             Some(c) => Ok(c),
-            None => MetaConn::connect(self.meta_addr, deadline),
+            None => self.connect_meta(deadline),
         };
         match conn.and_then(|mut c| {
             c.send_oneway(&Request::Release { leases }, deadline)
@@ -250,7 +258,7 @@ impl Client {
             .and_then(|v| v.pop());
         match pooled {
             Some(c) => Ok(c),
-            None => DataConn::connect(endpoint, deadline),
+            None => DataConn::connect(endpoint, deadline, self.busy_poll),
         }
     }
 

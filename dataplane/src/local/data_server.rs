@@ -78,6 +78,7 @@ fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
         runs: Vec::new(),
     };
     loop {
+        wire::spin_until_readable(&stream, inner.busy_poll);
         let header = wire::read_frame(&mut stream, &mut c.payload)?;
         if header.kind != Kind::DataRequest {
             return Err(WireError::Payload(format!(

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) membership: RwLock<Membership>,
     pub(crate) stop: AtomicBool,
     pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Busy-poll for each next request this long before blocking.
+    pub(crate) busy_poll: Duration,
     meta_addr: SocketAddr,
     register: Register,
 }
@@ -159,6 +161,7 @@ impl LocalService {
             }),
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
+            busy_poll: Duration::from_micros(config.busy_poll_us),
             meta_addr,
             register,
         };
