@@ -17,6 +17,12 @@ rustc --version
 rustup component list --installed 2>/dev/null | grep -qE '^(rustfmt|clippy)' || \
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+step "huge pages (pools use 2 MiB pages when the pool has room; tests pass either way)"
+if [ -w /proc/sys/vm/nr_hugepages ] && [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 512 ]; then
+    echo 512 > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+fi
+grep -E '^HugePages_(Total|Free)' /proc/meminfo || true
+
 step "format"
 cargo fmt --all -- --check
 
