@@ -41,6 +41,7 @@ const OCK_DEVICE_ID: &str = "ock.mmc.local_service.device_id";
 const OCK_HEARTBEAT_MS: &str = "ock.mmc.local_service.heartbeat_ms";
 const OCK_PREFAULT: &str = "ock.mmc.local_service.prefault";
 const OCK_LOCAL_BUSY_POLL: &str = "ock.mmc.local_service.busy_poll_us";
+const OCK_DATA_SHARDS: &str = "ock.mmc.local_service.data_shards";
 const OCK_CLIENT_BUSY_POLL: &str = "ock.mmc.client.busy_poll_us";
 const OCK_CLIENT_TIMEOUT: &str = "ock.mmc.client.timeout.seconds";
 const OCK_CLIENT_READ_POOL: &str = "ock.mmc.client.read_thread_pool.size";
@@ -62,6 +63,7 @@ pub const LOCAL_OCK_KEYS: &[&str] = &[
     OCK_HEARTBEAT_MS,
     OCK_PREFAULT,
     OCK_LOCAL_BUSY_POLL,
+    OCK_DATA_SHARDS,
     OCK_LOG_LEVEL,
 ];
 
@@ -173,6 +175,9 @@ pub struct LocalConfig {
     /// Busy-poll each data connection this long for the next request before blocking (lower
     /// latency, burns a core while spinning); 0 = block at once.
     pub busy_poll_us: u64,
+    /// Data connections are served by this many shard threads (each owning its connections,
+    /// waiting with mio, or spinning in busy-poll mode); 0 = a thread per connection.
+    pub data_shards: u32,
 }
 
 impl Default for LocalConfig {
@@ -193,6 +198,7 @@ impl Default for LocalConfig {
             heartbeat_ms: 1_000,
             prefault: true,
             busy_poll_us: 0,
+            data_shards: 0,
         }
     }
 }
@@ -259,6 +265,7 @@ struct RawLocal {
     heartbeat_ms: Option<u64>,
     prefault: Option<bool>,
     busy_poll_us: Option<u64>,
+    data_shards: Option<u32>,
     tls: Option<TlsConfig>,
 }
 
@@ -301,6 +308,7 @@ struct RawFile {
     heartbeat_ms: Option<u64>,
     prefault: Option<bool>,
     busy_poll_us: Option<u64>,
+    data_shards: Option<u32>,
     // Client.
     timeout_seconds: Option<u64>,
     timeout_ms: Option<u64>,
@@ -329,6 +337,7 @@ impl RawFile {
             heartbeat_ms: self.heartbeat_ms,
             prefault: self.prefault,
             busy_poll_us: self.busy_poll_us,
+            data_shards: self.data_shards,
             tls: self.tls.clone(),
         };
         match &self.local {
@@ -375,6 +384,7 @@ impl RawLocal {
             heartbeat_ms: self.heartbeat_ms.or(base.heartbeat_ms),
             prefault: self.prefault.or(base.prefault),
             busy_poll_us: self.busy_poll_us.or(base.busy_poll_us),
+            data_shards: self.data_shards.or(base.data_shards),
             tls: self.tls.or(base.tls),
         }
     }
@@ -397,6 +407,7 @@ impl RawLocal {
             heartbeat_ms: self.heartbeat_ms.unwrap_or(d.heartbeat_ms),
             prefault: self.prefault.unwrap_or(d.prefault),
             busy_poll_us: self.busy_poll_us.unwrap_or(d.busy_poll_us),
+            data_shards: self.data_shards.unwrap_or(d.data_shards),
         }
     }
 }
@@ -499,6 +510,7 @@ fn local_from_ock(ock: &OckFile) -> Result<LocalConfig, ConfigError> {
     ock.set(OCK_HEARTBEAT_MS, &mut c.heartbeat_ms, parse_int)?;
     ock.set(OCK_PREFAULT, &mut c.prefault, parse_bool)?;
     ock.set(OCK_LOCAL_BUSY_POLL, &mut c.busy_poll_us, parse_int)?;
+    ock.set(OCK_DATA_SHARDS, &mut c.data_shards, parse_int)?;
     ock.set(OCK_LOG_LEVEL, &mut c.log_level, LogLevel::parse)?;
     c.tls.apply_ock(ock)?;
     Ok(c)
@@ -756,6 +768,7 @@ mod tests {
             heartbeat_ms: 250,
             prefault: false,
             busy_poll_us: 0,
+            data_shards: 0,
         }
     }
 

@@ -151,3 +151,50 @@ fn busy_poll_mode_round_trips() {
         assert_eq!(c.get(&key).unwrap(), data);
     }
 }
+
+/// Shard loops (blocking and busy-polling) serve the same bytes as a thread per connection, with
+/// several clients at once, many requests per connection, and connections that come and go.
+#[test]
+fn shard_loops_serve_many_connections() {
+    let mut cluster = Cluster::start(&[], &[]);
+    cluster.add_local_with(&["--dram", "64MB", "--data-shards", "2"]);
+    cluster.add_local_with(&[
+        "--dram",
+        "64MB",
+        "--data-shards",
+        "1",
+        "--busy-poll-us",
+        "100",
+    ]);
+    let ranks = [cluster.locals[0].rank, cluster.locals[1].rank];
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let cluster = &cluster;
+            s.spawn(move || {
+                let c = client(cluster, Some(DataOpType::Tcp));
+                for i in 0..30 {
+                    let key = format!("shard-{t}-{i}");
+                    let data = pattern(&key, 1 + (i * 7919 + t * 31) % 300_000);
+                    let opts = PutOptions {
+                        policy: PREFERRED_AFFINITY,
+                        preferred: vec![ranks[(i + t) % 2] as i32],
+                        ..PutOptions::default()
+                    };
+                    c.put(&key, &data, &opts).unwrap();
+                    assert_eq!(c.get(&key).unwrap(), data, "{key}");
+                }
+            });
+        }
+    });
+    // A fresh connection after the others left, and a malformed request on its own connection.
+    let c = client(&cluster, Some(DataOpType::Tcp));
+    assert_eq!(c.get("shard-0-0").unwrap(), pattern("shard-0-0", 1));
+    use std::io::Write;
+    let mut raw = std::net::TcpStream::connect(&cluster.locals[0].endpoint).unwrap();
+    raw.write_all(&[0xEE; 64]).unwrap();
+    drop(raw);
+    assert_eq!(
+        c.get("shard-1-3").unwrap().len(),
+        1 + (3 * 7919 + 31) % 300_000
+    );
+}

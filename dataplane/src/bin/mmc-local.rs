@@ -49,6 +49,9 @@ struct Args {
     /// Busy-poll each data connection this many microseconds before blocking (0 = block).
     #[arg(long)]
     busy_poll_us: Option<u64>,
+    /// Serve data connections with this many shard threads (0 = a thread per connection).
+    #[arg(long)]
+    data_shards: Option<u32>,
     /// Skip pre-faulting the pools (faster start, slower first writes).
     #[arg(long)]
     no_prefault: bool,
@@ -91,6 +94,9 @@ fn main() {
     }
     if let Some(v) = a.busy_poll_us {
         c.busy_poll_us = v;
+    }
+    if let Some(v) = a.data_shards {
+        c.data_shards = v;
     }
     if a.no_prefault {
         c.prefault = false;

@@ -13,12 +13,15 @@ use mmc_controlplane::Code;
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
+use super::shards::Shard;
 use super::Inner;
 
 /// Most pieces one request may carry (a batch of 16384 keys, one piece each, fits).
 pub(crate) const PIECES_MAX: usize = 65536;
 
-pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+/// Accept data connections: each goes to the next shard when there are shards, else to a thread
+/// of its own.
+pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<Shard>) {
     let mut threads = Vec::new();
     let mut next_id = 0u64;
     for stream in listener.incoming() {
@@ -27,6 +30,14 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         }
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(true);
+        if !shards.is_empty() {
+            next_id += 1;
+            let shard = &shards[(next_id % shards.len() as u64) as usize];
+            if shard.hand(stream).is_err() {
+                warn!("data shard queue full: connection refused");
+            }
+            continue;
+        }
         next_id += 1;
         let id = next_id;
         if let Ok(c) = stream.try_clone() {
@@ -56,13 +67,16 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 .expect("spawn a data connection thread"),
         );
     }
+    for shard in &shards {
+        shard.wake();
+    }
     for t in threads {
         let _ = t.join();
     }
 }
 
 /// Per-connection state, reused across requests.
-struct Conn {
+pub(super) struct Conn {
     payload: AlignedVec,
     reply: AlignedVec,
     /// (pool index, offset, len) of the current request, in order.
@@ -70,66 +84,82 @@ struct Conn {
     runs: Vec<(u64, u64)>,
 }
 
-fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
-    let mut c = Conn {
-        payload: AlignedVec::new(),
-        reply: AlignedVec::new(),
-        ranges: Vec::new(),
-        runs: Vec::new(),
-    };
-    loop {
-        wire::spin_until_readable(&stream, inner.busy_poll);
-        let header = wire::read_frame(&mut stream, &mut c.payload)?;
-        if header.kind != Kind::DataRequest {
-            return Err(WireError::Payload(format!(
-                "expected a data request, got {:?}",
-                header.kind
-            )));
-        }
-        // Validated in place, not deserialized: the request costs no allocation.
-        let req = rkyv::access::<ArchivedDataRequest, rkyv::rancor::Error>(&c.payload)
-            .map_err(|e| WireError::Payload(e.to_string()))?;
-        let (write, pieces) = match req {
-            ArchivedDataRequest::Write { pieces } => (true, pieces.as_slice()),
-            ArchivedDataRequest::Read { pieces } => (false, pieces.as_slice()),
-        };
-        let total = match resolve(inner, pieces, &mut c.ranges) {
-            Ok(total) if write && total != header.raw_len => Err((
-                Code::InvalidParam,
-                format!(
-                    "pieces add up to {total} bytes but {} follow",
-                    header.raw_len
-                ),
-            )),
-            other => other,
-        };
-        match (write, total) {
-            (true, Ok(_)) => {
-                fill(inner, &c.ranges, &mut c.runs, &mut stream)?;
-                reply(&mut stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?;
-            }
-            (true, Err((code, why))) => {
-                warn!(code = code.as_i32(), why, "write refused");
-                discard(&mut stream, header.raw_len)?;
-                reply(&mut stream, &mut c.reply, header.req_id, code, &why, 0)?;
-            }
-            (false, Ok(total)) => {
-                reply(
-                    &mut stream,
-                    &mut c.reply,
-                    header.req_id,
-                    Code::Ok,
-                    "",
-                    total,
-                )?;
-                drain(inner, &c.ranges, &mut c.runs, &mut stream)?;
-            }
-            (false, Err((code, why))) => {
-                warn!(code = code.as_i32(), why, "read refused");
-                reply(&mut stream, &mut c.reply, header.req_id, code, &why, 0)?;
-            }
+impl Conn {
+    pub(super) fn new() -> Conn {
+        Conn {
+            payload: AlignedVec::new(),
+            reply: AlignedVec::new(),
+            ranges: Vec::new(),
+            runs: Vec::new(),
         }
     }
+}
+
+fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
+    let mut c = Conn::new();
+    loop {
+        wire::spin_until_readable(&stream, inner.busy_poll);
+        serve_one(&mut stream, inner, &mut c)?;
+    }
+}
+
+/// Read one request from `stream` and answer it, moving its bytes between the socket and the pool.
+pub(super) fn serve_one(
+    stream: &mut TcpStream,
+    inner: &Inner,
+    c: &mut Conn,
+) -> Result<(), WireError> {
+    let header = wire::read_frame(&mut *stream, &mut c.payload)?;
+    if header.kind != Kind::DataRequest {
+        return Err(WireError::Payload(format!(
+            "expected a data request, got {:?}",
+            header.kind
+        )));
+    }
+    // Validated in place, not deserialized: the request costs no allocation.
+    let req = rkyv::access::<ArchivedDataRequest, rkyv::rancor::Error>(&c.payload)
+        .map_err(|e| WireError::Payload(e.to_string()))?;
+    let (write, pieces) = match req {
+        ArchivedDataRequest::Write { pieces } => (true, pieces.as_slice()),
+        ArchivedDataRequest::Read { pieces } => (false, pieces.as_slice()),
+    };
+    let total = match resolve(inner, pieces, &mut c.ranges) {
+        Ok(total) if write && total != header.raw_len => Err((
+            Code::InvalidParam,
+            format!(
+                "pieces add up to {total} bytes but {} follow",
+                header.raw_len
+            ),
+        )),
+        other => other,
+    };
+    match (write, total) {
+        (true, Ok(_)) => {
+            fill(inner, &c.ranges, &mut c.runs, &mut *stream)?;
+            reply(&mut *stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?;
+        }
+        (true, Err((code, why))) => {
+            warn!(code = code.as_i32(), why, "write refused");
+            discard(&mut *stream, header.raw_len)?;
+            reply(&mut *stream, &mut c.reply, header.req_id, code, &why, 0)?;
+        }
+        (false, Ok(total)) => {
+            reply(
+                &mut *stream,
+                &mut c.reply,
+                header.req_id,
+                Code::Ok,
+                "",
+                total,
+            )?;
+            drain(inner, &c.ranges, &mut c.runs, &mut *stream)?;
+        }
+        (false, Err((code, why))) => {
+            warn!(code = code.as_i32(), why, "read refused");
+            reply(&mut *stream, &mut c.reply, header.req_id, code, &why, 0)?;
+        }
+    }
+    Ok(())
 }
 
 /// Map pieces to (pool, offset, len), checking every bound before a byte moves.

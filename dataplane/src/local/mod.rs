@@ -6,6 +6,7 @@
 //! client copies into its own pools directly, with no socket in between.
 
 mod data_server;
+mod shards;
 pub(crate) mod shm_server;
 
 use std::collections::HashMap;
@@ -176,8 +177,17 @@ impl LocalService {
         let inner = Arc::new(inner);
         let mut threads = Vec::new();
         let i = inner.clone();
+        let shard_count = config.data_shards.min(256) as usize;
+        let shards = if shard_count > 0 {
+            let (shards, shard_threads) = shards::start(&inner, shard_count)
+                .map_err(|e| Error::io("start the data shards", e))?;
+            threads.extend(shard_threads);
+            shards
+        } else {
+            Vec::new()
+        };
         threads.push(spawn("mmc-local-accept", move || {
-            data_server::accept_loop(listener, i)
+            data_server::accept_loop(listener, i, shards)
         }));
         let i = inner.clone();
         threads.push(spawn("mmc-local-shm", move || {
