@@ -40,6 +40,8 @@ pub(crate) struct Membership {
     pub(crate) incarnation: u64,
     /// Segment id of each pool, in pool order.
     pub(crate) segments: Vec<u32>,
+    /// How often the meta service wants to hear from this service.
+    pub(crate) heartbeat_ms: u64,
 }
 
 pub(crate) struct Inner {
@@ -67,11 +69,12 @@ impl Inner {
                 rank,
                 incarnation,
                 segments,
-                ..
+                heartbeat_ms,
             } if segments.len() == self.pools.len() => Ok(Membership {
                 rank,
                 incarnation,
                 segments,
+                heartbeat_ms,
             }),
             other => Err(Error::Protocol(format!(
                 "unexpected reply to register: {other:?}"
@@ -159,6 +162,7 @@ impl LocalService {
                 rank: u32::MAX,
                 incarnation: 0,
                 segments: Vec::new(),
+                heartbeat_ms: config.heartbeat_ms,
             }),
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
@@ -168,6 +172,7 @@ impl LocalService {
         };
         let deadline = Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
         let membership = inner.register(deadline)?;
+        let membership_heartbeat = membership.heartbeat_ms;
         info!(rank = membership.rank, incarnation = membership.incarnation, %data_addr,
             segments = ?membership.segments, "local service registered with the meta service");
         *inner
@@ -194,7 +199,8 @@ impl LocalService {
             shm_server::accept_loop(shm_listener, i)
         }));
         let i = inner.clone();
-        let heartbeat_ms = config.heartbeat_ms.max(10);
+        // The meta service's pace wins when it is faster (a short member timeout).
+        let heartbeat_ms = config.heartbeat_ms.min(membership_heartbeat).max(10);
         threads.push(spawn("mmc-local-heartbeat", move || {
             heartbeat_loop(&i, heartbeat_ms)
         }));
