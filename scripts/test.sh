@@ -32,6 +32,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build binaries (integration tests start them as real processes)"
 cargo build --workspace --bins --locked
 
+step "benchmark smoke run (mmc-bench --quick --check: every workload end to end, bytes verified)"
+if ! { command -v redis-server && command -v memcached; } >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server memcached >/dev/null \
+        || echo "redis/memcached unavailable: the benchmark skips those peers"
+fi
+"${CARGO_TARGET_DIR:-target}/debug/mmc-bench" --quick --check --quiet
+
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

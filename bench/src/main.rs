@@ -1,69 +1,102 @@
-//! `mmc-bench`: a KV-cache workload against a running MemCache cluster.
+//! `mmc-bench`: MemCache's KV-cache workloads side by side with their baselines and peers.
 //!
-//! It connects as a client (a pure client unless `--embedded-dram` gives it its own local
-//! service), runs the workload list in `workloads.rs`, verifies every byte it reads back, prints a
-//! table with a memcpy baseline measured in the same run, and removes every key it wrote.
+//! With no `--meta` it starts its own cluster on 127.0.0.1 (a meta service in this process and
+//! `mmc-local` processes built next to this binary) and stops it at the end. Every workload runs on
+//! three placements: the data in the caller's own process (an embedded local service), in another
+//! process on this host, and behind TCP only. Baselines are measured in the same run: memcpy of
+//! the same bytes, one raw TCP stream of the same bytes, a TCP ping-pong, Redis and memcached
+//! (started here when installed), and Mooncake Store with `--peers mooncake`. Every byte read back
+//! is verified; the issue's targets are judged as pass / short.
 
+mod baselines;
+mod chart;
+mod cluster;
+mod kv;
+mod mooncake;
 mod pattern;
+mod peers;
+mod progress;
 mod report;
+mod targets;
 mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use mmc_controlplane::config::{parse_size, LogLevel};
 use mmc_controlplane::logging;
-use mmc_dataplane::{Client, ClientConfig, LocalConfig};
+use mmc_controlplane::msg::PREFERRED_AFFINITY;
+use mmc_dataplane::config::DataOpType;
+use mmc_dataplane::{Client, ClientConfig, LocalConfig, PutOptions};
 
-use crate::report::{human_bytes, Report, Row};
-use crate::workloads::{Ctx, Plan, Progress, NAMES};
+use crate::cluster::{Cluster, TempDir};
+use crate::progress::Progress;
+use crate::report::{Machine, Report, Row, HOST, MEMCACHED, OWN, REDIS, TCP};
+use crate::workloads::{Checks, Ctx, Place, Plan, NAMES};
 
-/// Exit codes.
 const EXIT_VERIFY: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_ERROR: u8 = 3;
 
-/// Bytes the memcpy baseline copies.
-const MEMCPY_BYTES: usize = 64 << 20;
-
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "MemCache benchmark: a DeepSeek-R1 KV-cache workload, small objects, big batches and \
-             batch_exist, each verified byte for byte and compared with a memcpy baseline"
+    about = "MemCache benchmark: KV-cache workloads on three placements (own process, same host, \
+             TCP) against memcpy, a raw TCP stream, Redis, memcached and (--peers mooncake) \
+             Mooncake Store, measured in one run; table, JSON and PNG chart"
 )]
 struct Args {
-    /// The meta service, e.g. tcp://127.0.0.1:5000 (default $MMC_META_URL).
+    /// Use a running cluster's meta service (e.g. tcp://127.0.0.1:5000) instead of starting one.
     #[arg(long)]
     meta: Option<String>,
-    /// Smaller counts: well under 20 s in a release build.
+    /// Smaller counts: well under a minute in a release build.
     #[arg(long)]
     quick: bool,
-    /// DeepSeek-R1 blocks (one key of 61 x (128 + 16) KiB each); default 64, 32 with --quick.
-    #[arg(long, value_name = "N")]
-    blocks: Option<usize>,
-    /// Also write the figures as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Exit with 1 if any read-back verification failed.
+    /// Exit 1 if any byte read back differs (an operation that fails always exits 3).
     #[arg(long)]
     check: bool,
-    /// Run a local service inside this process with this much DRAM (e.g. 1GB); writes then land
-    /// in the client's own pool. Default: a pure client.
-    #[arg(long, value_name = "SIZE")]
-    embedded_dram: Option<String>,
-    /// Only these workloads (comma-separated): deepseek-r1, small-4k, batch-8m, exist.
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    /// Write every figure, the targets and the machine as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw the chart as a PNG.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+    /// Extra peers to measure (comma-separated): mooncake.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    peers: Vec<String>,
+    /// Skip Redis and memcached.
+    #[arg(long)]
+    no_kv_peers: bool,
+    /// Only these placements (comma-separated): own, host, tcp.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    placements: Vec<String>,
+    /// Only these workloads (comma-separated): first-write, 4k, batch-1m, batch-8m, deepseek-r1,
+    /// exist.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
     workloads: Vec<String>,
+    /// DRAM of each local service the benchmark starts (and of its own embedded one); default
+    /// 1GB, 512MB with --quick.
+    #[arg(long, value_name = "SIZE")]
+    dram: Option<String>,
+    /// Measure 4 KiB latency with busy-polling too (when the build offers it).
+    #[arg(long)]
+    busy_poll: bool,
+    /// The Python venv with mooncake-transfer-engine-non-cuda (default $MOONCAKE_VENV).
+    #[arg(long, value_name = "DIR")]
+    mooncake_venv: Option<PathBuf>,
+    /// The folder with mooncake_up.sh and mooncake_bench.py (default: shared/peers/mooncake
+    /// beside the repository).
+    #[arg(long, value_name = "DIR")]
+    mooncake_dir: Option<PathBuf>,
     /// Client timeout per call, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
     /// debug, info, warn or error (RUST_LOG overrides).
     #[arg(long, default_value = "warn")]
     log_level: String,
-    /// No progress lines on stderr.
+    /// No progress output.
     #[arg(long)]
     quiet: bool,
 }
@@ -88,202 +121,341 @@ enum Fail {
     Run(String),
 }
 
-fn run(args: &Args) -> Result<ExitCode, Fail> {
-    let level = LogLevel::parse(&args.log_level).map_err(|e| Fail::Usage(e.to_string()))?;
-    logging::init(level);
-    let meta = args
-        .meta
-        .clone()
-        .or_else(|| std::env::var("MMC_META_URL").ok())
-        .ok_or_else(|| Fail::Usage("--meta tcp://IP:PORT is required".into()))?;
-    for w in &args.workloads {
-        if !NAMES.contains(&w.as_str()) {
+fn check_list(what: &str, given: &[String], known: &[&str]) -> Result<(), Fail> {
+    for g in given {
+        if !known.contains(&g.as_str()) {
             return Err(Fail::Usage(format!(
-                "unknown workload {w:?}; known: {}",
-                NAMES.join(", ")
+                "unknown {what} {g:?}; known: {}",
+                known.join(", ")
             )));
         }
     }
-    let embedded_dram = args
-        .embedded_dram
-        .as_deref()
-        .map(|s| parse_size(s).map_err(|e| Fail::Usage(format!("--embedded-dram: {e}"))))
-        .transpose()?;
-    let progress = Progress::new(args.quiet);
+    Ok(())
+}
 
+fn run(args: &Args) -> Result<ExitCode, Fail> {
+    let started = Instant::now();
+    let level = LogLevel::parse(&args.log_level).map_err(|e| Fail::Usage(e.to_string()))?;
+    logging::init(level);
+    check_list("workload", &args.workloads, NAMES)?;
+    check_list("placement", &args.placements, &[OWN, HOST, TCP])?;
+    check_list("peer", &args.peers, &["mooncake"])?;
+    let names: Vec<&str> = NAMES
+        .iter()
+        .copied()
+        .filter(|n| args.workloads.is_empty() || args.workloads.iter().any(|w| w == n))
+        .collect();
+    let placements: Vec<&'static str> = [OWN, HOST, TCP]
+        .into_iter()
+        .filter(|p| args.placements.is_empty() || args.placements.iter().any(|w| w == p))
+        .collect();
+    let plan = Plan::new(args.quick);
+    let dram = match &args.dram {
+        Some(s) => parse_size(s).map_err(|e| Fail::Usage(format!("--dram: {e}")))?,
+        None if args.quick => 512 << 20,
+        None => 1 << 30,
+    };
+    if dram < plan.peak_bytes() + (64 << 20) {
+        return Err(Fail::Usage(format!(
+            "--dram {dram}: each pool needs at least {} MiB for this plan",
+            (plan.peak_bytes() >> 20) + 64
+        )));
+    }
+    let mooncake = args.peers.iter().any(|p| p == "mooncake");
+    let kv_peers: Vec<&'static str> = if args.no_kv_peers {
+        Vec::new()
+    } else {
+        vec![REDIS, MEMCACHED]
+    };
+    let peer_workloads = names.iter().filter(|n| **n != "first-write").count() as u64;
+    let steps = 3
+        + (placements.len() * names.len()) as u64
+        + kv_peers.len() as u64 * peer_workloads
+        + if mooncake { 2 } else { 0 };
+    let progress = Progress::new(steps, args.quiet);
+    let dir = TempDir::new().map_err(Fail::Run)?;
+    let mut notes: Vec<String> = Vec::new();
+    let mut checks = Checks::default();
+    let mut op_failures: Vec<String> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    let busy_poll = false;
+    notes.push(
+        "latency: every call blocks (threads not pinned); busy-poll: not available in this build"
+            .into(),
+    );
+    if args.busy_poll {
+        progress.note("busy-poll: not available in this build (measuring blocking calls only)");
+    }
+
+    // Baselines first, on a quiet machine.
+    let reps = if args.quick { 4 } else { 8 };
+    progress.say("baseline: memcpy of the same bytes");
+    match baselines::memcpy_rows(reps) {
+        Ok((r, kind)) => {
+            rows.extend(r);
+            notes.push(format!(
+                "memcpy baseline: caller's heap buffers <-> a pre-faulted pool arena ({kind}), \
+                 1 thread"
+            ));
+        }
+        Err(e) => notes.push(format!("memcpy baseline failed: {e}")),
+    }
+    progress.step();
+    progress.say("baseline: one TCP stream of the same bytes over loopback");
+    match baselines::tcp_stream_rows(3 * reps) {
+        Ok(r) => rows.extend(r),
+        Err(e) => notes.push(format!("tcp stream baseline failed: {e}")),
+    }
+    progress.step();
+    progress.say("baseline: 64-byte TCP ping-pong (blocking)");
+    match baselines::ping_pong_row(if args.quick { 1000 } else { 5000 }) {
+        Ok(r) => rows.push(r),
+        Err(e) => notes.push(format!("ping-pong baseline failed: {e}")),
+    }
+    progress.step();
+
+    // The cluster.
+    let mut cluster = None;
+    let meta = match &args.meta {
+        Some(m) => m.clone(),
+        None => {
+            progress.say("starting a meta service and local services on 127.0.0.1");
+            let mut c = Cluster::start(&dir.0, level).map_err(Fail::Run)?;
+            let remote = placements.iter().filter(|p| **p != OWN).count();
+            for _ in 0..remote {
+                c.add_local(dram).map_err(Fail::Run)?;
+            }
+            let url = c.meta_url.clone();
+            for l in &c.locals {
+                notes.push(format!(
+                    "mmc-local rank {} at {}, {} MiB DRAM",
+                    l.rank,
+                    l.endpoint,
+                    dram >> 20
+                ));
+            }
+            cluster = Some(c);
+            url
+        }
+    };
     let config = ClientConfig {
         meta_url: meta.clone(),
         timeout_ms: args.timeout_ms,
         log_level: level,
         ..ClientConfig::default()
     };
-    let connected = match embedded_dram {
-        None => Client::connect(&config),
-        Some(dram_bytes) => Client::with_local_service(
-            &config,
-            &LocalConfig {
-                meta_url: meta.clone(),
-                data_url: "tcp://127.0.0.1:0".into(),
-                dram_bytes,
-                log_level: level,
-                ..LocalConfig::default()
-            },
-        ),
-    };
-    let client = connected.map_err(|e| {
-        Fail::Run(format!(
-            "connect to {meta}{}: {e} (code {})",
-            if embedded_dram.is_some() {
-                " with an embedded local service"
-            } else {
-                ""
-            },
-            e.code()
-        ))
-    })?;
-    progress.say(format!(
-        "connected to {meta} as {}",
-        match client.local_rank() {
-            Some(r) => format!("a client with an embedded local service (rank {r})"),
-            None => "a pure client".into(),
+    // The ranks of the local services the host and tcp placements write to.
+    let remote_ranks: Vec<u32> = match &cluster {
+        Some(c) => c.locals.iter().map(|l| l.rank).collect(),
+        None => {
+            let probe = Client::connect(&config)
+                .map_err(|e| Fail::Run(format!("connect to {meta}: {e} (code {})", e.code())))?;
+            let status = probe
+                .status()
+                .map_err(|e| Fail::Run(format!("status: {e}")))?;
+            let mut ranks: Vec<u32> = status
+                .segments
+                .iter()
+                .filter(|s| s.alive)
+                .map(|s| s.rank)
+                .collect();
+            ranks.dedup();
+            ranks
         }
-    ));
-
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let prefix = format!("mmc-bench-{}-{now}", std::process::id());
-
-    progress.say(format!(
-        "memcpy baseline: {} MiB, 1 thread, pre-touched destination",
-        MEMCPY_BYTES >> 20
-    ));
-    let samples = pattern::memcpy_gbps(MEMCPY_BYTES, 7);
-    let memcpy = pattern::median(&samples);
-
-    let plan = Plan {
-        quick: args.quick,
-        blocks: args.blocks.unwrap_or(if args.quick { 32 } else { 64 }),
-    };
-    let list: Vec<_> = workloads::list(&plan)
-        .into_iter()
-        .filter(|w| args.workloads.is_empty() || args.workloads.iter().any(|n| n == w.name()))
-        .collect();
-
-    let mut ctx = Ctx::new(&client, prefix.clone(), memcpy, progress);
-    // Room check: one workload's data is live at a time.
-    let status = client
-        .status()
-        .map_err(|e| Fail::Run(format!("status: {e} (code {})", e.code())))?;
-    let free: u64 = status
-        .segments
-        .iter()
-        .filter(|g| g.alive)
-        .map(|g| g.capacity.saturating_sub(g.used))
-        .sum();
-    let peak = list.iter().map(|w| w.live_bytes()).max().unwrap_or(0);
-    if status.segments.iter().all(|g| !g.alive) {
-        eprintln!(
-            "mmc-bench: warning: no live local service is registered with {meta}: puts will fail \
-             (start mmc-local, or pass --embedded-dram SIZE)"
-        );
-    } else if peak > free {
-        eprintln!(
-            "mmc-bench: warning: the largest workload keeps {} live but the pools have {} free; \
-             puts may fail or evict (lower --blocks)",
-            human_bytes(peak),
-            human_bytes(free)
-        );
-    }
-
-    let mut rows = vec![Row::from_calls(
-        "memcpy",
-        "copy 64 MiB (median of 7)",
-        1,
-        MEMCPY_BYTES as u64,
-        &[std::time::Duration::from_secs_f64(
-            MEMCPY_BYTES as f64 / (memcpy * 1e9),
-        )],
-        true,
-        memcpy,
-    )];
-    let mut failure = None;
-    for w in &list {
-        match w.run(&mut ctx) {
+    let mut next_remote = 0;
+    for &pl in &placements {
+        let (client, opts, rank) = match pl {
+            OWN => {
+                progress.say("mmc own: starting an embedded local service in this process");
+                let local = LocalConfig {
+                    meta_url: meta.clone(),
+                    data_url: "tcp://127.0.0.1:0".into(),
+                    dram_bytes: dram,
+                    log_level: level,
+                    ..LocalConfig::default()
+                };
+                let c = Client::with_local_service(&config, &local).map_err(|e| {
+                    Fail::Run(format!(
+                        "client with an embedded local service: {e} (code {})",
+                        e.code()
+                    ))
+                })?;
+                let rank = c.local_rank().expect("embedded service has a rank");
+                (c, PutOptions::default(), rank)
+            }
+            _ => {
+                let Some(&rank) = remote_ranks.get(next_remote.min(remote_ranks.len().max(1) - 1))
+                else {
+                    notes.push(format!(
+                        "placement {pl} skipped: no local service is registered"
+                    ));
+                    continue;
+                };
+                next_remote += 1;
+                let cfg = ClientConfig {
+                    transport: if pl == TCP {
+                        Some(DataOpType::Tcp)
+                    } else {
+                        None
+                    },
+                    ..config.clone()
+                };
+                let c = Client::connect(&cfg).map_err(|e| {
+                    Fail::Run(format!("connect to {meta}: {e} (code {})", e.code()))
+                })?;
+                let opts = PutOptions {
+                    policy: PREFERRED_AFFINITY,
+                    preferred: vec![rank as i32],
+                    ..PutOptions::default()
+                };
+                (c, opts, rank)
+            }
+        };
+        let place = Place {
+            name: pl,
+            client: &client,
+            opts,
+            rank,
+        };
+        let mut ctx = Ctx::new(place, prefix.clone(), &progress, &mut checks);
+        match workloads::run_all(&mut ctx, &plan, &names) {
             Ok(r) => rows.extend(r),
             Err(f) => {
-                failure = Some(format!("{}: {f}", w.name()));
-                break;
+                progress.note(format!("placement {pl}: FAILED: {f}"));
+                op_failures.push(format!("{pl}: {f}"));
+            }
+        }
+        let left = ctx.cleanup();
+        if left > 0 {
+            progress.note(format!(
+                "{left} keys under {prefix}/{pl} could not be removed"
+            ));
+        }
+    }
+    drop(cluster);
+
+    // Redis and memcached.
+    for &peer in &kv_peers {
+        progress.say(format!("{peer}: starting"));
+        match peers::start(peer, &dir.0) {
+            Ok(server) => {
+                match peers::run(&server, &plan, &names, &mut checks, &progress) {
+                    Ok(r) => rows.extend(r),
+                    Err(e) => {
+                        progress.note(format!("{peer}: failed: {e}"));
+                        notes.push(format!("{peer} failed: {e}"));
+                    }
+                }
+                drop(server);
+            }
+            Err(e) => {
+                progress.note(format!("{peer} skipped: {e}"));
+                notes.push(format!("{peer} skipped: {e}"));
+                progress.set_len(steps - peer_workloads);
             }
         }
     }
-    let left = ctx.cleanup();
-    if left > 0 {
-        eprintln!("mmc-bench: warning: {left} keys under {prefix}/ could not be removed");
-    }
-    if let Some(msg) = failure {
-        if ctx.verify_failures > 0 {
-            eprintln!(
-                "mmc-bench: also {} verification failures before the error",
-                ctx.verify_failures
-            );
+    if mooncake {
+        let opts = mooncake::Opts {
+            venv: args.mooncake_venv.clone(),
+            dir: args.mooncake_dir.clone(),
+        };
+        match mooncake::run(&opts, &dir.0, &plan, &progress) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                progress.note(format!("mooncake skipped: {e}"));
+                notes.push(format!("mooncake skipped: {e}"));
+            }
         }
-        return Err(Fail::Run(msg));
     }
+    progress.finish();
+
+    report::add_ratios(&mut rows);
+    let targets = targets::judge(&rows, busy_poll);
+    let machine = Machine::probe();
+    let subtitle = format!(
+        "{}{} cores {}, {}; {}",
+        if args.quick { "--quick, " } else { "" },
+        machine.cpus,
+        machine.cpu_model,
+        match &args.meta {
+            Some(_) => "existing cluster".to_string(),
+            None => "cluster started by mmc-bench".to_string(),
+        },
+        "blocking calls"
+    );
 
     println!();
     println!(
-        "MemCache benchmark{}: meta {meta}, {}, latency per call: blocking client calls, threads \
-         not pinned",
+        "MemCache benchmark{}: {} ({} cores, {}, kernel {}); meta {}",
         if args.quick { " (quick)" } else { "" },
-        match client.local_rank() {
-            Some(r) => format!(
-                "client with embedded local service rank {r} ({})",
-                human_bytes(embedded_dram.unwrap_or(0))
-            ),
-            None => "pure client (every byte over TCP)".into(),
-        }
+        if args.meta.is_some() {
+            "existing cluster"
+        } else {
+            "cluster started by mmc-bench: meta in-process, mmc-local processes"
+        },
+        machine.cpus,
+        machine.cpu_model,
+        machine.kernel,
+        meta
+    );
+    println!(
+        "placements: own = data in this process's embedded pool; host = another process on this \
+         host (transport auto); tcp = another process reached by TCP only"
     );
     println!();
     print!("{}", report::table(&rows));
     println!();
-    println!("placement (replicas per local service):");
-    for p in &ctx.placements {
-        println!("  {}", report::placement_lines(p));
+    print!("{}", report::targets_table(&targets));
+    println!();
+    for n in &notes {
+        println!("note: {n}");
     }
-    for s in &ctx.status {
-        print!("{}", report::status_lines(s));
-    }
-    if ctx.verify_failures == 0 {
-        println!("verification: every byte read back matched");
+    let met = targets.iter().filter(|t| t.pass == Some(true)).count();
+    let short = targets.iter().filter(|t| t.pass == Some(false)).count();
+    println!(
+        "targets: {met} met, {short} short, {} not measured",
+        targets.len() - met - short
+    );
+    if checks.failures == 0 && op_failures.is_empty() {
+        println!("verification: every byte read back matched; every operation succeeded");
     } else {
         println!(
-            "verification: {} FAILURES (see stderr){}",
-            ctx.verify_failures,
-            if args.check {
-                ""
-            } else {
-                "; pass --check to exit non-zero"
-            }
+            "verification: {} byte/answer FAILURES, {} failed operations (see stderr)",
+            checks.failures,
+            op_failures.len()
         );
     }
+    println!("run took {:.1} s", started.elapsed().as_secs_f64());
 
+    if let Some(path) = &args.chart {
+        chart::write(path, &rows, &subtitle).map_err(Fail::Run)?;
+        eprintln!("mmc-bench: wrote {}", path.display());
+    }
     if let Some(path) = &args.json {
         let report = Report {
-            meta: meta.clone(),
-            key_prefix: prefix,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
             quick: args.quick,
-            embedded_dram,
-            client_rank: client.local_rank(),
-            latency_mode: "blocking, not pinned",
-            memcpy_gbps: memcpy,
-            memcpy_gbps_samples: samples,
+            meta: meta.clone(),
+            started_cluster: args.meta.is_none(),
+            machine,
             rows,
-            placement: ctx.placements.clone(),
-            status: ctx.status.clone(),
-            verify_failures: ctx.verify_failures,
-            verify_messages: ctx.verify_messages.clone(),
+            targets,
+            notes,
+            verify_failures: checks.failures,
+            verify_messages: checks
+                .messages
+                .iter()
+                .cloned()
+                .chain(op_failures.iter().cloned())
+                .collect(),
+            seconds: started.elapsed().as_secs_f64(),
         };
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Fail::Run(format!("encode JSON: {e}")))?;
@@ -291,8 +463,11 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             .map_err(|e| Fail::Run(format!("write {}: {e}", path.display())))?;
         eprintln!("mmc-bench: wrote {}", path.display());
     }
-
-    Ok(if args.check && ctx.verify_failures > 0 {
+    drop(dir);
+    if !op_failures.is_empty() {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
+    Ok(if args.check && checks.failures > 0 {
         ExitCode::from(EXIT_VERIFY)
     } else {
         ExitCode::SUCCESS

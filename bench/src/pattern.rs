@@ -1,7 +1,4 @@
-//! Deterministic fill patterns, byte-exact verification, and the memcpy baseline.
-
-use std::hint::black_box;
-use std::time::Instant;
+//! Deterministic fill patterns and byte-exact verification.
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -37,31 +34,6 @@ pub fn first_diff(want: &[u8], got: &[u8]) -> Option<usize> {
             .position(|(a, b)| a != b)
             .unwrap_or(want.len().min(got.len())),
     )
-}
-
-/// Single-thread copy of `bytes` into a pre-touched buffer, `reps` times; per-rep GB/s, sorted.
-pub fn memcpy_gbps(bytes: usize, reps: usize) -> Vec<f64> {
-    let mut src = vec![0u8; bytes];
-    fill(&mut src, seed(0x00C0_FFEE, 0));
-    // Non-zero fill: the pages are really touched, so the copy measures no page faults.
-    let mut dst = vec![0xA5u8; bytes];
-    // One warm-up copy.
-    dst.copy_from_slice(&src);
-    let mut out: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            dst.copy_from_slice(black_box(&src));
-            black_box(&mut dst);
-            bytes as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .collect();
-    out.sort_by(f64::total_cmp);
-    out
-}
-
-/// The median of a sorted, non-empty slice.
-pub fn median(sorted: &[f64]) -> f64 {
-    sorted[sorted.len() / 2]
 }
 
 #[cfg(test)]

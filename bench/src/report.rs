@@ -1,194 +1,215 @@
-//! Result rows, placement summaries, the printed table and the JSON report.
+//! Result rows, the printed tables (results and targets) and the JSON report.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mmc_controlplane::msg::{media_name, Status};
 use serde::Serialize;
+
+/// Systems a row can measure.
+pub const MMC: &str = "memcache";
+pub const MEMCPY: &str = "memcpy";
+pub const TCP_STREAM: &str = "tcp-stream";
+pub const TCP_PINGPONG: &str = "tcp-pingpong";
+pub const REDIS: &str = "redis";
+pub const MEMCACHED: &str = "memcached";
+pub const MOONCAKE: &str = "mooncake";
+
+/// Placements: where the data lives relative to the caller.
+pub const OWN: &str = "own";
+pub const HOST: &str = "host";
+pub const TCP: &str = "tcp";
 
 /// One measured operation.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
+    /// "4k", "batch-1m", "batch-8m", "deepseek-r1", "exist", "first-write".
     pub workload: String,
+    /// "put", "get", "exist", "batch_exist", "put cold", "put warm", "copy", "send", "ping-pong".
     pub op: String,
+    /// `MMC`, `MEMCPY`, `REDIS`, ...
+    pub system: String,
+    /// `OWN`, `HOST`, `TCP`, or "-" for baselines that have none.
+    pub placement: String,
+    /// What one call does, e.g. "16 x 8 MiB" or "1 key".
+    pub shape: String,
     /// Objects moved (or keys checked), summed over every call.
     pub objects: u64,
     /// Bytes moved, summed over every call.
     pub bytes: u64,
-    /// Client calls made.
     pub calls: u64,
-    /// Time inside the client calls only (filling and verifying excluded).
+    /// Time inside the measured calls only (filling and verifying excluded).
     pub seconds: f64,
     pub gbps: f64,
     /// `objects / seconds`.
     pub rate: f64,
-    /// What `rate` counts: "ops/s" or "keys/s".
+    /// "ops/s" or "keys/s".
     pub rate_unit: &'static str,
-    /// Whether the table shows GB/s (bulk transfers) or the rate (small objects, metadata).
-    pub show_gbps: bool,
-    /// Per-call latency.
+    /// Whether GB/s (bulk) or the rate is the headline figure.
+    pub bulk: bool,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
-    /// GB/s divided by the memcpy baseline's (bulk transfers only).
-    pub vs_memcpy: Option<f64>,
+    /// How the caller waited: "blocking" (busy-poll has its own rows when the build offers it).
+    pub wait: &'static str,
+    /// The headline divided by the same workload's baseline (memcpy for own/host, the TCP
+    /// stream for tcp; for 4 KiB latency: p50 in ping-pong round trips). Filled by `add_ratios`.
+    pub ratio: Option<f64>,
+    pub ratio_vs: Option<String>,
 }
 
 impl Row {
     /// A row from per-call latencies; `objects` and `bytes` are totals over those calls.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_calls(
         workload: &str,
         op: &str,
+        system: &str,
+        placement: &str,
+        shape: &str,
         objects: u64,
         bytes: u64,
         calls: &[Duration],
         bulk: bool,
-        memcpy_gbps: f64,
     ) -> Row {
         let seconds: f64 = calls.iter().map(Duration::as_secs_f64).sum();
         let secs = seconds.max(1e-9);
-        let gbps = bytes as f64 / secs / 1e9;
         let mut us: Vec<f64> = calls.iter().map(|d| d.as_secs_f64() * 1e6).collect();
         us.sort_by(f64::total_cmp);
         Row {
             workload: workload.to_string(),
             op: op.to_string(),
+            system: system.to_string(),
+            placement: placement.to_string(),
+            shape: shape.to_string(),
             objects,
             bytes,
             calls: calls.len() as u64,
             seconds,
-            gbps,
+            gbps: bytes as f64 / secs / 1e9,
             rate: objects as f64 / secs,
             rate_unit: if op.contains("exist") {
                 "keys/s"
             } else {
                 "ops/s"
             },
-            show_gbps: bulk,
+            bulk,
             p50_us: percentile(&us, 50.0),
             p99_us: percentile(&us, 99.0),
-            vs_memcpy: (bulk && memcpy_gbps > 0.0).then(|| gbps / memcpy_gbps),
+            wait: "blocking",
+            ratio: None,
+            ratio_vs: None,
         }
+    }
+
+    /// A row from figures another program measured (the Mooncake script).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_figures(
+        workload: &str,
+        op: &str,
+        system: &str,
+        placement: &str,
+        shape: &str,
+        objects: u64,
+        bytes: u64,
+        calls: u64,
+        seconds: f64,
+        p50_us: Option<f64>,
+        p99_us: Option<f64>,
+        bulk: bool,
+    ) -> Row {
+        let mut r = Row::from_calls(workload, op, system, placement, shape, 0, 0, &[], bulk);
+        let secs = seconds.max(1e-9);
+        r.objects = objects;
+        r.bytes = bytes;
+        r.calls = calls;
+        r.seconds = seconds;
+        r.gbps = bytes as f64 / secs / 1e9;
+        r.rate = objects as f64 / secs;
+        r.p50_us = p50_us;
+        r.p99_us = p99_us;
+        r
+    }
+
+    /// "memcache own", "redis", "memcpy", ...
+    pub fn who(&self) -> String {
+        if self.placement == "-" || self.placement.is_empty() {
+            self.system.clone()
+        } else if self.system == MMC {
+            format!("mmc {}", self.placement)
+        } else {
+            format!("{} {}", self.system, self.placement)
+        }
+    }
+
+    pub fn is(&self, system: &str, placement: &str, workload: &str, op: &str) -> bool {
+        self.system == system
+            && (placement.is_empty() || self.placement == placement)
+            && self.workload == workload
+            && self.op == op
     }
 }
 
-/// Nearest-rank percentile of sorted values; `None` when there are fewer than two.
+/// Nearest-rank percentile of sorted values; `None` when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.len() < 2 {
+    if sorted.is_empty() {
         return None;
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// Where one workload's objects landed.
-#[derive(Clone, Debug, Serialize)]
-pub struct Placement {
-    pub workload: String,
-    pub objects: u64,
-    pub replicas: Vec<RankShare>,
+/// The first row matching.
+pub fn find<'a>(
+    rows: &'a [Row],
+    system: &str,
+    placement: &str,
+    workload: &str,
+    op: &str,
+) -> Option<&'a Row> {
+    rows.iter().find(|r| r.is(system, placement, workload, op))
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct RankShare {
-    pub rank: u32,
-    pub media: &'static str,
-    pub objects: u64,
-    pub bytes: u64,
-}
-
-impl Placement {
-    /// Tally `(rank, media, bytes)` per replica.
-    pub fn tally(workload: &str, objects: u64, replicas: &[(u32, u16, u64)]) -> Placement {
-        let mut by: BTreeMap<(u32, u16), (u64, u64)> = BTreeMap::new();
-        for &(rank, media, len) in replicas {
-            let e = by.entry((rank, media)).or_default();
-            e.0 += 1;
-            e.1 += len;
+/// Fill every row's `ratio`: bulk MemCache/peer rows against memcpy (own, host) or the TCP stream
+/// (tcp and the TCP peers); 4 KiB latency against the ping-pong round trip.
+pub fn add_ratios(rows: &mut [Row]) {
+    let snapshot = rows.to_vec();
+    for r in rows.iter_mut() {
+        if r.system == MEMCPY || r.system == TCP_STREAM || r.system == TCP_PINGPONG {
+            continue;
         }
-        Placement {
-            workload: workload.to_string(),
-            objects,
-            replicas: by
-                .into_iter()
-                .map(|((rank, media), (objects, bytes))| RankShare {
-                    rank,
-                    media: media_name(media),
-                    objects,
-                    bytes,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// The meta service's view, in a serializable form.
-#[derive(Clone, Debug, Serialize)]
-pub struct StatusSnap {
-    /// When it was taken, e.g. "after deepseek-r1 put".
-    pub when: String,
-    pub segments: Vec<SegmentSnap>,
-    pub objects: u64,
-    pub pending: u64,
-    pub leases: u64,
-    pub evicted_total: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct SegmentSnap {
-    pub rank: u32,
-    pub segment: u32,
-    pub media: &'static str,
-    pub capacity: u64,
-    pub used: u64,
-    pub objects: u64,
-    pub alive: bool,
-    pub endpoint: String,
-}
-
-impl StatusSnap {
-    pub fn new(when: &str, s: &Status) -> StatusSnap {
-        StatusSnap {
-            when: when.to_string(),
-            segments: s
-                .segments
+        if r.bulk {
+            let (base, base_op) = if r.placement == TCP {
+                (TCP_STREAM, "send")
+            } else if r.op == "get" {
+                (MEMCPY, "copy out")
+            } else {
+                (MEMCPY, "copy in")
+            };
+            let b = snapshot
                 .iter()
-                .map(|g| SegmentSnap {
-                    rank: g.rank,
-                    segment: g.segment,
-                    media: media_name(g.media),
-                    capacity: g.capacity,
-                    used: g.used,
-                    objects: g.objects,
-                    alive: g.alive,
-                    endpoint: g.data_endpoint.clone(),
-                })
-                .collect(),
-            objects: s.objects,
-            pending: s.pending,
-            leases: s.leases,
-            evicted_total: s.evicted_total,
+                .find(|b| b.system == base && b.op == base_op && b.workload == r.workload);
+            if let Some(b) = b.filter(|b| b.gbps > 0.0) {
+                r.ratio = Some(r.gbps / b.gbps);
+                r.ratio_vs = Some(base.to_string());
+            }
+        } else if r.workload == "4k" && (r.op == "put" || r.op == "get") {
+            let b = snapshot.iter().find(|b| b.system == TCP_PINGPONG);
+            if let (Some(p50), Some(rtt)) = (r.p50_us, b.and_then(|b| b.p50_us)) {
+                if rtt > 0.0 {
+                    r.ratio = Some(p50 / rtt);
+                    r.ratio_vs = Some("rtt".into());
+                }
+            }
         }
     }
 }
 
-/// Everything `--json` writes.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub meta: String,
-    pub key_prefix: String,
-    pub quick: bool,
-    /// DRAM bytes of the client's embedded local service, if it had one.
-    pub embedded_dram: Option<u64>,
-    pub client_rank: Option<u32>,
-    /// How latency was measured.
-    pub latency_mode: &'static str,
-    pub memcpy_gbps: f64,
-    pub memcpy_gbps_samples: Vec<f64>,
-    pub rows: Vec<Row>,
-    pub placement: Vec<Placement>,
-    pub status: Vec<StatusSnap>,
-    pub verify_failures: u64,
-    pub verify_messages: Vec<String>,
+/// One target of the issue: met, short, or not measured in this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub name: String,
+    /// What was compared, with the figures.
+    pub detail: String,
+    /// `None` = not measured in this run (the detail says why).
+    pub pass: Option<bool>,
 }
 
 pub fn human_bytes(bytes: u64) -> String {
@@ -206,8 +227,10 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn human_us(us: f64) -> String {
-    if us < 1_000.0 {
+pub fn human_us(us: f64) -> String {
+    if us < 10.0 {
+        format!("{us:.1}us")
+    } else if us < 1_000.0 {
         format!("{us:.0}us")
     } else if us < 1_000_000.0 {
         format!("{:.1}ms", us / 1e3)
@@ -216,15 +239,7 @@ fn human_us(us: f64) -> String {
     }
 }
 
-fn human_secs(s: f64) -> String {
-    if s < 1.0 {
-        format!("{:.1} ms", s * 1e3)
-    } else {
-        format!("{s:.2} s")
-    }
-}
-
-fn human_rate(rate: f64, unit: &str) -> String {
+pub fn human_rate(rate: f64, unit: &str) -> String {
     if rate >= 1e6 {
         format!("{:.2} M {unit}", rate / 1e6)
     } else if rate >= 1e3 {
@@ -234,60 +249,29 @@ fn human_rate(rate: f64, unit: &str) -> String {
     }
 }
 
-/// The aligned table.
-pub fn table(rows: &[Row]) -> String {
-    let header = [
-        "workload",
-        "op",
-        "objects",
-        "bytes",
-        "time",
-        "GB/s or rate",
-        "p50/p99 per call",
-        "vs memcpy",
-    ];
-    let cells: Vec<[String; 8]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.workload.clone(),
-                r.op.clone(),
-                r.objects.to_string(),
-                if r.bytes == 0 {
-                    "-".to_string()
-                } else {
-                    human_bytes(r.bytes)
-                },
-                human_secs(r.seconds),
-                if r.show_gbps {
-                    format!("{:.2} GB/s", r.gbps)
-                } else {
-                    human_rate(r.rate, r.rate_unit)
-                },
-                match (r.p50_us, r.p99_us) {
-                    (Some(a), Some(b)) => format!("{} / {}", human_us(a), human_us(b)),
-                    _ => "-".to_string(),
-                },
-                r.vs_memcpy
-                    .map(|x| format!("{x:.2}x"))
-                    .unwrap_or_else(|| "-".to_string()),
-            ]
-        })
-        .collect();
-    let mut width = header.map(str::len);
-    for c in &cells {
+/// The headline figure of a row as text.
+pub fn headline(r: &Row) -> String {
+    if r.bulk {
+        format!("{:.2} GB/s", r.gbps)
+    } else {
+        human_rate(r.rate, r.rate_unit)
+    }
+}
+
+/// An aligned text table; `left[i]` = column `i` is left-aligned.
+pub fn aligned(header: &[&str], cells: &[Vec<String>], left: &[bool]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for c in cells {
         for (w, s) in width.iter_mut().zip(c) {
-            *w = (*w).max(s.len());
+            *w = (*w).max(s.chars().count());
         }
     }
-    // Text columns left-aligned, figures right-aligned.
-    let left = [true, true, false, false, false, false, false, false];
     let line = |c: &[String]| -> String {
         let parts: Vec<String> = c
             .iter()
-            .zip(width)
+            .zip(&width)
             .zip(left)
-            .map(|((s, w), l)| {
+            .map(|((s, &w), &l)| {
                 if l {
                     format!("{s:<w$}")
                 } else {
@@ -298,63 +282,149 @@ pub fn table(rows: &[Row]) -> String {
         parts.join(" | ").trim_end().to_string()
     };
     let mut out = String::new();
-    out.push_str(&line(&header.map(String::from)));
+    out.push_str(&line(
+        &header.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    ));
     out.push('\n');
     let total: usize = width.iter().sum::<usize>() + 3 * (width.len() - 1);
     out.push_str(&"-".repeat(total));
     out.push('\n');
-    for c in &cells {
+    for c in cells {
         out.push_str(&line(c));
         out.push('\n');
     }
     out
 }
 
-pub fn placement_lines(p: &Placement) -> String {
-    let shares: Vec<String> = p
-        .replicas
-        .iter()
-        .map(|s| {
-            format!(
-                "rank {} {} {} objects ({})",
-                s.rank,
-                s.media,
-                s.objects,
-                human_bytes(s.bytes)
-            )
-        })
-        .collect();
-    format!(
-        "{:<12} {} objects: {}",
-        p.workload,
-        p.objects,
-        if shares.is_empty() {
-            "no replicas reported".to_string()
-        } else {
-            shares.join(", ")
+/// The results table, grouped by workload in the order rows were measured.
+pub fn table(rows: &[Row]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    for r in rows {
+        if !order.contains(&r.workload.as_str()) {
+            order.push(&r.workload);
         }
+    }
+    let mut cells = Vec::new();
+    for w in order {
+        for r in rows.iter().filter(|r| r.workload == w) {
+            cells.push(vec![
+                r.workload.clone(),
+                r.op.clone(),
+                r.who(),
+                r.shape.clone(),
+                headline(r),
+                if r.bulk {
+                    human_rate(r.rate, r.rate_unit)
+                } else if r.gbps >= 0.01 {
+                    format!("{:.2} GB/s", r.gbps)
+                } else {
+                    "-".into()
+                },
+                match (r.p50_us, r.p99_us) {
+                    (Some(a), Some(b)) => format!("{} / {}", human_us(a), human_us(b)),
+                    _ => "-".to_string(),
+                },
+                match (&r.ratio, &r.ratio_vs) {
+                    (Some(x), Some(vs)) if vs == "rtt" => format!("{x:.1} rtt"),
+                    (Some(x), Some(vs)) => format!("{:.0}% {vs}", x * 100.0),
+                    _ => "-".into(),
+                },
+            ]);
+        }
+    }
+    aligned(
+        &[
+            "workload",
+            "op",
+            "who",
+            "per call",
+            "figure",
+            "also",
+            "p50 / p99 per call",
+            "vs baseline",
+        ],
+        &cells,
+        &[true, true, true, true, false, false, false, false],
     )
 }
 
-pub fn status_lines(s: &StatusSnap) -> String {
-    let mut out = format!(
-        "meta status {}: {} objects, {} pending puts, {} read leases, {} evicted\n",
-        s.when, s.objects, s.pending, s.leases, s.evicted_total
-    );
-    for g in &s.segments {
-        out.push_str(&format!(
-            "  rank {:>2} segment {:>2} {:<4} {:>10} of {:>10} used, {:>6} objects, {}{}\n",
-            g.rank,
-            g.segment,
-            g.media,
-            human_bytes(g.used),
-            human_bytes(g.capacity),
-            g.objects,
-            g.endpoint,
-            if g.alive { "" } else { " (DEAD)" }
-        ));
+/// The targets table.
+pub fn targets_table(targets: &[Target]) -> String {
+    let cells: Vec<Vec<String>> = targets
+        .iter()
+        .map(|t| {
+            vec![
+                match t.pass {
+                    Some(true) => "pass".into(),
+                    Some(false) => "SHORT".into(),
+                    None => "n/a".into(),
+                },
+                t.name.clone(),
+                t.detail.clone(),
+            ]
+        })
+        .collect();
+    aligned(
+        &["result", "target", "measured"],
+        &cells,
+        &[true, true, true],
+    )
+}
+
+/// Everything `--json` writes.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub quick: bool,
+    pub meta: String,
+    pub started_cluster: bool,
+    pub machine: Machine,
+    pub rows: Vec<Row>,
+    pub targets: Vec<Target>,
+    pub notes: Vec<String>,
+    pub verify_failures: u64,
+    pub verify_messages: Vec<String>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub mem_total: String,
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mem_total = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("MemTotal"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| human_bytes(kb * 1024))
+            .unwrap_or_default();
+        Machine {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            cpu_model,
+            kernel,
+            mem_total,
+        }
     }
-    out
 }
 
 #[cfg(test)]
@@ -366,40 +436,69 @@ mod tests {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(percentile(&v, 50.0), Some(50.0));
         assert_eq!(percentile(&v, 99.0), Some(99.0));
-        assert_eq!(percentile(&v[..1], 50.0), None);
+        assert_eq!(percentile(&v[..1], 50.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    fn bulk(system: &str, placement: &str, secs: u64) -> Row {
+        let op = match system {
+            MEMCPY => "copy out",
+            TCP_STREAM => "send",
+            _ => "get",
+        };
+        Row::from_calls(
+            "batch-8m",
+            op,
+            system,
+            placement,
+            "16 x 8 MiB",
+            16,
+            1 << 30,
+            &[Duration::from_secs(secs)],
+            true,
+        )
+    }
+
+    #[test]
+    fn ratios_use_the_placements_baseline() {
+        let mut rows = vec![
+            bulk(MEMCPY, "-", 1),
+            bulk(TCP_STREAM, "-", 2),
+            bulk(MMC, OWN, 2),
+            bulk(MMC, TCP, 4),
+        ];
+        add_ratios(&mut rows);
+        assert_eq!(rows[2].ratio, Some(0.5));
+        assert_eq!(rows[2].ratio_vs.as_deref(), Some(MEMCPY));
+        assert_eq!(rows[3].ratio, Some(0.5));
+        assert_eq!(rows[3].ratio_vs.as_deref(), Some(TCP_STREAM));
+        assert_eq!(rows[0].ratio, None);
     }
 
     #[test]
     fn table_is_aligned() {
-        let rows = vec![
-            Row::from_calls(
-                "a",
-                "put",
-                8,
-                8 << 20,
-                &[Duration::from_millis(2), Duration::from_millis(3)],
-                true,
-                10.0,
-            ),
-            Row::from_calls(
-                "longer-name",
-                "batch_exist",
-                1000,
-                0,
-                &[Duration::from_micros(500)],
-                false,
-                10.0,
-            ),
-        ];
+        let mut rows = vec![bulk(MEMCPY, "-", 1), bulk(MMC, HOST, 2)];
+        rows.push(Row::from_calls(
+            "exist",
+            "batch_exist",
+            MMC,
+            HOST,
+            "1000 keys",
+            1000,
+            0,
+            &[Duration::from_micros(500)],
+            false,
+        ));
+        add_ratios(&mut rows);
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 5);
         let bars: Vec<Vec<usize>> = lines
             .iter()
             .filter(|l| !l.starts_with('-'))
             .map(|l| l.match_indices(" | ").map(|(i, _)| i).collect())
             .collect();
         assert!(bars.windows(2).all(|w| w[0] == w[1]), "{t}");
-        assert!(t.contains("keys/s"), "{t}");
+        assert!(t.contains("keys/s") && t.contains("50% memcpy"), "{t}");
     }
 }

@@ -1,20 +1,20 @@
-//! The workload list and the shared run context.
+//! MemCache workloads, each run on one placement (a client plus put options that put the data in
+//! the caller's own process, in another process on this host, or behind TCP only).
 //!
-//! Each workload writes its own keys (under the run's prefix), measures the client calls only,
-//! verifies what it read byte for byte, records where its objects landed, and removes its keys
-//! before the next one starts, so the store never holds more than one workload's data.
+//! Each workload writes its own keys (under the run's prefix), times the client calls only,
+//! verifies every byte it reads back, checks that its objects landed where the placement says, and
+//! removes its keys before the next one starts.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use mmc_dataplane::{Client, Error, PutOptions};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 
+use crate::kv::{diff_blocks, KvCache, BLOCK_BYTES, LAYERS};
 use crate::pattern::{fill, first_diff, seed};
-use crate::report::{Placement, Row, StatusSnap};
+use crate::progress::Progress;
+use crate::report::{Row, MMC};
 
 /// Keys per metadata call when removing or querying in bulk.
 const KEYS_PER_CALL: usize = 4096;
@@ -52,78 +52,75 @@ fn all_ok<T, K: AsRef<str>>(results: Vec<Result<T, Error>>, keys: &[K], what: &s
         .collect()
 }
 
-/// Progress lines on stderr.
-pub struct Progress {
-    start: Instant,
-    quiet: bool,
+/// Verification failures of the whole run (every system).
+#[derive(Default)]
+pub struct Checks {
+    pub failures: u64,
+    pub messages: Vec<String>,
 }
 
-impl Progress {
-    pub fn new(quiet: bool) -> Progress {
-        Progress {
-            start: Instant::now(),
-            quiet,
-        }
-    }
-
-    pub fn say(&self, msg: impl fmt::Display) {
-        if !self.quiet {
-            eprintln!(
-                "[mmc-bench {:6.2}s] {msg}",
-                self.start.elapsed().as_secs_f64()
-            );
+impl Checks {
+    /// Printed loudly at once, counted for `--check`.
+    pub fn fail(&mut self, msg: String) {
+        eprintln!("mmc-bench: VERIFICATION FAILED: {msg}");
+        self.failures += 1;
+        if self.messages.len() < 100 {
+            self.messages.push(msg);
         }
     }
 }
 
-/// What every workload shares: the client, the run's settings, and what has been recorded.
-pub struct Ctx<'a> {
+/// Where a workload's data goes: one client and the put options that place it.
+pub struct Place<'a> {
+    /// `OWN`, `HOST` or `TCP`.
+    pub name: &'static str,
     pub client: &'a Client,
-    pub prefix: String,
-    pub memcpy_gbps: f64,
     pub opts: PutOptions,
-    pub progress: Progress,
-    pub placements: Vec<Placement>,
-    pub status: Vec<StatusSnap>,
-    pub verify_messages: Vec<String>,
-    pub verify_failures: u64,
+    /// The rank every object must land on.
+    pub rank: u32,
+}
+
+/// What every workload of one placement shares.
+pub struct Ctx<'a> {
+    pub place: Place<'a>,
+    pub prefix: String,
+    pub progress: &'a Progress,
+    pub checks: &'a mut Checks,
     /// Keys written and not yet removed (for cleanup after an error).
     live: BTreeSet<String>,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(client: &'a Client, prefix: String, memcpy_gbps: f64, progress: Progress) -> Self {
+    pub fn new(
+        place: Place<'a>,
+        prefix: String,
+        progress: &'a Progress,
+        checks: &'a mut Checks,
+    ) -> Self {
         Ctx {
-            client,
+            place,
             prefix,
-            memcpy_gbps,
-            opts: PutOptions::default(),
             progress,
-            placements: Vec::new(),
-            status: Vec::new(),
-            verify_messages: Vec::new(),
-            verify_failures: 0,
+            checks,
             live: BTreeSet::new(),
         }
     }
 
-    pub fn key(&self, workload: &str, tag: impl fmt::Display) -> String {
-        format!("{}/{workload}/{tag}", self.prefix)
+    fn client(&self) -> &'a Client {
+        self.place.client
     }
 
-    /// Remember keys about to be written, so they are removed even if the run fails.
-    pub fn track<K: AsRef<str>>(&mut self, keys: &[K]) {
+    pub fn key(&self, workload: &str, tag: impl fmt::Display) -> String {
+        format!("{}/{}/{workload}/{tag}", self.prefix, self.place.name)
+    }
+
+    fn track<K: AsRef<str>>(&mut self, keys: &[K]) {
         self.live
             .extend(keys.iter().map(|k| k.as_ref().to_string()));
     }
 
-    /// A verification failure: printed loudly at once, counted for `--check`.
-    pub fn verify_failed(&mut self, msg: String) {
-        eprintln!("mmc-bench: VERIFICATION FAILED: {msg}");
-        self.verify_failures += 1;
-        if self.verify_messages.len() < 100 {
-            self.verify_messages.push(msg);
-        }
+    fn say(&self, msg: impl fmt::Display) {
+        self.progress.say(format!("mmc {}: {msg}", self.place.name));
     }
 
     /// Remove keys; missing ones are fine.
@@ -131,7 +128,7 @@ impl<'a> Ctx<'a> {
         for chunk in keys.chunks(KEYS_PER_CALL) {
             let refs: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
             let results = self
-                .client
+                .client()
                 .batch_remove(&refs)
                 .context(|| format!("remove {} keys", refs.len()))?;
             for (r, k) in results.into_iter().zip(&refs) {
@@ -156,95 +153,66 @@ impl<'a> Ctx<'a> {
         if keys.is_empty() {
             return 0;
         }
-        self.progress
-            .say(format!("cleanup: removing {} keys", keys.len()));
         if let Err(f) = self.remove(&keys) {
             eprintln!("mmc-bench: cleanup failed: {f}");
         }
         self.live.len()
     }
 
-    /// Record where `keys` landed (one `batch_query`).
-    pub fn record_placement<K: AsRef<str>>(&mut self, workload: &str, keys: &[K]) -> R<()> {
-        let mut replicas = Vec::new();
+    /// Every replica of `keys` must be on the placement's rank (else the figures would be of
+    /// another path): a verification failure otherwise.
+    fn check_placement<K: AsRef<str>>(&mut self, workload: &str, keys: &[K]) -> R<()> {
+        let mut elsewhere = BTreeSet::new();
         for chunk in keys.chunks(KEYS_PER_CALL) {
             let refs: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
             let infos = self
-                .client
+                .client()
                 .batch_query(&refs)
                 .context(|| format!("query {} keys", refs.len()))?;
             for info in all_ok(infos, &refs, "query")? {
-                replicas.extend(info.replicas.iter().map(|r| (r.rank, r.media, r.len)));
+                elsewhere.extend(
+                    info.replicas
+                        .iter()
+                        .map(|r| r.rank)
+                        .filter(|&r| r != self.place.rank),
+                );
             }
         }
-        self.placements
-            .push(Placement::tally(workload, keys.len() as u64, &replicas));
+        if !elsewhere.is_empty() {
+            let msg = format!(
+                "{workload} on placement {}: objects landed on rank(s) {elsewhere:?}, expected only \
+                 rank {}",
+                self.place.name, self.place.rank
+            );
+            self.checks.fail(msg);
+        }
         Ok(())
     }
 
-    /// Keep a snapshot of the meta service's status.
-    pub fn snapshot(&mut self, when: &str) -> R<()> {
-        let s = self.client.status().context(|| format!("status {when}"))?;
-        self.status.push(StatusSnap::new(when, &s));
-        Ok(())
-    }
-
+    #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
         workload: &str,
         op: &str,
+        shape: &str,
         objects: u64,
         bytes: u64,
         calls: &[Duration],
         bulk: bool,
     ) -> Row {
-        Row::from_calls(workload, op, objects, bytes, calls, bulk, self.memcpy_gbps)
+        Row::from_calls(
+            workload,
+            op,
+            MMC,
+            self.place.name,
+            shape,
+            objects,
+            bytes,
+            calls,
+            bulk,
+        )
     }
 }
-
-/// One benchmark workload.
-pub trait Workload {
-    fn name(&self) -> &'static str;
-    /// The most bytes it keeps in the store at once.
-    fn live_bytes(&self) -> u64;
-    fn run(&self, ctx: &mut Ctx<'_>) -> R<Vec<Row>>;
-}
-
-/// Sizes of the run.
-pub struct Plan {
-    pub quick: bool,
-    /// DeepSeek-R1 blocks (keys).
-    pub blocks: usize,
-}
-
-/// The workloads, in run order (`--workloads` picks a subset by name).
-pub fn list(plan: &Plan) -> Vec<Box<dyn Workload>> {
-    let q = plan.quick;
-    vec![
-        Box::new(DeepSeekBlocks {
-            blocks: plan.blocks,
-            batch: 8,
-            get_passes: if q { 2 } else { 3 },
-        }),
-        Box::new(SmallObjects {
-            count: if q { 500 } else { 2000 },
-            size: 4 << 10,
-        }),
-        Box::new(BigBatch {
-            keys: 16,
-            size: 8 << 20,
-            rounds: if q { 2 } else { 4 },
-        }),
-        Box::new(ExistBatch {
-            keys: 1000,
-            size: 64,
-            calls: if q { 20 } else { 100 },
-        }),
-    ]
-}
-
-/// Names `list` knows, for `--workloads`.
-pub const NAMES: &[&str] = &["deepseek-r1", "small-4k", "batch-8m", "exist"];
 
 fn elapsed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
@@ -252,557 +220,462 @@ fn elapsed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, t.elapsed())
 }
 
+/// Sizes of the run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub quick: bool,
+    /// 4 KiB objects, one per call.
+    pub small_count: usize,
+    /// Rounds of the 64 x 1 MiB and 16 x 8 MiB batches.
+    pub batch_rounds: usize,
+    /// DeepSeek-R1 blocks (keys), read back `deepseek_passes` times.
+    pub deepseek_blocks: usize,
+    pub deepseek_passes: usize,
+    /// `batch_exist` calls of 1000 keys.
+    pub exist_calls: usize,
+    /// Warm passes of the first-write test.
+    pub warm_passes: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                small_count: 300,
+                batch_rounds: 2,
+                deepseek_blocks: 16,
+                deepseek_passes: 2,
+                exist_calls: 30,
+                warm_passes: 2,
+            }
+        } else {
+            Plan {
+                quick,
+                small_count: 2000,
+                batch_rounds: 6,
+                deepseek_blocks: 32,
+                deepseek_passes: 3,
+                exist_calls: 200,
+                warm_passes: 3,
+            }
+        }
+    }
+
+    /// The most bytes one workload keeps in the store at once.
+    pub fn peak_bytes(&self) -> u64 {
+        ((self.deepseek_blocks * BLOCK_BYTES) as u64).max(128 << 20)
+    }
+}
+
+/// Workload names, in run order (`--workloads` picks a subset).
+pub const NAMES: &[&str] = &[
+    "first-write",
+    "4k",
+    "batch-1m",
+    "batch-8m",
+    "deepseek-r1",
+    "exist",
+];
+
+/// Run `names` (in `NAMES` order) on one placement.
+pub fn run_all(ctx: &mut Ctx<'_>, plan: &Plan, names: &[&str]) -> R<Vec<Row>> {
+    let mut rows = Vec::new();
+    for &w in NAMES.iter().filter(|w| names.contains(w)) {
+        let r = match w {
+            "first-write" => first_write(ctx, plan)?,
+            "4k" => small(ctx, plan.small_count, 4 << 10)?,
+            "batch-1m" => big_batch(ctx, "batch-1m", 64, 1 << 20, plan.batch_rounds)?,
+            "batch-8m" => big_batch(ctx, "batch-8m", 16, 8 << 20, plan.batch_rounds)?,
+            "deepseek-r1" => deepseek(ctx, plan.deepseek_blocks, 8, plan.deepseek_passes)?,
+            "exist" => exist(ctx, 1000, plan.exist_calls)?,
+            _ => Vec::new(),
+        };
+        rows.extend(r);
+        ctx.progress.step();
+    }
+    Ok(rows)
+}
+
+/// Verify a batch of big objects read back.
+fn verify_objects(
+    ctx: &mut Ctx<'_>,
+    what: &str,
+    keys: &[&str],
+    sizes: &[u64],
+    src: &[Vec<u8>],
+    dst: &[Vec<u8>],
+) {
+    for ((k, got), (want, have)) in keys.iter().zip(sizes).zip(src.iter().zip(dst)) {
+        let diff = first_diff(want, have);
+        if *got != want.len() as u64 || diff.is_some() {
+            ctx.checks.fail(format!(
+                "{what}: get {k:?}: {got} bytes (expected {}), first difference at {diff:?}",
+                want.len()
+            ));
+        }
+    }
+}
+
+// ---- First write into a fresh pool ----------------------------------------------------------
+
+/// 16 x 8 MiB into the placement's pool before anything else touched it, then again (after
+/// removing the keys) into the now warm pool.
+fn first_write(ctx: &mut Ctx<'_>, plan: &Plan) -> R<Vec<Row>> {
+    let name = "first-write";
+    let (n, size) = (16usize, 8usize << 20);
+    let mut src: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; size]).collect();
+    let mut dst: Vec<Vec<u8>> = (0..n).map(|_| vec![0xA5u8; size]).collect();
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for pass in 0..=plan.warm_passes {
+        ctx.say(format!(
+            "{name}: pass {} of {}, batch_put 16 x 8 MiB{}",
+            pass + 1,
+            plan.warm_passes + 1,
+            if pass == 0 {
+                " into the fresh pool"
+            } else {
+                ""
+            }
+        ));
+        for (i, s) in src.iter_mut().enumerate() {
+            fill(s, seed(0xF1 + pass as u64, i as u64));
+        }
+        let keys: Vec<String> = (0..n)
+            .map(|i| ctx.key(name, format!("p{pass}/{i}")))
+            .collect();
+        let krefs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values: Vec<&[u8]> = src.iter().map(Vec::as_slice).collect();
+        ctx.track(&krefs);
+        let (res, t) = elapsed(|| ctx.client().batch_put(&krefs, &values, &ctx.place.opts));
+        let res = res.context(|| format!("{name}: batch_put of {n} keys"))?;
+        all_ok(res, &krefs, &format!("{name}: put"))?;
+        if pass == 0 {
+            cold.push(t);
+            ctx.check_placement(name, &krefs)?;
+        } else {
+            warm.push(t);
+        }
+        let mut bufs: Vec<&mut [u8]> = dst.iter_mut().map(Vec::as_mut_slice).collect();
+        let res = ctx
+            .client()
+            .batch_get_into(&krefs, &mut bufs)
+            .context(|| format!("{name}: batch_get_into of {n} keys"))?;
+        let sizes = all_ok(res, &krefs, &format!("{name}: get"))?;
+        verify_objects(ctx, name, &krefs, &sizes, &src, &dst);
+        ctx.remove(&keys)?;
+    }
+    let bytes = (n * size) as u64;
+    let shape = "16 x 8 MiB";
+    Ok(vec![
+        ctx.row(name, "put cold", shape, n as u64, bytes, &cold, true),
+        ctx.row(
+            name,
+            "put warm",
+            shape,
+            (n * warm.len()) as u64,
+            bytes * warm.len() as u64,
+            &warm,
+            true,
+        ),
+    ])
+}
+
+// ---- 4 KiB objects, one key per call --------------------------------------------------------
+
+fn small(ctx: &mut Ctx<'_>, n: usize, size: usize) -> R<Vec<Row>> {
+    let name = "4k";
+    let keys: Vec<String> = (0..n).map(|i| ctx.key(name, i)).collect();
+    let mut src = vec![0u8; n * size];
+    for (i, c) in src.chunks_exact_mut(size).enumerate() {
+        fill(c, seed(0x4B, i as u64));
+    }
+    ctx.say(format!("{name}: {n} single-key puts of {size} bytes"));
+    let mut put_calls = Vec::with_capacity(n);
+    for (key, value) in keys.iter().zip(src.chunks_exact(size)) {
+        ctx.track(std::slice::from_ref(key));
+        let (res, t) = elapsed(|| ctx.client().put(key, value, &ctx.place.opts));
+        res.context(|| format!("{name}: put {key:?}"))?;
+        put_calls.push(t);
+    }
+    ctx.check_placement(name, &keys)?;
+
+    ctx.say(format!("{name}: {n} single-key get_into and exist calls"));
+    let mut buf = vec![0u8; size];
+    let mut get_calls = Vec::with_capacity(n);
+    let mut bad = 0;
+    for (key, want) in keys.iter().zip(src.chunks_exact(size)) {
+        buf.fill(0xA5);
+        let (res, t) = elapsed(|| ctx.client().get_into(key, &mut buf));
+        let got = res.context(|| format!("{name}: get_into {key:?}"))?;
+        get_calls.push(t);
+        let diff = first_diff(want, &buf);
+        if got != size as u64 || diff.is_some() {
+            bad += 1;
+            if bad <= 5 {
+                ctx.checks.fail(format!(
+                    "{name}: get {key:?}: {got} bytes (expected {size}), first difference at {diff:?}"
+                ));
+            }
+        }
+    }
+    if bad > 5 {
+        ctx.checks
+            .fail(format!("{name}: {bad} of {n} objects differ"));
+    }
+    let mut exist_calls = Vec::with_capacity(n);
+    for key in &keys {
+        let (res, t) = elapsed(|| ctx.client().exist(key));
+        match res {
+            Ok(()) => {}
+            Err(Error::NotFound { .. }) => {
+                ctx.checks
+                    .fail(format!("{name}: {key:?} was put but exist says missing"));
+            }
+            Err(err) => {
+                return Err(Failure {
+                    what: format!("{name}: exist {key:?}"),
+                    err,
+                })
+            }
+        }
+        exist_calls.push(t);
+    }
+    ctx.remove(&keys)?;
+    let total = (n * size) as u64;
+    Ok(vec![
+        ctx.row(name, "put", "1 x 4 KiB", n as u64, total, &put_calls, false),
+        ctx.row(name, "get", "1 x 4 KiB", n as u64, total, &get_calls, false),
+        ctx.row(name, "exist", "1 key", n as u64, 0, &exist_calls, false),
+    ])
+}
+
+// ---- A batch of big objects -----------------------------------------------------------------
+
+fn big_batch(ctx: &mut Ctx<'_>, name: &str, n: usize, size: usize, rounds: usize) -> R<Vec<Row>> {
+    let mut src: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; size]).collect();
+    let mut dst: Vec<Vec<u8>> = (0..n).map(|_| vec![0xA5u8; size]).collect();
+    let mut put_calls = Vec::new();
+    let mut get_calls = Vec::new();
+    for round in 0..rounds {
+        ctx.say(format!(
+            "{name}: round {}/{rounds}: batch put + get of {n} x {} MiB",
+            round + 1,
+            size >> 20
+        ));
+        // Fresh data per round: a stale read from the previous round would not match.
+        for (i, s) in src.iter_mut().enumerate() {
+            fill(s, seed(0xB16 + round as u64, i as u64));
+        }
+        for d in dst.iter_mut() {
+            d[0] ^= 0xFF;
+        }
+        let keys: Vec<String> = (0..n)
+            .map(|i| ctx.key(name, format!("r{round}/{i}")))
+            .collect();
+        let krefs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let values: Vec<&[u8]> = src.iter().map(Vec::as_slice).collect();
+        ctx.track(&krefs);
+        let (res, t) = elapsed(|| ctx.client().batch_put(&krefs, &values, &ctx.place.opts));
+        let res = res.context(|| format!("{name}: batch_put of {n} keys"))?;
+        all_ok(res, &krefs, &format!("{name}: put"))?;
+        put_calls.push(t);
+        if round == 0 {
+            ctx.check_placement(name, &krefs)?;
+        }
+        let mut bufs: Vec<&mut [u8]> = dst.iter_mut().map(Vec::as_mut_slice).collect();
+        let (res, t) = elapsed(|| ctx.client().batch_get_into(&krefs, &mut bufs));
+        let res = res.context(|| format!("{name}: batch_get_into of {n} keys"))?;
+        let sizes = all_ok(res, &krefs, &format!("{name}: get"))?;
+        get_calls.push(t);
+        verify_objects(
+            ctx,
+            &format!("{name} round {}", round + 1),
+            &krefs,
+            &sizes,
+            &src,
+            &dst,
+        );
+        ctx.remove(&keys)?;
+    }
+    let per_round = (n * size) as u64;
+    let r = rounds as u64;
+    let shape = format!("{n} x {} MiB", size >> 20);
+    Ok(vec![
+        ctx.row(
+            name,
+            "put",
+            &shape,
+            n as u64 * r,
+            per_round * r,
+            &put_calls,
+            true,
+        ),
+        ctx.row(
+            name,
+            "get",
+            &shape,
+            n as u64 * r,
+            per_round * r,
+            &get_calls,
+            true,
+        ),
+    ])
+}
+
 // ---- DeepSeek-R1 KV blocks ------------------------------------------------------------------
 
-/// DeepSeek-R1 (MLA): 61 layers; per layer and block a 128 KiB latent cache piece and a 16 KiB
-/// rope piece.
-const LAYERS: usize = 61;
-const KV_PIECE: usize = 128 << 10;
-const PE_PIECE: usize = 16 << 10;
-const BLOCK_BYTES: usize = LAYERS * (KV_PIECE + PE_PIECE);
-
-/// The engine's paged KV cache: per layer, two tensors each holding every block slot; a block
-/// table maps logical block `b` to slot `slot[b]`.
-struct KvCache {
-    kv: Vec<Vec<u8>>,
-    pe: Vec<Vec<u8>>,
-    slot: Vec<usize>,
-}
-
-impl KvCache {
-    /// `poison` fills every byte (so the pages are touched before anything is timed).
-    fn new(blocks: usize, poison: u8, table_seed: u64) -> KvCache {
-        let mut slot: Vec<usize> = (0..blocks).collect();
-        slot.shuffle(&mut StdRng::seed_from_u64(table_seed));
-        KvCache {
-            kv: (0..LAYERS)
-                .map(|_| vec![poison; blocks * KV_PIECE])
-                .collect(),
-            pe: (0..LAYERS)
-                .map(|_| vec![poison; blocks * PE_PIECE])
-                .collect(),
-            slot,
-        }
+fn deepseek(ctx: &mut Ctx<'_>, n: usize, batch: usize, passes: usize) -> R<Vec<Row>> {
+    let name = "deepseek-r1";
+    ctx.say(format!(
+        "{name}: {n} blocks of {LAYERS} x (128 + 16) KiB = {} pieces each",
+        2 * LAYERS
+    ));
+    let keys: Vec<String> = (0..n).map(|b| ctx.key(name, format!("blk{b}"))).collect();
+    let mut src = KvCache::new(n, 0, 1);
+    for b in 0..n {
+        src.fill_block(b, seed(0xD5, b as u64));
     }
+    // The reader's cache: other buffers, another block table.
+    let mut dst = KvCache::new(n, 0xA5, 2);
+    let all: Vec<usize> = (0..n).collect();
+    let batches: Vec<&[usize]> = all.chunks(batch.max(1)).collect();
 
-    fn poison(&mut self, byte: u8) {
-        for t in self.kv.iter_mut().chain(self.pe.iter_mut()) {
-            t.fill(byte);
-        }
+    ctx.say(format!(
+        "{name}: batch_put_parts, {} batches of {batch}",
+        batches.len()
+    ));
+    let mut put_calls = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let bkeys: Vec<&str> = b.iter().map(|&i| keys[i].as_str()).collect();
+        let parts: Vec<Vec<&[u8]>> = b.iter().map(|&i| src.parts(i)).collect();
+        let values: Vec<&[&[u8]]> = parts.iter().map(Vec::as_slice).collect();
+        ctx.track(&bkeys);
+        let (res, t) = elapsed(|| {
+            ctx.client()
+                .batch_put_parts(&bkeys, &values, &ctx.place.opts)
+        });
+        let res = res.context(|| format!("{name}: batch_put_parts of {} keys", bkeys.len()))?;
+        all_ok(res, &bkeys, &format!("{name}: put"))?;
+        put_calls.push(t);
     }
+    ctx.check_placement(name, &keys)?;
 
-    /// Block `b`'s pieces, layer by layer: (kv, pe).
-    fn kv_range(&self, b: usize) -> std::ops::Range<usize> {
-        let s = self.slot[b];
-        s * KV_PIECE..(s + 1) * KV_PIECE
-    }
-
-    fn pe_range(&self, b: usize) -> std::ops::Range<usize> {
-        let s = self.slot[b];
-        s * PE_PIECE..(s + 1) * PE_PIECE
-    }
-
-    /// Fill block `b` with its pattern (piece `2l` = layer l's kv, `2l+1` its pe).
-    fn fill_block(&mut self, b: usize, key_seed: u64) {
-        let (kr, pr) = (self.kv_range(b), self.pe_range(b));
-        for l in 0..LAYERS {
-            fill(&mut self.kv[l][kr.clone()], seed(key_seed, 2 * l as u64));
-            fill(
-                &mut self.pe[l][pr.clone()],
-                seed(key_seed, 2 * l as u64 + 1),
-            );
-        }
-    }
-
-    /// The 122 pieces of block `b`, in object order.
-    fn parts(&self, b: usize) -> Vec<&[u8]> {
-        let (kr, pr) = (self.kv_range(b), self.pe_range(b));
-        (0..LAYERS)
-            .flat_map(|l| [&self.kv[l][kr.clone()], &self.pe[l][pr.clone()]])
-            .collect()
-    }
-
-    /// Mutable pieces of each block in `blocks`, each in object order.
-    fn parts_mut(&mut self, blocks: &[usize]) -> Vec<Vec<&mut [u8]>> {
-        let mut out: Vec<Vec<&mut [u8]>> = blocks
-            .iter()
-            .map(|_| Vec::with_capacity(2 * LAYERS))
-            .collect();
-        for (kv, pe) in self.kv.iter_mut().zip(self.pe.iter_mut()) {
-            let mut kv_slots: Vec<Option<&mut [u8]>> =
-                kv.chunks_exact_mut(KV_PIECE).map(Some).collect();
-            let mut pe_slots: Vec<Option<&mut [u8]>> =
-                pe.chunks_exact_mut(PE_PIECE).map(Some).collect();
-            for (o, &b) in out.iter_mut().zip(blocks) {
-                let s = self.slot[b];
-                o.push(kv_slots[s].take().expect("each block once per batch"));
-                o.push(pe_slots[s].take().expect("each block once per batch"));
-            }
-        }
-        out
-    }
-}
-
-pub struct DeepSeekBlocks {
-    pub blocks: usize,
-    /// Keys per batch call.
-    pub batch: usize,
-    /// Times every block is read back.
-    pub get_passes: usize,
-}
-
-impl Workload for DeepSeekBlocks {
-    fn name(&self) -> &'static str {
-        "deepseek-r1"
-    }
-
-    fn live_bytes(&self) -> u64 {
-        (self.blocks * BLOCK_BYTES) as u64
-    }
-
-    fn run(&self, ctx: &mut Ctx<'_>) -> R<Vec<Row>> {
-        let name = self.name();
-        let n = self.blocks;
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        ctx.progress.say(format!(
-            "{name}: {n} blocks of {LAYERS} x (128 + 16) KiB = {} pieces, {:.1} MiB each; \
-             allocating 2 x {:.0} MiB of layer tensors",
-            2 * LAYERS,
-            BLOCK_BYTES as f64 / 1048576.0,
-            (n * BLOCK_BYTES) as f64 / 1048576.0
+    let mut get_calls = Vec::with_capacity(batches.len() * passes);
+    for pass in 0..passes {
+        ctx.say(format!(
+            "{name}: batch_get_into_parts, pass {}/{passes}",
+            pass + 1
         ));
-        let keys: Vec<String> = (0..n).map(|b| ctx.key(name, format!("blk{b}"))).collect();
-        let mut src = KvCache::new(n, 0, 1);
-        for b in 0..n {
-            src.fill_block(b, seed(0xD5, b as u64));
+        if pass > 0 {
+            dst.poison(0xA5 ^ pass as u8);
         }
-        // The reader's cache: other buffers, another block table.
-        let mut dst = KvCache::new(n, 0xA5, 2);
-        let all: Vec<usize> = (0..n).collect();
-        let batches: Vec<&[usize]> = all.chunks(self.batch.max(1)).collect();
-
-        ctx.progress
-            .say(format!("{name}: put, {} batches", batches.len()));
-        let mut put_calls = Vec::with_capacity(batches.len());
-        for batch in &batches {
-            let bkeys: Vec<&str> = batch.iter().map(|&b| keys[b].as_str()).collect();
-            let parts: Vec<Vec<&[u8]>> = batch.iter().map(|&b| src.parts(b)).collect();
-            let values: Vec<&[&[u8]]> = parts.iter().map(Vec::as_slice).collect();
-            ctx.track(&bkeys);
-            let (res, t) = elapsed(|| ctx.client.batch_put_parts(&bkeys, &values, &ctx.opts));
-            let res = res.context(|| format!("{name}: batch_put_parts of {} keys", bkeys.len()))?;
-            all_ok(res, &bkeys, &format!("{name}: put"))?;
-            put_calls.push(t);
-        }
-        ctx.record_placement(name, &keys)?;
-        ctx.snapshot(&format!("after {name} put"))?;
-
-        let mut get_calls = Vec::with_capacity(batches.len() * self.get_passes);
-        for pass in 0..self.get_passes {
-            ctx.progress.say(format!(
-                "{name}: get pass {}/{}, {} batches",
-                pass + 1,
-                self.get_passes,
-                batches.len()
-            ));
-            if pass > 0 {
-                dst.poison(0xA5 ^ pass as u8);
-            }
-            for batch in &batches {
-                let bkeys: Vec<&str> = batch.iter().map(|&b| keys[b].as_str()).collect();
-                let mut parts = dst.parts_mut(batch);
-                let mut views: Vec<&mut [&mut [u8]]> =
-                    parts.iter_mut().map(Vec::as_mut_slice).collect();
-                let (res, t) = elapsed(|| ctx.client.batch_get_into_parts(&bkeys, &mut views));
-                let res = res
-                    .context(|| format!("{name}: batch_get_into_parts of {} keys", bkeys.len()))?;
-                let sizes = all_ok(res, &bkeys, &format!("{name}: get"))?;
-                get_calls.push(t);
-                for (size, k) in sizes.iter().zip(&bkeys) {
-                    if *size != BLOCK_BYTES as u64 {
-                        ctx.verify_failed(format!(
-                            "{name}: get {k:?} returned {size} bytes, expected {BLOCK_BYTES}"
-                        ));
-                    }
+        for b in &batches {
+            let bkeys: Vec<&str> = b.iter().map(|&i| keys[i].as_str()).collect();
+            let mut parts = dst.parts_mut(b);
+            let mut views: Vec<&mut [&mut [u8]]> =
+                parts.iter_mut().map(Vec::as_mut_slice).collect();
+            let (res, t) = elapsed(|| ctx.client().batch_get_into_parts(&bkeys, &mut views));
+            let res =
+                res.context(|| format!("{name}: batch_get_into_parts of {} keys", bkeys.len()))?;
+            let sizes = all_ok(res, &bkeys, &format!("{name}: get"))?;
+            get_calls.push(t);
+            for (size, k) in sizes.iter().zip(&bkeys) {
+                if *size != BLOCK_BYTES as u64 {
+                    ctx.checks.fail(format!(
+                        "{name}: get {k:?} returned {size} bytes, expected {BLOCK_BYTES}"
+                    ));
                 }
             }
-            self.verify(ctx, &src, &dst, &keys, pass);
         }
-        ctx.progress.say(format!("{name}: removing {n} keys"));
-        ctx.remove(&keys)?;
-        let total = (n * BLOCK_BYTES) as u64;
-        Ok(vec![
-            ctx.row(
-                name,
-                "batch_put_parts x8",
-                n as u64,
-                total,
-                &put_calls,
-                true,
-            ),
-            ctx.row(
-                name,
-                "batch_get_into_parts x8",
-                (n * self.get_passes) as u64,
-                total * self.get_passes as u64,
-                &get_calls,
-                true,
-            ),
-        ])
-    }
-}
-
-impl DeepSeekBlocks {
-    fn verify(
-        &self,
-        ctx: &mut Ctx<'_>,
-        src: &KvCache,
-        dst: &KvCache,
-        keys: &[String],
-        pass: usize,
-    ) {
-        let (bad, messages) = diff_blocks(src, dst, keys, 5);
+        let (bad, messages) = diff_blocks(&src, &dst, &keys, 5);
         for m in messages {
-            ctx.verify_failed(format!("{}: pass {}: {m}", self.name(), pass + 1));
+            ctx.checks.fail(format!("{name}: pass {}: {m}", pass + 1));
         }
         if bad > 5 {
-            ctx.verify_failed(format!(
-                "{}: pass {}: {bad} pieces differ in all",
-                self.name(),
+            ctx.checks.fail(format!(
+                "{name}: pass {}: {bad} pieces differ in all",
                 pass + 1
             ));
         }
     }
+    ctx.remove(&keys)?;
+    let total = (n * BLOCK_BYTES) as u64;
+    let shape = format!("{batch} keys x {} pieces", 2 * LAYERS);
+    Ok(vec![
+        ctx.row(name, "put", &shape, n as u64, total, &put_calls, true),
+        ctx.row(
+            name,
+            "get",
+            &shape,
+            (n * passes) as u64,
+            total * passes as u64,
+            &get_calls,
+            true,
+        ),
+    ])
 }
 
-/// Compare every block's pieces in `dst` (its block table) with `src` (its own); returns how many
-/// pieces differ and a message for each of the first `max_messages`.
-fn diff_blocks(
-    src: &KvCache,
-    dst: &KvCache,
-    keys: &[String],
-    max_messages: usize,
-) -> (usize, Vec<String>) {
-    let mut bad = 0;
-    let mut messages = Vec::new();
-    for (b, key) in keys.iter().enumerate() {
-        let (skr, spr) = (src.kv_range(b), src.pe_range(b));
-        let (dkr, dpr) = (dst.kv_range(b), dst.pe_range(b));
-        for l in 0..LAYERS {
-            let pairs = [
-                ("kv", &src.kv[l][skr.clone()], &dst.kv[l][dkr.clone()]),
-                ("pe", &src.pe[l][spr.clone()], &dst.pe[l][dpr.clone()]),
-            ];
-            for (what, want, got) in pairs {
-                if let Some(at) = first_diff(want, got) {
-                    bad += 1;
-                    if messages.len() < max_messages {
-                        messages.push(format!(
-                            "key {key:?} layer {l} {what} piece differs at byte {at}"
-                        ));
+// ---- batch_exist ----------------------------------------------------------------------------
+
+fn exist(ctx: &mut Ctx<'_>, n: usize, calls: usize) -> R<Vec<Row>> {
+    let name = "exist";
+    let size = 64;
+    let keys: Vec<String> = (0..n).map(|i| ctx.key(name, i)).collect();
+    let krefs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut data = vec![0u8; n * size];
+    for (i, c) in data.chunks_exact_mut(size).enumerate() {
+        fill(c, seed(0xE7, i as u64));
+    }
+    let values: Vec<&[u8]> = data.chunks_exact(size).collect();
+    ctx.say(format!(
+        "{name}: batch_put of {n} x {size} B, then {calls} batch_exist calls"
+    ));
+    ctx.track(&krefs);
+    let res = ctx
+        .client()
+        .batch_put(&krefs, &values, &ctx.place.opts)
+        .context(|| format!("{name}: batch_put of {n} keys"))?;
+    all_ok(res, &krefs, &format!("{name}: put"))?;
+
+    let mut times = Vec::with_capacity(calls);
+    let mut missing = 0;
+    for _ in 0..calls {
+        let (res, t) = elapsed(|| ctx.client().batch_exist(&krefs));
+        let res = res.context(|| format!("{name}: batch_exist of {n} keys"))?;
+        times.push(t);
+        for (r, k) in res.into_iter().zip(&krefs) {
+            match r {
+                Ok(()) => {}
+                Err(Error::NotFound { .. }) => {
+                    missing += 1;
+                    if missing <= 5 {
+                        ctx.checks
+                            .fail(format!("{name}: {k:?} was put but is reported missing"));
                     }
                 }
-            }
-        }
-    }
-    (bad, messages)
-}
-
-// ---- 4 KiB objects, one key per call -----------------------------------------------------------
-
-pub struct SmallObjects {
-    pub count: usize,
-    pub size: usize,
-}
-
-impl Workload for SmallObjects {
-    fn name(&self) -> &'static str {
-        "small-4k"
-    }
-
-    fn live_bytes(&self) -> u64 {
-        (self.count * self.size) as u64
-    }
-
-    fn run(&self, ctx: &mut Ctx<'_>) -> R<Vec<Row>> {
-        let name = self.name();
-        let (n, size) = (self.count, self.size);
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = (0..n).map(|i| ctx.key(name, i)).collect();
-        let mut src = vec![0u8; n * size];
-        for (i, c) in src.chunks_exact_mut(size).enumerate() {
-            fill(c, seed(0x4B, i as u64));
-        }
-        ctx.progress
-            .say(format!("{name}: {n} single-key puts of {size} bytes"));
-        let mut put_calls = Vec::with_capacity(n);
-        for (key, value) in keys.iter().zip(src.chunks_exact(size)) {
-            ctx.track(std::slice::from_ref(key));
-            let (res, t) = elapsed(|| ctx.client.put(key, value, &ctx.opts));
-            res.context(|| format!("{name}: put {key:?}"))?;
-            put_calls.push(t);
-        }
-        ctx.record_placement(name, &keys)?;
-
-        ctx.progress
-            .say(format!("{name}: {n} single-key get_into calls"));
-        let mut buf = vec![0u8; size];
-        let mut get_calls = Vec::with_capacity(n);
-        let mut bad = 0;
-        for (key, want) in keys.iter().zip(src.chunks_exact(size)) {
-            buf.fill(0xA5);
-            let (res, t) = elapsed(|| ctx.client.get_into(key, &mut buf));
-            let got = res.context(|| format!("{name}: get_into {key:?}"))?;
-            get_calls.push(t);
-            let diff = first_diff(want, &buf);
-            if got != size as u64 || diff.is_some() {
-                bad += 1;
-                if bad <= 5 {
-                    ctx.verify_failed(format!(
-                        "{name}: get {key:?}: {got} bytes (expected {size}), first difference at {diff:?}"
-                    ));
+                Err(err) => {
+                    return Err(Failure {
+                        what: format!("{name}: exist {k:?}"),
+                        err,
+                    })
                 }
             }
         }
-        if bad > 5 {
-            ctx.verify_failed(format!("{name}: {bad} of {n} objects differ"));
-        }
-        ctx.remove(&keys)?;
-        let total = (n * size) as u64;
-        Ok(vec![
-            ctx.row(name, "put", n as u64, total, &put_calls, false),
-            ctx.row(name, "get_into", n as u64, total, &get_calls, false),
-        ])
     }
-}
-
-// ---- A batch of big objects ---------------------------------------------------------------------
-
-pub struct BigBatch {
-    pub keys: usize,
-    pub size: usize,
-    /// Put/get/remove rounds, each with fresh keys and fresh data.
-    pub rounds: usize,
-}
-
-impl Workload for BigBatch {
-    fn name(&self) -> &'static str {
-        "batch-8m"
+    if missing > 5 {
+        ctx.checks
+            .fail(format!("{name}: {missing} keys reported missing in all"));
     }
-
-    fn live_bytes(&self) -> u64 {
-        (self.keys * self.size) as u64
-    }
-
-    fn run(&self, ctx: &mut Ctx<'_>) -> R<Vec<Row>> {
-        let name = self.name();
-        let (n, size) = (self.keys, self.size);
-        if n == 0 || self.rounds == 0 {
-            return Ok(Vec::new());
-        }
-        let mut src: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; size]).collect();
-        let mut dst: Vec<Vec<u8>> = (0..n).map(|_| vec![0xA5u8; size]).collect();
-        let mut put_calls = Vec::new();
-        let mut get_calls = Vec::new();
-        for round in 0..self.rounds {
-            ctx.progress.say(format!(
-                "{name}: round {}/{}: batch put + get of {n} x {} MiB",
-                round + 1,
-                self.rounds,
-                size >> 20
-            ));
-            // Fresh data per round: a stale read from the previous round would not match.
-            for (i, s) in src.iter_mut().enumerate() {
-                fill(s, seed(0xB16 + round as u64, i as u64));
-            }
-            let keys: Vec<String> = (0..n)
-                .map(|i| ctx.key(name, format!("r{round}/{i}")))
-                .collect();
-            let krefs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let values: Vec<&[u8]> = src.iter().map(Vec::as_slice).collect();
-            ctx.track(&krefs);
-            let (res, t) = elapsed(|| ctx.client.batch_put(&krefs, &values, &ctx.opts));
-            let res = res.context(|| format!("{name}: batch_put of {n} keys"))?;
-            all_ok(res, &krefs, &format!("{name}: put"))?;
-            put_calls.push(t);
-            if round == 0 {
-                ctx.record_placement(name, &keys)?;
-            }
-            let mut bufs: Vec<&mut [u8]> = dst.iter_mut().map(Vec::as_mut_slice).collect();
-            let (res, t) = elapsed(|| ctx.client.batch_get_into(&krefs, &mut bufs));
-            let res = res.context(|| format!("{name}: batch_get_into of {n} keys"))?;
-            let sizes = all_ok(res, &krefs, &format!("{name}: get"))?;
-            get_calls.push(t);
-            for ((k, got), (want, have)) in krefs.iter().zip(&sizes).zip(src.iter().zip(&dst)) {
-                let diff = first_diff(want, have);
-                if *got != size as u64 || diff.is_some() {
-                    ctx.verify_failed(format!(
-                        "{name}: round {}: get {k:?}: {got} bytes (expected {size}), first difference at {diff:?}",
-                        round + 1
-                    ));
-                }
-            }
-            ctx.remove(&keys)?;
-        }
-        let per_round = (n * size) as u64;
-        let r = self.rounds as u64;
-        let label = format!("{n} x {} MiB", size >> 20);
-        Ok(vec![
-            ctx.row(
-                name,
-                &format!("batch_put {label}"),
-                n as u64 * r,
-                per_round * r,
-                &put_calls,
-                true,
-            ),
-            ctx.row(
-                name,
-                &format!("batch_get_into {label}"),
-                n as u64 * r,
-                per_round * r,
-                &get_calls,
-                true,
-            ),
-        ])
-    }
-}
-
-// ---- batch_exist --------------------------------------------------------------------------------
-
-pub struct ExistBatch {
-    pub keys: usize,
-    pub size: usize,
-    /// `batch_exist` calls, each over every key.
-    pub calls: usize,
-}
-
-impl Workload for ExistBatch {
-    fn name(&self) -> &'static str {
-        "exist"
-    }
-
-    fn live_bytes(&self) -> u64 {
-        (self.keys * self.size) as u64
-    }
-
-    fn run(&self, ctx: &mut Ctx<'_>) -> R<Vec<Row>> {
-        let name = self.name();
-        let n = self.keys;
-        if n == 0 || self.calls == 0 {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = (0..n).map(|i| ctx.key(name, i)).collect();
-        let krefs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let mut data = vec![0u8; n * self.size];
-        for (i, c) in data.chunks_exact_mut(self.size).enumerate() {
-            fill(c, seed(0xE7, i as u64));
-        }
-        let values: Vec<&[u8]> = data.chunks_exact(self.size).collect();
-        ctx.progress.say(format!(
-            "{name}: batch_put of {n} x {} B, then {} batch_exist calls",
-            self.size, self.calls
-        ));
-        ctx.track(&krefs);
-        let (res, put_t) = elapsed(|| ctx.client.batch_put(&krefs, &values, &ctx.opts));
-        let res = res.context(|| format!("{name}: batch_put of {n} keys"))?;
-        all_ok(res, &krefs, &format!("{name}: put"))?;
-        ctx.record_placement(name, &keys)?;
-
-        let mut calls = Vec::with_capacity(self.calls);
-        let mut missing = 0;
-        for _ in 0..self.calls {
-            let (res, t) = elapsed(|| ctx.client.batch_exist(&krefs));
-            let res = res.context(|| format!("{name}: batch_exist of {n} keys"))?;
-            calls.push(t);
-            for (r, k) in res.into_iter().zip(&krefs) {
-                match r {
-                    Ok(()) => {}
-                    Err(Error::NotFound { .. }) => {
-                        missing += 1;
-                        if missing <= 5 {
-                            ctx.verify_failed(format!(
-                                "{name}: {k:?} was put but is reported missing"
-                            ));
-                        }
-                    }
-                    Err(err) => {
-                        return Err(Failure {
-                            what: format!("{name}: exist {k:?}"),
-                            err,
-                        })
-                    }
-                }
-            }
-        }
-        if missing > 5 {
-            ctx.verify_failed(format!("{name}: {missing} keys reported missing in all"));
-        }
-        ctx.remove(&keys)?;
-        let total = (n * self.size) as u64;
-        Ok(vec![
-            ctx.row(
-                name,
-                &format!("batch_put {n} x {} B", self.size),
-                n as u64,
-                total,
-                &[put_t],
-                false,
-            ),
-            ctx.row(
-                name,
-                &format!("batch_exist {n}"),
-                (n * self.calls) as u64,
-                0,
-                &calls,
-                false,
-            ),
-        ])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What `parts_mut` hands out, filled from `parts`, reproduces every block under the other
-    /// block table; one flipped byte is caught in the right piece.
-    #[test]
-    fn kv_layout_round_trips_through_another_block_table() {
-        let n = 3;
-        let keys: Vec<String> = (0..n).map(|b| format!("k{b}")).collect();
-        let mut src = KvCache::new(n, 0, 1);
-        for b in 0..n {
-            src.fill_block(b, seed(7, b as u64));
-        }
-        let mut dst = KvCache::new(n, 0xA5, 2);
-        assert_ne!(
-            src.slot, dst.slot,
-            "the test needs two different block tables"
-        );
-        assert_eq!(diff_blocks(&src, &dst, &keys, 10).0, 2 * LAYERS * n);
-        let blocks: Vec<usize> = (0..n).collect();
-        let mut parts = dst.parts_mut(&blocks);
-        for (b, p) in parts.iter_mut().enumerate() {
-            let want = src.parts(b);
-            assert_eq!(p.len(), 2 * LAYERS);
-            assert_eq!(want.iter().map(|w| w.len()).sum::<usize>(), BLOCK_BYTES);
-            for (d, s) in p.iter_mut().zip(want) {
-                d.copy_from_slice(s);
-            }
-        }
-        assert_eq!(diff_blocks(&src, &dst, &keys, 10), (0, Vec::new()));
-        let s = dst.slot[1];
-        dst.pe[60][s * PE_PIECE + 100] ^= 1;
-        let (bad, msgs) = diff_blocks(&src, &dst, &keys, 10);
-        assert_eq!(bad, 1);
-        assert!(
-            msgs[0].contains("\"k1\" layer 60 pe piece differs at byte 100"),
-            "{msgs:?}"
-        );
-    }
+    ctx.remove(&keys)?;
+    Ok(vec![ctx.row(
+        name,
+        "batch_exist",
+        &format!("{n} keys"),
+        (n * calls) as u64,
+        0,
+        &times,
+        false,
+    )])
 }

@@ -1,0 +1,233 @@
+//! Baselines measured in the same run: memcpy of the same bytes (same layouts), one raw TCP stream
+//! of the same bytes over loopback, and a 64-byte TCP ping-pong.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
+
+use mmc_hal::Arena;
+
+use crate::kv::{KvCache, BLOCK_BYTES};
+use crate::pattern::{fill, seed};
+use crate::report::{Row, MEMCPY, TCP_PINGPONG, TCP_STREAM};
+
+/// The bulk workloads' shapes: (workload, shape, object sizes of one call).
+pub fn bulk_shapes() -> Vec<(&'static str, &'static str, Vec<usize>)> {
+    vec![
+        ("batch-1m", "64 x 1 MiB", vec![1 << 20; 64]),
+        ("batch-8m", "16 x 8 MiB", vec![8 << 20; 16]),
+        ("deepseek-r1", "8 keys x 122 pieces", vec![BLOCK_BYTES; 8]),
+    ]
+}
+
+fn filled(len: usize, s: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    fill(&mut v, seed(s, len as u64));
+    v
+}
+
+/// memcpy of one call's bytes, `reps` times each way, between the caller's kind of buffers
+/// (pre-touched heap memory) and a pool's kind of memory (a pre-faulted `mmc_hal::Arena`, as the
+/// local services use): "copy in" is what a put must do at least, "copy out" what a get must do.
+/// The DeepSeek block is gathered from / scattered into the engine's layout (122 pieces per key).
+/// Returns the rows and the arena's page kind.
+pub fn memcpy_rows(reps: usize) -> Result<(Vec<Row>, String), String> {
+    let shapes = bulk_shapes();
+    let max: usize = shapes
+        .iter()
+        .map(|(_, _, s)| s.iter().sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let arena = Arena::new("mmc-bench-memcpy", max as u64, true)
+        .map_err(|e| format!("memcpy baseline arena: {e}"))?;
+    let kind = arena.page_kind().to_string();
+    let mut rows = Vec::new();
+    for (workload, shape, sizes) in shapes {
+        let total: usize = sizes.iter().sum();
+        let n = sizes.len();
+        let (mut ins, mut outs) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+        if workload == "deepseek-r1" {
+            let mut src = KvCache::new(n, 0, 1);
+            for b in 0..n {
+                src.fill_block(b, seed(0xD5, b as u64));
+            }
+            let mut dst = KvCache::new(n, 0xA5, 2);
+            let all: Vec<usize> = (0..n).collect();
+            for rep in 0..=reps {
+                let t = Instant::now();
+                let mut at = 0u64;
+                for b in 0..n {
+                    for p in src.parts(b) {
+                        arena.copy_in(at, black_box(p)).map_err(|e| e.to_string())?;
+                        at += p.len() as u64;
+                    }
+                }
+                let t_in = t.elapsed();
+                let t = Instant::now();
+                let mut at = 0u64;
+                for parts in dst.parts_mut(&all).iter_mut() {
+                    for p in parts.iter_mut() {
+                        arena.copy_out(at, p).map_err(|e| e.to_string())?;
+                        at += p.len() as u64;
+                    }
+                }
+                black_box(&mut dst);
+                if rep > 0 {
+                    ins.push(t_in);
+                    outs.push(t.elapsed());
+                }
+            }
+        } else {
+            let src: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| filled(s, i as u64))
+                .collect();
+            let mut dst: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0xA5u8; s]).collect();
+            for rep in 0..=reps {
+                let t = Instant::now();
+                let mut at = 0u64;
+                for s in &src {
+                    arena.copy_in(at, black_box(s)).map_err(|e| e.to_string())?;
+                    at += s.len() as u64;
+                }
+                let t_in = t.elapsed();
+                let t = Instant::now();
+                let mut at = 0u64;
+                for d in dst.iter_mut() {
+                    arena.copy_out(at, d).map_err(|e| e.to_string())?;
+                    at += d.len() as u64;
+                }
+                black_box(&mut dst);
+                if rep > 0 {
+                    ins.push(t_in);
+                    outs.push(t.elapsed());
+                }
+            }
+        }
+        for (op, calls) in [("copy in", &ins), ("copy out", &outs)] {
+            rows.push(Row::from_calls(
+                workload,
+                op,
+                MEMCPY,
+                "-",
+                shape,
+                (n * reps) as u64,
+                (total * reps) as u64,
+                calls,
+                true,
+            ));
+        }
+    }
+    Ok((rows, kind))
+}
+
+/// One TCP stream over loopback: the sender writes one call's bytes (from one buffer), a thread
+/// of this process reads them into a pre-faulted pool arena (as a local service would) and
+/// acknowledges with one byte; timed from the first byte written to the acknowledgement.
+pub fn tcp_stream_rows(reps: usize) -> Result<Vec<Row>, String> {
+    let shapes = bulk_shapes();
+    let max: usize = shapes
+        .iter()
+        .map(|(_, _, s)| s.iter().sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
+    // The receiver reads into pool-like memory, as a local service does.
+    let arena = Arena::new("mmc-bench-tcp-sink", max as u64, true)
+        .map_err(|e| format!("tcp sink arena: {e}"))?;
+    let sink = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut len = [0u8; 8];
+        loop {
+            if s.read_exact(&mut len).is_err() {
+                return Ok(());
+            }
+            let n = u64::from_le_bytes(len);
+            arena
+                .fill_from(&[(0, n)], &mut s)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            s.write_all(&[1])?;
+        }
+    });
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let src = filled(max, 7);
+    let mut rows = Vec::new();
+    for (workload, shape, sizes) in shapes {
+        let total: usize = sizes.iter().sum();
+        let mut calls = Vec::with_capacity(reps);
+        for rep in 0..=reps {
+            let t = Instant::now();
+            let mut ack = [0u8; 1];
+            s.write_all(&(total as u64).to_le_bytes())
+                .and_then(|_| s.write_all(&src[..total]))
+                .and_then(|_| s.read_exact(&mut ack))
+                .map_err(|e| format!("tcp stream: {e}"))?;
+            if rep > 0 {
+                calls.push(t.elapsed());
+            }
+        }
+        rows.push(Row::from_calls(
+            workload,
+            "send",
+            TCP_STREAM,
+            "-",
+            shape,
+            (sizes.len() * reps) as u64,
+            (total * reps) as u64,
+            &calls,
+            true,
+        ));
+    }
+    drop(s);
+    sink.join()
+        .map_err(|_| "tcp sink thread panicked".to_string())?
+        .map_err(|e| format!("tcp sink: {e}"))?;
+    Ok(rows)
+}
+
+/// 64-byte ping-pong over loopback TCP, both ends blocking (an echo thread in this process).
+pub fn ping_pong_row(iters: usize) -> Result<Row, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).is_ok() {
+            s.write_all(&buf)?;
+        }
+        Ok(())
+    });
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut buf = [7u8; 64];
+    let warm = 100;
+    let mut calls = Vec::with_capacity(iters);
+    for i in 0..warm + iters {
+        let t = Instant::now();
+        s.write_all(&buf)
+            .and_then(|_| s.read_exact(&mut buf))
+            .map_err(|e| format!("ping-pong: {e}"))?;
+        if i >= warm {
+            calls.push(t.elapsed());
+        }
+    }
+    drop(s);
+    let _ = echo.join();
+    Ok(Row::from_calls(
+        "4k",
+        "ping-pong",
+        TCP_PINGPONG,
+        "-",
+        "64 B",
+        iters as u64,
+        0,
+        &calls,
+        false,
+    ))
+}

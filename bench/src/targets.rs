@@ -1,0 +1,238 @@
+//! The targets, judged on the rows of this run: pass, short (with the figures), or not
+//! measured (with why).
+
+use crate::report::{
+    find, human_rate, human_us, Row, Target, HOST, MEMCACHED, MEMCPY, MMC, MOONCAKE, OWN, REDIS,
+    TCP, TCP_PINGPONG, TCP_STREAM,
+};
+
+fn t(name: String, detail: String, pass: Option<bool>) -> Target {
+    Target { name, detail, pass }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+/// Every target, in the order. `busy_poll` = whether busy-poll rows exist in this build.
+pub fn judge(rows: &[Row], busy_poll: bool) -> Vec<Target> {
+    let mut out = Vec::new();
+
+    // Same host: 16 x 8 MiB and the DeepSeek block at >= 85% of memcpy of the same bytes.
+    for pl in [OWN, HOST] {
+        for w in ["batch-8m", "deepseek-r1"] {
+            for op in ["put", "get"] {
+                let copy = if op == "get" { "copy out" } else { "copy in" };
+                let (Some(r), Some(b)) =
+                    (find(rows, MMC, pl, w, op), find(rows, MEMCPY, "", w, copy))
+                else {
+                    continue;
+                };
+                let x = r.gbps / b.gbps;
+                out.push(t(
+                    format!("{pl}: {w} {op} >= 85% of memcpy"),
+                    format!(
+                        "{:.2} GB/s = {} of memcpy {:.2} GB/s",
+                        r.gbps,
+                        pct(x),
+                        b.gbps
+                    ),
+                    Some(x >= 0.85),
+                ));
+            }
+        }
+    }
+
+    // Over TCP: >= 85% of one raw TCP stream of the same bytes.
+    for w in ["batch-1m", "batch-8m", "deepseek-r1"] {
+        for op in ["put", "get"] {
+            let (Some(r), Some(b)) = (
+                find(rows, MMC, TCP, w, op),
+                find(rows, TCP_STREAM, "", w, "send"),
+            ) else {
+                continue;
+            };
+            let x = r.gbps / b.gbps;
+            out.push(t(
+                format!("tcp: {w} {op} >= 85% of a TCP stream"),
+                format!("{:.2} GB/s = {} of {:.2} GB/s", r.gbps, pct(x), b.gbps),
+                Some(x >= 0.85),
+            ));
+        }
+    }
+
+    // Over TCP: >= 2.5x Mooncake's TCP path.
+    let mut any_mooncake = false;
+    for w in ["batch-1m", "batch-8m"] {
+        for op in ["put", "get"] {
+            let (Some(r), Some(m)) = (
+                find(rows, MMC, TCP, w, op),
+                find(rows, MOONCAKE, TCP, w, op),
+            ) else {
+                continue;
+            };
+            any_mooncake = true;
+            let x = r.gbps / m.gbps;
+            out.push(t(
+                format!("tcp: {w} {op} >= 2.5x Mooncake over TCP"),
+                format!("{:.2} GB/s = {x:.2}x Mooncake's {:.2} GB/s", r.gbps, m.gbps),
+                Some(x >= 2.5),
+            ));
+        }
+    }
+    if !any_mooncake {
+        out.push(t(
+            "tcp: >= 2.5x Mooncake over TCP".into(),
+            "Mooncake not measured in this run (mmc-bench --peers mooncake)".into(),
+            None,
+        ));
+    }
+
+    // 4 KiB put/get p50 within 3 loopback round trips (blocking), busy-poll separately.
+    let rtt = find(rows, TCP_PINGPONG, "", "4k", "ping-pong").and_then(|r| r.p50_us);
+    for pl in [HOST, TCP] {
+        for op in ["put", "get"] {
+            let (Some(r), Some(rtt)) = (find(rows, MMC, pl, "4k", op), rtt) else {
+                continue;
+            };
+            let p50 = r.p50_us.unwrap_or(f64::NAN);
+            out.push(t(
+                format!("{pl}: 4 KiB {op} p50 <= 3 round trips (blocking)"),
+                format!(
+                    "p50 {} = {:.1} x ping-pong p50 {} (blocking)",
+                    human_us(p50),
+                    p50 / rtt,
+                    human_us(rtt)
+                ),
+                Some(p50 <= 3.0 * rtt),
+            ));
+        }
+    }
+    if !busy_poll {
+        out.push(t(
+            "4 KiB p50 <= 3 round trips (busy-poll)".into(),
+            "busy-poll: not available in this build".into(),
+            None,
+        ));
+    }
+
+    // exist >= 5x Mooncake's single-key rate.
+    let mm = find(rows, MOONCAKE, TCP, "4k", "exist")
+        .or_else(|| find(rows, MOONCAKE, OWN, "4k", "exist"));
+    let me = find(rows, MMC, HOST, "4k", "exist").or_else(|| find(rows, MMC, "", "4k", "exist"));
+    match (me, mm) {
+        (Some(r), Some(m)) => out.push(t(
+            "exist >= 5x Mooncake's single-key rate".into(),
+            format!(
+                "mmc {} {} = {:.2}x Mooncake's {} (1 key a call)",
+                r.placement,
+                human_rate(r.rate, "ops/s"),
+                r.rate / m.rate,
+                human_rate(m.rate, "ops/s")
+            ),
+            Some(r.rate >= 5.0 * m.rate),
+        )),
+        _ => out.push(t(
+            "exist >= 5x Mooncake's single-key rate".into(),
+            "Mooncake not measured in this run (mmc-bench --peers mooncake)".into(),
+            None,
+        )),
+    }
+
+    // batch_is_exist >= 3 M keys/s.
+    if let Some(r) = find(rows, MMC, HOST, "exist", "batch_exist")
+        .or_else(|| find(rows, MMC, "", "exist", "batch_exist"))
+    {
+        out.push(t(
+            "batch_exist >= 3 M keys/s".into(),
+            format!(
+                "{} ({} placement, 1000 keys a call)",
+                human_rate(r.rate, "keys/s"),
+                r.placement
+            ),
+            Some(r.rate >= 3e6),
+        ));
+    }
+
+    // Redis and memcached beaten on every workload they ran (against MemCache on the same host,
+    // another process: the same deployment as theirs).
+    for peer in [REDIS, MEMCACHED] {
+        let mut won = 0;
+        let mut lost = Vec::new();
+        for p in rows.iter().filter(|r| r.system == peer) {
+            let Some(m) = find(rows, MMC, HOST, &p.workload, &p.op) else {
+                continue;
+            };
+            let (ok, what) = if p.bulk {
+                (
+                    m.gbps > p.gbps,
+                    format!(
+                        "{} {} {:.2} vs {:.2} GB/s",
+                        p.workload, p.op, m.gbps, p.gbps
+                    ),
+                )
+            } else if p.workload == "4k" {
+                let (a, b) = (m.p50_us.unwrap_or(f64::NAN), p.p50_us.unwrap_or(f64::NAN));
+                (
+                    a < b,
+                    format!("4k {} p50 {} vs {}", p.op, human_us(a), human_us(b)),
+                )
+            } else {
+                (
+                    m.rate > p.rate,
+                    format!(
+                        "{} {} vs {}",
+                        p.op,
+                        human_rate(m.rate, p.rate_unit),
+                        human_rate(p.rate, p.rate_unit)
+                    ),
+                )
+            };
+            if ok {
+                won += 1;
+            } else {
+                lost.push(what);
+            }
+        }
+        let n = won + lost.len();
+        if n == 0 {
+            out.push(t(
+                format!("{peer} beaten on every workload"),
+                format!("{peer} not measured in this run"),
+                None,
+            ));
+        } else {
+            out.push(t(
+                format!("{peer} beaten on every workload (mmc host)"),
+                if lost.is_empty() {
+                    format!("won {won} of {n}")
+                } else {
+                    format!("won {won} of {n}; lost: {}", lost.join("; "))
+                },
+                Some(lost.is_empty()),
+            ));
+        }
+    }
+
+    // First write into a fresh pool >= 80% of a warm one.
+    for pl in [OWN, HOST, TCP] {
+        let (Some(c), Some(w)) = (
+            find(rows, MMC, pl, "first-write", "put cold"),
+            find(rows, MMC, pl, "first-write", "put warm"),
+        ) else {
+            continue;
+        };
+        let x = c.gbps / w.gbps;
+        out.push(t(
+            format!("{pl}: first write into a fresh pool >= 80% of warm"),
+            format!(
+                "{:.2} GB/s = {} of warm {:.2} GB/s (16 x 8 MiB)",
+                c.gbps,
+                pct(x),
+                w.gbps
+            ),
+            Some(x >= 0.8),
+        ));
+    }
+    out
+}
