@@ -9,7 +9,7 @@ use mmc_controlplane::msg::{LookupItem, Piece, Replica, Reply, Request, ServiceA
 use mmc_controlplane::{Error, Result};
 use tracing::warn;
 
-use super::{check_keys, key_error, unexpected, Client, CloneError};
+use super::{check_keys, key_error, unexpected, Client, CloneError, Lanes};
 
 /// Reads bound for one remote local service.
 struct Group<'a> {
@@ -150,7 +150,8 @@ impl Client {
     ) {
         let own = self.local_rank();
         let mut leases = Vec::with_capacity(plan.items.len());
-        let mut groups: BTreeMap<u32, Group<'_>> = BTreeMap::new();
+        let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
+        let mut lanes = Lanes::default();
         for (i, (item, parts)) in plan.items.iter().zip(bufs.iter_mut()).enumerate() {
             let Some(item) = item else { continue };
             leases.push(item.lease);
@@ -198,7 +199,8 @@ impl Client {
                 .find(|s| s.rank == replica.rank)
                 .map(|s| s.data_endpoint.clone())
                 .expect("choose() returns replicas with an address");
-            let g = groups.entry(replica.rank).or_insert_with(|| Group {
+            let lane = lanes.pick(replica.rank, item.size);
+            let g = groups.entry((replica.rank, lane)).or_insert_with(|| Group {
                 endpoint,
                 pieces: Vec::new(),
                 bufs: Vec::new(),

@@ -30,6 +30,33 @@ const DATA_CONNS_IDLE_MAX: usize = 16;
 /// Idle connections kept to the meta service.
 const META_CONNS_IDLE_MAX: usize = 16;
 
+/// TCP connections one batch may use in parallel towards one local service.
+const TCP_LANES: usize = 2;
+/// A service's first lane carries at least this many bytes of a batch before a second one opens:
+/// small batches stay on one connection, large ones use more than one TCP stream.
+const LANE_BYTES_MIN: u64 = 4 << 20;
+
+/// Spreads the objects of one batch bound for one service over up to [`TCP_LANES`] connections,
+/// balancing their bytes.
+#[derive(Default)]
+pub(crate) struct Lanes {
+    bytes: HashMap<u32, [u64; TCP_LANES]>,
+}
+
+impl Lanes {
+    /// The lane for the next object of `size` bytes bound for `rank`.
+    pub(crate) fn pick(&mut self, rank: u32, size: u64) -> usize {
+        let lanes = self.bytes.entry(rank).or_default();
+        let lane = if lanes[0] < LANE_BYTES_MIN {
+            0
+        } else {
+            (0..TCP_LANES).min_by_key(|l| lanes[*l]).unwrap_or(0)
+        };
+        lanes[lane] += size;
+        lane
+    }
+}
+
 /// Where and how to place a put (`mmc_put_options`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutOptions {

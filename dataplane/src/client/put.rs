@@ -10,7 +10,7 @@ use mmc_controlplane::msg::{
 use mmc_controlplane::{Code, Error, Result};
 use tracing::warn;
 
-use super::{check_keys, key_error, unexpected, Client, CloneError, PutOptions};
+use super::{check_keys, key_error, unexpected, Client, CloneError, Lanes, PutOptions};
 
 /// Back-off between tries of a put that waits for leased space to be released.
 const NO_SPACE_RETRY_MS: u64 = 20;
@@ -204,7 +204,8 @@ impl Client {
         results: &mut [Result<()>],
         deadline: Instant,
     ) {
-        let mut groups: BTreeMap<u32, Group<'_>> = BTreeMap::new();
+        let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
+        let mut lanes = Lanes::default();
         for (i, item) in committed {
             for r in &item.replicas {
                 if let Some(direct) = self.direct(r.rank, r.segment, services) {
@@ -225,7 +226,8 @@ impl Client {
                     });
                     continue;
                 };
-                let g = groups.entry(r.rank).or_insert_with(|| Group {
+                let lane = lanes.pick(r.rank, r.len);
+                let g = groups.entry((r.rank, lane)).or_insert_with(|| Group {
                     endpoint: addr.data_endpoint.clone(),
                     pieces: Vec::new(),
                     data: Vec::new(),
