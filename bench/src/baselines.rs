@@ -1,8 +1,8 @@
 //! Baselines measured in the same run: memcpy of the same bytes (same layouts), one raw TCP stream
-//! of the same bytes over loopback, and a 64-byte TCP ping-pong.
+//! of the same bytes over loopback, and a 64-byte TCP ping-pong (blocking, and busy-polling).
 
 use std::hint::black_box;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
@@ -10,7 +10,7 @@ use mmc_hal::Arena;
 
 use crate::kv::{KvCache, BLOCK_BYTES};
 use crate::pattern::{fill, seed};
-use crate::report::{Row, MEMCPY, TCP_PINGPONG, TCP_STREAM};
+use crate::report::{Row, BUSY_POLL, MEMCPY, TCP_PINGPONG, TCP_STREAM};
 
 /// The bulk workloads' shapes: (workload, shape, object sizes of one call).
 pub fn bulk_shapes() -> Vec<(&'static str, &'static str, Vec<usize>)> {
@@ -190,36 +190,43 @@ pub fn tcp_stream_rows(reps: usize) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// 64-byte ping-pong over loopback TCP, both ends blocking (an echo thread in this process).
-pub fn ping_pong_row(iters: usize) -> Result<Row, String> {
+/// 64-byte ping-pong over loopback TCP (an echo thread in this process). `busy` = both ends
+/// spin on non-blocking reads (and writes) instead of blocking: the busy-poll baseline; else both
+/// ends block.
+pub fn ping_pong_row(iters: usize, busy: bool) -> Result<Row, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
         s.set_nodelay(true)?;
+        s.set_nonblocking(busy)?;
         let mut buf = [0u8; 64];
-        while s.read_exact(&mut buf).is_ok() {
-            s.write_all(&buf)?;
+        while read_full(&mut s, &mut buf)? {
+            write_full(&mut s, &buf)?;
         }
         Ok(())
     });
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_nonblocking(busy).map_err(|e| e.to_string())?;
     let mut buf = [7u8; 64];
     let warm = 100;
     let mut calls = Vec::with_capacity(iters);
     for i in 0..warm + iters {
         let t = Instant::now();
-        s.write_all(&buf)
-            .and_then(|_| s.read_exact(&mut buf))
+        let ok = write_full(&mut s, &buf)
+            .and_then(|_| read_full(&mut s, &mut buf))
             .map_err(|e| format!("ping-pong: {e}"))?;
+        if !ok {
+            return Err("ping-pong: the echo thread closed the connection".into());
+        }
         if i >= warm {
             calls.push(t.elapsed());
         }
     }
     drop(s);
     let _ = echo.join();
-    Ok(Row::from_calls(
+    let mut row = Row::from_calls(
         "4k",
         "ping-pong",
         TCP_PINGPONG,
@@ -229,5 +236,41 @@ pub fn ping_pong_row(iters: usize) -> Result<Row, String> {
         0,
         &calls,
         false,
-    ))
+    );
+    if busy {
+        row.wait = BUSY_POLL;
+    }
+    Ok(row)
+}
+
+/// Read all of `buf`, spinning while a non-blocking socket has nothing (a blocking one blocks).
+/// `Ok(false)` at end of stream before the first byte.
+fn read_full(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Write all of `buf`, spinning while a non-blocking socket is full.
+fn write_full(s: &mut TcpStream, buf: &[u8]) -> std::io::Result<()> {
+    let mut put = 0;
+    while put < buf.len() {
+        match s.write(&buf[put..]) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => put += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -28,6 +28,10 @@ fn colour(who: &str) -> Rgb {
         "mmc own" => [31, 119, 180],
         "mmc host" => [44, 160, 44],
         "mmc tcp" => [255, 127, 14],
+        "mmc host bp" => [20, 100, 20],
+        "mmc tcp bp" => [190, 80, 0],
+        "mmc tcp shard" => [255, 187, 120],
+        "pingpong bp" => [120, 120, 120],
         "memcpy" => [90, 90, 90],
         "tcp-stream" | "tcp-pingpong" => [160, 160, 160],
         "redis tcp" => [214, 39, 40],
@@ -75,6 +79,16 @@ impl Canvas {
     }
 }
 
+/// A row's label on the chart (at most 13 characters fit left of the bars): `Row::who` with
+/// "busy-poll" as "bp" and the shard data server as "shard".
+fn bar_label(r: &Row) -> String {
+    match r.who().as_str() {
+        "tcp-pingpong busy-poll" => "pingpong bp".into(),
+        "mmc tcp 2 shards" => "mmc tcp shard".into(),
+        w => w.replace(" busy-poll", " bp"),
+    }
+}
+
 /// One bar: who, value, value as text.
 type Bar = (String, f64, String);
 
@@ -105,7 +119,7 @@ fn sections(rows: &[Row]) -> Vec<Section> {
                             || r.op == "send"
                             || r.op == if op == "get" { "copy out" } else { "copy in" })
                 })
-                .map(|r| (r.who(), r.gbps, format!("{:.2}", r.gbps)))
+                .map(|r| (bar_label(r), r.gbps, format!("{:.2}", r.gbps)))
                 .collect();
             bars.sort_by_key(|b| order(&b.0));
             if !bars.is_empty() {
@@ -122,7 +136,7 @@ fn sections(rows: &[Row]) -> Vec<Section> {
         let mut bars: Vec<Bar> = rows
             .iter()
             .filter(|r| r.workload == "4k" && (r.op == op || r.system == TCP_PINGPONG))
-            .filter_map(|r| r.p50_us.map(|p| (r.who(), p, human_us(p))))
+            .filter_map(|r| r.p50_us.map(|p| (bar_label(r), p, human_us(p))))
             .collect();
         bars.sort_by_key(|b| order(&b.0));
         if bars.len() > 1 {
@@ -137,7 +151,7 @@ fn sections(rows: &[Row]) -> Vec<Section> {
     let mut bars: Vec<Bar> = rows
         .iter()
         .filter(|r| r.workload == "exist" && r.op == "batch_exist")
-        .map(|r| (r.who(), r.rate / 1e6, format!("{:.2}", r.rate / 1e6)))
+        .map(|r| (bar_label(r), r.rate / 1e6, format!("{:.2}", r.rate / 1e6)))
         .collect();
     bars.sort_by_key(|b| order(&b.0));
     if !bars.is_empty() {
@@ -152,10 +166,14 @@ fn order(who: &str) -> usize {
     [
         "mmc own",
         "mmc host",
+        "mmc host bp",
         "mmc tcp",
+        "mmc tcp bp",
+        "mmc tcp shard",
         "memcpy",
         "tcp-stream",
         "tcp-pingpong",
+        "pingpong bp",
         "redis tcp",
         "memcached tcp",
         "mooncake own",

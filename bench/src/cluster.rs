@@ -124,6 +124,8 @@ pub struct Local {
     _proc: Proc,
     pub endpoint: String,
     pub rank: u32,
+    /// The extra flags it was started with.
+    pub flags: String,
 }
 
 /// The cluster this run started (the meta service in-process).
@@ -171,6 +173,11 @@ impl Cluster {
 
     /// Start an `mmc-local` process with `dram` bytes and wait until it has registered.
     pub fn add_local(&mut self, dram: u64) -> Result<&Local, String> {
+        self.add_local_with(dram, &[])
+    }
+
+    /// `add_local` with extra `mmc-local` flags (e.g. `--busy-poll-us 50`, `--data-shards 2`).
+    pub fn add_local_with(&mut self, dram: u64, extra: &[&str]) -> Result<&Local, String> {
         let n = self.locals.len() + 1;
         let addr_file = self.dir.join(format!("local{n}.addr"));
         let args: Vec<String> = [
@@ -187,6 +194,7 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .chain([addr_file.display().to_string()])
+        .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         let mut proc = Proc::spawn(
             &format!("mmc-local {n}"),
@@ -217,6 +225,7 @@ impl Cluster {
             _proc: proc,
             endpoint,
             rank,
+            flags: extra.join(" "),
         });
         Ok(self.locals.last().expect("just pushed"))
     }

@@ -33,7 +33,7 @@ use mmc_dataplane::{Client, ClientConfig, LocalConfig, PutOptions};
 
 use crate::cluster::{Cluster, TempDir};
 use crate::progress::Progress;
-use crate::report::{Machine, Report, Row, HOST, MEMCACHED, OWN, REDIS, TCP};
+use crate::report::{Machine, Report, Row, BUSY_POLL, HOST, MEMCACHED, OWN, REDIS, SHARDS, TCP};
 use crate::workloads::{Checks, Ctx, Place, Plan, NAMES};
 
 const EXIT_VERIFY: u8 = 1;
@@ -80,9 +80,16 @@ struct Args {
     /// 1GB, 512MB with --quick.
     #[arg(long, value_name = "SIZE")]
     dram: Option<String>,
-    /// Measure 4 KiB latency with busy-polling too (when the build offers it).
+    /// Measure 4 KiB latency with busy-polling too (an extra mmc-local with --busy-poll-us 50, a
+    /// client with busy_poll_us 50, a busy-poll ping-pong); on by default in full runs, off with
+    /// --quick unless given.
     #[arg(long)]
     busy_poll: bool,
+    /// How long the busy-poll rows' client and local service spin for each reply / request
+    /// before blocking. 50 covers a loopback round trip (about 15-50 us on the project's VM) and
+    /// soon stops burning a core on an idle connection.
+    #[arg(long, default_value_t = 50, value_name = "US")]
+    busy_poll_us: u64,
     /// The Python venv with mooncake-transfer-engine-non-cuda (default $MOONCAKE_VENV).
     #[arg(long, value_name = "DIR")]
     mooncake_venv: Option<PathBuf>,
@@ -167,24 +174,66 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     } else {
         vec![REDIS, MEMCACHED]
     };
+    // Busy-poll rows: 4 KiB on host and tcp, in full runs or with --busy-poll; only with the
+    // cluster this run starts (it needs its own busy-polling mmc-local).
+    let busy_places: Vec<&'static str> =
+        if (args.busy_poll || !args.quick) && args.meta.is_none() && names.contains(&"4k") {
+            placements
+                .iter()
+                .copied()
+                .filter(|p| *p == HOST || *p == TCP)
+                .collect()
+        } else {
+            Vec::new()
+        };
+    let busy_poll = !busy_places.is_empty();
+    // The data-server comparison: tcp 16 x 8 MiB on an mmc-local with shard threads (full runs).
+    let shards_row = !args.quick
+        && args.meta.is_none()
+        && names.contains(&"batch-8m")
+        && placements.contains(&TCP);
     let peer_workloads = names.iter().filter(|n| **n != "first-write").count() as u64;
-    let steps = 3
-        + (placements.len() * names.len()) as u64
-        + kv_peers.len() as u64 * peer_workloads
-        + if mooncake { 2 } else { 0 };
+    let steps =
+        3 + if busy_poll {
+            1 + busy_places.len() as u64
+        } else {
+            0
+        } + u64::from(shards_row)
+            + (placements.len() * names.len()) as u64
+            + kv_peers.len() as u64 * peer_workloads
+            + if mooncake { 2 } else { 0 };
     let progress = Progress::new(steps, args.quiet);
     let dir = TempDir::new().map_err(Fail::Run)?;
     let mut notes: Vec<String> = Vec::new();
     let mut checks = Checks::default();
     let mut op_failures: Vec<String> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
-    let busy_poll = false;
     notes.push(
-        "latency: every call blocks (threads not pinned); busy-poll: not available in this build"
+        "latency (blocking rows): every call blocks, threads not pinned; ratios against the \
+         blocking 64-byte ping-pong"
             .into(),
     );
-    if args.busy_poll {
-        progress.note("busy-poll: not available in this build (measuring blocking calls only)");
+    if busy_poll {
+        let us = args.busy_poll_us;
+        notes.push(format!(
+            "latency (busy-poll rows): a client with busy_poll_us {us} and an extra \
+             mmc-local with --busy-poll-us {us} (the meta service still answers from \
+             blocking threads); tcp = transport forced to TCP, host = shared memory for data, so \
+             only the meta round trips spin; ratios against the busy-poll ping-pong (both ends \
+             spinning on non-blocking reads); {} cores, so a spinning side competes with the \
+             other side for a core",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        ));
+    } else if args.busy_poll {
+        let why = if args.meta.is_some() {
+            "needs the cluster mmc-bench starts (--meta given)"
+        } else {
+            "needs the 4k workload on host or tcp"
+        };
+        progress.note(format!("busy-poll rows skipped: {why}"));
+        notes.push(format!("busy-poll rows skipped: {why}"));
     }
 
     // Baselines first, on a quiet machine.
@@ -208,11 +257,19 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     }
     progress.step();
     progress.say("baseline: 64-byte TCP ping-pong (blocking)");
-    match baselines::ping_pong_row(if args.quick { 1000 } else { 5000 }) {
+    match baselines::ping_pong_row(if args.quick { 1000 } else { 5000 }, false) {
         Ok(r) => rows.push(r),
         Err(e) => notes.push(format!("ping-pong baseline failed: {e}")),
     }
     progress.step();
+    if busy_poll {
+        progress.say("baseline: 64-byte TCP ping-pong (both ends busy-polling)");
+        match baselines::ping_pong_row(if args.quick { 1000 } else { 5000 }, true) {
+            Ok(r) => rows.push(r),
+            Err(e) => notes.push(format!("busy-poll ping-pong baseline failed: {e}")),
+        }
+        progress.step();
+    }
 
     // The cluster.
     let mut cluster = None;
@@ -338,6 +395,85 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             ));
         }
     }
+    // Busy-poll rows and the shard-mode data server: extra mmc-local processes.
+    if let Some(c) = cluster.as_mut() {
+        let extra = Extra {
+            meta: &meta,
+            prefix: &prefix,
+            plan: &plan,
+            progress: &progress,
+        };
+        if busy_poll {
+            let bp = args.busy_poll_us.to_string();
+            let dram_bp = plan.peak_bytes() + (64 << 20);
+            progress.say(format!(
+                "starting an mmc-local with --busy-poll-us {bp} for the busy-poll rows"
+            ));
+            match extra.local(c, dram_bp, &["--busy-poll-us", &bp], &mut notes) {
+                Ok(rank) => {
+                    for &pl in &busy_places {
+                        let cfg = ClientConfig {
+                            busy_poll_us: args.busy_poll_us,
+                            transport: (pl == TCP).then_some(DataOpType::Tcp),
+                            ..config.clone()
+                        };
+                        match extra.run(pl, &cfg, rank, "busy-poll", &["4k"], &mut checks) {
+                            Ok(r) => rows.extend(r.into_iter().map(|mut r| {
+                                r.wait = BUSY_POLL;
+                                r
+                            })),
+                            Err(f) => {
+                                progress.note(format!("busy-poll {pl}: FAILED: {f}"));
+                                op_failures.push(format!("busy-poll {pl}: {f}"));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    progress.note(format!("busy-poll rows skipped: {e}"));
+                    notes.push(format!("busy-poll rows skipped: {e}"));
+                }
+            }
+        }
+        if shards_row {
+            progress.say("starting an mmc-local with --data-shards 2 (the shard data server)");
+            match extra.local(
+                c,
+                plan.peak_bytes() + (64 << 20),
+                &["--data-shards", "2"],
+                &mut notes,
+            ) {
+                Ok(rank) => {
+                    let cfg = ClientConfig {
+                        transport: Some(DataOpType::Tcp),
+                        ..config.clone()
+                    };
+                    match extra.run(TCP, &cfg, rank, "shards", &["batch-8m"], &mut checks) {
+                        Ok(r) => {
+                            rows.extend(r.into_iter().map(|mut r| {
+                                r.data_server = SHARDS;
+                                r
+                            }));
+                            notes.push(
+                                "data servers: every mmc-local runs a thread per data connection \
+                                 (the default) except the one of the rows marked \"2 shards\" \
+                                 (--data-shards 2: two mio shard threads own the connections)"
+                                    .into(),
+                            );
+                        }
+                        Err(f) => {
+                            progress.note(format!("shard data server: FAILED: {f}"));
+                            op_failures.push(format!("shard data server: {f}"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    progress.note(format!("shard data server row skipped: {e}"));
+                    notes.push(format!("shard data server row skipped: {e}"));
+                }
+            }
+        }
+    }
     drop(cluster);
 
     // Redis and memcached.
@@ -388,7 +524,11 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             Some(_) => "existing cluster".to_string(),
             None => "cluster started by mmc-bench".to_string(),
         },
-        "blocking calls"
+        if busy_poll {
+            format!("bp = busy-poll {} us", args.busy_poll_us)
+        } else {
+            "blocking calls".to_string()
+        }
     );
 
     println!();
@@ -472,4 +612,68 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What the extra measurements (busy-poll, shard data server) share.
+struct Extra<'a> {
+    meta: &'a str,
+    prefix: &'a str,
+    plan: &'a Plan,
+    progress: &'a Progress,
+}
+
+impl Extra<'_> {
+    /// Start one more `mmc-local` with `flags`; its rank.
+    fn local(
+        &self,
+        c: &mut Cluster,
+        dram: u64,
+        flags: &[&str],
+        notes: &mut Vec<String>,
+    ) -> Result<u32, String> {
+        let l = c.add_local_with(dram, flags)?;
+        notes.push(format!(
+            "mmc-local rank {} at {}, {} MiB DRAM, {}",
+            l.rank,
+            l.endpoint,
+            dram >> 20,
+            l.flags
+        ));
+        Ok(l.rank)
+    }
+
+    /// Run `names` with a client of `cfg` on placement `pl`, the data on `rank`; keys under
+    /// the run's prefix + `tag`.
+    fn run(
+        &self,
+        pl: &'static str,
+        cfg: &ClientConfig,
+        rank: u32,
+        tag: &str,
+        names: &[&str],
+        checks: &mut Checks,
+    ) -> Result<Vec<Row>, String> {
+        let client = Client::connect(cfg)
+            .map_err(|e| format!("connect to {}: {e} (code {})", self.meta, e.code()))?;
+        let place = Place {
+            name: pl,
+            client: &client,
+            opts: PutOptions {
+                policy: PREFERRED_AFFINITY,
+                preferred: vec![rank as i32],
+                ..PutOptions::default()
+            },
+            rank,
+        };
+        let prefix = format!("{}-{tag}", self.prefix);
+        let mut ctx = Ctx::new(place, prefix.clone(), self.progress, checks);
+        let res = workloads::run_all(&mut ctx, self.plan, names).map_err(|f| f.to_string());
+        let left = ctx.cleanup();
+        if left > 0 {
+            self.progress.note(format!(
+                "{left} keys under {prefix}/{pl} could not be removed"
+            ));
+        }
+        res
+    }
 }

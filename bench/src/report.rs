@@ -18,6 +18,15 @@ pub const OWN: &str = "own";
 pub const HOST: &str = "host";
 pub const TCP: &str = "tcp";
 
+/// How the caller waited for replies (`Row::wait`).
+pub const BLOCKING: &str = "blocking";
+pub const BUSY_POLL: &str = "busy-poll";
+
+/// How the serving local service ran its data connections (`Row::data_server`): the default
+/// (a thread per connection), or shard threads (`mmc-local --data-shards N`).
+pub const THREADS: &str = "thread-per-connection";
+pub const SHARDS: &str = "2 shards";
+
 /// One measured operation.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -47,8 +56,12 @@ pub struct Row {
     pub bulk: bool,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
-    /// How the caller waited: "blocking" (busy-poll has its own rows when the build offers it).
+    /// How the caller waited: `BLOCKING`, or `BUSY_POLL` (client and the serving local service
+    /// spin up to N us before blocking; its own rows, next to the blocking ones).
     pub wait: &'static str,
+    /// MemCache rows: how the serving local service ran its data connections (`THREADS`, the
+    /// default, or `SHARDS`); "-" for other systems.
+    pub data_server: &'static str,
     /// The headline divided by the same workload's baseline (memcpy for own/host, the TCP
     /// stream for tcp; for 4 KiB latency: p50 in ping-pong round trips). Filled by `add_ratios`.
     pub ratio: Option<f64>,
@@ -93,7 +106,8 @@ impl Row {
             bulk,
             p50_us: percentile(&us, 50.0),
             p99_us: percentile(&us, 99.0),
-            wait: "blocking",
+            wait: BLOCKING,
+            data_server: if system == MMC { THREADS } else { "-" },
             ratio: None,
             ratio_vs: None,
         }
@@ -128,18 +142,35 @@ impl Row {
         r
     }
 
-    /// "memcache own", "redis", "memcpy", ...
+    /// "mmc own", "redis tcp", "memcpy", "mmc tcp busy-poll", "mmc tcp 2 shards", ...
     pub fn who(&self) -> String {
-        if self.placement == "-" || self.placement.is_empty() {
+        let mut s = if self.placement == "-" || self.placement.is_empty() {
             self.system.clone()
         } else if self.system == MMC {
             format!("mmc {}", self.placement)
         } else {
             format!("{} {}", self.system, self.placement)
+        };
+        if self.wait != BLOCKING {
+            s = format!("{s} {}", self.wait);
         }
+        if self.data_server == SHARDS {
+            s = format!("{s} {SHARDS}");
+        }
+        s
     }
 
+    /// A row of the default set-up: blocking calls, default data server.
+    pub fn standard(&self) -> bool {
+        self.wait == BLOCKING && self.data_server != SHARDS
+    }
+
+    /// Matches a standard row (blocking, default data server) only; see `find_busy`.
     pub fn is(&self, system: &str, placement: &str, workload: &str, op: &str) -> bool {
+        self.standard() && self.matches(system, placement, workload, op)
+    }
+
+    fn matches(&self, system: &str, placement: &str, workload: &str, op: &str) -> bool {
         self.system == system
             && (placement.is_empty() || self.placement == placement)
             && self.workload == workload
@@ -167,8 +198,21 @@ pub fn find<'a>(
     rows.iter().find(|r| r.is(system, placement, workload, op))
 }
 
+/// The first busy-poll row matching.
+pub fn find_busy<'a>(
+    rows: &'a [Row],
+    system: &str,
+    placement: &str,
+    workload: &str,
+    op: &str,
+) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.wait == BUSY_POLL && r.matches(system, placement, workload, op))
+}
+
 /// Fill every row's `ratio`: bulk MemCache/peer rows against memcpy (own, host) or the TCP stream
-/// (tcp and the TCP peers); 4 KiB latency against the ping-pong round trip.
+/// (tcp and the TCP peers); 4 KiB latency against the ping-pong round trip of the same wait
+/// (blocking rows against the blocking ping-pong, busy-poll rows against the busy-poll one).
 pub fn add_ratios(rows: &mut [Row]) {
     let snapshot = rows.to_vec();
     for r in rows.iter_mut() {
@@ -191,11 +235,17 @@ pub fn add_ratios(rows: &mut [Row]) {
                 r.ratio_vs = Some(base.to_string());
             }
         } else if r.workload == "4k" && (r.op == "put" || r.op == "get") {
-            let b = snapshot.iter().find(|b| b.system == TCP_PINGPONG);
+            let b = snapshot
+                .iter()
+                .find(|b| b.system == TCP_PINGPONG && b.wait == r.wait);
             if let (Some(p50), Some(rtt)) = (r.p50_us, b.and_then(|b| b.p50_us)) {
                 if rtt > 0.0 {
                     r.ratio = Some(p50 / rtt);
-                    r.ratio_vs = Some("rtt".into());
+                    r.ratio_vs = Some(if r.wait == BLOCKING {
+                        "rtt".into()
+                    } else {
+                        format!("{} rtt", r.wait)
+                    });
                 }
             }
         }
@@ -325,7 +375,7 @@ pub fn table(rows: &[Row]) -> String {
                     _ => "-".to_string(),
                 },
                 match (&r.ratio, &r.ratio_vs) {
-                    (Some(x), Some(vs)) if vs == "rtt" => format!("{x:.1} rtt"),
+                    (Some(x), Some(vs)) if vs.ends_with("rtt") => format!("{x:.1} {vs}"),
                     (Some(x), Some(vs)) => format!("{:.0}% {vs}", x * 100.0),
                     _ => "-".into(),
                 },
