@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The full MemCache benchmark: installs what it needs (Redis and memcached from apt; Mooncake Store
+# The full MemCache benchmark (about a minute after the build): installs what it needs (Redis and memcached from apt; Mooncake Store
 # from PyPI into a venv, with the libraries its wheel loads), builds release binaries, and runs
 # `mmc-bench` with Mooncake as a peer, writing docs/bench.json and docs/bench.png.
 #
-#   bash scripts/bench.sh                    # full run (about two minutes)
+#   bash scripts/bench.sh                    # full run
 #   bash scripts/bench.sh --quick            # extra arguments go to mmc-bench
 #   NO_MOONCAKE=1 bash scripts/bench.sh      # skip Mooncake (no venv, no network namespace)
 #
