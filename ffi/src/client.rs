@@ -383,7 +383,7 @@ pub unsafe extern "C" fn mmcc_batch_put_with_results(
 ) -> i32 {
     guard("mmcc_batch_put", MMC_ERROR, || {
         let s = tri!(state("mmcc_batch_put"));
-        let checked = tri!(convert::keys(keys, keys_count as usize));
+        let mut checked = tri!(convert::keys(keys, keys_count as usize));
         // SAFETY: checked for NULL; valid per the caller's contract.
         let (Some(options), false) = (unsafe { options.as_ref() }, bufs.is_null()) else {
             warn!("mmcc_batch_put: options or bufs is NULL");
@@ -392,17 +392,7 @@ pub unsafe extern "C" fn mmcc_batch_put_with_results(
         let opts = tri!(convert::put_options(options));
         // SAFETY: non-null, `keys_count` buffers per the caller's contract.
         let bufs = unsafe { std::slice::from_raw_parts(bufs, checked.len()) };
-        let mut checked = checked;
-        let mut pieces = Vec::with_capacity(checked.len());
-        for (k, b) in checked.iter_mut().zip(bufs) {
-            match convert::pieces(b) {
-                Ok(p) => pieces.push(p),
-                Err(code) => {
-                    *k = Err(code);
-                    pieces.push(Vec::new());
-                }
-            }
-        }
+        let pieces = convert::batch_pieces(&mut checked, bufs);
         let results = results as usize;
         run(s, flags, false, move |c| {
             let (valid_keys, valid_parts): (Vec<&str>, Vec<Vec<&[u8]>>) = checked
@@ -461,16 +451,7 @@ pub unsafe extern "C" fn mmcc_batch_get_with_results(
         }
         // SAFETY: non-null, `keys_count` buffers per the caller's contract.
         let bufs = unsafe { std::slice::from_raw_parts(bufs, checked.len()) };
-        let mut pieces = Vec::with_capacity(checked.len());
-        for (k, b) in checked.iter_mut().zip(bufs) {
-            match convert::pieces(b) {
-                Ok(p) => pieces.push(p),
-                Err(code) => {
-                    *k = Err(code);
-                    pieces.push(Vec::new());
-                }
-            }
-        }
+        let pieces = convert::batch_pieces(&mut checked, bufs);
         tri!(convert::check_disjoint(pieces.iter().flatten()));
         let results = results as usize;
         run(s, flags, true, move |c| {

@@ -141,6 +141,25 @@ pub(crate) fn pieces(buf: &mmc_buffer) -> Result<Vec<(usize, usize)>, i32> {
     }
 }
 
+/// The pieces of each buffer of a batch; a key whose buffer is invalid gets the error in its slot
+/// (and no pieces), so the other keys still go ahead.
+pub(crate) fn batch_pieces(
+    checked: &mut [Result<String, i32>],
+    bufs: &[mmc_buffer],
+) -> Vec<Vec<(usize, usize)>> {
+    checked
+        .iter_mut()
+        .zip(bufs)
+        .map(|(k, b)| match pieces(b) {
+            Ok(p) => p,
+            Err(code) => {
+                *k = Err(code);
+                Vec::new()
+            }
+        })
+        .collect()
+}
+
 /// Destination pieces of one call must not overlap (they become distinct `&mut` slices).
 pub(crate) fn check_disjoint<'a>(all: impl Iterator<Item = &'a (usize, usize)>) -> Result<(), i32> {
     let mut v: Vec<(usize, usize)> = all.copied().collect();
