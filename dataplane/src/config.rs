@@ -42,6 +42,7 @@ const OCK_HEARTBEAT_MS: &str = "ock.mmc.local_service.heartbeat_ms";
 const OCK_PREFAULT: &str = "ock.mmc.local_service.prefault";
 const OCK_LOCAL_BUSY_POLL: &str = "ock.mmc.local_service.busy_poll_us";
 const OCK_DATA_SHARDS: &str = "ock.mmc.local_service.data_shards";
+const OCK_DATA_POLLER: &str = "ock.mmc.local_service.data_poller";
 const OCK_CLIENT_BUSY_POLL: &str = "ock.mmc.client.busy_poll_us";
 const OCK_CLIENT_TIMEOUT: &str = "ock.mmc.client.timeout.seconds";
 const OCK_CLIENT_READ_POOL: &str = "ock.mmc.client.read_thread_pool.size";
@@ -64,6 +65,7 @@ pub const LOCAL_OCK_KEYS: &[&str] = &[
     OCK_PREFAULT,
     OCK_LOCAL_BUSY_POLL,
     OCK_DATA_SHARDS,
+    OCK_DATA_POLLER,
     OCK_LOG_LEVEL,
 ];
 
@@ -178,6 +180,39 @@ pub struct LocalConfig {
     /// Data connections are served by this many shard threads (each owning its connections,
     /// waiting with mio, or spinning in busy-poll mode); 0 = a thread per connection.
     pub data_shards: u32,
+    /// What shard loops wait with: mio (epoll) or io_uring.
+    pub data_poller: DataPoller,
+}
+
+/// What the local service's shard loops wait for readable connections with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataPoller {
+    /// epoll, through mio.
+    #[default]
+    Mio,
+    /// io_uring `POLL_ADD`.
+    IoUring,
+}
+
+impl DataPoller {
+    /// `mio` / `epoll`, or `io_uring` / `uring`.
+    pub fn parse(s: &str) -> Result<DataPoller, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mio" | "epoll" => Ok(DataPoller::Mio),
+            "io_uring" | "iouring" | "uring" => Ok(DataPoller::IoUring),
+            other => Err(ConfigError::Value {
+                value: other.to_string(),
+                reason: "expected mio or io_uring".to_string(),
+            }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DataPoller {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DataPoller::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for LocalConfig {
@@ -199,6 +234,7 @@ impl Default for LocalConfig {
             prefault: true,
             busy_poll_us: 0,
             data_shards: 0,
+            data_poller: DataPoller::Mio,
         }
     }
 }
@@ -266,6 +302,7 @@ struct RawLocal {
     prefault: Option<bool>,
     busy_poll_us: Option<u64>,
     data_shards: Option<u32>,
+    data_poller: Option<DataPoller>,
     tls: Option<TlsConfig>,
 }
 
@@ -309,6 +346,7 @@ struct RawFile {
     prefault: Option<bool>,
     busy_poll_us: Option<u64>,
     data_shards: Option<u32>,
+    data_poller: Option<DataPoller>,
     // Client.
     timeout_seconds: Option<u64>,
     timeout_ms: Option<u64>,
@@ -338,6 +376,7 @@ impl RawFile {
             prefault: self.prefault,
             busy_poll_us: self.busy_poll_us,
             data_shards: self.data_shards,
+            data_poller: self.data_poller,
             tls: self.tls.clone(),
         };
         match &self.local {
@@ -385,6 +424,7 @@ impl RawLocal {
             prefault: self.prefault.or(base.prefault),
             busy_poll_us: self.busy_poll_us.or(base.busy_poll_us),
             data_shards: self.data_shards.or(base.data_shards),
+            data_poller: self.data_poller.or(base.data_poller),
             tls: self.tls.or(base.tls),
         }
     }
@@ -408,6 +448,7 @@ impl RawLocal {
             prefault: self.prefault.unwrap_or(d.prefault),
             busy_poll_us: self.busy_poll_us.unwrap_or(d.busy_poll_us),
             data_shards: self.data_shards.unwrap_or(d.data_shards),
+            data_poller: self.data_poller.unwrap_or(d.data_poller),
         }
     }
 }
@@ -511,6 +552,7 @@ fn local_from_ock(ock: &OckFile) -> Result<LocalConfig, ConfigError> {
     ock.set(OCK_PREFAULT, &mut c.prefault, parse_bool)?;
     ock.set(OCK_LOCAL_BUSY_POLL, &mut c.busy_poll_us, parse_int)?;
     ock.set(OCK_DATA_SHARDS, &mut c.data_shards, parse_int)?;
+    ock.set(OCK_DATA_POLLER, &mut c.data_poller, DataPoller::parse)?;
     ock.set(OCK_LOG_LEVEL, &mut c.log_level, LogLevel::parse)?;
     c.tls.apply_ock(ock)?;
     Ok(c)
@@ -769,6 +811,7 @@ mod tests {
             prefault: false,
             busy_poll_us: 0,
             data_shards: 0,
+            data_poller: DataPoller::Mio,
         }
     }
 

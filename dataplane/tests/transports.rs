@@ -152,7 +152,7 @@ fn busy_poll_mode_round_trips() {
     }
 }
 
-/// Shard loops (blocking and busy-polling) serve the same bytes as a thread per connection, with
+/// Shard loops (mio and io_uring, blocking and busy-polling) serve the same bytes as a thread per connection, with
 /// several clients at once, many requests per connection, and connections that come and go.
 #[test]
 fn shard_loops_serve_many_connections() {
@@ -177,7 +177,7 @@ fn shard_loops_serve_many_connections() {
                     let data = pattern(&key, 1 + (i * 7919 + t * 31) % 300_000);
                     let opts = PutOptions {
                         policy: PREFERRED_AFFINITY,
-                        preferred: vec![ranks[(i + t) % 2] as i32],
+                        preferred: vec![ranks[(i + t) % ranks.len()] as i32],
                         ..PutOptions::default()
                     };
                     c.put(&key, &data, &opts).unwrap();
@@ -190,8 +190,10 @@ fn shard_loops_serve_many_connections() {
     let c = client(&cluster, Some(DataOpType::Tcp));
     assert_eq!(c.get("shard-0-0").unwrap(), pattern("shard-0-0", 1));
     use std::io::Write;
-    let mut raw = std::net::TcpStream::connect(&cluster.locals[0].endpoint).unwrap();
-    raw.write_all(&[0xEE; 64]).unwrap();
-    drop(raw);
+    for local in &cluster.locals {
+        let mut raw = std::net::TcpStream::connect(&local.endpoint).unwrap();
+        raw.write_all(&[0xEE; 64]).unwrap();
+        drop(raw);
+    }
     assert_eq!(c.get("shard-1-3").unwrap().len(), 1 + (3 * 7919 + 31));
 }

@@ -11,6 +11,7 @@ pub mod alloc;
 pub mod arena;
 pub mod error;
 pub mod fdpass;
+pub mod uring;
 
 pub use alloc::{Space, SpaceAllocator};
 pub use arena::{Arena, PageKind};

@@ -52,6 +52,9 @@ struct Args {
     /// Serve data connections with this many shard threads (0 = a thread per connection).
     #[arg(long)]
     data_shards: Option<u32>,
+    /// What shard loops wait with: mio or io_uring.
+    #[arg(long)]
+    data_poller: Option<String>,
     /// Skip pre-faulting the pools (faster start, slower first writes).
     #[arg(long)]
     no_prefault: bool,
@@ -97,6 +100,10 @@ fn main() {
     }
     if let Some(v) = a.data_shards {
         c.data_shards = v;
+    }
+    if let Some(v) = a.data_poller {
+        c.data_poller =
+            mmc_dataplane::config::DataPoller::parse(&v).unwrap_or_else(|e| fail(&e.to_string()));
     }
     if a.no_prefault {
         c.prefault = false;

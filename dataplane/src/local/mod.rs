@@ -184,7 +184,7 @@ impl LocalService {
         let i = inner.clone();
         let shard_count = config.data_shards.min(256) as usize;
         let shards = if shard_count > 0 {
-            let (shards, shard_threads) = shards::start(&inner, shard_count)
+            let (shards, shard_threads) = shards::start(&inner, shard_count, config.data_poller)
                 .map_err(|e| Error::io("start the data shards", e))?;
             threads.extend(shard_threads);
             shards
