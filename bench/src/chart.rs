@@ -31,6 +31,7 @@ fn colour(who: &str) -> Rgb {
         "mmc host bp" => [20, 100, 20],
         "mmc tcp bp" => [190, 80, 0],
         "mmc tcp shard" => [255, 187, 120],
+        "mmc tcp uring" => [230, 160, 90],
         "pingpong bp" => [120, 120, 120],
         "memcpy" => [90, 90, 90],
         "tcp-stream" | "tcp-pingpong" => [160, 160, 160],
@@ -85,6 +86,7 @@ fn bar_label(r: &Row) -> String {
     match r.who().as_str() {
         "tcp-pingpong busy-poll" => "pingpong bp".into(),
         "mmc tcp 2 shards" => "mmc tcp shard".into(),
+        "mmc tcp 2 uring shards" => "mmc tcp uring".into(),
         w => w.replace(" busy-poll", " bp"),
     }
 }
@@ -170,6 +172,7 @@ fn order(who: &str) -> usize {
         "mmc tcp",
         "mmc tcp bp",
         "mmc tcp shard",
+        "mmc tcp uring",
         "memcpy",
         "tcp-stream",
         "tcp-pingpong",

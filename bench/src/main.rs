@@ -33,7 +33,9 @@ use mmc_dataplane::{Client, ClientConfig, LocalConfig, PutOptions};
 
 use crate::cluster::{Cluster, TempDir};
 use crate::progress::Progress;
-use crate::report::{Machine, Report, Row, BUSY_POLL, HOST, MEMCACHED, OWN, REDIS, SHARDS, TCP};
+use crate::report::{
+    Machine, Report, Row, BUSY_POLL, HOST, MEMCACHED, OWN, REDIS, SHARDS, SHARDS_URING, TCP,
+};
 use crate::workloads::{Checks, Ctx, Place, Plan, NAMES};
 
 const EXIT_VERIFY: u8 = 1;
@@ -198,7 +200,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             1 + busy_places.len() as u64
         } else {
             0
-        } + u64::from(shards_row)
+        } + 2 * u64::from(shards_row)
             + (placements.len() * names.len()) as u64
             + kv_peers.len() as u64 * peer_workloads
             + if mooncake { 2 } else { 0 };
@@ -436,40 +438,48 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             }
         }
         if shards_row {
-            progress.say("starting an mmc-local with --data-shards 2 (the shard data server)");
-            match extra.local(
-                c,
-                plan.peak_bytes() + (64 << 20),
-                &["--data-shards", "2"],
-                &mut notes,
-            ) {
-                Ok(rank) => {
-                    let cfg = ClientConfig {
-                        transport: Some(DataOpType::Tcp),
-                        ..config.clone()
-                    };
-                    match extra.run(TCP, &cfg, rank, "shards", &["batch-8m"], &mut checks) {
-                        Ok(r) => {
-                            rows.extend(r.into_iter().map(|mut r| {
-                                r.data_server = SHARDS;
-                                r
-                            }));
-                            notes.push(
-                                "data servers: every mmc-local runs a thread per data connection \
-                                 (the default) except the one of the rows marked \"2 shards\" \
-                                 (--data-shards 2: two mio shard threads own the connections)"
-                                    .into(),
-                            );
-                        }
-                        Err(f) => {
-                            progress.note(format!("shard data server: FAILED: {f}"));
-                            op_failures.push(format!("shard data server: {f}"));
+            let variants: [(&'static str, &[&str], &str); 2] = [
+                (SHARDS, &["--data-shards", "2"], "two mio shard threads"),
+                (
+                    SHARDS_URING,
+                    &["--data-shards", "2", "--data-poller", "io_uring"],
+                    "two shard threads waiting with io_uring",
+                ),
+            ];
+            for (label, flags, what) in variants {
+                progress.say(format!(
+                    "starting an mmc-local with {} ({what})",
+                    flags.join(" ")
+                ));
+                match extra.local(c, plan.peak_bytes() + (64 << 20), flags, &mut notes) {
+                    Ok(rank) => {
+                        let cfg = ClientConfig {
+                            transport: Some(DataOpType::Tcp),
+                            ..config.clone()
+                        };
+                        match extra.run(TCP, &cfg, rank, "shards", &["batch-8m"], &mut checks) {
+                            Ok(r) => {
+                                rows.extend(r.into_iter().map(|mut r| {
+                                    r.data_server = label;
+                                    r
+                                }));
+                                notes.push(format!(
+                                    "data servers: the rows marked \"{label}\" ran against an \
+                                     mmc-local with {} ({what}); every other mmc-local runs a \
+                                     thread per data connection (the default)",
+                                    flags.join(" ")
+                                ));
+                            }
+                            Err(f) => {
+                                progress.note(format!("{label} data server: FAILED: {f}"));
+                                op_failures.push(format!("{label} data server: {f}"));
+                            }
                         }
                     }
-                }
-                Err(e) => {
-                    progress.note(format!("shard data server row skipped: {e}"));
-                    notes.push(format!("shard data server row skipped: {e}"));
+                    Err(e) => {
+                        progress.note(format!("{label} data server row skipped: {e}"));
+                        notes.push(format!("{label} data server row skipped: {e}"));
+                    }
                 }
             }
         }

@@ -26,6 +26,8 @@ pub const BUSY_POLL: &str = "busy-poll";
 /// (a thread per connection), or shard threads (`mmc-local --data-shards N`).
 pub const THREADS: &str = "thread-per-connection";
 pub const SHARDS: &str = "2 shards";
+/// The shard data server waiting with io_uring instead of mio.
+pub const SHARDS_URING: &str = "2 uring shards";
 
 /// One measured operation.
 #[derive(Clone, Debug, Serialize)]
@@ -154,15 +156,15 @@ impl Row {
         if self.wait != BLOCKING {
             s = format!("{s} {}", self.wait);
         }
-        if self.data_server == SHARDS {
-            s = format!("{s} {SHARDS}");
+        if self.data_server == SHARDS || self.data_server == SHARDS_URING {
+            s = format!("{s} {}", self.data_server);
         }
         s
     }
 
     /// A row of the default set-up: blocking calls, default data server.
     pub fn standard(&self) -> bool {
-        self.wait == BLOCKING && self.data_server != SHARDS
+        self.wait == BLOCKING && self.data_server != SHARDS && self.data_server != SHARDS_URING
     }
 
     /// Matches a standard row (blocking, default data server) only; see `find_busy`.
