@@ -143,6 +143,23 @@ impl ConfigError {
 // Values
 // ---------------------------------------------------------------------------------------------
 
+/// Bytes for people: "512 B", "1.5 KiB", "8.0 GiB" (binary units, one decimal); the inverse of
+/// [`parse_size`] for whole units.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Parses a byte size: plain bytes (`"512"`, `"0"`) or a number with a unit, case-insensitive,
 /// optionally separated by spaces: `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`,
 /// `T`/`TB`/`TiB`. All units are binary (1 KB = 1024 bytes), as in Ascend MemCache. A decimal
@@ -950,6 +967,18 @@ pub fn url_string(v: &str) -> Result<String, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn format_size_reads_back() {
+        assert_eq!(format_size(512), "512 B");
+        assert_eq!(format_size(1536), "1.5 KiB");
+        for bytes in [1u64 << 10, 8 << 20, 3 << 30, 2 << 40] {
+            assert_eq!(
+                parse_size(&format_size(bytes).replace(".0", "")).unwrap(),
+                bytes
+            );
+        }
+    }
+
     use super::*;
     use std::io::Write;
 
