@@ -20,6 +20,8 @@ use crate::wire::{self, Kind, WireError};
 
 /// How often the ticker expires leases, reclaims pending puts and checks heartbeats.
 const TICK_MS: u64 = 100;
+/// Open connections (each has a thread); more are refused until some close.
+const CONNS_MAX: usize = 4096;
 
 struct Shared {
     core: Mutex<MetaCore>,
@@ -159,6 +161,15 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let open = shared.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if open >= CONNS_MAX {
+            warn!(
+                open,
+                max = CONNS_MAX,
+                "connection refused: too many open connections"
+            );
+            continue;
+        }
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         if let Ok(clone) = stream.try_clone() {
             shared

@@ -16,6 +16,9 @@ use tracing::{debug, warn};
 use super::shards::Shard;
 use super::Inner;
 
+/// Open data connections served by their own threads; more are refused until some close.
+const CONNS_MAX: usize = 4096;
+
 /// Most pieces one request may carry (a batch of 16384 keys, one piece each, fits).
 pub(crate) const PIECES_MAX: usize = 65536;
 
@@ -36,6 +39,15 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             if shard.hand(stream).is_err() {
                 warn!("data shard queue full: connection refused");
             }
+            continue;
+        }
+        let open = inner.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if open >= CONNS_MAX {
+            warn!(
+                open,
+                max = CONNS_MAX,
+                "data connection refused: too many open connections"
+            );
             continue;
         }
         next_id += 1;
