@@ -134,14 +134,24 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
 pub extern "C" fn mmcc_uninit() {
     guard("mmcc_uninit", (), || {
         let taken = STATE.write().unwrap_or_else(|p| p.into_inner()).take();
-        match taken {
-            // Async jobs hold clones; the last one to finish releases the client.
-            Some(s) => {
-                drop(s);
-                info!("client uninitialized");
+        let Some(mut s) = taken else {
+            warn!("mmcc_uninit: client was not initialized");
+            return;
+        };
+        // Queued and running async operations hold clones: wait for them here, so that the pools
+        // (whose drop joins the workers) are released on this thread, never on a worker. Each
+        // operation is bounded by the client's timeout.
+        let state = loop {
+            match Arc::try_unwrap(s) {
+                Ok(state) => break state,
+                Err(shared) => {
+                    s = shared;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
-            None => warn!("mmcc_uninit: client was not initialized"),
-        }
+        };
+        drop(state);
+        info!("client uninitialized");
     })
 }
 

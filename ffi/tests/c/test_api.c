@@ -509,6 +509,31 @@ int main(int argc, char **argv)
         test_replicas();
     }
 
+    /* Uninit with async operations still in flight: it finishes them; their handles stay valid. */
+    {
+        enum { M = 8 };
+        char k[M][24];
+        unsigned char v[M][20000];
+        mmc_buffer b[M];
+        int32_t hs[M];
+        int j, done = 0;
+        for (j = 0; j < M; j++) {
+            sprintf(k[j], "in-flight-%d", j);
+            fill(v[j], sizeof v[j], 900 + j);
+            b[j] = buf1d(v[j], sizeof v[j]);
+            hs[j] = mmcc_put(k[j], &b[j], default_options(), MMC_FLAG_ASYNC);
+        }
+        mmcc_uninit();
+        for (j = 0; j < M; j++) {
+            done += mmcc_wait(hs[j], 5) == 0;
+        }
+        CHECK_EQ(done, M);
+        CHECK_EQ(init_client(url, 20), MMC_OK);
+        CHECK_EQ(mmcc_exist(k[M - 1], 0), MMC_OK);
+        for (j = 0; j < M; j++) {
+            CHECK_EQ(mmcc_remove(k[j], 0), MMC_OK);
+        }
+    }
     mmcc_uninit();
     mmcc_uninit(); /* a second uninit is logged, harmless */
     CHECK_EQ(mmcc_exist("x", 0), MMC_CLIENT_NOT_INIT);
