@@ -9,6 +9,8 @@ pub mod meta;
 pub mod msg;
 pub mod rpc;
 pub mod server;
+#[cfg(test)]
+mod testrng;
 pub mod wire;
 
 pub use error::{Code, Error, Result};

@@ -400,20 +400,14 @@ mod tests {
 
     #[test]
     fn garbage_payloads_are_errors_not_panics() {
-        let mut seed: u64 = std::env::var("MMC_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_1234);
-        println!("seed {seed}");
+        let mut rng = crate::testrng::SeededRng::from_env("garbage_payloads", 0x5eed_1234);
         let req = Request::Remove {
             keys: vec!["key-1".into(), "key-2".into()],
         };
         let mut payload = AlignedVec::new();
         encode_payload(&req, &mut payload).unwrap();
         for _ in 0..5000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = rng.next_u64();
             let mut bad = AlignedVec::<16>::new();
             bad.extend_from_slice(&payload);
             let i = (seed as usize) % bad.len();
