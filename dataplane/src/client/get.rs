@@ -152,6 +152,7 @@ impl Client {
         let mut leases = Vec::with_capacity(plan.items.len());
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
         let mut lanes = Lanes::default();
+        let mut alive = Vec::new();
         for (i, (item, parts)) in plan.items.iter().zip(bufs.iter_mut()).enumerate() {
             let Some(item) = item else { continue };
             leases.push(item.lease);
@@ -177,7 +178,9 @@ impl Client {
                 continue;
             };
             results[i] = Ok(item.size);
-            if let Some(direct) = self.direct(replica.rank, replica.segment, &plan.services) {
+            if let Some(direct) =
+                self.direct(replica.rank, replica.segment, &plan.services, &mut alive)
+            {
                 let (mut offset, mut left) = (replica.offset, item.size);
                 for part in parts.iter_mut() {
                     if left == 0 {

@@ -312,11 +312,14 @@ impl Client {
 
     /// The fastest way to reach `rank`'s `segment` without a socket, if there is one: the client's
     /// own pool, or (same host, unless the transport is forced to TCP) the service's mapped pools.
+    /// `alive` holds the ranks whose liveness this call already confirmed: one probe per service
+    /// per batch, not one per key.
     pub(crate) fn direct(
         &self,
         rank: u32,
         segment: u32,
         services: &[ServiceAddr],
+        alive: &mut Vec<u32>,
     ) -> Option<Direct<'_>> {
         if let Some(svc) = self.embedded.as_deref().filter(|s| s.rank() == rank) {
             return Some(Direct::Embedded(svc));
@@ -346,10 +349,13 @@ impl Client {
         };
         let map = fresh?;
         debug_assert_eq!(map.incarnation, addr.incarnation);
-        if !map.alive() {
-            // The service is gone: unmap, and let TCP report it unreachable.
-            maps.remove(&rank);
-            return None;
+        if !alive.contains(&rank) {
+            if !map.alive() {
+                // The service is gone: unmap, and let TCP report it unreachable.
+                maps.remove(&rank);
+                return None;
+            }
+            alive.push(rank);
         }
         map.arena(segment)?;
         Some(Direct::Shm(map))

@@ -206,9 +206,10 @@ impl Client {
     ) {
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
         let mut lanes = Lanes::default();
+        let mut alive = Vec::new();
         for (i, item) in committed {
             for r in &item.replicas {
-                if let Some(direct) = self.direct(r.rank, r.segment, services) {
+                if let Some(direct) = self.direct(r.rank, r.segment, services, &mut alive) {
                     let mut offset = r.offset;
                     for part in values[*i] {
                         if let Err(e) = direct.copy_in(r.segment, offset, part) {
