@@ -1,0 +1,13 @@
+//! MemCache's sans-IO cores. Messages, completions and `now` go in; meta requests, transfer lists
+//! and results come out. Nothing here touches a socket, a thread or a clock, so a whole cluster
+//! (meta core, local-service cores, client operations) runs deterministically from a seed in
+//! [`sim`], and the real drivers in `mmc-dataplane` run the very same code.
+//!
+//! - [`fence`]: the epoch fence every transfer carries and every transport checks.
+//! - [`local`]: the local service's core (registration, incarnations, heartbeats, request checks).
+//! - [`client`]: the client's operations as state machines (put, get, and the metadata calls).
+#![forbid(unsafe_code)]
+
+/// The epoch fence lives in `mmc-hal` (the shared page same-host clients map is memory the HAL
+/// owns); the cores use its types.
+pub use mmc_hal::fence;
