@@ -1,0 +1,371 @@
+//! Get: look up (one meta round trip, which takes a read lease per key), read one replica of each
+//! object into the caller's memory, fall over to the next replica when a copy fails, check the
+//! lease held until the copies finished, release the leases (one-way).
+
+use mmc_controlplane::msg::{Replica, Reply, Request, ServiceAddr};
+use mmc_controlplane::{Error, Result};
+use mmc_hal::fence::Fence;
+use tracing::warn;
+
+use super::put::unexpected;
+use super::{check_keys, key_error, service, Action, Dir, Transfer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Lookup,
+    AwaitLookup,
+    Read,
+    AwaitRead,
+    Release,
+    Done,
+}
+
+/// A found object: its size, its lease, the replicas in the order they are tried.
+struct Found {
+    size: u64,
+    lease: u64,
+    replicas: Vec<Replica>,
+    tried: usize,
+}
+
+/// One batch get.
+pub struct GetOp {
+    keys: Vec<String>,
+    /// Bytes each key's buffers hold (`u64::MAX`: the driver sizes the buffer after the lookup).
+    capacities: Vec<u64>,
+    own_rank: Option<u32>,
+    results: Vec<Result<u64>>,
+    found: Vec<Option<Found>>,
+    services: Vec<ServiceAddr>,
+    transfers: Vec<Transfer>,
+    fatal: Option<Error>,
+    state: State,
+    lease_ms: u64,
+    /// When the lookup was sent: leases count from there.
+    started_ms: u64,
+    deadline_ms: u64,
+}
+
+impl GetOp {
+    /// A get of `keys[i]` into buffers of `capacities[i]` bytes. `Err` when the batch itself is
+    /// refused.
+    pub fn new<K: AsRef<str>>(
+        keys: &[K],
+        capacities: &[u64],
+        own_rank: Option<u32>,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Result<GetOp> {
+        if keys.len() != capacities.len() {
+            return Err(Error::InvalidParam(format!(
+                "{} keys but {} buffers",
+                keys.len(),
+                capacities.len()
+            )));
+        }
+        assert!(timeout_ms > 0, "an operation needs a deadline");
+        let checked = check_keys(keys)?;
+        let results: Vec<Result<u64>> = checked.into_iter().map(|k| k.map(|_| 0)).collect();
+        let state = if results.iter().any(|r| r.is_ok()) {
+            State::Lookup
+        } else {
+            State::Done
+        };
+        Ok(GetOp {
+            keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            capacities: capacities.to_vec(),
+            own_rank,
+            found: (0..results.len()).map(|_| None).collect(),
+            results,
+            services: Vec::new(),
+            transfers: Vec::new(),
+            fatal: None,
+            state,
+            lease_ms: 0,
+            started_ms: now_ms,
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+        })
+    }
+
+    pub fn poll(&mut self, now_ms: u64) -> Action {
+        if !matches!(self.state, State::Done | State::Release) && now_ms >= self.deadline_ms {
+            self.time_out();
+        }
+        match self.state {
+            State::Lookup => {
+                self.state = State::AwaitLookup;
+                self.started_ms = now_ms;
+                let keys = self
+                    .keys
+                    .iter()
+                    .zip(&self.results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                Action::Meta(Request::Lookup { keys })
+            }
+            State::Read => {
+                self.state = State::AwaitRead;
+                Action::Transfer
+            }
+            State::Release => {
+                self.state = State::Done;
+                let leases: Vec<u64> = self.found.iter().flatten().map(|f| f.lease).collect();
+                if leases.is_empty() {
+                    Action::Done
+                } else {
+                    Action::MetaOneway(Request::Release { leases })
+                }
+            }
+            State::AwaitLookup | State::AwaitRead => Action::Wait {
+                deadline_ms: self.deadline_ms,
+            },
+            State::Done => Action::Done,
+        }
+    }
+
+    pub fn transfers(&self) -> &[Transfer] {
+        &self.transfers
+    }
+
+    pub fn services(&self) -> &[ServiceAddr] {
+        &self.services
+    }
+
+    /// The object's size, once the lookup found it.
+    pub fn size(&self, item: usize) -> Option<u64> {
+        self.found[item].as_ref().map(|f| f.size)
+    }
+
+    pub fn on_meta(&mut self, now_ms: u64, reply: Result<Reply>) {
+        if self.state == State::Done || self.state == State::Release {
+            return;
+        }
+        assert_eq!(
+            self.state,
+            State::AwaitLookup,
+            "meta reply without a lookup"
+        );
+        let (items, services, lease_ms) = match reply {
+            Ok(Reply::Lookup {
+                items,
+                services,
+                lease_ms,
+            }) => (items, services, lease_ms),
+            Ok(other) => return self.fail(unexpected(&other)),
+            Err(e) => return self.fail(e),
+        };
+        let asked = self.results.iter().filter(|r| r.is_ok()).count();
+        if items.len() != asked {
+            return self.fail(Error::Protocol(format!(
+                "lookup of {asked} keys answered with {} items",
+                items.len()
+            )));
+        }
+        self.services = services;
+        self.lease_ms = lease_ms;
+        let mut items = items.into_iter();
+        for i in 0..self.keys.len() {
+            if self.results[i].is_err() {
+                continue;
+            }
+            let item = items.next().expect("counted above");
+            if item.code != 0 {
+                self.results[i] = Err(key_error(item.code, &self.keys[i]));
+                continue;
+            }
+            // The lease is released whatever happens next.
+            let mut found = Found {
+                size: item.size,
+                lease: item.lease,
+                replicas: order(item.replicas, self.own_rank, &self.services),
+                tried: 0,
+            };
+            if self.capacities[i] < item.size {
+                warn!(
+                    index = i,
+                    size = item.size,
+                    capacity = self.capacities[i],
+                    "get refused: buffer smaller than the object"
+                );
+                self.results[i] = Err(Error::InvalidParam(format!(
+                    "buffer of {} bytes for an object of {} bytes",
+                    self.capacities[i], item.size
+                )));
+                found.replicas.clear();
+            } else if found.replicas.is_empty() {
+                self.results[i] = Err(Error::LocalUnreachable {
+                    endpoint: "none".into(),
+                    reason: "no replica with a known address".into(),
+                });
+            } else {
+                self.results[i] = Ok(item.size);
+            }
+            self.found[i] = Some(found);
+        }
+        self.plan_reads(now_ms);
+    }
+
+    /// A read of the next untried replica for every key still without its bytes.
+    fn plan_reads(&mut self, _now_ms: u64) {
+        self.transfers.clear();
+        for (i, f) in self.found.iter().enumerate() {
+            let Some(f) = f else { continue };
+            if self.results[i].is_err() || f.tried >= f.replicas.len() {
+                continue;
+            }
+            let r = f.replicas[f.tried];
+            let addr = service(&self.services, r.rank).expect("order() keeps addressed replicas");
+            debug_assert_eq!(r.len, f.size);
+            self.transfers.push(Transfer {
+                dir: Dir::Read,
+                fence: Fence {
+                    rank: r.rank,
+                    incarnation: addr.incarnation,
+                    segment: r.segment,
+                },
+                offset: r.offset,
+                len: f.size,
+                item: i,
+                item_offset: 0,
+            });
+        }
+        self.state = if self.transfers.is_empty() {
+            self.finish_state()
+        } else {
+            State::Read
+        };
+    }
+
+    /// One outcome per transfer, in the order of [`GetOp::transfers`]. A failed copy falls over
+    /// to the key's next replica, if it has one and the deadline allows.
+    pub fn on_transfers(&mut self, now_ms: u64, outcomes: Vec<Result<()>>) {
+        if self.state == State::Done || self.state == State::Release {
+            return;
+        }
+        assert_eq!(
+            self.state,
+            State::AwaitRead,
+            "completions without transfers"
+        );
+        assert_eq!(
+            outcomes.len(),
+            self.transfers.len(),
+            "one outcome per transfer"
+        );
+        let mut again = false;
+        let transfers = std::mem::take(&mut self.transfers);
+        for (t, outcome) in transfers.iter().zip(outcomes) {
+            let f = self.found[t.item]
+                .as_mut()
+                .expect("a transfer for a found key");
+            f.tried += 1;
+            if let Err(e) = outcome {
+                if f.tried < f.replicas.len() && now_ms < self.deadline_ms {
+                    warn!(key = %self.keys[t.item], rank = t.fence.rank, error = %e,
+                        "get: copy failed, trying the next replica");
+                    again = true;
+                } else {
+                    self.results[t.item] = Err(e);
+                    f.tried = f.replicas.len();
+                }
+            } else {
+                // Done with this key: no more replicas to try.
+                f.tried = f.replicas.len();
+            }
+        }
+        if again {
+            self.plan_reads(now_ms);
+        } else {
+            self.check_leases(now_ms);
+            self.state = self.finish_state();
+        }
+    }
+
+    /// A reader never returns bytes of space that may have been reused: the lease must still have
+    /// held when the copies finished (measured from before the lookup was sent).
+    fn check_leases(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.started_ms) < self.lease_ms {
+            return;
+        }
+        for (r, f) in self.results.iter_mut().zip(&self.found) {
+            if f.is_some() && r.is_ok() {
+                warn!(
+                    lease_ms = self.lease_ms,
+                    "get: read lease expired during the copy"
+                );
+                *r = Err(Error::Timeout {
+                    ms: self.lease_ms,
+                    what: "read lease expired during the copy".into(),
+                });
+            }
+        }
+    }
+
+    fn finish_state(&self) -> State {
+        if self.found.iter().any(|f| f.is_some()) {
+            State::Release
+        } else {
+            State::Done
+        }
+    }
+
+    fn time_out(&mut self) {
+        let ms = self.deadline_ms;
+        let reading = self.state == State::AwaitRead || self.state == State::Read;
+        for (i, r) in self.results.iter_mut().enumerate() {
+            // Keys whose copies finished keep their result only if no copy is still out.
+            let pending = match &self.found[i] {
+                Some(f) => reading && f.tried < f.replicas.len(),
+                None => true,
+            };
+            if r.is_ok() && pending {
+                *r = Err(Error::Timeout {
+                    ms,
+                    what: "get did not finish before its deadline".into(),
+                });
+            }
+        }
+        self.transfers.clear();
+        warn!(state = ?self.state, "get: deadline passed");
+        self.state = self.finish_state();
+    }
+
+    fn fail(&mut self, e: Error) {
+        warn!(error = %e, "get failed");
+        self.fatal = Some(e);
+        self.state = self.finish_state();
+    }
+
+    /// One result (the object's size) per key; `Err` for the whole call when the lookup failed.
+    pub fn results(self) -> Result<Vec<Result<u64>>> {
+        assert_eq!(
+            self.state,
+            State::Done,
+            "results before the operation finished"
+        );
+        if let Some(e) = self.fatal {
+            return Err(e);
+        }
+        Ok(self.results)
+    }
+
+    /// Which key each result belongs to (for drivers that report per key).
+    pub fn key(&self, item: usize) -> &str {
+        &self.keys[item]
+    }
+}
+
+/// Replicas in the order they are tried: the reader's own pool first, then the others the meta
+/// service gave an address for, in its order.
+fn order(replicas: Vec<Replica>, own: Option<u32>, services: &[ServiceAddr]) -> Vec<Replica> {
+    let mut out: Vec<Replica> = replicas
+        .iter()
+        .filter(|r| Some(r.rank) == own)
+        .chain(replicas.iter().filter(|r| Some(r.rank) != own))
+        .copied()
+        .collect();
+    // A replica whose service the meta service gave no address for is on a dead member.
+    out.retain(|r| service(services, r.rank).is_some());
+    out
+}

@@ -1,0 +1,170 @@
+//! Exist, query and remove: one meta round trip for any number of keys, no bytes moved.
+
+use mmc_controlplane::msg::{Replica, Reply, Request};
+use mmc_controlplane::{Error, Result};
+
+use super::put::unexpected;
+use super::{check_keys, key_error, Action, CloneError};
+
+/// Which metadata call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaKind {
+    Exist,
+    Query,
+    Remove,
+}
+
+/// What a query tells about an object (empty for exist and remove).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Info {
+    pub size: u64,
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Send,
+    Await,
+    Done,
+}
+
+/// One batch of exist, query or remove.
+pub struct MetaOp {
+    kind: MetaKind,
+    keys: Vec<String>,
+    results: Vec<Result<Info>>,
+    fatal: Option<Error>,
+    state: State,
+    deadline_ms: u64,
+}
+
+impl MetaOp {
+    pub fn new<K: AsRef<str>>(
+        kind: MetaKind,
+        keys: &[K],
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Result<MetaOp> {
+        assert!(timeout_ms > 0, "an operation needs a deadline");
+        let checked = check_keys(keys)?;
+        let results: Vec<Result<Info>> = checked
+            .into_iter()
+            .map(|k| k.map(|_| Info::default()))
+            .collect();
+        let state = if results.iter().any(|r| r.is_ok()) {
+            State::Send
+        } else {
+            State::Done
+        };
+        Ok(MetaOp {
+            kind,
+            keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            results,
+            fatal: None,
+            state,
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+        })
+    }
+
+    pub fn kind(&self) -> MetaKind {
+        self.kind
+    }
+
+    pub fn poll(&mut self, now_ms: u64) -> Action {
+        if self.state == State::Await && now_ms >= self.deadline_ms {
+            self.fail(Error::Timeout {
+                ms: self.deadline_ms,
+                what: "no reply from the meta service before the deadline".into(),
+            });
+        }
+        match self.state {
+            State::Send => {
+                self.state = State::Await;
+                let keys: Vec<String> = self
+                    .keys
+                    .iter()
+                    .zip(&self.results)
+                    .filter(|(_, r)| r.is_ok())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                Action::Meta(match self.kind {
+                    MetaKind::Exist => Request::Exist { keys },
+                    MetaKind::Query => Request::Query { keys },
+                    MetaKind::Remove => Request::Remove { keys },
+                })
+            }
+            State::Await => Action::Wait {
+                deadline_ms: self.deadline_ms,
+            },
+            State::Done => Action::Done,
+        }
+    }
+
+    pub fn on_meta(&mut self, _now_ms: u64, reply: Result<Reply>) {
+        if self.state != State::Await {
+            return;
+        }
+        let asked = self.results.iter().filter(|r| r.is_ok()).count();
+        let mut codes: Vec<(i32, Info)> = match (self.kind, reply) {
+            (MetaKind::Query, Ok(Reply::Query { items })) => items
+                .into_iter()
+                .map(|i| {
+                    (
+                        i.code,
+                        Info {
+                            size: i.size,
+                            replicas: i.replicas,
+                        },
+                    )
+                })
+                .collect(),
+            (MetaKind::Exist | MetaKind::Remove, Ok(Reply::Codes { codes })) => {
+                codes.into_iter().map(|c| (c, Info::default())).collect()
+            }
+            (_, Ok(other)) => return self.fail(unexpected(&other)),
+            (_, Err(e)) => return self.fail(e),
+        };
+        if codes.len() != asked {
+            return self.fail(Error::Protocol(format!(
+                "{asked} keys answered with {} codes",
+                codes.len()
+            )));
+        }
+        codes.reverse();
+        for (key, r) in self.keys.iter().zip(self.results.iter_mut()) {
+            if r.is_err() {
+                continue;
+            }
+            let (code, info) = codes.pop().expect("counted above");
+            *r = if code == 0 {
+                Ok(info)
+            } else {
+                Err(key_error(code, key))
+            };
+        }
+        self.state = State::Done;
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.fatal = Some(e);
+        self.state = State::Done;
+    }
+
+    /// One result per key; `Err` for the whole call when the meta service could not answer.
+    pub fn results(self) -> Result<Vec<Result<Info>>> {
+        assert_eq!(
+            self.state,
+            State::Done,
+            "results before the operation finished"
+        );
+        match self.fatal {
+            Some(e) => Err(e),
+            None => Ok(self.results),
+        }
+    }
+
+    /// The same failure for every key (drivers that report per key on a whole-call failure).
+    pub fn clone_fatal(&self) -> Option<Error> {
+        self.fatal.as_ref().map(|e| e.clone_error())
+    }
+}

@@ -1,0 +1,102 @@
+//! The client's operations as sans-IO state machines.
+//!
+//! An operation is driven by a loop: [`Action`]s come out of `poll(now_ms)`; the driver carries
+//! them out (a meta round trip, a list of [`Transfer`]s against local services) and feeds the
+//! outcomes back (`on_meta`, `on_transfers`); `poll` again, until [`Action::Done`]. Every decision
+//! lives here: which keys the contract refuses, which replica to read and which next when a copy
+//! fails, when a put waiting for leased space tries again, whether a read lease held until the
+//! copy finished, and when the operation's deadline has passed. The blocking driver in
+//! `mmc-dataplane` runs these with sockets and the clock; the simulator runs them with a seeded
+//! network and a simulated clock.
+
+mod get;
+mod keys;
+mod meta_op;
+mod put;
+
+pub use get::GetOp;
+pub use keys::{check_key, check_keys, key_error, CloneError};
+pub use meta_op::{Info, MetaKind, MetaOp};
+pub use put::{PutOp, PutOptions};
+
+use mmc_controlplane::msg::{Request, ServiceAddr};
+use mmc_hal::fence::Fence;
+
+/// What an operation wants done next.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this request to the meta service; feed its reply (or the failure) to `on_meta`.
+    Meta(Request),
+    /// Send this request and expect no reply.
+    MetaOneway(Request),
+    /// Carry out `transfers()` (each against the local service its fence names); feed one outcome
+    /// per transfer, in order, to `on_transfers`.
+    Transfer,
+    /// Nothing to do before `until_ms` (a back-off); poll again then.
+    Sleep { until_ms: u64 },
+    /// Waiting for a reply or completions; poll again after feeding them, or at `deadline_ms`.
+    Wait { deadline_ms: u64 },
+    /// Finished: take the results.
+    Done,
+}
+
+/// Which way bytes move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Caller memory -> pool (put).
+    Write,
+    /// Pool -> caller memory (get).
+    Read,
+}
+
+/// One copy between a range of a segment and a range of the caller's memory for one key.
+///
+/// The caller's memory is named, not pointed to: `item` is the key's index in the batch and
+/// `item_offset` a byte offset into that key's value (its parts, concatenated). The driver resolves
+/// it against the buffers it holds, so the core stays free of pointers and lifetimes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub dir: Dir,
+    /// Rank, incarnation and segment: checked by the transport before and after the copy.
+    pub fence: Fence,
+    /// Offset in the segment.
+    pub offset: u64,
+    pub len: u64,
+    pub item: usize,
+    pub item_offset: u64,
+}
+
+/// The address of `rank` in a meta reply's service list.
+pub fn service(services: &[ServiceAddr], rank: u32) -> Option<&ServiceAddr> {
+    services.iter().find(|s| s.rank == rank)
+}
+
+/// Split `len` bytes at `offset` of a value made of parts of `part_lens` bytes into
+/// `(part index, offset in the part, bytes)` runs, in order. Parts that end before `offset` are
+/// skipped; runs stop at `len` bytes (or at the end of the parts: the caller checks capacity).
+pub fn runs(
+    part_lens: impl IntoIterator<Item = u64>,
+    mut offset: u64,
+    mut len: u64,
+) -> impl Iterator<Item = (usize, u64, u64)> {
+    part_lens
+        .into_iter()
+        .enumerate()
+        .filter_map(move |(i, plen)| {
+            if len == 0 {
+                return None;
+            }
+            if offset >= plen {
+                offset -= plen;
+                return None;
+            }
+            let n = (plen - offset).min(len);
+            let run = (i, offset, n);
+            offset = 0;
+            len -= n;
+            Some(run)
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,407 @@
+//! Put: allocate (one meta round trip), write every replica, commit (one meta round trip). Keys
+//! that found no room while read leases held space are tried again after a back-off, within the
+//! deadline.
+
+use mmc_controlplane::msg::{self, AllocRequest, CommitItem, Replica, Reply, Request, ServiceAddr};
+use mmc_controlplane::{Code, Error, Result};
+use mmc_hal::fence::Fence;
+use tracing::warn;
+
+use super::{check_keys, key_error, service, Action, CloneError, Dir, Transfer};
+
+/// Back-off between tries of a put that waits for leased space to be released.
+pub const NO_SPACE_RETRY_MS: u64 = 20;
+
+/// Where and how to place a put (`mmc_put_options`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutOptions {
+    /// `MEDIA_HBM`, `MEDIA_DRAM`, or `MEDIA_NONE` (the highest tier with room).
+    pub media: u16,
+    /// `NATIVE_AFFINITY` or `PREFERRED_AFFINITY`.
+    pub policy: u16,
+    /// 0 or 1 = one copy; at most 8, each on a different local service.
+    pub replicas: u16,
+    /// Local service ids for `PREFERRED_AFFINITY` (negative entries ignored).
+    pub preferred: Vec<i32>,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        PutOptions {
+            media: msg::MEDIA_NONE,
+            policy: msg::NATIVE_AFFINITY,
+            replicas: 1,
+            preferred: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Alloc,
+    AwaitAlloc,
+    Write,
+    AwaitWrite,
+    Commit,
+    AwaitCommit,
+    Backoff { until_ms: u64 },
+    Done,
+}
+
+/// One batch put (create-only: an existing key is `Error::Exists`).
+pub struct PutOp {
+    keys: Vec<String>,
+    sizes: Vec<u64>,
+    opts: PutOptions,
+    writer_rank: Option<u32>,
+    results: Vec<Result<()>>,
+    /// Committed (the meta service said so): only these may stay `Ok` at the end.
+    confirmed: Vec<bool>,
+    /// Keys of the next allocation round.
+    todo: Vec<usize>,
+    /// Keys of this round that got space: (key index, token).
+    placed: Vec<(usize, u64)>,
+    /// Keys of this round to try again after the back-off.
+    retry: Vec<usize>,
+    transfers: Vec<Transfer>,
+    services: Vec<ServiceAddr>,
+    fatal: Option<Error>,
+    state: State,
+    deadline_ms: u64,
+    margin_ms: u64,
+}
+
+impl PutOp {
+    /// A put of `keys[i]` with `sizes[i]` bytes each. `Err` when the batch itself is refused (too
+    /// many keys, mismatched lengths, too many replicas); per-key refusals land in the results.
+    pub fn new<K: AsRef<str>>(
+        keys: &[K],
+        sizes: &[u64],
+        opts: &PutOptions,
+        writer_rank: Option<u32>,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Result<PutOp> {
+        if keys.len() != sizes.len() {
+            return Err(Error::InvalidParam(format!(
+                "{} keys but {} values",
+                keys.len(),
+                sizes.len()
+            )));
+        }
+        if opts.replicas as usize > msg::REPLICAS_MAX {
+            return Err(Error::InvalidParam(format!(
+                "{} replicas, the limit is {}",
+                opts.replicas,
+                msg::REPLICAS_MAX
+            )));
+        }
+        assert!(timeout_ms > 0, "an operation needs a deadline");
+        let checked = check_keys(keys)?;
+        let mut results = Vec::with_capacity(keys.len());
+        let mut todo = Vec::with_capacity(keys.len());
+        for (i, k) in checked.into_iter().enumerate() {
+            match k {
+                Err(e) => results.push(Err(e)),
+                Ok(key) if sizes[i] == 0 => {
+                    warn!(key, "put refused: empty value");
+                    results.push(Err(Error::InvalidParam(format!(
+                        "put of {key:?}: zero-size value"
+                    ))));
+                }
+                Ok(_) => {
+                    results.push(Ok(()));
+                    todo.push(i);
+                }
+            }
+        }
+        let state = if todo.is_empty() {
+            State::Done
+        } else {
+            State::Alloc
+        };
+        Ok(PutOp {
+            keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            sizes: sizes.to_vec(),
+            opts: opts.clone(),
+            writer_rank,
+            confirmed: vec![false; results.len()],
+            results,
+            todo,
+            placed: Vec::new(),
+            retry: Vec::new(),
+            transfers: Vec::new(),
+            services: Vec::new(),
+            fatal: None,
+            state,
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+            // Leave room for one more round trip, so that a put that found no room answers -3013,
+            // not a timeout.
+            margin_ms: (timeout_ms / 10).min(200),
+        })
+    }
+
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+
+    /// The next thing to do.
+    pub fn poll(&mut self, now_ms: u64) -> Action {
+        if self.state != State::Done && now_ms >= self.deadline_ms {
+            self.time_out();
+        }
+        match self.state {
+            State::Alloc => {
+                debug_assert!(!self.todo.is_empty());
+                self.state = State::AwaitAlloc;
+                Action::Meta(Request::Alloc(AllocRequest {
+                    writer_rank: self.writer_rank,
+                    media: self.opts.media,
+                    policy: self.opts.policy,
+                    replicas: self.opts.replicas,
+                    preferred: self.opts.preferred.clone(),
+                    items: self
+                        .todo
+                        .iter()
+                        .map(|&i| (self.keys[i].clone(), self.sizes[i]))
+                        .collect(),
+                }))
+            }
+            State::Write => {
+                self.state = State::AwaitWrite;
+                Action::Transfer
+            }
+            State::Commit => {
+                debug_assert!(!self.placed.is_empty());
+                self.state = State::AwaitCommit;
+                Action::Meta(Request::Commit {
+                    items: self
+                        .placed
+                        .iter()
+                        .map(|&(i, token)| {
+                            let ok = self.results[i].is_ok();
+                            (self.keys[i].clone(), CommitItem { token, ok })
+                        })
+                        .collect(),
+                })
+            }
+            State::Backoff { until_ms } if now_ms < until_ms => Action::Sleep { until_ms },
+            State::Backoff { .. } => {
+                self.todo = std::mem::take(&mut self.retry);
+                self.state = State::Alloc;
+                self.poll(now_ms)
+            }
+            State::AwaitAlloc | State::AwaitWrite | State::AwaitCommit => Action::Wait {
+                deadline_ms: self.deadline_ms,
+            },
+            State::Done => Action::Done,
+        }
+    }
+
+    /// The transfers to carry out after [`Action::Transfer`].
+    pub fn transfers(&self) -> &[Transfer] {
+        &self.transfers
+    }
+
+    /// The addresses of the services the transfers go to.
+    pub fn services(&self) -> &[ServiceAddr] {
+        &self.services
+    }
+
+    /// The meta service's reply (or the failure to get one).
+    pub fn on_meta(&mut self, now_ms: u64, reply: Result<Reply>) {
+        match self.state {
+            State::AwaitAlloc => self.on_alloc(now_ms, reply),
+            State::AwaitCommit => self.on_commit(now_ms, reply),
+            // A late reply after the deadline ended the operation.
+            State::Done => {}
+            s => panic!("meta reply in state {s:?}"),
+        }
+    }
+
+    fn on_alloc(&mut self, now_ms: u64, reply: Result<Reply>) {
+        let (items, services) = match reply {
+            Ok(Reply::Alloc { items, services }) if items.len() == self.todo.len() => {
+                (items, services)
+            }
+            Ok(other) => return self.fail(unexpected(&other)),
+            Err(e) => {
+                warn!(keys = self.todo.len(), error = %e, "put: allocation failed");
+                for &i in &self.todo {
+                    self.results[i] = Err(e.clone_error());
+                }
+                self.todo.clear();
+                self.state = State::Done;
+                return;
+            }
+        };
+        self.services = services;
+        self.placed.clear();
+        self.transfers.clear();
+        debug_assert!(self.retry.is_empty());
+        let todo = std::mem::take(&mut self.todo);
+        for (&i, item) in todo.iter().zip(&items) {
+            if item.code == Code::ExceedCapacity.as_i32() && item.retry {
+                self.retry.push(i);
+            } else if item.code != 0 {
+                self.results[i] = Err(key_error(item.code, &self.keys[i]));
+            } else {
+                self.placed.push((i, item.token));
+                self.plan_writes(i, &item.replicas);
+            }
+        }
+        self.state = if self.placed.is_empty() {
+            self.after_round_state(now_ms)
+        } else if self.transfers.is_empty() {
+            State::Commit
+        } else {
+            State::Write
+        };
+    }
+
+    fn plan_writes(&mut self, i: usize, replicas: &[Replica]) {
+        if replicas.is_empty() || replicas.len() > msg::REPLICAS_MAX {
+            self.results[i] = Err(Error::Protocol(format!(
+                "{} replicas placed for one key",
+                replicas.len()
+            )));
+            return;
+        }
+        for r in replicas {
+            let Some(addr) = service(&self.services, r.rank) else {
+                self.results[i] = Err(Error::LocalUnreachable {
+                    endpoint: format!("rank {}", r.rank),
+                    reason: "the meta service gave no address".into(),
+                });
+                continue;
+            };
+            if r.len != self.sizes[i] {
+                self.results[i] = Err(Error::Protocol(format!(
+                    "replica of {} bytes placed for {} bytes",
+                    r.len, self.sizes[i]
+                )));
+                continue;
+            }
+            self.transfers.push(Transfer {
+                dir: Dir::Write,
+                fence: Fence {
+                    rank: r.rank,
+                    incarnation: addr.incarnation,
+                    segment: r.segment,
+                },
+                offset: r.offset,
+                len: r.len,
+                item: i,
+                item_offset: 0,
+            });
+        }
+    }
+
+    /// One outcome per transfer, in the order of [`PutOp::transfers`].
+    pub fn on_transfers(&mut self, _now_ms: u64, outcomes: Vec<Result<()>>) {
+        if self.state == State::Done {
+            return;
+        }
+        assert_eq!(
+            self.state,
+            State::AwaitWrite,
+            "completions without transfers"
+        );
+        assert_eq!(
+            outcomes.len(),
+            self.transfers.len(),
+            "one outcome per transfer"
+        );
+        for (t, outcome) in self.transfers.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                if self.results[t.item].is_ok() {
+                    self.results[t.item] = Err(e);
+                }
+            }
+        }
+        self.transfers.clear();
+        self.state = State::Commit;
+    }
+
+    fn on_commit(&mut self, now_ms: u64, reply: Result<Reply>) {
+        match reply {
+            Ok(Reply::Commit { codes }) if codes.len() == self.placed.len() => {
+                for (&(i, _), code) in self.placed.iter().zip(codes) {
+                    if code != 0 && self.results[i].is_ok() {
+                        self.results[i] = Err(key_error(code, &self.keys[i]));
+                    }
+                    self.confirmed[i] = code == 0;
+                }
+            }
+            Ok(other) => return self.fail(unexpected(&other)),
+            Err(e) => {
+                // Uncommitted puts are reclaimed by the meta service after their timeout.
+                warn!(error = %e, "put: commit failed");
+                for &(i, _) in &self.placed {
+                    self.results[i] = Err(e.clone_error());
+                }
+            }
+        }
+        self.placed.clear();
+        self.state = self.after_round_state(now_ms);
+    }
+
+    /// After a round: back off and try the keys that waited for space, or finish.
+    fn after_round_state(&mut self, now_ms: u64) -> State {
+        if self.retry.is_empty() {
+            return State::Done;
+        }
+        if now_ms + NO_SPACE_RETRY_MS + self.margin_ms >= self.deadline_ms {
+            for &i in &self.retry {
+                self.results[i] = Err(key_error(Code::ExceedCapacity.as_i32(), &self.keys[i]));
+            }
+            self.retry.clear();
+            return State::Done;
+        }
+        State::Backoff {
+            until_ms: now_ms + NO_SPACE_RETRY_MS,
+        }
+    }
+
+    fn time_out(&mut self) {
+        let ms = self.deadline_ms;
+        for (r, confirmed) in self.results.iter_mut().zip(&self.confirmed) {
+            if r.is_ok() && !confirmed {
+                *r = Err(Error::Timeout {
+                    ms,
+                    what: "put did not finish before its deadline".into(),
+                });
+            }
+        }
+        warn!(state = ?self.state, "put: deadline passed");
+        self.state = State::Done;
+    }
+
+    fn fail(&mut self, e: Error) {
+        warn!(error = %e, "put: protocol violation");
+        self.fatal = Some(e);
+        self.state = State::Done;
+    }
+
+    /// One result per key; `Err` for the whole call when the meta service broke the protocol.
+    pub fn results(self) -> Result<Vec<Result<()>>> {
+        assert_eq!(
+            self.state,
+            State::Done,
+            "results before the operation finished"
+        );
+        if let Some(e) = self.fatal {
+            return Err(e);
+        }
+        debug_assert!(self
+            .results
+            .iter()
+            .zip(&self.confirmed)
+            .all(|(r, c)| r.is_err() || *c));
+        Ok(self.results)
+    }
+}
+
+pub(super) fn unexpected(reply: &Reply) -> Error {
+    Error::Protocol(format!("unexpected reply from the meta service: {reply:?}"))
+}

@@ -1,0 +1,301 @@
+use super::*;
+use mmc_controlplane::msg::{AllocItem, LookupItem, Replica, Reply};
+use mmc_controlplane::{Code, Error};
+
+fn addr(rank: u32, incarnation: u64) -> ServiceAddr {
+    ServiceAddr {
+        rank,
+        incarnation,
+        host: "h".into(),
+        data_endpoint: format!("127.0.0.1:{}", 9000 + rank),
+        shm_endpoint: String::new(),
+    }
+}
+
+fn replica(rank: u32, segment: u32, offset: u64, len: u64) -> Replica {
+    Replica {
+        rank,
+        segment,
+        media: 1,
+        offset,
+        len,
+    }
+}
+
+#[test]
+fn runs_split_a_range_over_parts() {
+    let r: Vec<_> = runs([4u64, 4, 4], 2, 7).collect();
+    assert_eq!(r, vec![(0, 2, 2), (1, 0, 4), (2, 0, 1)]);
+    let r: Vec<_> = runs([4u64, 0, 4], 4, 4).collect();
+    assert_eq!(r, vec![(2, 0, 4)]);
+    assert_eq!(runs([4u64], 0, 0).count(), 0);
+}
+
+#[test]
+fn put_allocates_writes_every_replica_then_commits() {
+    let opts = PutOptions {
+        replicas: 2,
+        ..PutOptions::default()
+    };
+    let mut op = PutOp::new(&["a", "", "b"], &[8, 8, 0], &opts, Some(1), 0, 1000).unwrap();
+    let Action::Meta(Request::Alloc(a)) = op.poll(0) else {
+        panic!("alloc first")
+    };
+    assert_eq!(a.items, vec![("a".to_string(), 8)], "bad keys never leave");
+    op.on_meta(
+        1,
+        Ok(Reply::Alloc {
+            items: vec![AllocItem {
+                code: 0,
+                retry: false,
+                token: 77,
+                replicas: vec![replica(1, 10, 0, 8), replica(2, 20, 64, 8)],
+            }],
+            services: vec![addr(1, 5), addr(2, 6)],
+        }),
+    );
+    assert!(matches!(op.poll(1), Action::Transfer));
+    let t = op.transfers();
+    assert_eq!(t.len(), 2);
+    assert_eq!(
+        t[1].fence,
+        Fence {
+            rank: 2,
+            incarnation: 6,
+            segment: 20
+        }
+    );
+    assert_eq!((t[1].offset, t[1].len, t[1].item), (64, 8, 0));
+    op.on_transfers(2, vec![Ok(()), Ok(())]);
+    let Action::Meta(Request::Commit { items }) = op.poll(2) else {
+        panic!("commit after the writes")
+    };
+    assert_eq!(items.len(), 1);
+    assert!(items[0].1.ok);
+    op.on_meta(3, Ok(Reply::Commit { codes: vec![0] }));
+    assert!(matches!(op.poll(3), Action::Done));
+    let r = op.results().unwrap();
+    assert!(r[0].is_ok());
+    assert_eq!(r[1].as_ref().unwrap_err().code(), Code::InvalidParam);
+    assert_eq!(r[2].as_ref().unwrap_err().code(), Code::InvalidParam);
+}
+
+#[test]
+fn put_with_a_failed_write_commits_it_as_failed() {
+    let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 1000).unwrap();
+    op.poll(0);
+    op.on_meta(
+        0,
+        Ok(Reply::Alloc {
+            items: vec![AllocItem {
+                code: 0,
+                retry: false,
+                token: 1,
+                replicas: vec![replica(3, 1, 0, 8)],
+            }],
+            services: vec![addr(3, 9)],
+        }),
+    );
+    op.poll(0);
+    op.on_transfers(
+        1,
+        vec![Err(Error::LocalUnreachable {
+            endpoint: "x".into(),
+            reason: "fence".into(),
+        })],
+    );
+    let Action::Meta(Request::Commit { items }) = op.poll(1) else {
+        panic!("commit frees the space")
+    };
+    assert!(!items[0].1.ok);
+    op.on_meta(2, Ok(Reply::Commit { codes: vec![0] }));
+    op.poll(2);
+    let r = op.results().unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().code(), Code::NotConnectLocal);
+}
+
+#[test]
+fn put_waiting_for_leased_space_retries_then_answers_no_space() {
+    let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 1000).unwrap();
+    let no_room = || {
+        Ok(Reply::Alloc {
+            items: vec![AllocItem {
+                code: Code::ExceedCapacity.as_i32(),
+                retry: true,
+                token: 0,
+                replicas: vec![],
+            }],
+            services: vec![],
+        })
+    };
+    let mut now = 0;
+    let mut tries = 0;
+    loop {
+        match op.poll(now) {
+            Action::Meta(Request::Alloc(_)) => {
+                tries += 1;
+                op.on_meta(now, no_room());
+            }
+            Action::Sleep { until_ms } => now = until_ms,
+            Action::Done => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(tries > 10, "retried until the margin: {tries}");
+    assert!(now < 1000, "answered before the deadline");
+    let r = op.results().unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().code(), Code::ExceedCapacity);
+}
+
+#[test]
+fn put_past_its_deadline_times_out_unconfirmed_keys() {
+    let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 100).unwrap();
+    op.poll(0);
+    assert!(matches!(op.poll(50), Action::Wait { deadline_ms: 100 }));
+    assert!(matches!(op.poll(100), Action::Done));
+    // A late reply changes nothing.
+    op.on_meta(150, Ok(Reply::Commit { codes: vec![0] }));
+    let r = op.results().unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().code(), Code::Timeout);
+}
+
+fn lookup(items: Vec<LookupItem>, services: Vec<ServiceAddr>) -> Result<Reply, Error> {
+    Ok(Reply::Lookup {
+        lease_ms: 100,
+        items,
+        services,
+    })
+}
+
+#[test]
+fn get_reads_own_replica_first_and_falls_over_to_the_next() {
+    let mut op = GetOp::new(&["k"], &[16], Some(2), 0, 1000).unwrap();
+    let Action::Meta(Request::Lookup { keys }) = op.poll(0) else {
+        panic!()
+    };
+    assert_eq!(keys, vec!["k".to_string()]);
+    op.on_meta(
+        1,
+        lookup(
+            vec![LookupItem {
+                code: 0,
+                size: 8,
+                lease: 42,
+                replicas: vec![replica(1, 1, 0, 8), replica(2, 2, 8, 8)],
+            }],
+            vec![addr(1, 3), addr(2, 4)],
+        ),
+    );
+    assert!(matches!(op.poll(1), Action::Transfer));
+    assert_eq!(op.transfers()[0].fence.rank, 2, "own replica first");
+    op.on_transfers(
+        2,
+        vec![Err(Error::LocalUnreachable {
+            endpoint: "2".into(),
+            reason: "fence".into(),
+        })],
+    );
+    assert!(matches!(op.poll(2), Action::Transfer), "falls over");
+    assert_eq!(
+        op.transfers()[0].fence,
+        Fence {
+            rank: 1,
+            incarnation: 3,
+            segment: 1
+        }
+    );
+    op.on_transfers(3, vec![Ok(())]);
+    let Action::MetaOneway(Request::Release { leases }) = op.poll(3) else {
+        panic!("release")
+    };
+    assert_eq!(leases, vec![42]);
+    assert!(matches!(op.poll(3), Action::Done));
+    assert_eq!(*op.results().unwrap()[0].as_ref().unwrap(), 8);
+}
+
+#[test]
+fn get_refuses_bytes_read_after_the_lease_ran_out() {
+    let mut op = GetOp::new(&["k"], &[8], None, 0, 1000).unwrap();
+    op.poll(0);
+    op.on_meta(
+        1,
+        lookup(
+            vec![LookupItem {
+                code: 0,
+                size: 8,
+                lease: 1,
+                replicas: vec![replica(1, 1, 0, 8)],
+            }],
+            vec![addr(1, 3)],
+        ),
+    );
+    op.poll(1);
+    op.on_transfers(100, vec![Ok(())]);
+    assert!(matches!(op.poll(100), Action::MetaOneway(_)));
+    op.poll(100);
+    let r = op.results().unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().code(), Code::Timeout);
+}
+
+#[test]
+fn get_with_a_small_buffer_or_a_dead_replica_fails_that_key_and_releases() {
+    let mut op = GetOp::new(&["a", "b", "c"], &[4, 8, 8], None, 0, 1000).unwrap();
+    op.poll(0);
+    let item = |lease, rank| LookupItem {
+        code: 0,
+        size: 8,
+        lease,
+        replicas: vec![replica(rank, 1, 0, 8)],
+    };
+    op.on_meta(
+        0,
+        lookup(
+            vec![
+                item(1, 1),
+                item(2, 9),
+                LookupItem {
+                    code: Code::ObjectNotExists.as_i32(),
+                    size: 0,
+                    lease: 0,
+                    replicas: vec![],
+                },
+            ],
+            vec![addr(1, 1)],
+        ),
+    );
+    let Action::MetaOneway(Request::Release { leases }) = op.poll(0) else {
+        panic!("nothing to read")
+    };
+    assert_eq!(leases, vec![1, 2]);
+    op.poll(0);
+    let r = op.results().unwrap();
+    assert_eq!(r[0].as_ref().unwrap_err().code(), Code::InvalidParam);
+    assert_eq!(r[1].as_ref().unwrap_err().code(), Code::NotConnectLocal);
+    assert_eq!(r[2].as_ref().unwrap_err().code(), Code::ObjectNotExists);
+}
+
+#[test]
+fn meta_ops_map_codes_per_key_and_fail_whole_on_meta_errors() {
+    let mut op = MetaOp::new(MetaKind::Exist, &["a", "", "b"], 0, 100).unwrap();
+    let Action::Meta(Request::Exist { keys }) = op.poll(0) else {
+        panic!()
+    };
+    assert_eq!(keys.len(), 2);
+    op.on_meta(
+        1,
+        Ok(Reply::Codes {
+            codes: vec![0, Code::ObjectNotExists.as_i32()],
+        }),
+    );
+    let r = op.results().unwrap();
+    assert!(r[0].is_ok());
+    assert_eq!(r[1].as_ref().unwrap_err().code(), Code::InvalidParam);
+    assert_eq!(r[2].as_ref().unwrap_err().code(), Code::ObjectNotExists);
+
+    let mut op = MetaOp::new(MetaKind::Remove, &["a"], 0, 100).unwrap();
+    op.poll(0);
+    assert!(matches!(op.poll(100), Action::Done));
+    assert_eq!(op.results().unwrap_err().code(), Code::Timeout);
+    let keys: Vec<String> = (0..16385).map(|i| i.to_string()).collect();
+    assert!(MetaOp::new(MetaKind::Exist, &keys, 0, 100).is_err());
+}
