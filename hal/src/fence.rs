@@ -82,6 +82,20 @@ impl FenceWord {
         Ok(guard)
     }
 
+    /// [`FenceWord::enter`] for a driver that holds a copy across events (the simulator, a copy
+    /// split over completions): on `Ok` the caller must call [`FenceWord::leave`] exactly once.
+    pub fn enter_detached(&self, incarnation: u64) -> Result<(), Stale> {
+        let guard = self.enter(incarnation)?;
+        std::mem::forget(guard);
+        Ok(())
+    }
+
+    /// End a copy begun with [`FenceWord::enter_detached`].
+    pub fn leave(&self) {
+        let before = self.inflight.fetch_sub(1, Ordering::SeqCst);
+        assert!(before > 0, "fence left more often than entered");
+    }
+
     /// Close the fence: copies that have not entered yet are refused. The caller then waits until
     /// [`FenceWord::inflight`] is 0 (bounded) before registering again.
     pub fn close(&self) {

@@ -6,8 +6,11 @@ mod directory;
 mod placement;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub use view::CommittedView;
 
 use mmc_hal::{Space, SpaceAllocator};
 use tracing::{debug, info, warn};

@@ -13,3 +13,4 @@
 pub use mmc_hal::fence;
 
 pub mod client;
+pub mod sim;

@@ -1,0 +1,654 @@
+//! The whole-cluster deterministic simulation: one meta core, N simulated local services and M
+//! clients running the real client operations, on a simulated network and clock, from a seed.
+//!
+//! Faults: message loss, delay and reordering; local-service death, freeze and restart; meta
+//! restart; client death mid-operation; partitions between a local service and the meta service.
+//! After every step the checker asserts the invariants of DESIGN.md (see [`oracle`]); a failure
+//! names the seed and the step, and `MMC_SIM_SEED`/`--seed` replays it exactly.
+//!
+//! Same-host clients copy through the service's fence word in two events (enter + copy at the
+//! start, `still` + leave at the end), so a re-registration can fall between them, as it can
+//! between a real shm client's check and its copy.
+
+mod client;
+mod local;
+mod observe;
+mod oracle;
+mod rng;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use mmc_controlplane::meta::{MetaCore, MetaParams};
+use mmc_controlplane::msg::{Reply, Request};
+use mmc_controlplane::{Error, Result};
+
+use crate::client::Transfer;
+use client::SimClient;
+use local::{LocalOut, SimLocal};
+use oracle::Oracle;
+pub use rng::Rng;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub steps: u64,
+    /// Break one protection on purpose (local services and same-host copies skip the epoch
+    /// fence): the run must then fail.
+    pub canary: bool,
+    pub locals: usize,
+    pub clients: usize,
+    pub keys: usize,
+    pub pool_bytes: u64,
+    pub timeout_ms: u64,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, steps: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            steps,
+            canary: false,
+            locals: 3,
+            clients: 4,
+            keys: 24,
+            pool_bytes: 48 << 10,
+            timeout_ms: 300,
+        }
+    }
+}
+
+/// How a run went.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub steps: u64,
+    pub sim_ms: u64,
+    pub ops: u64,
+    pub ops_ok: u64,
+    pub gets_verified: u64,
+    pub checks: u64,
+    pub faults: u64,
+    pub meta_restarts: u64,
+    pub reregistrations: u64,
+}
+
+/// An invariant that did not hold.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub step: u64,
+    pub now_ms: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} step {} ({} ms): {}",
+            self.seed, self.step, self.now_ms, self.what
+        )
+    }
+}
+
+/// Who sent a meta request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peer {
+    Local(usize),
+    Client(usize),
+}
+
+pub(crate) enum Ev {
+    MetaReq {
+        from: Peer,
+        gen: u64,
+        seq: u64,
+        req: Request,
+    },
+    MetaRep {
+        to: Peer,
+        gen: u64,
+        seq: u64,
+        reply: Result<Reply>,
+    },
+    /// A data request arrives at a local service (the TCP path).
+    DataReq {
+        client: usize,
+        gen: u64,
+        local: usize,
+        local_gen: u64,
+        seq: u64,
+        idx: usize,
+        t: Transfer,
+        data: Option<Vec<u8>>,
+    },
+    DataRep {
+        client: usize,
+        gen: u64,
+        seq: u64,
+        idx: usize,
+        out: Result<Option<Vec<u8>>>,
+    },
+    /// The second half of a same-host copy.
+    ShmEnd {
+        client: usize,
+        gen: u64,
+        local: usize,
+        local_gen: u64,
+        seq: u64,
+        idx: usize,
+        t: Transfer,
+        data: Option<Vec<u8>>,
+    },
+    ClientWake {
+        client: usize,
+        gen: u64,
+    },
+    LocalTimer {
+        local: usize,
+        gen: u64,
+    },
+    MetaTick,
+    Fault,
+    LocalRestart(usize),
+    ClientRestart(usize),
+}
+
+pub(crate) struct Node<T> {
+    pub state: Option<T>,
+    pub gen: u64,
+    pub frozen_until: u64,
+}
+
+impl<T> Node<T> {
+    fn new(state: T) -> Node<T> {
+        Node {
+            state: Some(state),
+            gen: 1,
+            frozen_until: 0,
+        }
+    }
+}
+
+pub struct Sim {
+    pub(crate) cfg: SimConfig,
+    pub(crate) rng: Rng,
+    pub(crate) now: u64,
+    pub(crate) step: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: Vec<Option<Ev>>,
+    free: Vec<usize>,
+    order: u64,
+    pub(crate) meta: MetaCore,
+    pub(crate) meta_gen: u64,
+    meta_frozen_until: u64,
+    pub(crate) locals: Vec<Node<SimLocal>>,
+    pub(crate) clients: Vec<Node<SimClient>>,
+    pub(crate) oracle: Oracle,
+    pub(crate) summary: Summary,
+    /// A local service cut off from the meta service until the given time.
+    cut: Option<(usize, u64)>,
+    loss_per_million: u64,
+    next_seq: u64,
+    pub(crate) next_version: u64,
+    /// The commit request the meta core is handling (its reply's codes are read against it).
+    pending_commit: Option<Vec<(String, mmc_controlplane::msg::CommitItem)>>,
+    pub(crate) failure: Option<String>,
+    /// `MMC_SIM_TRACE=1`: print every meta request, reply and copy to stderr.
+    pub(crate) trace: bool,
+}
+
+pub(crate) fn meta_params(epoch: u64) -> MetaParams {
+    let _ = epoch;
+    MetaParams {
+        lease_ms: 200,
+        pending_timeout_ms: 400,
+        member_timeout_ms: 150,
+        heartbeat_ms: 30,
+        evict_threshold_high: 90,
+        evict_threshold_low: 80,
+    }
+}
+
+const HEARTBEAT_MS: u64 = 30;
+const LOCAL_TICK_MS: u64 = 10;
+const META_TICK_MS: u64 = 10;
+/// Steps between full scans of every committed object's bytes.
+const DIRECTORY_SCAN_STEPS: u64 = 500;
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut rng = Rng::new(cfg.seed);
+        let locals = (0..cfg.locals)
+            .map(|i| {
+                Node::new(SimLocal::new(
+                    i as u32,
+                    (i % 2) as u32,
+                    cfg.pool_bytes,
+                    HEARTBEAT_MS,
+                    0,
+                ))
+            })
+            .collect();
+        let clients = (0..cfg.clients)
+            .map(|j| Node::new(SimClient::new(j, (j % 2) as u32, rng.next_u64())))
+            .collect();
+        let mut sim = Sim {
+            rng,
+            now: 0,
+            step: 0,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free: Vec::new(),
+            order: 0,
+            meta: MetaCore::new(meta_params(1)),
+            meta_gen: 1,
+            meta_frozen_until: 0,
+            locals,
+            clients,
+            oracle: Oracle::default(),
+            summary: Summary::default(),
+            cut: None,
+            loss_per_million: 5_000,
+            next_seq: 1,
+            next_version: 0,
+            pending_commit: None,
+            failure: None,
+            trace: std::env::var_os("MMC_SIM_TRACE").is_some(),
+            cfg,
+        };
+        for i in 0..sim.locals.len() {
+            let seq = sim.seq();
+            let out = sim.locals[i].state.as_mut().expect("alive").start(seq, 0);
+            sim.local_out(i, out);
+            let gen = sim.locals[i].gen;
+            sim.at(LOCAL_TICK_MS, Ev::LocalTimer { local: i, gen });
+        }
+        for j in 0..sim.clients.len() {
+            let gen = sim.clients[j].gen;
+            sim.at(50 + j as u64, Ev::ClientWake { client: j, gen });
+        }
+        sim.at(META_TICK_MS, Ev::MetaTick);
+        sim.at(200, Ev::Fault);
+        sim
+    }
+
+    pub(crate) fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Schedule `ev` at `now + delay_ms`.
+    pub(crate) fn at(&mut self, delay_ms: u64, ev: Ev) {
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.events[s] = Some(ev);
+                s
+            }
+            None => {
+                self.events.push(Some(ev));
+                self.events.len() - 1
+            }
+        };
+        self.order += 1;
+        self.queue
+            .push(Reverse((self.now + delay_ms, self.order, slot)));
+    }
+
+    /// Send over the network: delayed 0-2 ms (so reordered), sometimes lost.
+    pub(crate) fn send(&mut self, ev: Ev) {
+        if self.rng.chance(self.loss_per_million) || self.is_cut(&ev) {
+            return;
+        }
+        let delay = self.rng.range(0, 2);
+        self.at(delay, ev);
+    }
+
+    fn is_cut(&self, ev: &Ev) -> bool {
+        let Some((local, until)) = self.cut else {
+            return false;
+        };
+        until > self.now
+            && match ev {
+                Ev::MetaReq { from, .. } => *from == Peer::Local(local),
+                Ev::MetaRep { to, .. } => *to == Peer::Local(local),
+                _ => false,
+            }
+    }
+
+    pub(crate) fn fail(&mut self, what: String) {
+        if self.failure.is_none() {
+            self.failure = Some(what);
+        }
+    }
+
+    /// Run to the configured number of steps, or to the first broken invariant.
+    pub fn run(mut self) -> std::result::Result<Summary, Failure> {
+        while self.step < self.cfg.steps {
+            let Some(Reverse((t, _, slot))) = self.queue.pop() else {
+                break;
+            };
+            debug_assert!(t >= self.now, "time never runs backwards");
+            self.now = t;
+            self.step += 1;
+            let ev = self.events[slot].take().expect("scheduled event");
+            self.free.push(slot);
+            if let Err(p) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(ev)))
+            {
+                self.fail(format!("a core panicked: {}", panic_text(&*p)));
+            }
+            if self.failure.is_none() {
+                self.check_step();
+            }
+            if let Some(what) = self.failure.take() {
+                return Err(Failure {
+                    seed: self.cfg.seed,
+                    step: self.step,
+                    now_ms: self.now,
+                    what,
+                });
+            }
+        }
+        self.summary.steps = self.step;
+        self.summary.sim_ms = self.now;
+        self.summary.checks = self.oracle.checks;
+        Ok(self.summary)
+    }
+
+    fn check_step(&mut self) {
+        let meta = &self.meta;
+        if let Err(p) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| meta.check_invariants()))
+        {
+            return self.fail(format!("meta core invariant: {}", panic_text(&*p)));
+        }
+        let now = self.now;
+        self.oracle
+            .leases
+            .retain(|_, l| l.iter().any(|l| l.until_ms > now));
+        if self.step % DIRECTORY_SCAN_STEPS == 0 {
+            let locals = &self.locals;
+            let pools = |rank: u32, inc: u64| -> Option<Vec<u8>> {
+                let l = locals.get(rank as usize)?.state.as_ref()?;
+                match &l.membership {
+                    Some((i, _)) if *i == inc => Some(l.pool.clone()),
+                    _ => None,
+                }
+            };
+            if let Err(e) = self.oracle.check_directory(&self.meta, &pools) {
+                self.fail(e);
+            }
+            if let Reply::Status(s) = self.meta.handle(self.now, Request::Status) {
+                if s.objects > 1 << 40 || s.pending > 1 << 40 || s.leases > 1 << 40 {
+                    self.fail(format!("meta status counters underflowed: {s:?}"));
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::MetaReq {
+                from,
+                gen,
+                seq,
+                req,
+            } => self.on_meta_req(from, gen, seq, req),
+            Ev::MetaRep {
+                to,
+                gen,
+                seq,
+                reply,
+            } => match to {
+                Peer::Local(i) => {
+                    if self.locals[i].frozen_until > self.now {
+                        let until = self.locals[i].frozen_until;
+                        let ev = Ev::MetaRep {
+                            to,
+                            gen,
+                            seq,
+                            reply,
+                        };
+                        self.at(until - self.now, ev);
+                        return;
+                    }
+                    if self.locals[i].gen != gen {
+                        return;
+                    }
+                    let now = self.now;
+                    if let Some(l) = self.locals[i].state.as_mut() {
+                        let was = l.membership.is_some();
+                        l.on_meta(seq, reply, now);
+                        if was && l.membership.is_none() {
+                            self.summary.reregistrations += 1;
+                        }
+                    }
+                }
+                Peer::Client(j) => self.client_meta_reply(j, gen, seq, reply),
+            },
+            Ev::DataReq {
+                client,
+                gen,
+                local,
+                local_gen,
+                seq,
+                idx,
+                t,
+                data,
+            } => {
+                if self.locals[local].frozen_until > self.now {
+                    let until = self.locals[local].frozen_until;
+                    let ev = Ev::DataReq {
+                        client,
+                        gen,
+                        local,
+                        local_gen,
+                        seq,
+                        idx,
+                        t,
+                        data,
+                    };
+                    self.at(until - self.now, ev);
+                    return;
+                }
+                self.serve_data(client, gen, local, local_gen, seq, idx, t, data)
+            }
+            Ev::DataRep {
+                client,
+                gen,
+                seq,
+                idx,
+                out,
+            } => self.client_transfer_done(client, gen, seq, idx, out),
+            Ev::ShmEnd {
+                client,
+                gen,
+                local,
+                local_gen,
+                seq,
+                idx,
+                t,
+                data,
+            } => self.shm_end(client, gen, local, local_gen, seq, idx, t, data),
+            Ev::ClientWake { client, gen } => self.client_wake(client, gen),
+            Ev::LocalTimer { local, gen } => self.local_timer(local, gen),
+            Ev::MetaTick => {
+                if self.meta_frozen_until <= self.now {
+                    self.meta.tick(self.now);
+                }
+                self.at(META_TICK_MS, Ev::MetaTick);
+            }
+            Ev::Fault => self.fault(),
+            Ev::LocalRestart(i) => {
+                let node = &mut self.locals[i];
+                node.gen += 1;
+                let mut l = SimLocal::new(
+                    i as u32,
+                    (i % 2) as u32,
+                    self.cfg.pool_bytes,
+                    HEARTBEAT_MS,
+                    self.now,
+                );
+                let seq = self.seq();
+                let out = l.start(seq, self.now);
+                self.locals[i].state = Some(l);
+                self.local_out(i, out);
+                let gen = self.locals[i].gen;
+                self.at(LOCAL_TICK_MS, Ev::LocalTimer { local: i, gen });
+            }
+            Ev::ClientRestart(j) => {
+                self.clients[j].gen += 1;
+                let seed = self.rng.next_u64();
+                self.clients[j].state = Some(SimClient::new(j, (j % 2) as u32, seed));
+                let gen = self.clients[j].gen;
+                self.at(1, Ev::ClientWake { client: j, gen });
+            }
+        }
+    }
+
+    fn on_meta_req(&mut self, from: Peer, gen: u64, seq: u64, req: Request) {
+        if self.meta_frozen_until > self.now {
+            let until = self.meta_frozen_until;
+            self.at(
+                until - self.now,
+                Ev::MetaReq {
+                    from,
+                    gen,
+                    seq,
+                    req,
+                },
+            );
+            return;
+        }
+        if self.trace {
+            eprintln!("{:>6} {:>6} meta <- {from:?} seq {seq}: {req:?}", self.step, self.now);
+        }
+        self.observe_request(from, gen, seq, &req);
+        let oneway = matches!(req, Request::Release { .. });
+        let reply = self.meta.handle(self.now, req);
+        if self.trace {
+            eprintln!("{:>6} {:>6} meta -> {from:?} seq {seq}: {reply:?}", self.step, self.now);
+        }
+        self.observe_reply(from, gen, seq, &reply);
+        if oneway {
+            return;
+        }
+        let reply = match reply {
+            Reply::Error { code, message } => Err(Error::Remote {
+                code: mmc_controlplane::Code::from_i32(code),
+                context: message,
+            }),
+            r => Ok(r),
+        };
+        self.send(Ev::MetaRep {
+            to: from,
+            gen,
+            seq,
+            reply,
+        });
+    }
+
+    pub(crate) fn local_out(&mut self, i: usize, out: LocalOut) {
+        let LocalOut::Meta(seq, req) = out;
+        let gen = self.locals[i].gen;
+        self.send(Ev::MetaReq {
+            from: Peer::Local(i),
+            gen,
+            seq,
+            req,
+        });
+    }
+
+    fn local_timer(&mut self, i: usize, gen: u64) {
+        if self.locals[i].gen != gen || self.locals[i].state.is_none() {
+            return;
+        }
+        if self.locals[i].frozen_until <= self.now {
+            let seq = self.seq();
+            let now = self.now;
+            let out = self.locals[i]
+                .state
+                .as_mut()
+                .expect("alive")
+                .on_timer(seq, now);
+            if let Some(out) = out {
+                self.local_out(i, out);
+            }
+        }
+        self.at(LOCAL_TICK_MS, Ev::LocalTimer { local: i, gen });
+    }
+
+    /// Pick and inject the next fault, then schedule the one after.
+    fn fault(&mut self) {
+        self.summary.faults += 1;
+        let n = self.locals.len();
+        match self.rng.range(0, 99) {
+            0..=19 => {
+                // A local service dies (kill -9) and comes back later with fresh memory.
+                let i = self.rng.pick(n);
+                if self.locals[i].state.take().is_some() {
+                    self.locals[i].gen += 1;
+                    let back = self.rng.range(50, 500);
+                    self.at(back, Ev::LocalRestart(i));
+                }
+            }
+            20..=39 => {
+                // A local service freezes (SIGSTOP), sometimes past its member timeout.
+                let i = self.rng.pick(n);
+                let for_ms = self.rng.range(20, 400);
+                self.locals[i].frozen_until = self.now + for_ms;
+            }
+            40..=54 => {
+                // The meta service restarts with an empty directory.
+                self.summary.meta_restarts += 1;
+                self.meta_gen += 1;
+                self.meta = MetaCore::new(meta_params(self.meta_gen));
+            }
+            55..=64 => {
+                let for_ms = self.rng.range(20, 300);
+                self.meta_frozen_until = self.now + for_ms;
+            }
+            65..=79 => {
+                // A client dies mid-operation.
+                let j = self.rng.pick(self.clients.len());
+                if self.clients[j].state.take().is_some() {
+                    self.clients[j].gen += 1;
+                    let back = self.rng.range(10, 300);
+                    self.at(back, Ev::ClientRestart(j));
+                }
+            }
+            80..=89 => {
+                let i = self.rng.pick(n);
+                let for_ms = self.rng.range(50, 500);
+                self.cut = Some((i, self.now + for_ms));
+            }
+            _ => {
+                // A burst of loss, or calm.
+                self.loss_per_million = if self.loss_per_million > 5_000 {
+                    5_000
+                } else {
+                    100_000
+                };
+            }
+        }
+        let next = self.rng.range(100, 600);
+        self.at(next, Ev::Fault);
+    }
+}
+
+/// Run one seed; `Err` names the step of the first broken invariant.
+pub fn run(cfg: SimConfig) -> std::result::Result<Summary, Failure> {
+    Sim::new(cfg).run()
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
