@@ -116,6 +116,26 @@ fn used(core: &MetaCore) -> u64 {
     core.tier_usage(msg::MEDIA_DRAM).1
 }
 
+/// Pending puts with a replica on `rank`: what dropping that member must clean up.
+fn pending_on(core: &MetaCore, rank: u32) -> usize {
+    core.objects
+        .values()
+        .filter(|o| matches!(o.state, State::Pending { .. }))
+        .filter(|o| o.replicas.iter().any(|(r, _)| r.rank == rank))
+        .count()
+}
+
+/// Status after every step: its counters are where an orphaned index underflows.
+fn status(core: &mut MetaCore, now: u64) -> msg::Status {
+    match core.handle(now, Request::Status) {
+        Reply::Status(s) => {
+            assert!(s.objects as usize <= core.keys.len(), "status {s:?}");
+            s
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn put_is_invisible_until_commit_and_create_only() {
     let mut c = core();
@@ -402,6 +422,64 @@ fn dead_members_leave_placement_and_take_their_objects() {
     c.check_invariants();
 }
 
+/// A put still pending when its member goes away (clean leave, restart under the same rank, or
+/// missed heartbeats) must leave no trace: no pending entry, no key, and a status that counts
+/// zero objects rather than underflowing.
+#[test]
+fn pending_puts_of_a_dropped_member_leave_no_orphans() {
+    for how in ["unregister", "re-register", "timeout"] {
+        let mut c = MetaCore::new(MetaParams::default());
+        let (rank, inc) = register(&mut c, Some(3), 64 * MIB);
+        let items = alloc(&mut c, 0, alloc_req(&[("a", MIB), ("b", MIB)], Some(rank)));
+        assert!(items.iter().all(|i| i.code == 0), "{how}: {items:?}");
+        let now = match how {
+            "unregister" => {
+                let bye = Request::Unregister {
+                    rank,
+                    incarnation: inc,
+                };
+                c.handle(1, bye);
+                1
+            }
+            "re-register" => {
+                register_at(&mut c, 1, Some(rank), 64 * MIB);
+                1
+            }
+            _ => {
+                let t = c.params().member_timeout_ms + 1;
+                c.tick(t);
+                t
+            }
+        };
+        c.check_invariants();
+        match c.handle(now, Request::Status) {
+            Reply::Status(s) => {
+                assert_eq!((s.objects, s.pending), (0, 0), "{how}: status {s:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The keys are free again, and the old tokens commit nothing.
+        let late = Request::Commit {
+            items: vec![(
+                "a".into(),
+                CommitItem {
+                    token: items[0].token,
+                    ok: true,
+                },
+            )],
+        };
+        match c.handle(now, late) {
+            Reply::Commit { codes } => assert_eq!(codes, vec![Code::Timeout.as_i32()], "{how}"),
+            other => panic!("{other:?}"),
+        }
+        if how != "re-register" {
+            register_at(&mut c, now, Some(rank), 64 * MIB);
+        }
+        assert!(put(&mut c, now, "a", 1, None).is_ok(), "{how}");
+        c.check_invariants();
+    }
+}
+
 #[test]
 fn batch_lookup_mixes_present_and_missing() {
     let mut c = core();
@@ -423,6 +501,7 @@ fn randomized_operations_keep_invariants() {
     register(&mut c, None, 16 * MIB);
     let mut leases = Vec::new();
     let mut now = 0;
+    let mut dropped_pending = 0;
     for _ in 0..4000 {
         now += next() % 20;
         let key = format!("k{}", next() % 200);
@@ -444,12 +523,20 @@ fn randomized_operations_keep_invariants() {
                 let id = leases.swap_remove(i);
                 c.handle(now, Request::Release { leases: vec![id] });
             }
+            4 if next() % 4 == 0 => {
+                // A member restarts under its rank: its objects and abandoned puts go with it.
+                let rank = (next() % 2) as u32;
+                dropped_pending += pending_on(&c, rank);
+                register_at(&mut c, now, Some(rank), (32 >> rank) * MIB);
+            }
             _ => {
                 let _ = alloc(&mut c, now, alloc_req(&[(&key, 1 + next() % MIB)], Some(0)));
             }
         }
         c.check_invariants();
+        status(&mut c, now);
     }
+    assert!(dropped_pending > 0, "no member ever left with puts pending");
 }
 
 /// A simulated cluster from a seed: members come and go (missed heartbeats, restarts under a fixed
@@ -477,6 +564,8 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
     let mut leases: Vec<u64> = Vec::new();
     let mut pending: Vec<(String, u64)> = Vec::new();
     let (mut committed, mut restarts) = (0u32, 0u32);
+    // Pending puts on members that left, restarted or timed out: the orphaned-pending bug path.
+    let mut dropped_pending = 0usize;
     let mut codes_seen = std::collections::BTreeMap::new();
     for step in 0..6000 {
         now += next() % 30;
@@ -488,8 +577,11 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
                     rank: *rank,
                     incarnation: *inc,
                 };
+                let at_risk = pending_on(&c, *rank);
                 if let Reply::Ack { code } = c.handle(now, hb) {
                     if code != 0 {
+                        // Declared dead by the tick inside `handle`: its pending puts went too.
+                        dropped_pending += at_risk;
                         let (r, new_inc) =
                             register_at(&mut c, now, Some(*rank), (8 + i as u64 * 4) * MIB);
                         (*rank, *inc) = (r, new_inc);
@@ -569,6 +661,7 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
                 let (rank, inc, alive) = members[i];
                 if alive && next() % 3 == 0 {
                     if next() % 2 == 0 {
+                        dropped_pending += pending_on(&c, rank);
                         c.handle(
                             now,
                             Request::Unregister {
@@ -584,6 +677,7 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
                 // A dead member restarts under its fixed rank (a new incarnation, empty pool).
                 let i = (next() % 4) as usize;
                 if !members[i].2 {
+                    dropped_pending += pending_on(&c, members[i].0);
                     let (r, inc) =
                         register_at(&mut c, now, Some(members[i].0), (8 + i as u64 * 4) * MIB);
                     members[i] = (r, inc, true);
@@ -593,20 +687,18 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
             _ => now += next() % 400, // time jumps: leases expire, pending puts are reclaimed
         }
         c.check_invariants();
-        if step % 500 == 0 {
-            // Everything visible is placed on live segments.
-            let status = match c.handle(now, Request::Status) {
-                Reply::Status(s) => s,
-                other => panic!("{other:?}"),
-            };
-            for s in &status.segments {
-                assert!(s.used <= s.capacity, "segment {} over capacity", s.segment);
-            }
+        // Everything visible is placed on live segments, and the counters add up.
+        let status = status(&mut c, now);
+        assert_eq!(status.pending as usize, c.pending.len(), "step {step}");
+        for s in &status.segments {
+            assert!(s.used <= s.capacity, "segment {} over capacity", s.segment);
         }
     }
-    // The run did what it claims: many puts landed, members died and came back.
+    // The run did what it claims: many puts landed, members died and came back, some of them
+    // with puts still pending.
     assert!(
-        committed > 500 && restarts > 10,
-        "committed {committed}, restarts {restarts}, alloc codes {codes_seen:?}"
+        committed > 500 && restarts > 10 && dropped_pending > 10,
+        "committed {committed}, restarts {restarts}, dropped pending {dropped_pending}, \
+         alloc codes {codes_seen:?}"
     );
 }
