@@ -129,6 +129,8 @@ pub struct MetaCore {
     pending: BTreeSet<(u64, u64)>,
     next_lease: u64,
     evicted_total: u64,
+    /// The latest `now_ms` seen: the driver's clock never runs backwards.
+    now_ms_last: u64,
 }
 
 impl MetaCore {
@@ -166,6 +168,7 @@ impl MetaCore {
             pending: BTreeSet::new(),
             next_lease: 1,
             evicted_total: 0,
+            now_ms_last: 0,
         }
     }
 
@@ -198,6 +201,12 @@ impl MetaCore {
 
     /// Time passes: expire leases, reclaim pending puts, declare silent members dead.
     pub fn tick(&mut self, now_ms: u64) {
+        assert!(
+            now_ms >= self.now_ms_last,
+            "time ran backwards: {now_ms} ms after {} ms",
+            self.now_ms_last
+        );
+        self.now_ms_last = now_ms;
         while let Some(&(until, id)) = self.lease_expiry.first() {
             if until > now_ms {
                 break;

@@ -252,7 +252,7 @@ fn eviction_keeps_use_under_high_watermark_in_lru_order() {
     assert!(exists(&mut c, 100, "k0"));
     let cap = c.tier_usage(msg::MEDIA_DRAM).0;
     for i in 85..400 {
-        put(&mut c, i, &format!("k{i}"), MIB, None).unwrap();
+        put(&mut c, 100 + i, &format!("k{i}"), MIB, None).unwrap();
         assert!(
             used(&c) * 100 <= cap * 90,
             "use {} over high watermark after put {i}",
@@ -478,6 +478,56 @@ fn pending_puts_of_a_dropped_member_leave_no_orphans() {
         assert!(put(&mut c, now, "a", 1, None).is_ok(), "{how}");
         c.check_invariants();
     }
+}
+
+/// A meta restart (a new core with a later epoch) never hands out an incarnation the previous run
+/// did, so a heartbeat of the old incarnation is refused even though the rank is the same.
+#[test]
+fn incarnations_grow_across_meta_restarts() {
+    let epoch = 1_700_000_000_000; // a wall clock in ms, as the driver sets it
+    let mut old = MetaCore::new(MetaParams {
+        epoch,
+        ..MetaParams::default()
+    });
+    let mut last = 0;
+    for _ in 0..1000 {
+        let (_, inc) = register(&mut old, Some(0), 64 * MIB);
+        assert!(inc > last, "strictly increasing within a run");
+        last = inc;
+    }
+    assert_eq!(last, (epoch << INCARNATION_EPOCH_SHIFT) + 1000);
+    // Restarted 1 ms later: above everything the old run handed out.
+    let mut new = MetaCore::new(MetaParams {
+        epoch: epoch + 1,
+        ..MetaParams::default()
+    });
+    let (rank, inc) = register(&mut new, Some(0), 64 * MIB);
+    assert!(inc > last, "{inc} after {last}");
+    let stale = Request::Heartbeat {
+        rank,
+        incarnation: last,
+    };
+    match new.handle(0, stale) {
+        Reply::Ack { code } => assert_eq!(code, Code::LinkNotFound.as_i32()),
+        other => panic!("{other:?}"),
+    }
+    // The scheme holds until the year 10889, and refuses epochs past it.
+    let far = MetaParams {
+        epoch: EPOCH_MAX,
+        ..MetaParams::default()
+    };
+    let (_, inc) = register(&mut MetaCore::new(far), None, MIB);
+    assert_eq!(inc, (EPOCH_MAX << INCARNATION_EPOCH_SHIFT) + 1);
+    new.check_invariants();
+}
+
+#[test]
+#[should_panic(expected = "epoch")]
+fn epoch_past_the_scheme_is_refused() {
+    MetaCore::new(MetaParams {
+        epoch: EPOCH_MAX + 1,
+        ..MetaParams::default()
+    });
 }
 
 #[test]
