@@ -7,14 +7,14 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rkyv::util::AlignedVec;
 use tracing::{debug, info, warn};
 
 use crate::config::{parse_tcp_url, MetaConfig};
 use crate::error::{Error, Result};
-use crate::meta::{MetaCore, MetaParams};
+use crate::meta::{MetaCore, MetaParams, EPOCH_MAX};
 use crate::msg::{Reply, Request};
 use crate::wire::{self, Kind, WireError};
 
@@ -31,9 +31,35 @@ struct Shared {
     next_conn: AtomicU64,
 }
 
+/// What a poisoned core lock means: crash rather than serve a half-updated directory.
+const POISONED: &str = "meta core lock poisoned: a panic left the meta core half-updated";
+
 impl Shared {
+    /// Milliseconds since start. Read it while holding the core's lock, so the core never sees
+    /// time run backwards between two calls.
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Run `f` on the core at the current time, under its lock.
+    fn with_core<T>(&self, f: impl FnOnce(&mut MetaCore, u64) -> T) -> T {
+        let mut core = self.core.lock().expect(POISONED);
+        let now = self.now_ms();
+        f(&mut core, now)
+    }
+}
+
+/// This run's epoch for incarnation numbers: wall-clock milliseconds since the UNIX epoch, so
+/// incarnations handed out after a restart are above every one handed out before it.
+fn epoch_now() -> u64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => u64::try_from(d.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(EPOCH_MAX),
+        Err(e) => {
+            warn!(error = %e, "wall clock before 1970: incarnations may repeat those of an earlier run");
+            0
+        }
     }
 }
 
@@ -57,7 +83,10 @@ impl MetaServer {
             .local_addr()
             .map_err(|e| Error::io("local_addr", e))?;
         let shared = Arc::new(Shared {
-            core: Mutex::new(MetaCore::new(MetaParams::from_config(config))),
+            core: Mutex::new(MetaCore::new(MetaParams {
+                epoch: epoch_now(),
+                ..MetaParams::from_config(config)
+            })),
             started: Instant::now(),
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
@@ -70,8 +99,7 @@ impl MetaServer {
         threads.push(spawn("mmc-meta-tick", move || {
             while !s.stop.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(TICK_MS));
-                let now = s.now_ms();
-                s.core.lock().unwrap_or_else(|p| p.into_inner()).tick(now);
+                s.with_core(|core, now| core.tick(now));
             }
         }));
         let mut metrics_addr = None;
@@ -210,11 +238,7 @@ fn serve_conn(mut stream: TcpStream, shared: &Shared) -> std::result::Result<(),
             )));
         }
         let req: Request = wire::decode_payload(&buf)?;
-        let reply = {
-            let now = shared.now_ms();
-            let mut core = shared.core.lock().unwrap_or_else(|p| p.into_inner());
-            core.handle(now, req)
-        };
+        let reply = shared.with_core(|core, now| core.handle(now, req));
         if header.kind == Kind::MetaOneway {
             continue;
         }
@@ -249,13 +273,7 @@ fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 fn render_metrics(shared: &Shared) -> String {
-    let now = shared.now_ms();
-    let Reply::Status(s) = shared
-        .core
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .handle(now, Request::Status)
-    else {
+    let Reply::Status(s) = shared.with_core(|core, now| core.handle(now, Request::Status)) else {
         return String::new();
     };
     let mut out = String::new();

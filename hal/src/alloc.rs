@@ -70,8 +70,11 @@ impl Eq for RawAllocation {}
 /// A byte range of a segment handed out by [`SpaceAllocator::alloc`].
 ///
 /// Give it back with [`SpaceAllocator::free`] on the same allocator, exactly
-/// once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// once. It is neither `Copy` nor `Clone`, so the type system rules out a
+/// double free: whoever holds it owns the range. Dropping it without freeing
+/// leaks the range (right when the allocator itself is dropped too, e.g. when
+/// its segment's owner died).
+#[derive(Debug, PartialEq, Eq)]
 pub struct Space {
     /// Byte offset in the segment (a multiple of the allocator's unit, so
     /// at least 64-byte aligned).
@@ -113,6 +116,14 @@ impl fmt::Debug for SpaceAllocator {
             .field("allocation_count", &self.count)
             .field("max_allocs", &self.max_allocs)
             .finish()
+    }
+}
+
+impl Space {
+    /// A second handle to `self`, for tests that must provoke a double free.
+    #[cfg(test)]
+    fn duplicate(&self) -> Space {
+        Space { ..*self }
     }
 }
 
@@ -249,9 +260,14 @@ impl SpaceAllocator {
         #[cfg(debug_assertions)]
         self.live.remove(&offset_units);
         self.inner.free(raw.alloc);
-        debug_assert!(self.used_units >= u64::from(reserved_units) && self.count > 0);
-        self.used_units -= u64::from(reserved_units);
-        self.count -= 1;
+        self.used_units = self
+            .used_units
+            .checked_sub(u64::from(reserved_units))
+            .expect("used units cover every live allocation");
+        self.count = self
+            .count
+            .checked_sub(1)
+            .expect("allocation count covers every live allocation");
     }
 
     /// Bytes this allocator can hand out: `capacity_units * unit_bytes`
@@ -360,11 +376,12 @@ mod tests {
         assert_eq!(s.offset % 64, 0);
         assert_eq!(s.len, 1000);
         assert!(s.reserved >= 1000);
+        let offset = s.offset;
         a.free(s);
         assert_eq!(a.used_bytes(), 0);
         assert_eq!(a.allocation_count(), 0);
         let t = a.alloc(1000).unwrap();
-        assert_eq!(t.offset, s.offset, "space is reused");
+        assert_eq!(t.offset, offset, "space is reused");
         a.free(t);
     }
 
@@ -414,7 +431,7 @@ mod tests {
         assert_eq!(big.reserved, 10 * GIB);
         let small = a.alloc(4096).unwrap();
         let s2 = a.alloc(40 * GIB).unwrap();
-        for s in [big, small, s2] {
+        for s in [&big, &small, &s2] {
             assert!(s.offset + s.reserved <= 64 * GIB);
         }
         assert!(a.alloc(65 * GIB).is_none());
@@ -442,9 +459,10 @@ mod tests {
         assert!(a.alloc(1).is_none());
         assert!(a.alloc(u64::MAX).is_none());
         let s = live.swap_remove(3);
+        let offset = s.offset;
         a.free(s);
         let again = a.alloc(4096).unwrap();
-        assert_eq!(again.offset, s.offset);
+        assert_eq!(again.offset, offset);
         live.push(again);
         for s in live {
             a.free(s);
@@ -524,8 +542,9 @@ mod tests {
     fn double_free_panics_in_debug() {
         let mut a = SpaceAllocator::new(1 << 20).unwrap();
         let s = a.alloc(100).unwrap();
+        let again = s.duplicate();
         a.free(s);
-        a.free(s);
+        a.free(again);
     }
 
     #[test]
@@ -542,7 +561,7 @@ mod tests {
     fn space_equality() {
         let mut a = SpaceAllocator::new(1 << 20).unwrap();
         let s = a.alloc(100).unwrap();
-        let t = s;
+        let t = s.duplicate();
         assert_eq!(s, t);
         let u = a.alloc(100).unwrap();
         assert_ne!(s, u);

@@ -1,6 +1,6 @@
 //! Typed errors of the hardware abstraction layer.
 
-/// Errors returned by [`crate::Arena`] and [`crate::SpaceAllocator`].
+/// Errors returned by the arena (feature `os`) and [`crate::SpaceAllocator`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HalError {

@@ -1,20 +1,28 @@
 //! MemCache hardware abstraction layer.
 //!
-//! * [`Arena`]: one contiguous, shareable (memfd-backed) memory region with
+//! * `Arena` (feature `os`): one contiguous, shareable (memfd-backed) memory region with
 //!   safe, bounds-checked byte access and vectored I/O helpers.
 //! * [`SpaceAllocator`]: hands out disjoint byte ranges ([`Space`]) of one
-//!   segment, so concurrent users of an [`Arena`] never overlap.
+//!   segment, so concurrent users of an arena never overlap.
 //! * [`fence`]: the epoch fence every transfer is checked against.
 //! * [`HalError`]: the typed error of this crate.
+//!
+//! Feature `os` (default) gates what touches the operating system: the arena
+//! (memfd + mmap), io_uring and fd passing. Without it this crate is the
+//! sans-IO space allocator only, which is all the meta core needs.
 #![warn(missing_docs)]
 
 pub mod alloc;
+#[cfg(feature = "os")]
 pub mod arena;
 pub mod error;
+#[cfg(feature = "os")]
 pub mod fdpass;
 pub mod fence;
+#[cfg(feature = "os")]
 pub mod uring;
 
 pub use alloc::{Space, SpaceAllocator};
+#[cfg(feature = "os")]
 pub use arena::{Arena, PageKind};
 pub use error::HalError;

@@ -58,15 +58,18 @@ impl MetaCore {
             }
             Err(code) => return refuse(code),
         };
+        assert!(!placed.is_empty(), "placement returns at least one replica");
         let oid = self.next_oid;
         self.next_oid += 1;
-        for (r, _) in &placed {
-            self.segments
+        for (r, space) in &placed {
+            assert_eq!((space.offset, space.len), (r.offset, size));
+            let seg = self
+                .segments
                 .get_mut(&r.segment)
-                .expect("placed on a live segment")
-                .objects += 1;
+                .expect("placed on a live segment");
+            seg.objects = seg.objects.checked_add(1).expect("object count overflow");
         }
-        let deadline_ms = now_ms + self.params.pending_timeout_ms;
+        let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);
         let replicas = placed.iter().map(|(r, _)| *r).collect();
         self.objects.insert(
             oid,
@@ -80,8 +83,9 @@ impl MetaCore {
                 removed: false,
             },
         );
-        self.pending.insert((deadline_ms, oid));
-        self.keys.insert(key.to_string(), oid);
+        let fresh = self.pending.insert((deadline_ms, oid));
+        let previous = self.keys.insert(key.to_string(), oid);
+        assert!(fresh && previous.is_none(), "a new put of a free key");
         AllocItem {
             code: 0,
             retry: false,
@@ -109,18 +113,23 @@ impl MetaCore {
         let State::Pending { deadline_ms } = obj.state else {
             return Code::UnmatchedState;
         };
-        self.pending.remove(&(deadline_ms, item.token));
         if !item.ok {
             debug!(key, "put aborted by its writer");
-            self.keys.remove(key);
+            let linked = self.keys.remove(key);
+            assert_eq!(linked, Some(item.token), "a pending object holds its key");
+            // Also drops the pending entry.
             self.free_object(item.token);
             return Code::Ok;
         }
+        let was_pending = self.pending.remove(&(deadline_ms, item.token));
+        assert!(was_pending, "a pending object is indexed by its deadline");
         let recency = self.bump_recency();
         let obj = self.objects.get_mut(&item.token).expect("checked above");
+        assert!(obj.leases == 0 && !obj.removed, "nobody saw the object yet");
         obj.state = State::Committed;
         obj.recency = recency;
-        self.lru.insert(recency, item.token);
+        let previous = self.lru.insert(recency, item.token);
+        assert!(previous.is_none(), "recency values are unique");
         Code::Ok
     }
 
@@ -128,7 +137,7 @@ impl MetaCore {
         if keys.len() > msg::BATCH_KEYS_MAX {
             return error_reply(Code::InvalidParam, "too many keys in one batch");
         }
-        let until = now_ms + self.params.lease_ms;
+        let until = now_ms.saturating_add(self.params.lease_ms);
         let mut items = Vec::with_capacity(keys.len());
         for key in &keys {
             let item = match self.visible(key) {
@@ -142,10 +151,16 @@ impl MetaCore {
                     self.touch(oid);
                     let lease = self.next_lease;
                     self.next_lease += 1;
-                    self.leases.insert(lease, (oid, until));
-                    self.lease_expiry.insert((until, lease));
+                    let previous = self.leases.insert(lease, (oid, until));
+                    let fresh = self.lease_expiry.insert((until, lease));
+                    assert!(previous.is_none() && fresh, "lease ids are unique");
                     let obj = self.objects.get_mut(&oid).expect("visible");
-                    obj.leases += 1;
+                    assert_eq!(
+                        obj.state,
+                        State::Committed,
+                        "only committed objects are leased"
+                    );
+                    obj.leases = obj.leases.checked_add(1).expect("lease count overflow");
                     LookupItem {
                         code: 0,
                         size: obj.size,
@@ -165,16 +180,23 @@ impl MetaCore {
         }
     }
 
+    /// Give back one read lease; an unknown id (released twice, expired, or made up by a client)
+    /// is ignored.
     pub(super) fn release(&mut self, lease: u64) {
         let Some((oid, until)) = self.leases.remove(&lease) else {
             return;
         };
-        self.lease_expiry.remove(&(until, lease));
-        let Some(obj) = self.objects.get_mut(&oid) else {
-            return;
-        };
-        debug_assert!(obj.leases > 0);
-        obj.leases -= 1;
+        let indexed = self.lease_expiry.remove(&(until, lease));
+        assert!(indexed, "lease {lease} indexed by its expiry");
+        // Freeing an object forgets its leases, so a live lease always has its object.
+        let obj = self
+            .objects
+            .get_mut(&oid)
+            .expect("a lease's object is live");
+        obj.leases = obj
+            .leases
+            .checked_sub(1)
+            .expect("lease count matches the lease table");
         if obj.leases == 0 && obj.removed {
             self.free_object(oid);
         }
@@ -240,27 +262,32 @@ impl MetaCore {
         Reply::Codes { codes }
     }
 
-    /// The object a reader may see under `key`: committed and linked.
-    fn visible(&self, key: &str) -> Result<u64, Code> {
+    /// The object a reader may see under `key`: committed and linked. Never a pending one.
+    pub(super) fn visible(&self, key: &str) -> Result<u64, Code> {
         check_key(key)
             .inspect_err(|_| warn!(key, "invalid key: empty or longer than 255 bytes"))?;
         match self.keys.get(key) {
-            Some(oid) if self.objects[oid].state == State::Committed => Ok(*oid),
+            Some(oid) if self.objects[oid].state == State::Committed => {
+                debug_assert!(!self.objects[oid].removed, "a linked object is not removed");
+                Ok(*oid)
+            }
             _ => Err(Code::ObjectNotExists),
         }
     }
 
     fn bump_recency(&mut self) -> u64 {
         let r = self.next_recency;
-        self.next_recency += 1;
+        self.next_recency = r.checked_add(1).expect("recency overflow");
         r
     }
 
+    /// Make a visible object the most recently used.
     fn touch(&mut self, oid: u64) {
         let recency = self.bump_recency();
         let obj = self.objects.get_mut(&oid).expect("touch of a live object");
-        debug_assert_eq!(obj.state, State::Committed);
-        self.lru.remove(&obj.recency);
+        debug_assert!(obj.state == State::Committed && !obj.removed);
+        let was = self.lru.remove(&obj.recency);
+        debug_assert_eq!(was, Some(oid), "a visible object is in the LRU");
         obj.recency = recency;
         self.lru.insert(recency, oid);
     }
@@ -268,10 +295,15 @@ impl MetaCore {
     /// Make a committed object invisible at once (remove or eviction); free now or at last release.
     pub(super) fn unlink(&mut self, oid: u64) {
         let obj = self.objects.get_mut(&oid).expect("unlink of a live object");
-        debug_assert_eq!(obj.state, State::Committed);
-        self.lru.remove(&obj.recency);
+        assert!(
+            obj.state == State::Committed && !obj.removed,
+            "unlink of a visible object"
+        );
+        let was = self.lru.remove(&obj.recency);
+        assert_eq!(was, Some(oid), "a visible object is in the LRU");
         let key = std::mem::take(&mut obj.key);
-        self.keys.remove(&key);
+        let linked = self.keys.remove(&key);
+        assert_eq!(linked, Some(oid), "a visible object holds its key");
         obj.key = key;
         obj.removed = true;
         if obj.leases == 0 {
@@ -279,23 +311,37 @@ impl MetaCore {
         }
     }
 
-    /// Return an object's space to its segments and forget it. The key must already be unlinked.
+    /// Return an object's space to its segments and forget it, with its pending entry, its LRU
+    /// entry and its leases: no index may outlive the object. The key must already be unlinked.
     pub(super) fn free_object(&mut self, oid: u64) {
-        let Some(obj) = self.objects.remove(&oid) else {
-            return;
-        };
-        debug_assert!(
-            self.keys.get(&obj.key) != Some(&oid),
+        let obj = self.objects.remove(&oid).expect("free of a live object");
+        assert_ne!(
+            self.keys.get(&obj.key),
+            Some(&oid),
             "freeing a linked object"
         );
-        if obj.state == State::Committed && !obj.removed {
-            self.lru.remove(&obj.recency);
+        match obj.state {
+            State::Pending { deadline_ms } => {
+                let was_pending = self.pending.remove(&(deadline_ms, oid));
+                assert!(was_pending, "a pending object is indexed by its deadline");
+            }
+            State::Committed if !obj.removed => {
+                let was = self.lru.remove(&obj.recency);
+                assert_eq!(was, Some(oid), "a visible object is in the LRU");
+            }
+            State::Committed => {}
         }
         for (r, space) in obj.replicas {
-            if let Some(seg) = self.segments.get_mut(&r.segment) {
-                seg.space.free(space);
-                seg.objects -= 1;
-            }
+            // A replica on a segment that died with its member was dropped from the object then.
+            let seg = self
+                .segments
+                .get_mut(&r.segment)
+                .expect("replicas lie on live segments");
+            seg.space.free(space);
+            seg.objects = seg
+                .objects
+                .checked_sub(1)
+                .expect("segment object count matches its replicas");
         }
         if obj.leases > 0 {
             // Only when a member died under a read: forget the leases with the object.

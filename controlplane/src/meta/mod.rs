@@ -3,6 +3,7 @@
 //! clocks, deterministic. The TCP driver lives in [`crate::server`].
 
 mod directory;
+mod invariants;
 mod placement;
 #[cfg(test)]
 mod tests;
@@ -18,9 +19,28 @@ use tracing::{debug, info, warn};
 use crate::error::Code;
 use crate::msg::{self, Reply, Request, ServiceAddr};
 
+/// Incarnations of one meta core run are `(epoch << INCARNATION_EPOCH_SHIFT) + n`, n = 1, 2, ...
+///
+/// With `epoch` in milliseconds, a later run (started at least 1 ms later by the wall clock) starts
+/// above every incarnation an earlier run handed out, as long as the earlier run registered fewer
+/// than 2^16 local services per millisecond of its life on average. 64 - 16 = 48 bits of
+/// milliseconds last until the year 10889.
+pub const INCARNATION_EPOCH_SHIFT: u32 = 16;
+
+/// Largest `epoch` the incarnation scheme can hold without overflowing a `u64`.
+pub const EPOCH_MAX: u64 = (u64::MAX >> INCARNATION_EPOCH_SHIFT) - 1;
+
 /// Tunables of the core, all in milliseconds or percent.
 #[derive(Clone, Debug)]
 pub struct MetaParams {
+    /// When this run of the meta service started, in milliseconds since the UNIX epoch, set by the
+    /// driver from the wall clock (0 in tests). Incarnations start at
+    /// `(epoch << INCARNATION_EPOCH_SHIFT) + 1`, so a local service that registers again after a
+    /// meta restart never gets an incarnation an earlier run handed out, and a stale client can
+    /// tell the two apart. (A wall clock stepped backwards across a restart can break this.)
+    /// Segment ids are *not* unique across restarts: they restart at 1 in every run; a segment is
+    /// identified by (rank, incarnation, segment).
+    pub epoch: u64,
     pub lease_ms: u64,
     pub pending_timeout_ms: u64,
     pub member_timeout_ms: u64,
@@ -32,6 +52,7 @@ pub struct MetaParams {
 impl Default for MetaParams {
     fn default() -> Self {
         MetaParams {
+            epoch: 0,
             lease_ms: 10_000,
             pending_timeout_ms: 30_000,
             member_timeout_ms: 5_000,
@@ -43,8 +64,10 @@ impl Default for MetaParams {
 }
 
 impl MetaParams {
+    /// The tunables of `c`; `epoch` is 0: the driver sets it from the wall clock.
     pub fn from_config(c: &crate::config::MetaConfig) -> MetaParams {
         MetaParams {
+            epoch: 0,
             lease_ms: c.lease_ms,
             pending_timeout_ms: c.pending_timeout_ms,
             member_timeout_ms: c.member_timeout_ms,
@@ -74,7 +97,9 @@ struct Segment {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
+    /// Allocated, being written, invisible; holds its key so a second put of it is refused.
     Pending { deadline_ms: u64 },
+    /// Visible (unless `removed`) and immutable.
     Committed,
 }
 
@@ -107,31 +132,48 @@ pub struct MetaCore {
     pending: BTreeSet<(u64, u64)>,
     next_lease: u64,
     evicted_total: u64,
+    /// The latest `now_ms` seen: the driver's clock never runs backwards.
+    now_ms_last: u64,
 }
 
 impl MetaCore {
+    /// A core with no members; `params` come from a validated config (asserted here).
     pub fn new(params: MetaParams) -> MetaCore {
         assert!(params.evict_threshold_low < params.evict_threshold_high);
         assert!(params.evict_threshold_high <= 100);
         assert!(
             params.lease_ms > 0 && params.pending_timeout_ms > 0 && params.member_timeout_ms > 0
         );
+        assert!(
+            params.epoch <= EPOCH_MAX,
+            "epoch {} ms is past the incarnation scheme's range",
+            params.epoch
+        );
+        let next_incarnation = (params.epoch << INCARNATION_EPOCH_SHIFT) + 1;
+        info!(
+            epoch = params.epoch,
+            first_incarnation = next_incarnation,
+            "meta core started"
+        );
         MetaCore {
             params,
             members: BTreeMap::new(),
             segments: BTreeMap::new(),
             next_segment: 1,
-            next_incarnation: 1,
+            next_incarnation,
             keys: HashMap::new(),
             objects: HashMap::new(),
-            next_oid: 1,
+            // Put tokens and lease ids follow the same scheme: a commit or release left over from
+            // an earlier run never names an object or lease of this one.
+            next_oid: next_incarnation,
             lru: BTreeMap::new(),
             next_recency: 1,
             leases: HashMap::new(),
             lease_expiry: BTreeSet::new(),
             pending: BTreeSet::new(),
-            next_lease: 1,
+            next_lease: next_incarnation,
             evicted_total: 0,
+            now_ms_last: 0,
         }
     }
 
@@ -164,6 +206,12 @@ impl MetaCore {
 
     /// Time passes: expire leases, reclaim pending puts, declare silent members dead.
     pub fn tick(&mut self, now_ms: u64) {
+        assert!(
+            now_ms >= self.now_ms_last,
+            "time ran backwards: {now_ms} ms after {} ms",
+            self.now_ms_last
+        );
+        self.now_ms_last = now_ms;
         while let Some(&(until, id)) = self.lease_expiry.first() {
             if until > now_ms {
                 break;
@@ -175,13 +223,19 @@ impl MetaCore {
             if deadline > now_ms {
                 break;
             }
-            self.pending.pop_first();
-            if let Some(obj) = self.objects.get(&oid) {
-                warn!(key = %obj.key, "put was never committed: reclaiming its space");
-                let key = obj.key.clone();
-                self.keys.remove(&key);
-                self.free_object(oid);
-            }
+            let obj = &self.objects[&oid];
+            assert_eq!(
+                obj.state,
+                State::Pending {
+                    deadline_ms: deadline
+                }
+            );
+            warn!(key = %obj.key, "put was never committed: reclaiming its space");
+            let key = obj.key.clone();
+            let linked = self.keys.remove(&key);
+            assert_eq!(linked, Some(oid), "a pending object holds its key");
+            // Also drops the pending entry.
+            self.free_object(oid);
         }
         let timeout = self.params.member_timeout_ms;
         let dead: Vec<u32> = self
@@ -215,6 +269,15 @@ impl MetaCore {
                 );
             }
         }
+        // Build every allocator before changing anything: a refused registration leaves no trace
+        // (no half-registered segments, no dropped predecessor).
+        let mut spaces = Vec::with_capacity(r.segments.len());
+        for s in &r.segments {
+            match SpaceAllocator::new(s.capacity) {
+                Ok(space) => spaces.push((s.media, space)),
+                Err(e) => return error_reply(Code::InvalidParam, &e.to_string()),
+            }
+        }
         let rank = match r.rank {
             Some(rank) => {
                 if self.members.contains_key(&rank) {
@@ -228,27 +291,23 @@ impl MetaCore {
             }
             None => (0..).find(|k| !self.members.contains_key(k)).unwrap_or(0),
         };
-        let mut ids = Vec::with_capacity(r.segments.len());
-        for s in &r.segments {
-            let space = match SpaceAllocator::new(s.capacity) {
-                Ok(space) => space,
-                Err(e) => return error_reply(Code::InvalidParam, &e.to_string()),
-            };
+        assert!(!self.members.contains_key(&rank), "rank {rank} is free now");
+        let mut ids = Vec::with_capacity(spaces.len());
+        for (media, space) in spaces {
             let id = self.next_segment;
-            self.next_segment += 1;
-            self.segments.insert(
-                id,
-                Segment {
-                    rank,
-                    media: s.media,
-                    space,
-                    objects: 0,
-                },
-            );
+            self.next_segment = id.checked_add(1).expect("segment ids exhausted");
+            let segment = Segment {
+                rank,
+                media,
+                space,
+                objects: 0,
+            };
+            let previous = self.segments.insert(id, segment);
+            assert!(previous.is_none(), "segment id {id} handed out twice");
             ids.push(id);
         }
         let incarnation = self.next_incarnation;
-        self.next_incarnation += 1;
+        self.next_incarnation = incarnation.checked_add(1).expect("incarnations exhausted");
         info!(rank, incarnation, create_id = r.create_id, host = %r.host, endpoint = %r.data_endpoint,
             segments = ?r.segments, "local service registered");
         self.members.insert(
@@ -274,6 +333,8 @@ impl MetaCore {
     fn heartbeat(&mut self, now_ms: u64, rank: u32, incarnation: u64) -> Reply {
         match self.members.get_mut(&rank) {
             Some(m) if m.incarnation == incarnation => {
+                // `handle` ticks first with the same `now_ms`, so time never runs backwards here.
+                debug_assert!(m.last_seen_ms <= now_ms);
                 m.last_seen_ms = now_ms;
                 Reply::Ack { code: 0 }
             }
@@ -302,7 +363,11 @@ impl MetaCore {
             return;
         };
         for seg in &member.segments {
-            self.segments.remove(seg);
+            let s = self
+                .segments
+                .remove(seg)
+                .expect("a member's segments exist");
+            assert_eq!(s.rank, rank);
         }
         let affected: Vec<u64> = self
             .objects
@@ -313,20 +378,29 @@ impl MetaCore {
         let mut lost = 0u64;
         for oid in affected {
             let obj = self.objects.get_mut(&oid).expect("listed above");
+            // The dead segments' allocators are gone with them: their spaces are dropped, not freed.
             obj.replicas.retain(|(r, _)| r.rank != rank);
             if obj.replicas.is_empty() {
                 lost += 1;
-                let key = obj.key.clone();
-                let visible = !obj.removed;
-                if visible && self.keys.get(&key) == Some(&oid) {
-                    self.keys.remove(&key);
+                if !obj.removed {
+                    // Committed or pending, a linked object holds its key.
+                    let key = obj.key.clone();
+                    let linked = self.keys.remove(&key);
+                    assert_eq!(linked, Some(oid), "a linked object holds its key");
                 }
+                // Also drops its pending entry and leases.
                 self.free_object(oid);
             }
         }
         if lost > 0 {
             warn!(rank, lost, "objects lost with their only replica");
         }
+        debug_assert!(
+            self.objects
+                .values()
+                .all(|o| o.replicas.iter().all(|(r, _)| r.rank != rank)),
+            "no replica left on rank {rank}"
+        );
     }
 
     fn service_addrs(&self, ranks: impl Iterator<Item = u32>) -> Vec<ServiceAddr> {
@@ -366,62 +440,22 @@ impl MetaCore {
                 }
             })
             .collect();
+        // Every pending object holds its key (asserted by `check_invariants`), so this never
+        // underflows; a bug that breaks it crashes here rather than report ~2^64 objects.
+        let objects = self
+            .keys
+            .len()
+            .checked_sub(self.pending.len())
+            .expect("more pending puts than keys: a pending entry outlived its object");
         Reply::Status(msg::Status {
             segments,
-            objects: self.keys.len() as u64 - self.pending.len() as u64,
+            objects: objects as u64,
             pending: self.pending.len() as u64,
             leases: self.leases.len() as u64,
             evicted_total: self.evicted_total,
             evict_threshold_high: self.params.evict_threshold_high,
             evict_threshold_low: self.params.evict_threshold_low,
         })
-    }
-
-    /// Check the invariants of DESIGN.md; used by tests and debug builds.
-    pub fn check_invariants(&self) {
-        let mut per_segment: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
-        for obj in self.objects.values() {
-            for (r, space) in &obj.replicas {
-                assert!(
-                    self.segments.contains_key(&r.segment),
-                    "replica on a dead segment"
-                );
-                per_segment
-                    .entry(r.segment)
-                    .or_default()
-                    .push((space.offset, space.reserved));
-            }
-            if let State::Committed = obj.state {
-                if !obj.removed {
-                    assert_eq!(
-                        self.lru.get(&obj.recency).map(|o| &self.objects[o].key),
-                        Some(&obj.key)
-                    );
-                }
-            }
-        }
-        for (seg, ranges) in per_segment.iter_mut() {
-            ranges.sort_unstable();
-            for w in ranges.windows(2) {
-                assert!(
-                    w[0].0 + w[0].1 <= w[1].0,
-                    "allocations overlap in segment {seg}"
-                );
-            }
-            let used: u64 = ranges.iter().map(|r| r.1).sum();
-            assert_eq!(
-                used,
-                self.segments[seg].space.used_bytes(),
-                "segment {seg} used bytes"
-            );
-        }
-        for (key, oid) in &self.keys {
-            let obj = &self.objects[oid];
-            assert_eq!(&obj.key, key);
-            assert!(!obj.removed);
-        }
-        let leased: u64 = self.objects.values().map(|o| o.leases as u64).sum();
-        assert_eq!(leased, self.leases.len() as u64);
     }
 }
 

@@ -16,15 +16,19 @@ impl MetaCore {
         key: &str,
         size: u64,
     ) -> Result<Vec<(Replica, Space)>, Code> {
+        debug_assert!(size > 0 && a.replicas as usize <= msg::REPLICAS_MAX);
         let media = self.resolve_media(a.media, size);
+        // Distinct ranks in the caller's order: replicas land on distinct services.
         let preferred: Vec<u32> = {
-            let mut v: Vec<u32> = a
-                .preferred
-                .iter()
-                .filter(|r| **r >= 0)
-                .map(|r| *r as u32)
-                .collect();
-            v.dedup();
+            let mut v: Vec<u32> = Vec::with_capacity(a.preferred.len().min(msg::REPLICAS_MAX + 1));
+            for r in a.preferred.iter().filter(|r| **r >= 0).map(|r| *r as u32) {
+                if !v.contains(&r) {
+                    v.push(r);
+                }
+                if v.len() > msg::REPLICAS_MAX {
+                    break;
+                }
+            }
             v
         };
         if a.policy == msg::PREFERRED_AFFINITY && !preferred.is_empty() {
@@ -124,7 +128,13 @@ impl MetaCore {
             return media;
         }
         let (cap, used) = self.tier_usage(msg::MEDIA_HBM);
-        if cap > 0 && (used + size) * 100 <= cap * self.params.evict_threshold_high as u64 {
+        if cap > 0
+            && under_percent(
+                used.saturating_add(size),
+                cap,
+                self.params.evict_threshold_high,
+            )
+        {
             return msg::MEDIA_HBM;
         }
         let (dram_cap, _) = self.tier_usage(msg::MEDIA_DRAM);
@@ -181,7 +191,8 @@ impl MetaCore {
     fn reserve(&mut self, seg_id: u32, size: u64) -> Option<(Replica, Space)> {
         let seg = self.segments.get_mut(&seg_id)?;
         let space = seg.space.alloc(size)?;
-        debug_assert!(space.offset + size <= seg.space.capacity_bytes());
+        assert!(space.len == size && space.reserved >= size);
+        assert!(space.offset + space.reserved <= seg.space.capacity_bytes());
         Some((
             Replica {
                 rank: seg.rank,
@@ -194,11 +205,18 @@ impl MetaCore {
         ))
     }
 
+    /// Give back the spaces of a placement that could not complete (no object counts them yet).
     fn undo(&mut self, placed: Vec<(Replica, Space)>) {
         for (r, space) in placed {
-            if let Some(seg) = self.segments.get_mut(&r.segment) {
-                seg.space.free(space);
-            }
+            // Placement runs within one step: no member can have left since `reserve`.
+            let seg = self
+                .segments
+                .get_mut(&r.segment)
+                .expect("reserved on a live segment");
+            let used = seg.space.used_bytes();
+            let reserved = space.reserved;
+            seg.space.free(space);
+            assert_eq!(seg.space.used_bytes() + reserved, used);
         }
     }
 
@@ -206,15 +224,17 @@ impl MetaCore {
     /// used objects until the tier, with the incoming bytes, is under its low watermark.
     fn evict_for_watermark(&mut self, media: u16, incoming: u64) {
         let (cap, used) = self.tier_usage(media);
-        let high = self.params.evict_threshold_high as u64;
-        let low = self.params.evict_threshold_low as u64;
-        if cap == 0 || (used + incoming) * 100 <= cap * high {
+        let (high, low) = (
+            self.params.evict_threshold_high,
+            self.params.evict_threshold_low,
+        );
+        if cap == 0 || under_percent(used.saturating_add(incoming), cap, high) {
             return;
         }
         let (mut count, before) = (0u64, used);
         loop {
             let (_, used) = self.tier_usage(media);
-            if (used + incoming) * 100 <= cap * low {
+            if under_percent(used.saturating_add(incoming), cap, low) {
                 break;
             }
             if !self.evict_one(|r| r.media == media) {
@@ -225,6 +245,7 @@ impl MetaCore {
             count += 1;
         }
         let (_, after) = self.tier_usage(media);
+        assert!(after <= before, "eviction only frees");
         info!(
             media = msg::media_name(media),
             objects = count,
@@ -245,11 +266,24 @@ impl MetaCore {
         match victim {
             Some(oid) => {
                 tracing::debug!(key = %self.objects[&oid].key, "evicted");
+                let objects = self.objects.len();
                 self.unlink(oid);
+                // Unleased, so unlinking freed it at once.
+                assert_eq!(
+                    self.objects.len() + 1,
+                    objects,
+                    "an evicted object is freed"
+                );
                 self.evicted_total += 1;
                 true
             }
             None => false,
         }
     }
+}
+
+/// `bytes <= capacity * percent / 100`, without overflow for any `bytes` a request can carry.
+fn under_percent(bytes: u64, capacity: u64, percent: u16) -> bool {
+    debug_assert!(percent <= 100);
+    u128::from(bytes) * 100 <= u128::from(capacity) * u128::from(percent)
 }

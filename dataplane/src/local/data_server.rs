@@ -2,7 +2,7 @@
 //! go straight between the socket and the pool with vectored I/O; buffers are per connection and
 //! reused, so the steady state allocates nothing per request.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -242,7 +242,7 @@ fn fill(
     inner: &Inner,
     ranges: &[(usize, u64, u64)],
     runs: &mut Vec<(u64, u64)>,
-    s: &mut impl Read,
+    s: &mut TcpStream,
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
         inner.pools[pool]
@@ -256,7 +256,7 @@ fn drain(
     inner: &Inner,
     ranges: &[(usize, u64, u64)],
     runs: &mut Vec<(u64, u64)>,
-    s: &mut impl Write,
+    s: &mut TcpStream,
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
         inner.pools[pool]

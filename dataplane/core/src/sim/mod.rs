@@ -200,8 +200,8 @@ pub struct Sim {
 }
 
 pub(crate) fn meta_params(epoch: u64) -> MetaParams {
-    let _ = epoch;
     MetaParams {
+        epoch,
         lease_ms: 200,
         pending_timeout_ms: 400,
         member_timeout_ms: 150,

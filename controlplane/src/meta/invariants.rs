@@ -1,0 +1,173 @@
+//! The invariants of DESIGN.md, checked over the whole core. Tests (and the simulation) call
+//! [`MetaCore::check_invariants`] after every step; it is O(state), so the driver never does.
+
+use std::collections::HashMap;
+
+use super::{MetaCore, State};
+
+impl MetaCore {
+    /// Check every invariant the core relies on; panics naming the first one broken.
+    pub fn check_invariants(&self) {
+        self.check_members_and_segments();
+        self.check_objects_and_space();
+        self.check_pending();
+        self.check_leases();
+        self.check_lru();
+    }
+
+    /// Members own exactly the live segments; ids stay below the next ones handed out.
+    fn check_members_and_segments(&self) {
+        let mut owned = 0usize;
+        for (rank, m) in &self.members {
+            assert!(m.incarnation < self.next_incarnation, "rank {rank}");
+            assert!(
+                m.incarnation > self.params.epoch << super::INCARNATION_EPOCH_SHIFT,
+                "rank {rank}: incarnation from before this run's epoch"
+            );
+            assert!(!m.segments.is_empty() && m.segments.len() <= 4);
+            for id in &m.segments {
+                let seg = self.segments.get(id).expect("a member's segment exists");
+                assert_eq!(seg.rank, *rank, "segment {id} owned by its member");
+                owned += 1;
+            }
+        }
+        assert_eq!(owned, self.segments.len(), "every segment has a live owner");
+        for (id, seg) in &self.segments {
+            assert!(*id < self.next_segment);
+            assert!(seg.space.used_bytes() <= seg.space.capacity_bytes());
+        }
+    }
+
+    /// Replicas lie on live segments without overlap, each segment's `objects` and used bytes
+    /// match its replicas, and `keys` links exactly the objects that are not removed.
+    fn check_objects_and_space(&self) {
+        let mut per_segment: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        let mut linked = 0usize;
+        for (oid, obj) in &self.objects {
+            assert!(*oid < self.next_oid);
+            assert!(!obj.replicas.is_empty(), "object {oid} has no replica");
+            for (r, space) in &obj.replicas {
+                let seg = self
+                    .segments
+                    .get(&r.segment)
+                    .expect("replica on a dead segment");
+                assert_eq!((r.rank, r.media), (seg.rank, seg.media));
+                assert_eq!((r.offset, r.len), (space.offset, obj.size));
+                assert!(space.reserved >= space.len && space.len == obj.size);
+                per_segment
+                    .entry(r.segment)
+                    .or_default()
+                    .push((space.offset, space.reserved));
+            }
+            if obj.removed {
+                // Unlinked and kept only for its readers.
+                assert_eq!(
+                    obj.state,
+                    State::Committed,
+                    "object {oid}: removed while pending"
+                );
+                assert!(obj.leases > 0, "object {oid}: removed, unleased, not freed");
+                assert_ne!(self.keys.get(&obj.key), Some(oid), "removed object linked");
+            } else {
+                linked += 1;
+                assert_eq!(self.keys.get(&obj.key), Some(oid), "object {oid} unlinked");
+            }
+        }
+        assert_eq!(
+            linked,
+            self.keys.len(),
+            "keys link exactly the live objects"
+        );
+        for (key, oid) in &self.keys {
+            assert_eq!(&self.objects[oid].key, key);
+        }
+        for (id, seg) in &self.segments {
+            let ranges = per_segment.remove(id).unwrap_or_default();
+            assert_eq!(
+                seg.objects,
+                ranges.len() as u64,
+                "segment {id} object count"
+            );
+            let used: u64 = ranges.iter().map(|r| r.1).sum();
+            assert_eq!(used, seg.space.used_bytes(), "segment {id} used bytes");
+            let mut ranges = ranges;
+            ranges.sort_unstable();
+            for w in ranges.windows(2) {
+                assert!(
+                    w[0].0 + w[0].1 <= w[1].0,
+                    "allocations overlap in segment {id}"
+                );
+            }
+        }
+        assert!(per_segment.is_empty(), "replicas on unknown segments");
+    }
+
+    /// `pending` indexes exactly the pending objects, by deadline; a pending object holds its key
+    /// but is never visible and never leased.
+    fn check_pending(&self) {
+        for &(deadline_ms, oid) in &self.pending {
+            let obj = self
+                .objects
+                .get(&oid)
+                .expect("pending entry of a freed object");
+            assert_eq!(obj.state, State::Pending { deadline_ms });
+        }
+        let mut pending = 0usize;
+        for (oid, obj) in &self.objects {
+            if let State::Pending { deadline_ms } = obj.state {
+                pending += 1;
+                assert!(self.pending.contains(&(deadline_ms, *oid)));
+                assert_eq!(obj.leases, 0, "pending object {oid} leased");
+                assert!(!obj.removed);
+                assert!(
+                    self.visible(&obj.key).is_err(),
+                    "pending object {oid} visible"
+                );
+            }
+        }
+        assert_eq!(pending, self.pending.len(), "pending index size");
+        assert!(self.pending.len() <= self.keys.len());
+    }
+
+    /// `leases` and `lease_expiry` mirror each other, point at committed objects, and add up to
+    /// every object's lease count.
+    fn check_leases(&self) {
+        assert_eq!(self.leases.len(), self.lease_expiry.len());
+        let mut per_object: HashMap<u64, u32> = HashMap::new();
+        for (id, (oid, until)) in &self.leases {
+            assert!(*id < self.next_lease);
+            assert!(self.lease_expiry.contains(&(*until, *id)), "lease {id}");
+            let obj = self.objects.get(oid).expect("lease on a freed object");
+            assert_eq!(
+                obj.state,
+                State::Committed,
+                "lease {id} on a pending object"
+            );
+            *per_object.entry(*oid).or_default() += 1;
+        }
+        for (oid, obj) in &self.objects {
+            assert_eq!(
+                obj.leases,
+                per_object.get(oid).copied().unwrap_or(0),
+                "object {oid} lease count"
+            );
+        }
+    }
+
+    /// The LRU holds exactly the committed objects that are not removed, each at its recency.
+    fn check_lru(&self) {
+        for (recency, oid) in &self.lru {
+            assert!(*recency < self.next_recency);
+            let obj = self.objects.get(oid).expect("LRU entry of a freed object");
+            assert_eq!(obj.recency, *recency);
+            assert_eq!(obj.state, State::Committed);
+            assert!(!obj.removed);
+        }
+        let evictable = self
+            .objects
+            .values()
+            .filter(|o| o.state == State::Committed && !o.removed)
+            .count();
+        assert_eq!(evictable, self.lru.len(), "LRU size");
+    }
+}
