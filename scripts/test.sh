@@ -47,6 +47,14 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "whole-cluster simulation (8 seeds x 200k steps; then the canary must fail)"
+bash scripts/sim.sh --seed "${MMC_SIM_SEED:-1}" --seeds 8 --steps 200000
+if bash scripts/sim.sh --seed 1 --seeds 4 --steps 200000 --canary; then
+    echo "the canary run (epoch fence switched off) passed: the simulation's checks are blind" >&2
+    exit 1
+fi
+echo "canary failed as it must"
+
 step "C API (gcc, g++, static and shared, valgrind)"
 bash scripts/test-c.sh
 

@@ -6,7 +6,7 @@ use mmc_controlplane::msg::{Reply, Request};
 use mmc_controlplane::{Error, Result};
 
 use super::rng::{pattern, Rng};
-use super::{Ev, Peer, Sim};
+use super::{CopyReq, Ev, Peer, Sim};
 use crate::client::{Action, Dir, GetOp, MetaKind, MetaOp, PutOp, PutOptions, Transfer};
 
 pub(crate) enum Op {
@@ -280,7 +280,7 @@ impl Sim {
             return;
         };
         if l.host != host {
-            self.send(Ev::DataReq {
+            self.send(Ev::DataReq(CopyReq {
                 client: j,
                 gen,
                 local,
@@ -289,7 +289,7 @@ impl Sim {
                 idx,
                 t,
                 data,
-            });
+            }));
             return;
         }
         // Same host: enter the service's fence word, copy later.
@@ -300,10 +300,16 @@ impl Sim {
                 return;
             }
         }
-        let delay = self.rng.range(0, 3);
+        // A copy takes about 1 ms per KiB here, and now and then its thread is descheduled for a
+        // while (but less than the service's drain bound: a copy that outlives the drain is one
+        // whose client died, and a dead client writes nothing).
+        let mut delay = self.rng.range(0, 2) + t.len / 1024;
+        if self.rng.chance(50_000) {
+            delay += self.rng.range(20, 80);
+        }
         self.at(
             delay,
-            Ev::ShmEnd {
+            Ev::ShmEnd(CopyReq {
                 client: j,
                 gen,
                 local,
@@ -312,7 +318,7 @@ impl Sim {
                 idx,
                 t,
                 data,
-            },
+            }),
         );
     }
 
@@ -362,7 +368,10 @@ impl Sim {
             )
         };
         if self.trace {
-            eprintln!("{:>6} {:>6} copy at local {local}: {t:?} -> {check:?}", self.step, self.now);
+            eprintln!(
+                "{:>6} {:>6} copy at local {local}: {t:?} -> {check:?}",
+                self.step, self.now
+            );
         }
         check?;
         let range = t.offset as usize..(t.offset + t.len) as usize;
@@ -383,17 +392,17 @@ impl Sim {
         }
     }
 
-    pub(crate) fn serve_data(
-        &mut self,
-        client: usize,
-        gen: u64,
-        local: usize,
-        local_gen: u64,
-        seq: u64,
-        idx: usize,
-        t: Transfer,
-        data: Option<Vec<u8>>,
-    ) {
+    pub(crate) fn serve_data(&mut self, c: CopyReq) {
+        let CopyReq {
+            client,
+            gen,
+            local,
+            local_gen,
+            seq,
+            idx,
+            t,
+            data,
+        } = c;
         let out = if self.locals[local].gen != local_gen || self.locals[local].state.is_none() {
             Err(local_error(t.fence.rank, "connection reset"))
         } else if self.cfg.canary {
@@ -429,17 +438,17 @@ impl Sim {
         });
     }
 
-    pub(crate) fn shm_end(
-        &mut self,
-        client: usize,
-        gen: u64,
-        local: usize,
-        local_gen: u64,
-        seq: u64,
-        idx: usize,
-        t: Transfer,
-        data: Option<Vec<u8>>,
-    ) {
+    pub(crate) fn shm_end(&mut self, c: CopyReq) {
+        let CopyReq {
+            client,
+            gen,
+            local,
+            local_gen,
+            seq,
+            idx,
+            t,
+            data,
+        } = c;
         if self.locals[local].gen != local_gen || self.locals[local].state.is_none() {
             // The service died: its word went with it.
             return self.client_transfer_done(

@@ -99,6 +99,18 @@ pub(crate) enum Peer {
     Client(usize),
 }
 
+/// One copy between a client and a local service, in flight.
+pub(crate) struct CopyReq {
+    pub client: usize,
+    pub gen: u64,
+    pub local: usize,
+    pub local_gen: u64,
+    pub seq: u64,
+    pub idx: usize,
+    pub t: Transfer,
+    pub data: Option<Vec<u8>>,
+}
+
 pub(crate) enum Ev {
     MetaReq {
         from: Peer,
@@ -113,16 +125,7 @@ pub(crate) enum Ev {
         reply: Result<Reply>,
     },
     /// A data request arrives at a local service (the TCP path).
-    DataReq {
-        client: usize,
-        gen: u64,
-        local: usize,
-        local_gen: u64,
-        seq: u64,
-        idx: usize,
-        t: Transfer,
-        data: Option<Vec<u8>>,
-    },
+    DataReq(CopyReq),
     DataRep {
         client: usize,
         gen: u64,
@@ -131,16 +134,7 @@ pub(crate) enum Ev {
         out: Result<Option<Vec<u8>>>,
     },
     /// The second half of a same-host copy.
-    ShmEnd {
-        client: usize,
-        gen: u64,
-        local: usize,
-        local_gen: u64,
-        seq: u64,
-        idx: usize,
-        t: Transfer,
-        data: Option<Vec<u8>>,
-    },
+    ShmEnd(CopyReq),
     ClientWake {
         client: usize,
         gen: u64,
@@ -368,7 +362,7 @@ impl Sim {
         self.oracle
             .leases
             .retain(|_, l| l.iter().any(|l| l.until_ms > now));
-        if self.step % DIRECTORY_SCAN_STEPS == 0 {
+        if self.step.is_multiple_of(DIRECTORY_SCAN_STEPS) {
             let locals = &self.locals;
             let pools = |rank: u32, inc: u64| -> Option<Vec<u8>> {
                 let l = locals.get(rank as usize)?.state.as_ref()?;
@@ -428,32 +422,13 @@ impl Sim {
                 }
                 Peer::Client(j) => self.client_meta_reply(j, gen, seq, reply),
             },
-            Ev::DataReq {
-                client,
-                gen,
-                local,
-                local_gen,
-                seq,
-                idx,
-                t,
-                data,
-            } => {
-                if self.locals[local].frozen_until > self.now {
-                    let until = self.locals[local].frozen_until;
-                    let ev = Ev::DataReq {
-                        client,
-                        gen,
-                        local,
-                        local_gen,
-                        seq,
-                        idx,
-                        t,
-                        data,
-                    };
-                    self.at(until - self.now, ev);
+            Ev::DataReq(c) => {
+                if self.locals[c.local].frozen_until > self.now {
+                    let until = self.locals[c.local].frozen_until;
+                    self.at(until - self.now, Ev::DataReq(c));
                     return;
                 }
-                self.serve_data(client, gen, local, local_gen, seq, idx, t, data)
+                self.serve_data(c)
             }
             Ev::DataRep {
                 client,
@@ -462,16 +437,7 @@ impl Sim {
                 idx,
                 out,
             } => self.client_transfer_done(client, gen, seq, idx, out),
-            Ev::ShmEnd {
-                client,
-                gen,
-                local,
-                local_gen,
-                seq,
-                idx,
-                t,
-                data,
-            } => self.shm_end(client, gen, local, local_gen, seq, idx, t, data),
+            Ev::ShmEnd(c) => self.shm_end(c),
             Ev::ClientWake { client, gen } => self.client_wake(client, gen),
             Ev::LocalTimer { local, gen } => self.local_timer(local, gen),
             Ev::MetaTick => {
@@ -523,13 +489,19 @@ impl Sim {
             return;
         }
         if self.trace {
-            eprintln!("{:>6} {:>6} meta <- {from:?} seq {seq}: {req:?}", self.step, self.now);
+            eprintln!(
+                "{:>6} {:>6} meta <- {from:?} seq {seq}: {req:?}",
+                self.step, self.now
+            );
         }
         self.observe_request(from, gen, seq, &req);
         let oneway = matches!(req, Request::Release { .. });
         let reply = self.meta.handle(self.now, req);
         if self.trace {
-            eprintln!("{:>6} {:>6} meta -> {from:?} seq {seq}: {reply:?}", self.step, self.now);
+            eprintln!(
+                "{:>6} {:>6} meta -> {from:?} seq {seq}: {reply:?}",
+                self.step, self.now
+            );
         }
         self.observe_reply(from, gen, seq, &reply);
         if oneway {

@@ -92,7 +92,11 @@ impl Oracle {
                 }
             }
         }
-        for ((gen, id), l) in self.leases.iter().flat_map(|(k, v)| v.iter().map(move |l| (k, l))) {
+        for ((gen, id), l) in self
+            .leases
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(move |l| (k, l)))
+        {
             if l.rank == rank
                 && l.incarnation == incarnation
                 && l.until_ms > now_ms

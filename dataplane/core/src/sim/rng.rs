@@ -43,8 +43,8 @@ pub fn pattern(key: &str, version: u64, len: usize) -> Vec<u8> {
     let mut r = Rng::new(kh ^ version.rotate_left(17));
     let v = version.to_le_bytes();
     for i in 0..len {
-        if i < 8 && len >= 8 {
-            out.push(v[i]);
+        if len >= 8 && i < 8 {
+            out.push(v[i % 8]);
         } else {
             out.push(r.next_u64() as u8);
         }
