@@ -22,6 +22,8 @@ mod values;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_table;
 
 use std::path::{Path, PathBuf};
 

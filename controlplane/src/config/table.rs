@@ -95,7 +95,8 @@ pub struct Key<C: 'static> {
     pub flag: Option<Flag>,
     /// [`Kind::NAME`] of its kind.
     pub kind: &'static str,
-    /// The default, as text that parses as the key's value (empty = unset for optional kinds).
+    /// The default, as text that parses as the key's value (empty = none: an empty string, or
+    /// unset for optional kinds).
     pub default: &'static str,
     /// Inclusive bounds, checked by `validate`.
     pub min: Option<i128>,
@@ -298,11 +299,19 @@ pub fn toml_names<C: 'static>(keys: &[Key<C>]) -> impl Iterator<Item = &'static 
         .flat_map(|k| std::iter::once(k.name).chain(k.aliases.iter().copied()))
 }
 
-/// The known name closest to `name` (Levenshtein distance; the first on a tie).
+/// The known name closest to `name`: the smallest Levenshtein distance less the length of the
+/// common prefix (a mistyped key usually starts right: `read_threads` is closer to
+/// `read_thread_pool_size` than to `create_id`), the first on a tie.
 pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .into_iter()
-        .min_by_key(|k| strsim::levenshtein(name, k))
+    let score = |k: &str| {
+        let prefix = name
+            .bytes()
+            .zip(k.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        strsim::levenshtein(name, k) as i64 - prefix as i64
+    };
+    known.into_iter().min_by_key(|k| score(k))
 }
 
 /// The error for a TOML key no table knows: names it, the table it is in, and the closest known
@@ -409,7 +418,7 @@ pub fn markdown_rows<C: 'static>(keys: &[Key<C>], prefix: &str) -> String {
             kind.push_str(&format!(", {range}"));
         }
         let default = if k.default.is_empty() {
-            "unset".to_string()
+            "none".to_string()
         } else {
             format!("`{}`", k.default)
         };

@@ -490,3 +490,130 @@ fn load_via_env_var() {
     assert!(e.contains("gone.conf"), "{e}");
     std::env::remove_var(LOCAL_CONFIG_ENV);
 }
+
+#[test]
+fn tables_are_well_formed() {
+    use mmc_controlplane::config::table;
+    for keys in [
+        table::toml_names(LOCAL_KEYS).collect::<Vec<_>>(),
+        table::toml_names(CLIENT_KEYS).collect(),
+    ] {
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), keys.len(), "{keys:?}");
+    }
+    for k in LOCAL_KEYS
+        .iter()
+        .map(|k| (k.name, k.doc, k.default))
+        .chain(CLIENT_KEYS.iter().map(|k| (k.name, k.doc, k.default)))
+    {
+        assert!(
+            !k.1.contains(['|', '\n']) && k.1.ends_with('.'),
+            "doc of `{}`",
+            k.0
+        );
+    }
+    assert!(local_and_client_ock_keys()
+        .iter()
+        .all(|k| k.starts_with("ock.mmc.")));
+    // The defaults are the table's.
+    assert_eq!(LocalConfig::default().dram_bytes, 256 << 20);
+    assert_eq!(
+        ClientConfig::default().timeout_ms,
+        DEFAULT_CLIENT_TIMEOUT_MS
+    );
+}
+
+#[test]
+fn unknown_keys_name_the_closest_known_key() {
+    let e = LocalConfig::from_toml_str("[local]\ndram_sise = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`dram_sise`") && e.contains("[local]") && e.contains("`dram_size`"),
+        "{e}"
+    );
+    let e = ClientConfig::from_toml_str("read_threads = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`read_thread_pool_size`"), "{e}");
+    let e = ClientConfig::from_toml_str("[client.tls]\nenabled = true")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[client.tls]") && e.contains("`enable`"), "{e}");
+
+    let text = format!("{FULL_OCK}ock.mmc.local_service.dram_size = 1GB\n");
+    let ock = OckFile::parse(&text).unwrap();
+    assert_eq!(
+        ock.unknown_keys(is_local_or_client_ock_key),
+        vec![("ock.mmc.local_service.dram_size", 21)]
+    );
+    assert_eq!(ock.warn_unknown("test", &local_and_client_ock_keys()), 1);
+    assert_eq!(
+        mmc_controlplane::config::table::closest(
+            "ock.mmc.local_service.dram_size",
+            local_and_client_ock_keys()
+        ),
+        Some("ock.mmc.local_service.dram.size")
+    );
+}
+
+#[test]
+fn local_flags_come_from_the_table() {
+    use mmc_controlplane::config::flags::{apply_flags, with_flags};
+    let m = with_flags(clap::Command::new("mmc-local"), LOCAL_KEYS)
+        .try_get_matches_from([
+            "mmc-local",
+            "--dram",
+            "1GB",
+            "--no-prefault",
+            "--rank",
+            "4",
+            "--protocol",
+            "host_shm",
+            "--data-poller",
+            "io_uring",
+            "--listen",
+            "tcp://127.0.0.1:0",
+        ])
+        .unwrap();
+    let mut c = LocalConfig::default();
+    apply_flags(LOCAL_KEYS, &m, &mut c).unwrap();
+    assert_eq!(
+        (
+            c.dram_bytes,
+            c.prefault,
+            c.rank_id,
+            c.protocol,
+            c.data_poller
+        ),
+        (GIB, false, Some(4), DataOpType::Shm, DataPoller::IoUring)
+    );
+    let m = with_flags(clap::Command::new("mmc-local"), LOCAL_KEYS)
+        .try_get_matches_from(["mmc-local", "--dram", "2XB"])
+        .unwrap();
+    let e = apply_flags(LOCAL_KEYS, &m, &mut c).unwrap_err().to_string();
+    assert!(e.contains("`--dram`"), "{e}");
+}
+
+#[test]
+fn section_timeouts_and_tls_merge() {
+    // Both timeout units in one table conflict, in a section too.
+    let e = ClientConfig::from_toml_str("[client]\ntimeout_ms = 1\ntimeout_seconds = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("client.timeout_") && e.contains("not both"),
+        "{e}"
+    );
+    // A section's [tls] keys override the top level's, key by key.
+    let c = ClientConfig::from_toml_str(
+        "[tls]\nca_path = \"/ca\"\ncert_path = \"/top\"\n[client.tls]\ncert_path = \"/own\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.tls.ca_path.as_str(), c.tls.cert_path.as_str()),
+        ("/ca", "/own")
+    );
+}
