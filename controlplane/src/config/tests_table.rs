@@ -48,7 +48,7 @@ fn tables_are_well_formed() {
     check_table(TLS_KEYS, "tls.");
     MetaConfig::default().validate().unwrap();
     assert_eq!(MetaConfig::default().lease_ms, 10_000);
-    assert_eq!(TlsConfig::default().enable, false);
+    assert!(!TlsConfig::default().enable);
 }
 
 #[test]
