@@ -77,8 +77,9 @@ pub enum ConfigError {
         reason: &'static str,
         text: String,
     },
-    /// The TOML does not parse or does not fit the schema (unknown key, wrong type, bad value);
-    /// toml's message names the key and shows the offending line.
+    /// The TOML does not parse (toml's message shows the offending line), or has a key no table
+    /// knows (the message names it and the closest known key). A known key with a bad value is a
+    /// [`ConfigError::KeyValue`].
     #[error("invalid TOML config: {0}")]
     Toml(String),
     /// A value that does not parse, before it is known which key it belongs to (the result of
