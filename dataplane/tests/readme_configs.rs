@@ -31,3 +31,31 @@ fn local_and_client_example_parses() {
     assert_eq!(client.meta_url, "tcp://10.0.0.1:5000");
     assert_eq!(client.transport, None);
 }
+
+const KEYS_BEGIN: &str = "<!-- BEGIN config keys (generated) -->\n";
+const KEYS_END: &str = "<!-- END config keys (generated) -->\n";
+
+/// The README's key list is exactly what the key tables generate. Regenerate with
+/// `UPDATE_README=1 cargo test -p mmc-dataplane --test readme_configs`.
+#[test]
+fn readme_key_list_matches_the_tables() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let start = readme
+        .find(KEYS_BEGIN)
+        .expect("README has the begin marker")
+        + KEYS_BEGIN.len();
+    let end = readme.find(KEYS_END).expect("README has the end marker");
+    assert!(start <= end, "markers out of order");
+    let want = format!("\n{}\n", mmc_dataplane::config::keys_markdown());
+    if std::env::var_os("UPDATE_README").is_some() {
+        let text = format!("{}{want}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    assert!(
+        readme[start..end] == want,
+        "README's key list differs from the key tables; run \
+         UPDATE_README=1 cargo test -p mmc-dataplane --test readme_configs and commit"
+    );
+}

@@ -12,8 +12,10 @@ mod codes;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 
-use mmc_controlplane::config::{config_path, load_text, Format, LogLevel, OckFile};
-use mmc_dataplane::config::{load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV};
+use mmc_controlplane::config::{config_path, load_text, Format, Key, LogLevel, OckFile};
+use mmc_dataplane::config::{
+    load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV, LOCAL_KEYS,
+};
 use mmc_dataplane::{Client, PutOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes};
@@ -155,19 +157,27 @@ fn pool_sizes_set(path: &Path) -> (bool, bool) {
     let Ok((text, format)) = load_text(path) else {
         return (false, false);
     };
+    let key = |name: &str| {
+        let k = LOCAL_KEYS.iter().find(|k| k.name == name);
+        k.expect("the local service has this key")
+    };
+    let (dram, hbm) = (key("dram_size"), key("hbm_size"));
     match format {
         Format::Ock => match OckFile::parse(&text) {
-            Ok(f) => (
-                f.get("ock.mmc.local_service.dram.size").is_some(),
-                f.get("ock.mmc.local_service.hbm.size").is_some(),
-            ),
+            Ok(f) => {
+                let has = |k: &Key<LocalConfig>| k.ock.is_some_and(|o| f.get(o).is_some());
+                (has(dram), has(hbm))
+            }
             Err(_) => (false, false),
         },
         Format::Toml => match text.parse::<toml::Table>() {
             Ok(t) => {
                 let local = t.get("local").and_then(|l| l.as_table());
-                let has = |k: &str| t.contains_key(k) || local.is_some_and(|l| l.contains_key(k));
-                (has("dram_size"), has("hbm_size"))
+                let in_table = |t: &toml::Table, k: &Key<LocalConfig>| {
+                    t.keys().any(|name| k.is_toml_name(name))
+                };
+                let has = |k| in_table(&t, k) || local.is_some_and(|l| in_table(l, k));
+                (has(dram), has(hbm))
             }
             Err(_) => (false, false),
         },

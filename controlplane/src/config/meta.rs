@@ -1,0 +1,168 @@
+//! The meta service's settings, [`MetaConfig`], and their keys, [`META_KEYS`].
+
+use std::path::Path;
+
+use super::table::{self, Flag, Int, Key, Level, MetricsUrl, TcpUrl, TomlApplier};
+use super::{load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig};
+use super::{META_CONFIG_ENV, OCK_LOG_LEVEL, OCK_META_SERVICE_URL};
+use crate::{config_key, config_struct};
+
+/// The meta service's keys (TOML names at the top level; `[tls]` holds [`TLS_KEYS`](super::TLS_KEYS)).
+pub static META_KEYS: &[Key<MetaConfig>] = &[
+    config_key!(MetaConfig {
+        name: "listen_url",
+        aliases: ["discovery_url"],
+        ock: OCK_META_SERVICE_URL,
+        flag: Flag::Value("listen"),
+        kind: TcpUrl,
+        field: listen_url,
+        default: "tcp://127.0.0.1:5000",
+        doc: "Where the meta service listens (port 0 = any free port).",
+    }),
+    config_key!(MetaConfig {
+        name: "log_level",
+        ock: OCK_LOG_LEVEL,
+        flag: Flag::Value("log-level"),
+        kind: Level,
+        field: log_level,
+        default: "info",
+        doc: "Log level.",
+    }),
+    config_key!(MetaConfig {
+        name: "evict_threshold_high", ock: "ock.mmc.evict_threshold_high",
+        flag: Flag::Value("evict-high"), kind: Int<u16>, field: evict_threshold_high,
+        default: "90", min: 1, max: 100,
+        doc: "Eviction starts when a tier's used space passes this percentage.",
+    }),
+    config_key!(MetaConfig {
+        name: "evict_threshold_low", ock: "ock.mmc.evict_threshold_low",
+        flag: Flag::Value("evict-low"), kind: Int<u16>, field: evict_threshold_low,
+        default: "80", min: 1, max: 99,
+        doc: "... and runs until it is below this percentage (below `evict_threshold_high`).",
+    }),
+    config_key!(MetaConfig {
+        name: "metrics_url",
+        ock: "ock.mmc.meta_service.metrics_url",
+        flag: Flag::Value("metrics"),
+        kind: MetricsUrl,
+        field: metrics_url,
+        default: "",
+        doc: "HTTP address for `GET /metrics` (Prometheus text) and `/health`; empty = off.",
+    }),
+    config_key!(MetaConfig {
+        name: "lease_ms", ock: "ock.mmc.meta.lease_ms", kind: Int<u64>, field: lease_ms,
+        default: "10000", min: 1, doc: "How long a read holds an object (its lease).",
+    }),
+    config_key!(MetaConfig {
+        name: "pending_timeout_ms", ock: "ock.mmc.meta.pending_timeout_ms", kind: Int<u64>,
+        field: pending_timeout_ms, default: "30000", min: 1,
+        doc: "An uncommitted put is reclaimed after this long.",
+    }),
+    config_key!(MetaConfig {
+        name: "member_timeout_ms", ock: "ock.mmc.meta.member_timeout_ms",
+        flag: Flag::Value("member-timeout-ms"), kind: Int<u64>, field: member_timeout_ms,
+        default: "5000", min: 1, doc: "A local service silent this long is dead.",
+    }),
+];
+
+config_struct! {
+    keys: META_KEYS;
+    /// The meta service's settings (`mmc-meta --config meta.toml`, or `mmc-meta.conf`); the keys
+    /// are [`META_KEYS`].
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct MetaConfig {
+        /// Where it listens: `tcp://ip:port`.
+        pub listen_url: String,
+        pub log_level: LogLevel,
+        /// Eviction starts when a tier's used space passes this percentage.
+        pub evict_threshold_high: u16,
+        /// ... and runs until it is below this percentage.
+        pub evict_threshold_low: u16,
+        /// HTTP `/metrics` and `/health` endpoint; empty = off.
+        pub metrics_url: String,
+        pub tls: TlsConfig,
+        /// How long a read holds an object (its lease).
+        pub lease_ms: u64,
+        /// An uncommitted put is reclaimed after this long.
+        pub pending_timeout_ms: u64,
+        /// A local service silent this long is dead.
+        pub member_timeout_ms: u64,
+    }
+}
+
+impl MetaConfig {
+    /// Parses TOML: the [`META_KEYS`] at the top level and a `[tls]` table; keys not set keep
+    /// their defaults. An unknown key is an error naming it (and the closest known key); a bad
+    /// value is an error naming the key. Does not [`validate`](MetaConfig::validate).
+    pub fn from_toml_str(text: &str) -> Result<MetaConfig, ConfigError> {
+        let t = table::parse_toml(text)?;
+        let mut c = MetaConfig::default();
+        let mut a = TomlApplier::new(META_KEYS, "");
+        for (name, v) in &t {
+            if name == "tls" {
+                c.tls.apply_toml("tls", v)?;
+            } else if !a.apply(name, v, &mut c)? {
+                let known = table::toml_names(META_KEYS).chain(["tls"]);
+                return Err(table::unknown_toml_key(name, "", known));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Reads the `ock.mmc.*` names of [`META_KEYS`] and [`TLS_KEYS`](super::TLS_KEYS) from a
+    /// key = value file; keys not set keep their defaults. A bad value is an error naming the
+    /// key; an unknown key is a warning naming it and the closest known key. Does not
+    /// [`validate`](MetaConfig::validate) (but URLs must parse).
+    pub fn from_ock(ock: &OckFile) -> Result<MetaConfig, ConfigError> {
+        let mut c = MetaConfig::default();
+        table::apply_ock(META_KEYS, ock, &mut c)?;
+        c.tls.apply_ock(ock)?;
+        ock.warn_unknown("meta service", &MetaConfig::ock_keys());
+        Ok(c)
+    }
+
+    /// Every `ock.mmc.*` key the meta service reads.
+    pub fn ock_keys() -> Vec<&'static str> {
+        table::ock_names(META_KEYS)
+            .chain(table::ock_names(super::TLS_KEYS))
+            .collect()
+    }
+
+    /// Whether the meta service reads `key` from a key = value file.
+    pub fn is_ock_key(key: &str) -> bool {
+        MetaConfig::ock_keys().contains(&key)
+    }
+
+    /// Parses text in the given format (see [`MetaConfig::from_toml_str`], [`MetaConfig::from_ock`]).
+    pub fn from_text(text: &str, format: Format) -> Result<MetaConfig, ConfigError> {
+        match format {
+            Format::Toml => MetaConfig::from_toml_str(text),
+            Format::Ock => MetaConfig::from_ock(&OckFile::parse(text)?),
+        }
+    }
+
+    /// Loads and validates the config file at `path`, or, with no path, the one named by
+    /// `MMC_META_CONFIG_PATH`; with neither, the defaults. Errors name the file.
+    pub fn load(path: Option<&Path>) -> Result<MetaConfig, ConfigError> {
+        let cfg = load_config(path, META_CONFIG_ENV, |text, format| {
+            let c = MetaConfig::from_text(text, format)?;
+            c.validate()?;
+            Ok(c)
+        })?;
+        Ok(cfg.unwrap_or_default())
+    }
+
+    /// Checks every key by kind and range (URLs parse and fit the C arrays, percentages, timeouts
+    /// above zero), that `evict_threshold_low < evict_threshold_high`, and the TLS settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        table::validate(META_KEYS, self, "")?;
+        let (low, high) = (self.evict_threshold_low, self.evict_threshold_high);
+        if low >= high {
+            return Err(ConfigError::Invalid {
+                key: "evict_threshold_low".to_string(),
+                reason: format!("{low} must be below evict_threshold_high ({high})"),
+            });
+        }
+        self.tls.validate()
+    }
+}

@@ -1,0 +1,198 @@
+//! The local service's settings, [`LocalConfig`], and their keys, [`LOCAL_KEYS`].
+
+use std::path::Path;
+
+use mmc_controlplane::config::table::{
+    self, Bool, Flag, Int, Key, Level, OptInt, OptTcpUrl, Size, TcpUrl,
+};
+use mmc_controlplane::config::{
+    load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig, OCK_LOG_LEVEL,
+    OCK_META_SERVICE_URL,
+};
+use mmc_controlplane::{config_key, config_struct};
+
+use super::types::{Poller, Protocol};
+use super::LOCAL_CONFIG_ENV;
+use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType, DataPoller};
+
+/// The local service's keys (TOML names at the top level or in `[local]`; `[tls]` holds
+/// [`TLS_KEYS`](mmc_controlplane::config::TLS_KEYS)).
+pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
+    config_key!(LocalConfig {
+        name: "meta_url", aliases: ["discovery_url"], ock: OCK_META_SERVICE_URL,
+        flag: Flag::Value("meta"), kind: TcpUrl, field: meta_url,
+        default: "tcp://127.0.0.1:5000", doc: "Where to find the meta service.",
+    }),
+    config_key!(LocalConfig {
+        name: "data_url", aliases: ["hcom_url"], ock: "ock.mmc.local_service.hcom_url",
+        flag: Flag::Value("listen"), kind: TcpUrl, field: data_url,
+        default: "tcp://127.0.0.1:0",
+        doc: "Where the data endpoint listens (port 0 = any free port).",
+    }),
+    config_key!(LocalConfig {
+        name: "advertise_url", aliases: ["bm_ip_port"], ock: "ock.mmc.local_service.bm_ip_port",
+        flag: Flag::Value("advertise"), kind: OptTcpUrl, field: advertise_url, default: "",
+        doc: "The address other hosts use to reach the data endpoint; empty = the bound address.",
+    }),
+    config_key!(LocalConfig {
+        name: "dram_size", ock: "ock.mmc.local_service.dram.size", flag: Flag::Value("dram"),
+        kind: Size, field: dram_bytes, default: "256MB",
+        doc: "Host memory this service gives the pool (DRAM and HBM 0 = a pure client).",
+    }),
+    config_key!(LocalConfig {
+        name: "hbm_size", ock: "ock.mmc.local_service.hbm.size", flag: Flag::Value("hbm"),
+        kind: Size, field: hbm_bytes, default: "0",
+        doc: "Device memory this service gives the pool (a host-backed stand-in for now).",
+    }),
+    config_key!(LocalConfig {
+        name: "rank_id", ock: "ock.mmc.local_service.rank_id", flag: Flag::Value("rank"),
+        kind: OptInt<u32>, field: rank_id, default: "",
+        doc: "A fixed local service id; unset = the meta service assigns one.",
+    }),
+    config_key!(LocalConfig {
+        name: "world_size", ock: "ock.mmc.local_service.world_size", kind: Int<u32>,
+        field: world_size, default: "1", doc: "Ascend MemCache's world size (the C `worldSize`).",
+    }),
+    config_key!(LocalConfig {
+        name: "create_id", ock: "ock.mmc.local_service.create_id", flag: Flag::Value("create-id"),
+        kind: Int<i32>, field: create_id, default: "0",
+        doc: "An id the caller gives this instance, shown in logs and status.",
+    }),
+    config_key!(LocalConfig {
+        name: "device_id", ock: "ock.mmc.local_service.device_id", kind: Int<u32>,
+        field: device_id, default: "0", doc: "The device id (the C `deviceId`).",
+    }),
+    config_key!(LocalConfig {
+        name: "protocol", ock: "ock.mmc.local_service.protocol", flag: Flag::Value("protocol"),
+        kind: Protocol, field: protocol, default: "tcp",
+        doc: "The C `dataOpType` (`host_tcp`, ... accepted); same-host shared memory is always offered.",
+    }),
+    config_key!(LocalConfig {
+        name: "log_level", ock: OCK_LOG_LEVEL, flag: Flag::Value("log-level"), kind: Level,
+        field: log_level, default: "info", doc: "Log level.",
+    }),
+    config_key!(LocalConfig {
+        name: "heartbeat_ms", ock: "ock.mmc.local_service.heartbeat_ms", kind: Int<u64>,
+        field: heartbeat_ms, default: "1000", min: 1,
+        doc: "How often it reports to the meta service.",
+    }),
+    config_key!(LocalConfig {
+        name: "prefault", ock: "ock.mmc.local_service.prefault",
+        flag: Flag::Switch("no-prefault", "false"), kind: Bool, field: prefault, default: "true",
+        doc: "Touch the pool's pages at start so the first writes do not fault.",
+    }),
+    config_key!(LocalConfig {
+        name: "busy_poll_us", ock: "ock.mmc.local_service.busy_poll_us",
+        flag: Flag::Value("busy-poll-us"), kind: Int<u64>, field: busy_poll_us, default: "0",
+        doc: "Spin this long on each data connection for its next request before blocking; 0 = block.",
+    }),
+    config_key!(LocalConfig {
+        name: "data_shards", ock: "ock.mmc.local_service.data_shards",
+        flag: Flag::Value("data-shards"), kind: Int<u32>, field: data_shards, default: "0",
+        doc: "Shard threads serving data connections; 0 = a thread per connection.",
+    }),
+    config_key!(LocalConfig {
+        name: "data_poller", ock: "ock.mmc.local_service.data_poller",
+        flag: Flag::Value("data-poller"), kind: Poller, field: data_poller, default: "mio",
+        doc: "What shard loops wait with.",
+    }),
+];
+
+config_struct! {
+    keys: LOCAL_KEYS;
+    /// The local service's settings (`mmc-local --config local.toml`, or `mmc-local.conf`); the
+    /// keys are [`LOCAL_KEYS`].
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct LocalConfig {
+        /// Where to find the meta service.
+        pub meta_url: String,
+        /// Where the data endpoint listens, `tcp://ip:port` (port 0 = any free port).
+        pub data_url: String,
+        /// The address other hosts use to reach the data endpoint; empty = `data_url`'s bound
+        /// address.
+        pub advertise_url: String,
+        /// Bytes of host memory this service contributes to the pool.
+        pub dram_bytes: u64,
+        /// Bytes of device memory this service contributes to the pool.
+        pub hbm_bytes: u64,
+        /// A fixed local service id; `None` = the meta service assigns one at registration.
+        pub rank_id: Option<u32>,
+        pub world_size: u32,
+        /// An id the caller gives this instance, shown in logs and status.
+        pub create_id: i32,
+        pub device_id: u32,
+        pub protocol: DataOpType,
+        pub log_level: LogLevel,
+        pub tls: TlsConfig,
+        /// How often it reports to the meta service.
+        pub heartbeat_ms: u64,
+        /// Touch the pool's pages at start so the first writes do not fault.
+        pub prefault: bool,
+        /// Busy-poll each data connection this long for the next request before blocking (lower
+        /// latency, burns a core while spinning); 0 = block at once.
+        pub busy_poll_us: u64,
+        /// Data connections are served by this many shard threads (each owning its connections,
+        /// waiting with mio, or spinning in busy-poll mode); 0 = a thread per connection.
+        pub data_shards: u32,
+        /// What shard loops wait with: mio (epoll) or io_uring.
+        pub data_poller: DataPoller,
+    }
+}
+
+impl LocalConfig {
+    /// Parses TOML (see the module docs): the [`LOCAL_KEYS`] and `[tls]` at the top level or in
+    /// a `[local]` section. The client's keys are known too (one file holds both); any other key
+    /// is an error naming it and the closest known key. Does not [`validate`](LocalConfig::validate).
+    pub fn from_toml_str(text: &str) -> Result<LocalConfig, ConfigError> {
+        client_and_local_from_toml(text).map(|(_, local)| local)
+    }
+
+    /// Reads the `ock.mmc.*` names of [`LOCAL_KEYS`] and the `ock.mmc.tls.*` keys of a key =
+    /// value file; keys not set keep their defaults. A bad value is an error naming the key; a
+    /// key that neither the local service nor the client knows is a warning. Does not validate
+    /// (but URLs must parse).
+    pub fn from_ock(ock: &OckFile) -> Result<LocalConfig, ConfigError> {
+        let c = LocalConfig::from_ock_quiet(ock)?;
+        ock.warn_unknown("local service", &local_and_client_ock_keys());
+        Ok(c)
+    }
+
+    /// [`LocalConfig::from_ock`] without the warnings.
+    pub(crate) fn from_ock_quiet(ock: &OckFile) -> Result<LocalConfig, ConfigError> {
+        let mut c = LocalConfig::default();
+        table::apply_ock(LOCAL_KEYS, ock, &mut c)?;
+        c.tls.apply_ock(ock)?;
+        Ok(c)
+    }
+
+    /// Parses text in the given format.
+    pub fn from_text(text: &str, format: Format) -> Result<LocalConfig, ConfigError> {
+        match format {
+            Format::Toml => LocalConfig::from_toml_str(text),
+            Format::Ock => LocalConfig::from_ock(&OckFile::parse(text)?),
+        }
+    }
+
+    /// Loads and validates the file at `path`, or, with no path, the one named by
+    /// `MMC_LOCAL_CONFIG_PATH`; with neither, the defaults. Errors name the file.
+    pub fn load(path: Option<&Path>) -> Result<LocalConfig, ConfigError> {
+        let cfg = load_config(path, LOCAL_CONFIG_ENV, |text, format| {
+            let c = LocalConfig::from_text(text, format)?;
+            c.validate()?;
+            Ok(c)
+        })?;
+        Ok(cfg.unwrap_or_default())
+    }
+
+    /// Checks every key by kind and range (URLs parse and fit the C arrays, pool sizes fit the
+    /// address space, `heartbeat_ms` above 0) and the TLS settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        table::validate(LOCAL_KEYS, self, "")?;
+        self.tls.validate()
+    }
+
+    /// No DRAM and no HBM: this service contributes nothing to the pool (a pure client).
+    pub fn is_pure_client(&self) -> bool {
+        self.dram_bytes == 0 && self.hbm_bytes == 0
+    }
+}

@@ -1,0 +1,131 @@
+//! The data plane's value types (transport, shard poller) and their key kinds.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use mmc_controlplane::config::table::Kind;
+use mmc_controlplane::config::ConfigError;
+
+/// How a local service moves data (the C `dataOpType`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DataOpType {
+    #[default]
+    Tcp,
+    Shm,
+    Rdma,
+}
+
+impl DataOpType {
+    /// Parses `tcp`/`host_tcp`, `shm`/`host_shm`, `rdma`/`host_rdma` (case-insensitive).
+    pub fn parse(s: &str) -> Result<DataOpType, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tcp" | "host_tcp" => Ok(DataOpType::Tcp),
+            "shm" | "host_shm" => Ok(DataOpType::Shm),
+            "rdma" | "host_rdma" => Ok(DataOpType::Rdma),
+            _ => Err(ConfigError::Value {
+                value: s.to_string(),
+                reason: "expected a protocol: tcp, shm, rdma (or host_tcp, host_shm, host_rdma)"
+                    .to_string(),
+            }),
+        }
+    }
+
+    /// `"tcp"`, `"shm"` or `"rdma"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataOpType::Tcp => "tcp",
+            DataOpType::Shm => "shm",
+            DataOpType::Rdma => "rdma",
+        }
+    }
+}
+
+impl fmt::Display for DataOpType {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DataOpType {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        DataOpType::parse(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DataOpType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DataOpType::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the local service's shard loops wait for readable connections with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataPoller {
+    /// epoll, through mio.
+    #[default]
+    Mio,
+    /// io_uring `POLL_ADD`.
+    IoUring,
+}
+
+impl DataPoller {
+    /// `mio` / `epoll`, or `io_uring` / `uring`.
+    pub fn parse(s: &str) -> Result<DataPoller, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "mio" | "epoll" => Ok(DataPoller::Mio),
+            "io_uring" | "iouring" | "uring" => Ok(DataPoller::IoUring),
+            other => Err(ConfigError::Value {
+                value: other.to_string(),
+                reason: "expected mio or io_uring".to_string(),
+            }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DataPoller {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DataPoller::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A [`DataOpType`].
+pub struct Protocol;
+
+impl Kind for Protocol {
+    type Value = DataOpType;
+    const NAME: &'static str = "`tcp`, `shm` or `rdma`";
+    fn from_text(s: &str) -> Result<DataOpType, ConfigError> {
+        DataOpType::parse(s)
+    }
+}
+
+/// A [`DataOpType`], or empty (unset).
+pub struct OptProtocol;
+
+impl Kind for OptProtocol {
+    type Value = Option<DataOpType>;
+    const NAME: &'static str = "`tcp`, `shm` or `rdma`";
+    fn from_text(s: &str) -> Result<Option<DataOpType>, ConfigError> {
+        if s.trim().is_empty() {
+            Ok(None)
+        } else {
+            DataOpType::parse(s).map(Some)
+        }
+    }
+}
+
+/// A [`DataPoller`].
+pub struct Poller;
+
+impl Kind for Poller {
+    type Value = DataPoller;
+    const NAME: &'static str = "`mio` or `io_uring`";
+    fn from_text(s: &str) -> Result<DataPoller, ConfigError> {
+        DataPoller::parse(s)
+    }
+}
