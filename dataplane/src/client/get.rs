@@ -148,6 +148,7 @@ impl Client {
         results: &mut [Result<u64>],
         deadline: Instant,
     ) {
+        self.before_transfer();
         let own = self.local_rank();
         let mut leases = Vec::with_capacity(plan.items.len());
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();

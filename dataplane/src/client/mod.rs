@@ -10,7 +10,7 @@ mod put;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::config::parse_tcp_url;
@@ -100,7 +100,13 @@ pub struct Client {
     host: String,
     /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
     shm_maps: Mutex<HashMap<u32, ShmEntry>>,
+    /// Test hook run between a meta reply and the first byte moved (see
+    /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
+    transfer_hook: OnceLock<TransferHook>,
 }
+
+/// What [`Client::set_transfer_hook`] takes.
+type TransferHook = Box<dyn Fn() + Send + Sync>;
 
 /// A same-host service's incarnation and its mapped pools (`None`: mapping failed, use TCP).
 type ShmEntry = (u64, Option<Arc<ShmMap>>);
@@ -180,6 +186,7 @@ impl Client {
             busy_poll: Duration::from_micros(config.busy_poll_us),
             host: crate::local::host_id(),
             shm_maps: Mutex::new(HashMap::new()),
+            transfer_hook: OnceLock::new(),
         };
         // Prove the meta service answers now, so init fails early and clearly.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
@@ -195,6 +202,22 @@ impl Client {
     /// The rank of this client's embedded local service, if it has one.
     pub fn local_rank(&self) -> Option<u32> {
         self.embedded.as_ref().map(|s| s.rank())
+    }
+
+    /// Test hook, not an API: `hook` runs in every put and get batch after the meta service
+    /// answered (placement or lookup, with the incarnations it names) and before any byte moves.
+    /// Fault tests use it to re-register or restart services while a transfer is "in flight".
+    /// Set once; returns false if a hook was already set.
+    #[doc(hidden)]
+    pub fn set_transfer_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.transfer_hook.set(hook).is_ok()
+    }
+
+    /// Run the test hook, if one is set.
+    pub(crate) fn before_transfer(&self) {
+        if let Some(hook) = self.transfer_hook.get() {
+            hook();
+        }
     }
 
     pub fn timeout(&self) -> Duration {

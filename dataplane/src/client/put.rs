@@ -204,6 +204,7 @@ impl Client {
         results: &mut [Result<()>],
         deadline: Instant,
     ) {
+        self.before_transfer();
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
         let mut lanes = Lanes::default();
         let mut alive = Vec::new();
