@@ -203,10 +203,7 @@ impl SharedFence {
             })?;
         // What deref relies on: a page-aligned mapping of at least one word.
         assert!(map.len() >= std::mem::size_of::<FenceWord>());
-        assert_eq!(
-            map.as_ptr() as usize % std::mem::align_of::<FenceWord>(),
-            0
-        );
+        assert_eq!(map.as_ptr() as usize % std::mem::align_of::<FenceWord>(), 0);
         Ok(SharedFence { map, file })
     }
 }

@@ -11,3 +11,5 @@
 /// The epoch fence lives in `mmc-hal` (the shared page same-host clients map is memory the HAL
 /// owns); the cores use its types.
 pub use mmc_hal::fence;
+
+pub mod local;
