@@ -125,6 +125,7 @@ pub struct LocalCore {
     params: LocalParams,
     phase: Phase,
     membership: Option<Membership>,
+    rank: Option<u32>,
     /// The incarnation last opened on the fence (0 = none yet).
     published: u64,
     next_id: u64,
@@ -143,6 +144,7 @@ impl LocalCore {
             params,
             phase: Phase::Idle,
             membership: None,
+            rank: None,
             published: 0,
             next_id: 1,
             heartbeat: None,
@@ -155,6 +157,11 @@ impl LocalCore {
     /// The current membership; `None` while (re-)registering, and after a stop.
     pub fn membership(&self) -> Option<&Membership> {
         self.membership.as_ref()
+    }
+
+    /// The rank of the latest membership, kept while registering again.
+    pub fn rank(&self) -> Option<u32> {
+        self.rank
     }
 
     /// True once stopped.
@@ -434,6 +441,7 @@ impl LocalCore {
         self.failures = 0;
         self.reissued = 0;
         self.published = incarnation;
+        self.rank = Some(rank);
         self.membership = Some(Membership {
             rank,
             incarnation,
