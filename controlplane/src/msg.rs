@@ -224,22 +224,39 @@ pub struct Piece {
     pub len: u64,
 }
 
+/// A transfer on a local service's TCP data endpoint. Every request carries the (rank,
+/// incarnation) the meta service named with the placement or lookup: the service refuses it
+/// (-3018, "fence") unless it is that rank at that incarnation and every segment is one of that
+/// incarnation's, and it holds its epoch fence across the copy.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum DataRequest {
     /// Raw bytes (sum of lens) follow the frame, in piece order.
-    Write { pieces: Vec<Piece> },
-    /// The reply carries the raw bytes, in piece order.
-    Read { pieces: Vec<Piece> },
+    Write {
+        rank: u32,
+        incarnation: u64,
+        pieces: Vec<Piece>,
+    },
+    /// The reply carries the raw bytes, in piece order, then a second [`DataReply`] (same request
+    /// id, no raw bytes) that says whether the fence held until the last byte was copied: bytes
+    /// followed by a failed check are not the object's.
+    Read {
+        rank: u32,
+        incarnation: u64,
+        pieces: Vec<Piece>,
+    },
 }
 
 /// What a local service sends a same-host client on its shm socket, with one memfd per segment
-/// attached (`SCM_RIGHTS`), in this order.
+/// attached (`SCM_RIGHTS`), in this order, then the memfd of its fence page.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ShmHello {
     pub rank: u32,
     pub incarnation: u64,
-    /// (segment id, pool bytes), one per attached descriptor.
+    /// (segment id, pool bytes), one per attached pool descriptor.
     pub segments: Vec<(u32, u64)>,
+    /// Bytes of the fence page (its descriptor is the last one attached): the client enters the
+    /// service's epoch fence there around every copy.
+    pub fence_bytes: u64,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]

@@ -1,19 +1,24 @@
 //! The client's side of the same-host shared-memory transport: map a local service's pools (memfds
-//! received over its shm socket) and copy into and out of them directly.
+//! received over its shm socket) and its fence page, and copy into and out of the pools directly,
+//! each copy inside the service's epoch fence.
 
 use std::time::Duration;
 
 use mmc_controlplane::msg::{ServiceAddr, ShmHello};
 use mmc_controlplane::{wire, Error, Result};
+use mmc_core::fence::{Fence, SharedFence, FENCE_PAGE_BYTES};
 use mmc_hal::Arena;
 use rkyv::util::AlignedVec;
 
-use crate::local::shm_server;
+use crate::local::{shm_server, stale};
 
 /// A same-host local service's pools, mapped into this process.
 pub(crate) struct ShmMap {
     pub(crate) incarnation: u64,
     segments: Vec<(u32, Arena)>,
+    /// The service's fence word, shared with it and its other clients.
+    fence: SharedFence,
+    endpoint: String,
     /// Open while the service lives.
     stream: std::os::unix::net::UnixStream,
 }
@@ -34,15 +39,24 @@ impl ShmMap {
         payload.extend_from_slice(&buf[..n]);
         let hello: ShmHello =
             wire::decode_payload(&payload).map_err(|e| unreachable(e.to_string()))?;
-        if hello.incarnation != addr.incarnation || hello.segments.len() != fds.len() {
+        if hello.incarnation != addr.incarnation
+            || hello.segments.len() + 1 != fds.len()
+            || hello.fence_bytes != FENCE_PAGE_BYTES
+        {
             return Err(unreachable(format!(
-                "stale or malformed hand-over (incarnation {} for {}, {} segments for {} descriptors)",
+                "stale or malformed hand-over (incarnation {} for {}, {} segments and a fence \
+                 page of {} bytes for {} descriptors)",
                 hello.incarnation,
                 addr.incarnation,
                 hello.segments.len(),
+                hello.fence_bytes,
                 fds.len()
             )));
         }
+        let fence_fd = fds
+            .pop()
+            .expect("checked above: one more than the segments");
+        let fence = SharedFence::from_fd(fence_fd).map_err(|e| unreachable(e.to_string()))?;
         let mut segments = Vec::with_capacity(fds.len());
         for ((segment, len), fd) in hello.segments.into_iter().zip(fds) {
             let name = format!("rank{}-segment{segment}", addr.rank);
@@ -57,7 +71,61 @@ impl ShmMap {
         Ok(ShmMap {
             incarnation: hello.incarnation,
             segments,
+            fence,
+            endpoint: addr.shm_endpoint.clone(),
             stream,
+        })
+    }
+
+    /// True while the service is still at the incarnation these mappings were handed over in
+    /// (false while it registers again, and after): then the mapping is stale.
+    pub(crate) fn current(&self) -> bool {
+        self.fence.incarnation() == self.incarnation
+    }
+
+    /// Copy `src` into `f.segment` at `offset`, inside the service's epoch fence.
+    pub(crate) fn copy_in(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()> {
+        let guard = self
+            .fence
+            .enter(f.incarnation)
+            .map_err(|s| stale(&self.endpoint, s))?;
+        self.arena_of(f)?
+            .copy_in(offset, src)
+            .map_err(|e| Error::InvalidParam(e.to_string()))?;
+        guard
+            .still(f.incarnation)
+            .map_err(|s| stale(&self.endpoint, s))
+    }
+
+    /// Copy out of `f.segment` at `offset` into `dst`, inside the service's epoch fence: bytes
+    /// copied while the fence moved are an error, never the object's.
+    pub(crate) fn copy_out(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let guard = self
+            .fence
+            .enter(f.incarnation)
+            .map_err(|s| stale(&self.endpoint, s))?;
+        self.arena_of(f)?
+            .copy_out(offset, dst)
+            .map_err(|e| Error::InvalidParam(e.to_string()))?;
+        guard
+            .still(f.incarnation)
+            .map_err(|s| stale(&self.endpoint, s))
+    }
+
+    /// The pool of `f.segment`, which must be one of this mapping's incarnation.
+    fn arena_of(&self, f: Fence) -> Result<&Arena> {
+        if f.incarnation != self.incarnation {
+            return Err(Error::LocalUnreachable {
+                endpoint: self.endpoint.clone(),
+                reason: format!(
+                    "fence: planned for incarnation {}, the pools were mapped under {}",
+                    f.incarnation, self.incarnation
+                ),
+            });
+        }
+        self.arena(f.segment).ok_or_else(|| Error::Remote {
+            code: mmc_controlplane::Code::LinkNotFound,
+            context: format!("segment {} is not in the mapped pools", f.segment),
         })
     }
 

@@ -49,16 +49,24 @@ impl DataConn {
         &self.endpoint
     }
 
-    /// Write `data` (whose lengths add up to the pieces') into the pieces, in order.
+    /// Write `data` (whose lengths add up to the pieces') into the pieces, in order; the service
+    /// refuses it unless it is `rank` at `incarnation` (the epoch fence).
     pub(crate) fn write(
         &mut self,
+        rank: u32,
+        incarnation: u64,
         pieces: Vec<Piece>,
         data: &mut [IoSlice<'_>],
         deadline: Instant,
     ) -> Result<()> {
         let total: u64 = pieces.iter().map(|p| p.len).sum();
         debug_assert_eq!(total, data.iter().map(|d| d.len() as u64).sum::<u64>());
-        let id = self.send(DataRequest::Write { pieces }, total, deadline)?;
+        let req = DataRequest::Write {
+            rank,
+            incarnation,
+            pieces,
+        };
+        let id = self.send(req, total, deadline)?;
         wire::write_all_vectored(&mut self.stream, data).map_err(|e| self.io_error(e.into()))?;
         let raw = self.read_reply(id, deadline)?;
         if raw != 0 {
@@ -70,16 +78,25 @@ impl DataConn {
         Ok(())
     }
 
-    /// Read the pieces, in order, into `bufs` (whose lengths add up to the pieces').
+    /// Read the pieces, in order, into `bufs` (whose lengths add up to the pieces'), from `rank`
+    /// at `incarnation`. After the bytes the service says whether its fence held during the copy;
+    /// if not, the bytes are not the object's and the read fails.
     pub(crate) fn read(
         &mut self,
+        rank: u32,
+        incarnation: u64,
         pieces: Vec<Piece>,
         bufs: &mut [IoSliceMut<'_>],
         deadline: Instant,
     ) -> Result<()> {
         let total: u64 = pieces.iter().map(|p| p.len).sum();
         debug_assert_eq!(total, bufs.iter().map(|d| d.len() as u64).sum::<u64>());
-        let id = self.send(DataRequest::Read { pieces }, 0, deadline)?;
+        let req = DataRequest::Read {
+            rank,
+            incarnation,
+            pieces,
+        };
+        let id = self.send(req, 0, deadline)?;
         let raw = self.read_reply(id, deadline)?;
         if raw != total {
             return Err(Error::Protocol(format!(
@@ -87,7 +104,14 @@ impl DataConn {
                 self.endpoint
             )));
         }
-        wire::read_exact_vectored(&mut self.stream, bufs).map_err(|e| self.io_error(e.into()))
+        wire::read_exact_vectored(&mut self.stream, bufs).map_err(|e| self.io_error(e.into()))?;
+        match self.read_reply(id, deadline)? {
+            0 => Ok(()),
+            raw => Err(Error::Protocol(format!(
+                "{}: the fence check after a read carries {raw} raw bytes",
+                self.endpoint
+            ))),
+        }
     }
 
     fn send(&mut self, req: DataRequest, raw_len: u64, deadline: Instant) -> Result<u64> {
@@ -122,6 +146,13 @@ impl DataConn {
         }
         let reply: DataReply =
             wire::decode_payload(&self.buf).map_err(|e| Error::Protocol(e.to_string()))?;
+        if reply.code == Code::NotConnectLocal.as_i32() {
+            tracing::warn!(endpoint = %self.endpoint, reason = %reply.message, "transfer refused by the epoch fence");
+            return Err(Error::LocalUnreachable {
+                endpoint: self.endpoint.clone(),
+                reason: reply.message,
+            });
+        }
         if reply.code != 0 {
             return Err(Error::Remote {
                 code: Code::from_i32(reply.code),

@@ -336,16 +336,24 @@ fn malformed_requests_never_take_a_service_down() {
         s.write_all(&[1, 2, 3]).unwrap();
         drop(s);
     }
-    // A well-formed read outside the pool and of an unknown segment: error replies, no crash.
+    // A well-formed read outside the pool, of an unknown segment, or planned for another
+    // incarnation or rank: error replies, no crash. The only service of a fresh meta service is
+    // at incarnation 1.
     let mut s = TcpStream::connect(&cluster.locals[0].endpoint).unwrap();
     s.set_read_timeout(timeout).unwrap();
     let segment = c.query("k").unwrap().replicas[0].segment;
-    for (segment, offset, want) in [
-        (segment, u64::MAX - 5, -3000),
-        (segment, 1 << 40, -3000),
-        (9999, 0, -3014),
+    let rank = cluster.locals[0].rank;
+    for (rank, incarnation, segment, offset, want) in [
+        (rank, 1, segment, u64::MAX - 5, -3000),
+        (rank, 1, segment, 1 << 40, -3000),
+        (rank, 1, 9999, 0, -3014),
+        (rank, 2, segment, 0, -3018),
+        (rank, 0, segment, 0, -3018),
+        (rank + 1, 1, segment, 0, -3018),
     ] {
         let req = DataRequest::Read {
+            rank,
+            incarnation,
             pieces: vec![Piece {
                 segment,
                 offset,

@@ -10,10 +10,17 @@
 //! Before registering again the service [`FenceWord::close`]s the fence and waits until no copy is
 //! in flight, so no writer of incarnation N is still copying when N+1's first object is placed.
 //!
-//! The word is two atomics; the real service keeps them in a shared page that same-host clients
-//! map (their copies enter the same word), the simulator in plain memory.
+//! The word is two atomics; the real service keeps them in a [`SharedFence`], a memfd page that
+//! same-host clients map (their copies enter the same word), the simulator in plain memory.
 
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::HalError;
 
 /// What a transfer is fenced on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -142,9 +149,119 @@ impl Drop for FenceGuard<'_> {
     }
 }
 
+/// Bytes of a [`SharedFence`]'s page (the word uses the first 16).
+pub const FENCE_PAGE_BYTES: u64 = 4096;
+
+/// A [`FenceWord`] in a 4 KiB memfd page mapped read-write and `MAP_SHARED`: the local service
+/// creates it, same-host clients map the descriptor it hands them with the pools', and every copy
+/// on either side enters the same word. (Atomics in a shared mapping are the standard way to share
+/// them between processes: the page is the same physical memory in each.)
+#[derive(Debug)]
+pub struct SharedFence {
+    map: MmapRaw,
+    file: File,
+}
+
+impl SharedFence {
+    /// A fresh page: a closed fence with nothing in flight (the page starts zeroed).
+    pub fn new(name: &str) -> Result<SharedFence, HalError> {
+        let cname = CString::new(name.replace('\0', "_"))
+            .map_err(|_| HalError::InvalidSize(format!("fence name {name:?}")))?;
+        // SAFETY: `cname` is a valid NUL-terminated C string that outlives the call; memfd_create
+        // has no other preconditions.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(HalError::Io {
+                context: format!("memfd_create of the fence page {name}"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `fd` was just returned by memfd_create, is open, and nothing else owns it.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.set_len(FENCE_PAGE_BYTES)
+            .map_err(|source| HalError::Io {
+                context: format!("sizing the fence page {name}"),
+                source,
+            })?;
+        let fence = SharedFence::map(file)?;
+        assert_eq!(fence.incarnation(), 0, "a fresh fence starts closed");
+        assert_eq!(fence.inflight(), 0);
+        Ok(fence)
+    }
+
+    /// Map the page another process created and handed over. Refuses a file smaller than a page.
+    pub fn from_fd(fd: OwnedFd) -> Result<SharedFence, HalError> {
+        let file = File::from(fd);
+        let size = file
+            .metadata()
+            .map_err(|source| HalError::Io {
+                context: "fstat of the handed-over fence page".into(),
+                source,
+            })?
+            .len();
+        if size < FENCE_PAGE_BYTES {
+            return Err(HalError::InvalidSize(format!(
+                "a fence page of {size} bytes, {FENCE_PAGE_BYTES} expected"
+            )));
+        }
+        SharedFence::map(file)
+    }
+
+    fn map(file: File) -> Result<SharedFence, HalError> {
+        let map = MmapOptions::new()
+            .len(FENCE_PAGE_BYTES as usize)
+            .map_raw(&file)
+            .map_err(|e| HalError::Map {
+                bytes: FENCE_PAGE_BYTES,
+                reason: format!("mmap of the fence page: {e}"),
+            })?;
+        // What deref relies on: a page-aligned mapping of at least one word.
+        assert!(map.len() >= std::mem::size_of::<FenceWord>());
+        assert_eq!(map.as_ptr() as usize % std::mem::align_of::<FenceWord>(), 0);
+        Ok(SharedFence { map, file })
+    }
+}
+
+impl std::ops::Deref for SharedFence {
+    type Target = FenceWord;
+
+    fn deref(&self) -> &FenceWord {
+        // SAFETY: the mapping is page-aligned (asserted in `map`), at least a page long, readable
+        // and writable, and lives as long as `self`. `FenceWord` is `repr(C)` of two `AtomicU64`,
+        // for which every bit pattern is valid, and all access to the page, in this process and in
+        // the others that map it, goes through those atomics, so shared references are sound.
+        unsafe { &*(self.map.as_ptr() as *const FenceWord) }
+    }
+}
+
+impl AsFd for SharedFence {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_fence_is_one_word_in_two_mappings() {
+        let a = SharedFence::new("mmc-fence-test").unwrap();
+        let fd = a.as_fd().try_clone_to_owned().unwrap();
+        let b = SharedFence::from_fd(fd).unwrap();
+        assert_eq!(b.incarnation(), 0, "fresh page: closed");
+        a.publish(5);
+        let g = b.enter(5).expect("the other mapping sees the publication");
+        assert_eq!(a.inflight(), 1, "and the service sees the copy in flight");
+        a.close();
+        assert!(g.still(5).is_err());
+        drop(g);
+        assert_eq!(a.inflight(), 0);
+        let short = SharedFence::new("short").unwrap();
+        short.file.set_len(16).unwrap();
+        let fd = short.as_fd().try_clone_to_owned().unwrap();
+        assert!(SharedFence::from_fd(fd).is_err(), "a short page is refused");
+    }
 
     #[test]
     fn enter_matches_incarnation_and_close_refuses_new_copies() {

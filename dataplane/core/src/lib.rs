@@ -13,4 +13,5 @@
 pub use mmc_hal::fence;
 
 pub mod client;
+pub mod local;
 pub mod sim;

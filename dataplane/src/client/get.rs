@@ -14,6 +14,8 @@ use super::{check_keys, key_error, unexpected, Client, CloneError, Lanes};
 /// Reads bound for one remote local service.
 struct Group<'a> {
     endpoint: String,
+    rank: u32,
+    incarnation: u64,
     pieces: Vec<Piece>,
     bufs: Vec<IoSliceMut<'a>>,
     items: Vec<usize>,
@@ -148,6 +150,7 @@ impl Client {
         results: &mut [Result<u64>],
         deadline: Instant,
     ) {
+        self.before_transfer();
         let own = self.local_rank();
         let mut leases = Vec::with_capacity(plan.items.len());
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
@@ -196,15 +199,16 @@ impl Client {
                 }
                 continue;
             }
-            let endpoint = plan
+            let addr = plan
                 .services
                 .iter()
                 .find(|s| s.rank == replica.rank)
-                .map(|s| s.data_endpoint.clone())
                 .expect("choose() returns replicas with an address");
             let lane = lanes.pick(replica.rank, item.size);
             let g = groups.entry((replica.rank, lane)).or_insert_with(|| Group {
-                endpoint,
+                endpoint: addr.data_endpoint.clone(),
+                rank: addr.rank,
+                incarnation: addr.incarnation,
                 pieces: Vec::new(),
                 bufs: Vec::new(),
                 items: Vec::new(),
@@ -274,7 +278,8 @@ impl Client {
         let outcome = self
             .take_data_conn(&g.endpoint, deadline)
             .and_then(|mut conn| {
-                conn.read(std::mem::take(&mut g.pieces), &mut g.bufs, deadline)?;
+                let pieces = std::mem::take(&mut g.pieces);
+                conn.read(g.rank, g.incarnation, pieces, &mut g.bufs, deadline)?;
                 self.give_data_conn(conn);
                 Ok(())
             });

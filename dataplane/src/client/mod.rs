@@ -10,7 +10,7 @@ mod put;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::config::parse_tcp_url;
@@ -24,6 +24,7 @@ use crate::config::{ClientConfig, LocalConfig};
 use crate::local::LocalService;
 use crate::shm::ShmMap;
 use crate::transfer::DataConn;
+use mmc_core::fence::Fence;
 
 /// Idle connections kept per local service.
 const DATA_CONNS_IDLE_MAX: usize = 16;
@@ -100,44 +101,40 @@ pub struct Client {
     host: String,
     /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
     shm_maps: Mutex<HashMap<u32, ShmEntry>>,
+    /// Test hook run between a meta reply and the first byte moved (see
+    /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
+    transfer_hook: OnceLock<TransferHook>,
 }
+
+/// What [`Client::set_transfer_hook`] takes.
+type TransferHook = Box<dyn Fn() + Send + Sync>;
 
 /// A same-host service's incarnation and its mapped pools (`None`: mapping failed, use TCP).
 type ShmEntry = (u64, Option<Arc<ShmMap>>);
 
-/// A pool this client copies into and out of itself.
+/// A pool this client copies into and out of itself, and the fence the copies are checked
+/// against (the rank and incarnation the meta service named; the segment is per copy).
 pub(crate) enum Direct<'a> {
     /// The client's own embedded local service.
-    Embedded(&'a LocalService),
+    Embedded(&'a LocalService, Fence),
     /// A same-host local service's pools, mapped.
-    Shm(Arc<ShmMap>),
+    Shm(Arc<ShmMap>, Fence),
 }
 
 impl Direct<'_> {
     pub(crate) fn copy_in(&self, segment: u32, offset: u64, src: &[u8]) -> Result<()> {
         match self {
-            Direct::Embedded(svc) => svc.copy_in(segment, offset, src),
-            Direct::Shm(map) => shm_arena(map, segment)?
-                .copy_in(offset, src)
-                .map_err(|e| Error::Internal(e.to_string())),
+            Direct::Embedded(svc, f) => svc.copy_in(Fence { segment, ..*f }, offset, src),
+            Direct::Shm(map, f) => map.copy_in(Fence { segment, ..*f }, offset, src),
         }
     }
 
     pub(crate) fn copy_out(&self, segment: u32, offset: u64, dst: &mut [u8]) -> Result<()> {
         match self {
-            Direct::Embedded(svc) => svc.copy_out(segment, offset, dst),
-            Direct::Shm(map) => shm_arena(map, segment)?
-                .copy_out(offset, dst)
-                .map_err(|e| Error::Internal(e.to_string())),
+            Direct::Embedded(svc, f) => svc.copy_out(Fence { segment, ..*f }, offset, dst),
+            Direct::Shm(map, f) => map.copy_out(Fence { segment, ..*f }, offset, dst),
         }
     }
-}
-
-fn shm_arena(map: &ShmMap, segment: u32) -> Result<&mmc_hal::Arena> {
-    map.arena(segment).ok_or_else(|| Error::Remote {
-        code: Code::LinkNotFound,
-        context: format!("segment {segment} is not in the mapped pools"),
-    })
 }
 
 impl Client {
@@ -180,6 +177,7 @@ impl Client {
             busy_poll: Duration::from_micros(config.busy_poll_us),
             host: crate::local::host_id(),
             shm_maps: Mutex::new(HashMap::new()),
+            transfer_hook: OnceLock::new(),
         };
         // Prove the meta service answers now, so init fails early and clearly.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
@@ -195,6 +193,22 @@ impl Client {
     /// The rank of this client's embedded local service, if it has one.
     pub fn local_rank(&self) -> Option<u32> {
         self.embedded.as_ref().map(|s| s.rank())
+    }
+
+    /// Test hook, not an API: `hook` runs in every put and get batch after the meta service
+    /// answered (placement or lookup, with the incarnations it names) and before any byte moves.
+    /// Fault tests use it to re-register or restart services while a transfer is "in flight".
+    /// Set once; returns false if a hook was already set.
+    #[doc(hidden)]
+    pub fn set_transfer_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.transfer_hook.set(hook).is_ok()
+    }
+
+    /// Run the test hook, if one is set.
+    pub(crate) fn before_transfer(&self) {
+        if let Some(hook) = self.transfer_hook.get() {
+            hook();
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -321,13 +335,18 @@ impl Client {
         services: &[ServiceAddr],
         alive: &mut Vec<u32>,
     ) -> Option<Direct<'_>> {
+        let addr = services.iter().find(|s| s.rank == rank)?;
+        let fence = Fence {
+            rank,
+            incarnation: addr.incarnation,
+            segment,
+        };
         if let Some(svc) = self.embedded.as_deref().filter(|s| s.rank() == rank) {
-            return Some(Direct::Embedded(svc));
+            return Some(Direct::Embedded(svc, fence));
         }
         if self.transport == Some(DataOpType::Tcp) {
             return None;
         }
-        let addr = services.iter().find(|s| s.rank == rank)?;
         if addr.host != self.host || addr.shm_endpoint.is_empty() {
             return None;
         }
@@ -349,6 +368,18 @@ impl Client {
         };
         let map = fresh?;
         debug_assert_eq!(map.incarnation, addr.incarnation);
+        if !map.current() {
+            // The service registered again (or is doing so): this mapping's incarnation is over.
+            // Forget it, so the next plan (with the new incarnation) maps again; this copy still
+            // goes to it, and its fence refuses it (-3018).
+            debug!(
+                rank,
+                incarnation = map.incarnation,
+                "stale shared-memory mapping dropped"
+            );
+            maps.remove(&rank);
+            return Some(Direct::Shm(map, fence));
+        }
         if !alive.contains(&rank) {
             if !map.alive() {
                 // The service is gone: unmap, and let TCP report it unreachable.
@@ -358,7 +389,7 @@ impl Client {
             alive.push(rank);
         }
         map.arena(segment)?;
-        Some(Direct::Shm(map))
+        Some(Direct::Shm(map, fence))
     }
 
     // ---- Keyed metadata operations -------------------------------------------------------------

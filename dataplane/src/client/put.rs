@@ -18,6 +18,8 @@ const NO_SPACE_RETRY_MS: u64 = 20;
 /// Writes bound for one remote local service.
 struct Group<'a> {
     endpoint: String,
+    rank: u32,
+    incarnation: u64,
     pieces: Vec<Piece>,
     data: Vec<IoSlice<'a>>,
     items: Vec<usize>,
@@ -204,6 +206,7 @@ impl Client {
         results: &mut [Result<()>],
         deadline: Instant,
     ) {
+        self.before_transfer();
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
         let mut lanes = Lanes::default();
         let mut alive = Vec::new();
@@ -230,6 +233,8 @@ impl Client {
                 let lane = lanes.pick(r.rank, r.len);
                 let g = groups.entry((r.rank, lane)).or_insert_with(|| Group {
                     endpoint: addr.data_endpoint.clone(),
+                    rank: addr.rank,
+                    incarnation: addr.incarnation,
                     pieces: Vec::new(),
                     data: Vec::new(),
                     items: Vec::new(),
@@ -280,7 +285,8 @@ impl Client {
         let outcome = self
             .take_data_conn(&g.endpoint, deadline)
             .and_then(|mut conn| {
-                conn.write(std::mem::take(&mut g.pieces), &mut g.data, deadline)?;
+                let pieces = std::mem::take(&mut g.pieces);
+                conn.write(g.rank, g.incarnation, pieces, &mut g.data, deadline)?;
                 self.give_data_conn(conn);
                 Ok(())
             });

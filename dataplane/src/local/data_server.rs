@@ -1,6 +1,10 @@
 //! The local service's data endpoint: scatter-gather reads and writes against the pools. Raw bytes
 //! go straight between the socket and the pool with vectored I/O; buffers are per connection and
 //! reused, so the steady state allocates nothing per request.
+//!
+//! Every request is fenced: it names the (rank, incarnation) it was planned for; the copy enters the
+//! service's epoch fence with that incarnation, the core checks each piece's segment belongs to it,
+//! and after the copy the fence must still hold (a read then says so after its bytes).
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +14,7 @@ use std::sync::Arc;
 use mmc_controlplane::msg::{ArchivedDataRequest, ArchivedPiece, DataReply};
 use mmc_controlplane::wire::{self, Kind, WireError};
 use mmc_controlplane::Code;
+use mmc_core::local::{LocalCore, Refused};
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
@@ -41,7 +46,11 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             }
             continue;
         }
-        let open = inner.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let open = inner
+            .conns
+            .lock()
+            .expect("data connections lock poisoned")
+            .len();
         if open >= CONNS_MAX {
             warn!(
                 open,
@@ -56,7 +65,7 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             inner
                 .conns
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .expect("data connections lock poisoned")
                 .insert(id, c);
         }
         let i = inner.clone();
@@ -73,7 +82,7 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
                     // Dropping the registry's clone closes the socket: the peer sees the end.
                     i.conns
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
+                        .expect("data connections lock poisoned")
                         .remove(&id);
                 })
                 .expect("spawn a data connection thread"),
@@ -131,24 +140,69 @@ pub(super) fn serve_one(
     // Validated in place, not deserialized: the request costs no allocation.
     let req = rkyv::access::<ArchivedDataRequest, rkyv::rancor::Error>(&c.payload)
         .map_err(|e| WireError::Payload(e.to_string()))?;
-    let (write, pieces) = match req {
-        ArchivedDataRequest::Write { pieces } => (true, pieces.as_slice()),
-        ArchivedDataRequest::Read { pieces } => (false, pieces.as_slice()),
+    let (write, rank, incarnation, pieces) = match req {
+        ArchivedDataRequest::Write {
+            rank,
+            incarnation,
+            pieces,
+        } => (
+            true,
+            rank.to_native(),
+            incarnation.to_native(),
+            pieces.as_slice(),
+        ),
+        ArchivedDataRequest::Read {
+            rank,
+            incarnation,
+            pieces,
+        } => (
+            false,
+            rank.to_native(),
+            incarnation.to_native(),
+            pieces.as_slice(),
+        ),
     };
-    let total = match resolve(inner, pieces, &mut c.ranges) {
-        Ok(total) if write && total != header.raw_len => Err((
-            Code::InvalidParam,
-            format!(
-                "pieces add up to {total} bytes but {} follow",
-                header.raw_len
-            ),
-        )),
-        other => other,
+    // Entered before the checks, left after the copy: a re-registration waits for this copy.
+    let guard = match incarnation {
+        0 => Err((Code::NotConnectLocal, "fence: incarnation 0".to_string())),
+        _ => inner
+            .fence
+            .enter(incarnation)
+            .map_err(|s| (Code::NotConnectLocal, s.to_string())),
     };
+    let total = guard.as_ref().map_err(|e| e.clone()).and_then(|_| {
+        match resolve(inner, rank, incarnation, pieces, &mut c.ranges) {
+            Ok(total) if write && total != header.raw_len => Err((
+                Code::InvalidParam,
+                format!(
+                    "pieces add up to {total} bytes but {} follow",
+                    header.raw_len
+                ),
+            )),
+            other => other,
+        }
+    });
     match (write, total) {
         (true, Ok(_)) => {
             fill(inner, &c.ranges, &mut c.runs, &mut *stream)?;
-            reply(&mut *stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?;
+            let held = guard.as_ref().map(|g| g.still(incarnation));
+            match held {
+                Ok(Ok(())) => reply(&mut *stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?,
+                _ => {
+                    // Only after a drain that timed out: the bytes may have landed in space the
+                    // new incarnation placed. The put fails; its space is never committed.
+                    let why = format!("fence: incarnation {incarnation} ended during the write");
+                    warn!(rank, incarnation, "write crossed a re-registration");
+                    reply(
+                        &mut *stream,
+                        &mut c.reply,
+                        header.req_id,
+                        Code::NotConnectLocal,
+                        &why,
+                        0,
+                    )?;
+                }
+            }
         }
         (true, Err((code, why))) => {
             warn!(code = code.as_i32(), why, "write refused");
@@ -165,18 +219,39 @@ pub(super) fn serve_one(
                 total,
             )?;
             drain(inner, &c.ranges, &mut c.runs, &mut *stream)?;
+            // The bytes are sent; this says whether they are the object's.
+            let held = guard.as_ref().map(|g| g.still(incarnation));
+            match held {
+                Ok(Ok(())) => reply(&mut *stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?,
+                _ => {
+                    let why = format!("fence: incarnation {incarnation} ended during the read");
+                    warn!(rank, incarnation, "read crossed a re-registration");
+                    reply(
+                        &mut *stream,
+                        &mut c.reply,
+                        header.req_id,
+                        Code::NotConnectLocal,
+                        &why,
+                        0,
+                    )?;
+                }
+            }
         }
         (false, Err((code, why))) => {
             warn!(code = code.as_i32(), why, "read refused");
             reply(&mut *stream, &mut c.reply, header.req_id, code, &why, 0)?;
         }
     }
+    drop(guard);
     Ok(())
 }
 
-/// Map pieces to (pool, offset, len), checking every bound before a byte moves.
+/// Map pieces to (pool, offset, len), checking every bound, and that each segment belongs to
+/// `rank` at `incarnation`, before a byte moves.
 fn resolve(
     inner: &Inner,
+    rank: u32,
+    incarnation: u64,
     pieces: &[ArchivedPiece],
     out: &mut Vec<(usize, u64, u64)>,
 ) -> Result<u64, (Code, String)> {
@@ -187,7 +262,12 @@ fn resolve(
             format!("{} pieces, the limit is {PIECES_MAX}", pieces.len()),
         ));
     }
-    let m = inner.membership.read().unwrap_or_else(|p| p.into_inner());
+    let core = inner
+        .core
+        .read()
+        .expect("local core lock poisoned: a core step panicked");
+    let refused = |why: Refused| (why.code(), why.to_string());
+    let m = core.check_fence(rank, incarnation).map_err(refused)?;
     let mut total = 0u64;
     for p in pieces {
         let (segment, offset, len) = (
@@ -195,19 +275,9 @@ fn resolve(
             p.offset.to_native(),
             p.len.to_native(),
         );
-        let Some(pool) = m.segments.iter().position(|s| *s == segment) else {
-            return Err((
-                Code::LinkNotFound,
-                format!("segment {segment} is not served here"),
-            ));
-        };
-        let end = offset.checked_add(len);
-        if end.is_none_or(|end| end > inner.pools[pool].arena.len()) {
-            return Err((
-                Code::InvalidParam,
-                format!("piece {offset}+{len} is outside the pool"),
-            ));
-        }
+        let pool =
+            LocalCore::resolve(m, segment, offset, len, &inner.pool_lens).map_err(refused)?;
+        debug_assert!(offset + len <= inner.pools[pool].arena.len());
         total += len; // cannot overflow: every piece lies inside a pool of at most 2^63 bytes
         out.push((pool, offset, len));
     }

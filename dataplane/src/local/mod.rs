@@ -6,6 +6,7 @@
 //! client copies into its own pools directly, with no socket in between.
 
 mod data_server;
+mod member;
 mod shards;
 pub(crate) mod shm_server;
 
@@ -17,9 +18,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::config::parse_tcp_url;
-use mmc_controlplane::msg::{self, Register, Reply, Request, SegmentSpec};
-use mmc_controlplane::rpc::MetaConn;
+use mmc_controlplane::msg::{self, Register, SegmentSpec};
 use mmc_controlplane::{Code, Error, Result};
+use mmc_core::fence::{Fence, SharedFence, Stale};
+use mmc_core::local::{LocalCore, LocalParams, Membership, Refused};
 use mmc_hal::Arena;
 use tracing::{info, warn};
 
@@ -27,6 +29,10 @@ use crate::config::LocalConfig;
 
 /// How long start-up waits for the meta service to answer the registration.
 const REGISTER_TIMEOUT_MS: u64 = 10_000;
+/// A meta request of the running service with no answer after this long has failed.
+const REQUEST_TIMEOUT_MS: u64 = 1_000;
+/// How long a re-registration waits for copies of the old incarnation to leave the fence.
+const DRAIN_TIMEOUT_MS: u64 = 2_000;
 
 /// One pool and the segment id the meta service gave it.
 pub(crate) struct Pool {
@@ -34,52 +40,62 @@ pub(crate) struct Pool {
     pub(crate) arena: Arena,
 }
 
-#[derive(Clone, Debug)]
-pub(crate) struct Membership {
-    pub(crate) rank: u32,
-    pub(crate) incarnation: u64,
-    /// Segment id of each pool, in pool order.
-    pub(crate) segments: Vec<u32>,
-    /// How often the meta service wants to hear from this service.
-    pub(crate) heartbeat_ms: u64,
-}
-
 pub(crate) struct Inner {
     pub(crate) pools: Vec<Pool>,
-    pub(crate) membership: RwLock<Membership>,
+    /// Bytes of each pool, in pool order (what [`LocalCore::resolve`] checks ranges against).
+    pub(crate) pool_lens: Vec<u64>,
+    /// Registration, incarnations and request checks; written only by the member driver.
+    pub(crate) core: RwLock<LocalCore>,
+    /// The epoch fence every copy into or out of the pools enters, in a page same-host clients
+    /// map too.
+    pub(crate) fence: SharedFence,
     pub(crate) stop: AtomicBool,
     pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
     /// Busy-poll for each next request this long before blocking.
     pub(crate) busy_poll: Duration,
     meta_addr: SocketAddr,
-    register: Register,
+    /// The core's clock starts here.
+    started: Instant,
 }
 
 impl Inner {
-    /// The pool index that holds `segment`, under the current membership.
-    pub(crate) fn pool_index(&self, segment: u32) -> Option<usize> {
-        let m = self.membership.read().unwrap_or_else(|p| p.into_inner());
-        m.segments.iter().position(|s| *s == segment)
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
-    fn register(&self, deadline: Instant) -> Result<Membership> {
-        let mut conn = MetaConn::connect(self.meta_addr, deadline)?;
-        match conn.call(&Request::Register(self.register.clone()), deadline)? {
-            Reply::Registered {
-                rank,
-                incarnation,
-                segments,
-                heartbeat_ms,
-            } if segments.len() == self.pools.len() => Ok(Membership {
-                rank,
-                incarnation,
-                segments,
-                heartbeat_ms,
-            }),
-            other => Err(Error::Protocol(format!(
-                "unexpected reply to register: {other:?}"
-            ))),
+    /// The current membership; `None` while registering again.
+    pub(crate) fn membership(&self) -> Option<Membership> {
+        self.core
+            .read()
+            .expect("local core lock poisoned: a core step panicked")
+            .membership()
+            .cloned()
+    }
+}
+
+/// The error a copy refused by the fence or the request checks fails with.
+pub(crate) fn refused(endpoint: &str, why: Refused) -> Error {
+    match why.code() {
+        Code::NotConnectLocal => {
+            warn!(endpoint, reason = %why, "transfer refused by the epoch fence");
+            Error::LocalUnreachable {
+                endpoint: endpoint.to_string(),
+                reason: why.to_string(),
+            }
         }
+        code => Error::Remote {
+            code,
+            context: format!("{endpoint}: {why}"),
+        },
+    }
+}
+
+/// The error a copy fails with when the fence moved before or during it (-3018).
+pub(crate) fn stale(endpoint: &str, why: Stale) -> Error {
+    warn!(endpoint, reason = %why, "transfer refused by the epoch fence");
+    Error::LocalUnreachable {
+        endpoint: endpoint.to_string(),
+        reason: why.to_string(),
     }
 }
 
@@ -156,29 +172,33 @@ impl LocalService {
                 })
                 .collect(),
         };
-        let mut inner = Inner {
+        let fence = SharedFence::new(&format!(
+            "mmc-fence-{}-{}",
+            std::process::id(),
+            config.create_id
+        ))
+        .map_err(|e| Error::Memory(e.to_string()))?;
+        let params = LocalParams {
+            register,
+            heartbeat_ms: config.heartbeat_ms.max(10),
+            drain_timeout_ms: DRAIN_TIMEOUT_MS,
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
+        };
+        let inner = Inner {
+            pool_lens: pools.iter().map(|p| p.arena.len()).collect(),
             pools,
-            membership: RwLock::new(Membership {
-                rank: u32::MAX,
-                incarnation: 0,
-                segments: Vec::new(),
-                heartbeat_ms: config.heartbeat_ms,
-            }),
+            core: RwLock::new(LocalCore::new(params, 0)),
+            fence,
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
             busy_poll: Duration::from_micros(config.busy_poll_us),
             meta_addr,
-            register,
+            started: Instant::now(),
         };
-        let deadline = Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS);
-        let membership = inner.register(deadline)?;
-        let membership_heartbeat = membership.heartbeat_ms;
+        let mut driver = member::Driver::new();
+        let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
         info!(rank = membership.rank, incarnation = membership.incarnation, %data_addr,
             segments = ?membership.segments, "local service registered with the meta service");
-        *inner
-            .membership
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner()) = membership;
         let inner = Arc::new(inner);
         let mut threads = Vec::new();
         let i = inner.clone();
@@ -199,11 +219,7 @@ impl LocalService {
             shm_server::accept_loop(shm_listener, i)
         }));
         let i = inner.clone();
-        // The meta service's pace wins when it is faster (a short member timeout).
-        let heartbeat_ms = config.heartbeat_ms.min(membership_heartbeat).max(10);
-        threads.push(spawn("mmc-local-heartbeat", move || {
-            heartbeat_loop(&i, heartbeat_ms)
-        }));
+        threads.push(spawn("mmc-local-member", move || driver.run(&i)));
         Ok(LocalService {
             inner,
             data_addr,
@@ -215,10 +231,11 @@ impl LocalService {
     /// The rank the meta service knows this service by.
     pub fn rank(&self) -> u32 {
         self.inner
-            .membership
+            .core
             .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .rank
+            .expect("local core lock poisoned: a core step panicked")
+            .rank()
+            .expect("a started service has registered once")
     }
 
     pub fn data_addr(&self) -> SocketAddr {
@@ -230,30 +247,49 @@ impl LocalService {
         self.inner.meta_addr
     }
 
-    /// Copy `src` into the pool that holds `segment` (the embedded client's fast path).
-    pub(crate) fn copy_in(&self, segment: u32, offset: u64, src: &[u8]) -> Result<()> {
-        let pool = self.pool(segment)?;
+    /// Copy `src` into the pool that holds `f.segment` (the embedded client's fast path), inside
+    /// the epoch fence: refused (-3018) unless the service is at `f`'s rank and incarnation.
+    pub(crate) fn copy_in(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()> {
+        let endpoint = "the embedded local service";
+        let guard = self
+            .inner
+            .fence
+            .enter(f.incarnation)
+            .map_err(|s| stale(endpoint, s))?;
+        let pool = self.pool(f, offset, src.len() as u64)?;
         pool.arena
             .copy_in(offset, src)
-            .map_err(|e| Error::Internal(e.to_string()))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        guard.still(f.incarnation).map_err(|s| stale(endpoint, s))
     }
 
-    /// Copy out of the pool that holds `segment` into `dst`.
-    pub(crate) fn copy_out(&self, segment: u32, offset: u64, dst: &mut [u8]) -> Result<()> {
-        let pool = self.pool(segment)?;
+    /// Copy out of the pool that holds `f.segment` into `dst`, inside the epoch fence; bytes
+    /// copied while the fence moved are reported as an error, never as the object's.
+    pub(crate) fn copy_out(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let endpoint = "the embedded local service";
+        let guard = self
+            .inner
+            .fence
+            .enter(f.incarnation)
+            .map_err(|s| stale(endpoint, s))?;
+        let pool = self.pool(f, offset, dst.len() as u64)?;
         pool.arena
             .copy_out(offset, dst)
-            .map_err(|e| Error::Internal(e.to_string()))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        guard.still(f.incarnation).map_err(|s| stale(endpoint, s))
     }
 
-    fn pool(&self, segment: u32) -> Result<&Pool> {
-        let i = self
+    /// The pool of `f.segment`, checked against the current incarnation and the range.
+    fn pool(&self, f: Fence, offset: u64, len: u64) -> Result<&Pool> {
+        let core = self
             .inner
-            .pool_index(segment)
-            .ok_or_else(|| Error::Remote {
-                code: Code::LinkNotFound,
-                context: format!("segment {segment} is not served here (re-registered?)"),
-            })?;
+            .core
+            .read()
+            .expect("local core lock poisoned: a core step panicked");
+        let i = core
+            .check_fence(f.rank, f.incarnation)
+            .and_then(|m| LocalCore::resolve(m, f.segment, offset, len, &self.inner.pool_lens))
+            .map_err(|why| refused("the embedded local service", why))?;
         Ok(&self.inner.pools[i])
     }
 
@@ -268,29 +304,15 @@ impl LocalService {
         if self.inner.stop.swap(true, Ordering::AcqRel) {
             return;
         }
-        let m = self
-            .inner
-            .membership
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let deadline = Instant::now() + Duration::from_millis(1000);
-        if let Ok(mut conn) = MetaConn::connect(self.inner.meta_addr, deadline) {
-            let _ = conn.call(
-                &Request::Unregister {
-                    rank: m.rank,
-                    incarnation: m.incarnation,
-                },
-                deadline,
-            );
-        }
+        let rank = self.rank();
+        member::stop(&self.inner, Duration::from_millis(1000));
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
         let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
         for c in self
             .inner
             .conns
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("data connections lock poisoned")
             .drain()
         {
             let _ = c.1.shutdown(std::net::Shutdown::Both);
@@ -298,13 +320,13 @@ impl LocalService {
         let threads: Vec<_> = self
             .threads
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("service threads lock poisoned")
             .drain(..)
             .collect();
         for t in threads {
             let _ = t.join();
         }
-        info!(rank = m.rank, "local service stopped");
+        info!(rank, "local service stopped");
     }
 }
 
@@ -319,64 +341,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .name(name.into())
         .spawn(f)
         .expect("spawn a local service thread")
-}
-
-/// Heartbeat until stopped; re-register when the meta service no longer knows this incarnation
-/// (it restarted, or declared this service dead).
-fn heartbeat_loop(inner: &Inner, heartbeat_ms: u64) {
-    let mut conn: Option<MetaConn> = None;
-    let tick = Duration::from_millis(heartbeat_ms);
-    let mut next = Instant::now() + tick;
-    while !inner.stop.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(20).min(tick));
-        if Instant::now() < next {
-            continue;
-        }
-        next = Instant::now() + tick;
-        let deadline = Instant::now() + tick.max(Duration::from_millis(500));
-        let m = inner
-            .membership
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if conn.is_none() {
-            conn = MetaConn::connect(inner.meta_addr, deadline).ok();
-        }
-        let Some(c) = conn.as_mut() else {
-            warn!("meta service unreachable: heartbeat skipped");
-            continue;
-        };
-        let req = Request::Heartbeat {
-            rank: m.rank,
-            incarnation: m.incarnation,
-        };
-        match c.call(&req, deadline) {
-            Ok(Reply::Ack { code: 0 }) => {}
-            Ok(Reply::Ack { code }) => {
-                warn!(
-                    code,
-                    rank = m.rank,
-                    "meta service does not know this incarnation: registering again"
-                );
-                match inner.register(deadline) {
-                    Ok(new) => {
-                        info!(
-                            rank = new.rank,
-                            incarnation = new.incarnation,
-                            "registered again"
-                        );
-                        *inner.membership.write().unwrap_or_else(|p| p.into_inner()) = new;
-                    }
-                    Err(e) => warn!(error = %e, "re-registration failed"),
-                }
-            }
-            Ok(other) => warn!(?other, "unexpected heartbeat reply"),
-            Err(e) => {
-                warn!(error = %e, "heartbeat failed");
-                conn = None;
-            }
-        }
-    }
 }
 
 /// A stable identity for this host (spreading replicas, and same-host shared memory later).

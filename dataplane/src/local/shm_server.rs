@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use mmc_controlplane::msg::ShmHello;
 use mmc_controlplane::wire;
+use mmc_core::fence::FENCE_PAGE_BYTES;
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
@@ -65,11 +66,12 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
         }
         let Ok(stream) = stream else { continue };
         open.retain(peer_alive);
-        let m = inner
-            .membership
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        // While registering again there is nothing to hand over: the client falls back to TCP,
+        // which refuses the old incarnation too.
+        let Some(m) = inner.membership() else {
+            debug!("shm hello refused: registering again");
+            continue;
+        };
         let hello = ShmHello {
             rank: m.rank,
             incarnation: m.incarnation,
@@ -79,12 +81,14 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
                 .zip(&inner.pools)
                 .map(|(s, p)| (*s, p.arena.len()))
                 .collect(),
+            fence_bytes: FENCE_PAGE_BYTES,
         };
         if let Err(e) = wire::encode_payload(&hello, &mut payload) {
             warn!(error = %e, "shm hello not encoded");
             continue;
         }
-        let fds: Vec<_> = inner.pools.iter().map(|p| p.arena.as_fd()).collect();
+        let mut fds: Vec<_> = inner.pools.iter().map(|p| p.arena.as_fd()).collect();
+        fds.push(inner.fence.as_fd());
         match mmc_hal::fdpass::send_with_fds(&stream, &payload, &fds) {
             Ok(()) => {
                 debug!(rank = m.rank, "pools handed to a same-host client");

@@ -63,6 +63,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub meta: Child,
     pub meta_addr: String,
+    /// The meta service's extra flags, kept for [`Cluster::restart_meta`].
+    pub meta_args: Vec<String>,
     pub locals: Vec<Local>,
 }
 
@@ -89,6 +91,7 @@ impl Cluster {
             dir,
             meta,
             meta_addr,
+            meta_args: meta_args.iter().map(|a| a.to_string()).collect(),
             locals: Vec::new(),
         };
         for size in dram_sizes {
@@ -167,6 +170,40 @@ impl Cluster {
     pub fn kill_meta(&mut self) {
         let _ = self.meta.kill();
         let _ = self.meta.wait();
+    }
+
+    /// Kill the meta service (SIGKILL) and start a fresh one on the same address and flags: it
+    /// knows nothing, and hands out segment ids and incarnations from 1 again.
+    pub fn restart_meta(&mut self) {
+        self.kill_meta();
+        let addr_file = self.dir.path().join("meta-restarted.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut meta = Command::new(bin("mmc-meta"))
+            .args([
+                "--listen",
+                &format!("tcp://{}", self.meta_addr),
+                "--log-level",
+                "warn",
+                "--addr-file",
+            ])
+            .arg(&addr_file)
+            .args(&self.meta_args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn mmc-meta again");
+        let addr = wait_file(&addr_file, &mut meta, "mmc-meta (restarted)");
+        assert_eq!(addr, self.meta_addr, "the meta service came back elsewhere");
+        self.meta = meta;
+    }
+
+    /// Send `signal` (`STOP`, `CONT`, ...) to local service `i`.
+    pub fn signal_local(&self, i: usize, signal: &str) {
+        let pid = self.locals[i].child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
     }
 }
 
