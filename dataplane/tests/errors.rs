@@ -337,19 +337,28 @@ fn malformed_requests_never_take_a_service_down() {
         drop(s);
     }
     // A well-formed read outside the pool, of an unknown segment, or planned for another
-    // incarnation or rank: error replies, no crash. The only service of a fresh meta service is
-    // at incarnation 1.
+    // incarnation or rank: error replies, no crash. The service's incarnation is what a lookup
+    // names (the meta service numbers them from its start time).
     let mut s = TcpStream::connect(&cluster.locals[0].endpoint).unwrap();
     s.set_read_timeout(timeout).unwrap();
     let segment = c.query("k").unwrap().replicas[0].segment;
     let rank = cluster.locals[0].rank;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut meta = MetaConn::connect(cluster.meta_addr.parse().unwrap(), deadline).unwrap();
+    let inc = match meta
+        .call(&Request::Lookup { keys: vec!["k".into()] }, deadline)
+        .unwrap()
+    {
+        Reply::Lookup { services, .. } => services[0].incarnation,
+        other => panic!("{other:?}"),
+    };
     for (rank, incarnation, segment, offset, want) in [
-        (rank, 1, segment, u64::MAX - 5, -3000),
-        (rank, 1, segment, 1 << 40, -3000),
-        (rank, 1, 9999, 0, -3014),
-        (rank, 2, segment, 0, -3018),
+        (rank, inc, segment, u64::MAX - 5, -3000),
+        (rank, inc, segment, 1 << 40, -3000),
+        (rank, inc, 9999, 0, -3014),
+        (rank, inc + 1, segment, 0, -3018),
         (rank, 0, segment, 0, -3018),
-        (rank + 1, 1, segment, 0, -3018),
+        (rank + 1, inc, segment, 0, -3018),
     ] {
         let req = DataRequest::Read {
             rank,
