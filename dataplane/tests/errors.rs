@@ -346,7 +346,12 @@ fn malformed_requests_never_take_a_service_down() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut meta = MetaConn::connect(cluster.meta_addr.parse().unwrap(), deadline).unwrap();
     let inc = match meta
-        .call(&Request::Lookup { keys: vec!["k".into()] }, deadline)
+        .call(
+            &Request::Lookup {
+                keys: vec!["k".into()],
+            },
+            deadline,
+        )
         .unwrap()
     {
         Reply::Lookup { services, .. } => services[0].incarnation,

@@ -99,8 +99,11 @@ fn local_services_register_again_after_a_meta_restart() {
     wait_for("re-registration", Duration::from_secs(15), || {
         c.status().map(|s| s.segments.len() == 1).unwrap_or(false)
     });
-    c.put("after-restart", b"v", &PutOptions::default())
-        .unwrap();
+    // Between the meta service's answer and the service opening its fence at the new
+    // incarnation, a copy is refused (-3018, never misplaced): wait for the first put to land.
+    wait_for("a put after the restart", Duration::from_secs(10), || {
+        c.put("after-restart", b"v", &PutOptions::default()).is_ok()
+    });
     assert_eq!(c.get("after-restart").unwrap(), b"v");
     let _ = local.kill();
     let _ = local.wait();

@@ -1,48 +1,53 @@
-//! Get: look up (one meta round trip, which takes a read lease per key), read one replica of each
-//! object straight into the caller's buffers, check the lease held, release the leases (one-way).
+//! Get, driven: the sans-IO [`GetOp`] decides (look up with a read lease, which replica to read
+//! and which next when a copy fails, whether the lease held, release); this driver makes its meta
+//! calls and moves its bytes straight into the caller's buffers.
 
 use std::collections::BTreeMap;
 use std::io::IoSliceMut;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mmc_controlplane::msg::{LookupItem, Piece, Replica, Reply, Request, ServiceAddr};
+use mmc_controlplane::msg::{Piece, ServiceAddr};
 use mmc_controlplane::{Error, Result};
+use mmc_core::client::{runs, service, Action, CloneError, GetOp, Transfer};
 use tracing::warn;
 
-use super::{check_keys, key_error, unexpected, Client, CloneError, Lanes};
+use super::{Client, Lanes};
 
-/// Reads bound for one remote local service.
+/// Reads bound for one remote local service (one lane of it).
 struct Group<'a> {
     endpoint: String,
     rank: u32,
     incarnation: u64,
     pieces: Vec<Piece>,
     bufs: Vec<IoSliceMut<'a>>,
-    items: Vec<usize>,
-}
-
-/// What a lookup said, for the keys of one batch.
-struct Plan {
-    items: Vec<Option<LookupItem>>,
-    services: Vec<ServiceAddr>,
-    lease: Duration,
-    started: Instant,
+    transfers: Vec<usize>,
 }
 
 impl Client {
     /// The whole object, in a new buffer.
     pub fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let deadline = self.deadline();
-        let mut results: Vec<Result<u64>> = vec![Ok(0)];
-        let plan = self.lookup(&[key], &mut results, deadline)?;
-        results.pop().expect("one result")?;
-        let size = plan.items[0].as_ref().map(|i| i.size).unwrap_or(0);
-        let mut out = vec![0u8; size as usize];
-        let mut parts: [&mut [u8]; 1] = [&mut out];
-        let mut bufs: [&mut [&mut [u8]]; 1] = [&mut parts];
-        let mut results = vec![Ok(0)];
-        self.fetch(plan, &mut bufs, &mut results, deadline);
-        results.pop().expect("one result")?;
+        let mut op = GetOp::new(
+            &[key],
+            &[u64::MAX],
+            self.local_rank(),
+            self.now_ms(),
+            self.timeout_ms(),
+        )?;
+        let mut out = Vec::new();
+        loop {
+            match op.poll(self.now_ms()) {
+                Action::Transfer => {
+                    let size = op.size(0).expect("a transfer for a found key");
+                    out.resize(size as usize, 0);
+                    let mut parts: [&mut [u8]; 1] = [&mut out];
+                    let mut bufs: [&mut [&mut [u8]]; 1] = [&mut parts];
+                    self.read_step(&mut op, &mut bufs);
+                }
+                Action::Done => break,
+                other => self.get_step(&mut op, other),
+            }
+        }
+        op.results()?.remove(0)?;
         Ok(out)
     }
 
@@ -83,155 +88,123 @@ impl Client {
                 bufs.len()
             )));
         }
-        let deadline = self.deadline();
-        let mut results: Vec<Result<u64>> = (0..keys.len()).map(|_| Ok(0)).collect();
-        let plan = self.lookup(keys, &mut results, deadline)?;
-        self.fetch(plan, bufs, &mut results, deadline);
-        Ok(results)
-    }
-
-    /// Look the keys up; keys refused locally or missing get their error in `results`.
-    fn lookup(
-        &self,
-        keys: &[&str],
-        results: &mut [Result<u64>],
-        deadline: Instant,
-    ) -> Result<Plan> {
-        let checked = check_keys(keys)?;
-        let valid: Vec<String> = checked.iter().flatten().map(|k| k.to_string()).collect();
-        let started = Instant::now();
-        let mut plan = Plan {
-            items: (0..keys.len()).map(|_| None).collect(),
-            services: Vec::new(),
-            lease: Duration::ZERO,
-            started,
-        };
-        if valid.is_empty() {
-            for (i, k) in checked.into_iter().enumerate() {
-                results[i] = k.map(|_| 0);
-            }
-            return Ok(plan);
-        }
-        let (items, services, lease_ms) =
-            match self.meta_call(&Request::Lookup { keys: valid }, deadline)? {
-                Reply::Lookup {
-                    items,
-                    services,
-                    lease_ms,
-                } => (items, services, lease_ms),
-                other => return Err(unexpected(&other)),
-            };
-        let mut items = items.into_iter();
-        for (i, k) in checked.into_iter().enumerate() {
-            match k {
-                Err(e) => results[i] = Err(e),
-                Ok(key) => {
-                    let item = items
-                        .next()
-                        .ok_or_else(|| Error::Protocol("short lookup reply".into()))?;
-                    if item.code != 0 {
-                        results[i] = Err(key_error(item.code, key));
-                    } else {
-                        plan.items[i] = Some(item);
-                    }
-                }
+        let capacities: Vec<u64> = bufs
+            .iter()
+            .map(|parts| parts.iter().map(|p| p.len() as u64).sum())
+            .collect();
+        let mut op = GetOp::new(
+            keys,
+            &capacities,
+            self.local_rank(),
+            self.now_ms(),
+            self.timeout_ms(),
+        )?;
+        loop {
+            match op.poll(self.now_ms()) {
+                Action::Transfer => self.read_step(&mut op, bufs),
+                Action::Done => return op.results(),
+                other => self.get_step(&mut op, other),
             }
         }
-        plan.services = services;
-        plan.lease = Duration::from_millis(lease_ms);
-        Ok(plan)
     }
 
-    /// Move the bytes of every found object into its buffers, then release the leases.
-    fn fetch(
-        &self,
-        plan: Plan,
-        bufs: &mut [&mut [&mut [u8]]],
-        results: &mut [Result<u64>],
-        deadline: Instant,
-    ) {
+    /// Every action of a get but the transfers.
+    fn get_step(&self, op: &mut GetOp, action: Action) {
+        match action {
+            Action::Meta(req) => {
+                let reply = self.meta_call(&req, self.instant(op.deadline_ms()));
+                op.on_meta(self.now_ms(), reply);
+            }
+            Action::MetaOneway(req) => self.send_oneway(req),
+            Action::Sleep { until_ms } => self.sleep_until(until_ms),
+            Action::Wait { .. } => unreachable!("the blocking driver feeds every reply"),
+            Action::Transfer | Action::Done => unreachable!("handled by the caller"),
+        }
+    }
+
+    fn read_step(&self, op: &mut GetOp, bufs: &mut [&mut [&mut [u8]]]) {
         self.before_transfer();
-        let own = self.local_rank();
-        let mut leases = Vec::with_capacity(plan.items.len());
+        let deadline = self.instant(op.deadline_ms());
+        let outcomes = self.read_all(op.transfers(), op.services(), bufs, deadline);
+        op.on_transfers(self.now_ms(), outcomes);
+    }
+
+    /// Carry out read transfers (at most one per key); one outcome per transfer.
+    fn read_all(
+        &self,
+        transfers: &[Transfer],
+        services: &[ServiceAddr],
+        bufs: &mut [&mut [&mut [u8]]],
+        deadline: Instant,
+    ) -> Vec<Result<()>> {
+        let mut outcomes: Vec<Result<()>> = (0..transfers.len()).map(|_| Ok(())).collect();
+        // Which transfer reads each key this round.
+        let mut by_item: Vec<Option<usize>> = vec![None; bufs.len()];
+        for (idx, t) in transfers.iter().enumerate() {
+            assert!(
+                by_item[t.item].replace(idx).is_none(),
+                "one read per key per round"
+            );
+        }
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
         let mut lanes = Lanes::default();
         let mut alive = Vec::new();
-        for (i, (item, parts)) in plan.items.iter().zip(bufs.iter_mut()).enumerate() {
-            let Some(item) = item else { continue };
-            leases.push(item.lease);
-            let capacity: u64 = parts.iter().map(|p| p.len() as u64).sum();
-            if capacity < item.size {
-                warn!(
-                    index = i,
-                    size = item.size,
-                    capacity,
-                    "get refused: buffer smaller than the object"
-                );
-                results[i] = Err(Error::InvalidParam(format!(
-                    "buffer of {capacity} bytes for an object of {} bytes",
-                    item.size
-                )));
+        for (item, parts) in bufs.iter_mut().enumerate() {
+            let Some(idx) = by_item[item] else { continue };
+            let t = transfers[idx];
+            let f = t.fence;
+            let lens: Vec<u64> = parts.iter().map(|p| p.len() as u64).collect();
+            if let Some(direct) = self.direct(f.rank, f.segment, services, &mut alive) {
+                let mut offset = t.offset;
+                for (part, at, n) in runs(lens, t.item_offset, t.len) {
+                    let dst = &mut parts[part][at as usize..(at + n) as usize];
+                    if let Err(e) = direct.copy_out(f.segment, offset, dst) {
+                        outcomes[idx] = Err(e);
+                        break;
+                    }
+                    offset += n;
+                }
                 continue;
             }
-            let Some(replica) = choose(&item.replicas, own, &plan.services) else {
-                results[i] = Err(Error::LocalUnreachable {
-                    endpoint: "none".into(),
-                    reason: "no live replica".into(),
+            let Some(addr) = service(services, f.rank) else {
+                outcomes[idx] = Err(Error::LocalUnreachable {
+                    endpoint: format!("rank {}", f.rank),
+                    reason: "the meta service gave no address".into(),
                 });
                 continue;
             };
-            results[i] = Ok(item.size);
-            if let Some(direct) =
-                self.direct(replica.rank, replica.segment, &plan.services, &mut alive)
-            {
-                let (mut offset, mut left) = (replica.offset, item.size);
-                for part in parts.iter_mut() {
-                    if left == 0 {
-                        break;
-                    }
-                    let n = left.min(part.len() as u64) as usize;
-                    if let Err(e) = direct.copy_out(replica.segment, offset, &mut part[..n]) {
-                        results[i] = Err(e);
-                        break;
-                    }
-                    offset += n as u64;
-                    left -= n as u64;
-                }
-                continue;
-            }
-            let addr = plan
-                .services
-                .iter()
-                .find(|s| s.rank == replica.rank)
-                .expect("choose() returns replicas with an address");
-            let lane = lanes.pick(replica.rank, item.size);
-            let g = groups.entry((replica.rank, lane)).or_insert_with(|| Group {
+            let lane = lanes.pick(f.rank, t.len);
+            let g = groups.entry((f.rank, lane)).or_insert_with(|| Group {
                 endpoint: addr.data_endpoint.clone(),
-                rank: addr.rank,
-                incarnation: addr.incarnation,
+                rank: f.rank,
+                incarnation: f.incarnation,
                 pieces: Vec::new(),
                 bufs: Vec::new(),
-                items: Vec::new(),
+                transfers: Vec::new(),
             });
+            debug_assert_eq!(
+                g.incarnation, f.incarnation,
+                "one incarnation per rank and plan"
+            );
             g.pieces.push(Piece {
-                segment: replica.segment,
-                offset: replica.offset,
-                len: item.size,
+                segment: f.segment,
+                offset: t.offset,
+                len: t.len,
             });
-            let mut left = item.size;
-            for part in parts.iter_mut() {
-                if left == 0 {
-                    break;
-                }
-                let n = left.min(part.len() as u64) as usize;
-                if n > 0 {
-                    g.bufs.push(IoSliceMut::new(&mut part[..n]));
-                }
-                left -= n as u64;
+            // Runs are in part order and disjoint: hand out each part's range once.
+            let mut rest: &mut [&mut [u8]] = &mut parts[..];
+            let mut base = 0usize;
+            for (part, at, n) in runs(lens, t.item_offset, t.len) {
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(part + 1 - base);
+                base = part + 1;
+                rest = tail;
+                let p = head.last_mut().expect("the run's part");
+                g.bufs
+                    .push(IoSliceMut::new(&mut p[at as usize..(at + n) as usize]));
             }
-            g.items.push(i);
+            g.transfers.push(idx);
         }
-        let outcomes: Vec<(Vec<usize>, Result<()>)> = if groups.len() <= 1 {
+        let done: Vec<(Vec<usize>, Result<()>)> = if groups.len() <= 1 {
             groups
                 .into_values()
                 .map(|g| self.read_group(g, deadline))
@@ -248,30 +221,14 @@ impl Client {
                     .collect()
             })
         };
-        for (items, outcome) in outcomes {
+        for (idxs, outcome) in done {
             if let Err(e) = outcome {
-                for i in items {
-                    results[i] = Err(e.clone_error());
+                for idx in idxs {
+                    outcomes[idx] = Err(e.clone_error());
                 }
             }
         }
-        // A reader never returns bytes of space that may have been reused: the lease must still
-        // have held when the copy finished (measured from before the lookup was sent).
-        if plan.started.elapsed() >= plan.lease {
-            for (r, item) in results.iter_mut().zip(&plan.items) {
-                if item.is_some() && r.is_ok() {
-                    warn!(
-                        lease_ms = plan.lease.as_millis() as u64,
-                        "get: read lease expired during the copy"
-                    );
-                    *r = Err(Error::Timeout {
-                        ms: plan.lease.as_millis() as u64,
-                        what: "read lease expired during the copy".into(),
-                    });
-                }
-            }
-        }
-        self.release(leases);
+        outcomes
     }
 
     fn read_group(&self, mut g: Group<'_>, deadline: Instant) -> (Vec<usize>, Result<()>) {
@@ -284,21 +241,9 @@ impl Client {
                 Ok(())
             });
         if let Err(e) = &outcome {
-            warn!(endpoint = %g.endpoint, keys = g.items.len(), error = %e, "get: read from local service failed");
+            warn!(endpoint = %g.endpoint, transfers = g.transfers.len(), error = %e,
+                "get: read from local service failed");
         }
-        (g.items, outcome)
+        (g.transfers, outcome)
     }
-}
-
-/// The replica to read: our own pool if we hold one, else the first with a known address.
-fn choose(replicas: &[Replica], own: Option<u32>, services: &[ServiceAddr]) -> Option<Replica> {
-    replicas
-        .iter()
-        .find(|r| Some(r.rank) == own)
-        .or_else(|| {
-            replicas
-                .iter()
-                .find(|r| services.iter().any(|s| s.rank == r.rank))
-        })
-        .copied()
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mmc_controlplane::config::parse_tcp_url;
 use mmc_controlplane::msg::{self, Replica, Reply, Request, ServiceAddr};
 use mmc_controlplane::rpc::MetaConn;
-use mmc_controlplane::{Code, Error, Result};
+use mmc_controlplane::{Error, Result};
 use tracing::{debug, info, warn};
 
 use crate::config::DataOpType;
@@ -24,6 +24,7 @@ use crate::config::{ClientConfig, LocalConfig};
 use crate::local::LocalService;
 use crate::shm::ShmMap;
 use crate::transfer::DataConn;
+use mmc_core::client::{Action, Info, MetaKind, MetaOp};
 use mmc_core::fence::Fence;
 
 /// Idle connections kept per local service.
@@ -58,29 +59,7 @@ impl Lanes {
     }
 }
 
-/// Where and how to place a put (`mmc_put_options`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PutOptions {
-    /// `MEDIA_HBM`, `MEDIA_DRAM`, or `MEDIA_NONE` (the highest tier with room).
-    pub media: u16,
-    /// `NATIVE_AFFINITY` or `PREFERRED_AFFINITY`.
-    pub policy: u16,
-    /// 0 or 1 = one copy; at most 8, each on a different local service.
-    pub replicas: u16,
-    /// Local service ids for `PREFERRED_AFFINITY` (negative entries ignored).
-    pub preferred: Vec<i32>,
-}
-
-impl Default for PutOptions {
-    fn default() -> Self {
-        PutOptions {
-            media: msg::MEDIA_NONE,
-            policy: msg::NATIVE_AFFINITY,
-            replicas: 1,
-            preferred: Vec::new(),
-        }
-    }
-}
+pub use mmc_core::client::PutOptions;
 
 /// What `query` tells about an object (`mmc_data_info` / `mmc_location_t`).
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +70,8 @@ pub struct ObjectInfo {
 
 /// A connected client. Cheap to share between threads (`&Client` is enough for every call).
 pub struct Client {
+    /// Where the operations' millisecond clock starts.
+    started: Instant,
     meta_addr: SocketAddr,
     timeout: Duration,
     meta_conns: Mutex<Vec<MetaConn>>,
@@ -168,6 +149,7 @@ impl Client {
             config.timeout_ms
         });
         let client = Client {
+            started: Instant::now(),
             meta_addr,
             timeout,
             meta_conns: Mutex::new(Vec::new()),
@@ -213,6 +195,34 @@ impl Client {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The driver's clock for the sans-IO operations: milliseconds since this client started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn timeout_ms(&self) -> u64 {
+        (self.timeout.as_millis() as u64).max(1)
+    }
+
+    /// The instant an operation's `deadline_ms` stands for.
+    pub(crate) fn instant(&self, at_ms: u64) -> Instant {
+        self.started + Duration::from_millis(at_ms)
+    }
+
+    pub(crate) fn sleep_until(&self, until_ms: u64) {
+        std::thread::sleep(Duration::from_millis(
+            until_ms.saturating_sub(self.now_ms()),
+        ));
+    }
+
+    /// A one-way request an operation asks for (today: releasing read leases).
+    pub(crate) fn send_oneway(&self, req: Request) {
+        match req {
+            Request::Release { leases } => self.release(leases),
+            other => unreachable!("no operation sends {other:?} one-way"),
+        }
     }
 
     pub(crate) fn deadline(&self) -> Instant {
@@ -394,29 +404,31 @@ impl Client {
 
     // ---- Keyed metadata operations -------------------------------------------------------------
 
+    /// Run one metadata call (exist, query, remove) through its sans-IO core.
+    fn meta_op(&self, kind: MetaKind, keys: &[&str]) -> Result<Vec<Result<Info>>> {
+        let mut op = MetaOp::new(kind, keys, self.now_ms(), self.timeout_ms())?;
+        loop {
+            match op.poll(self.now_ms()) {
+                Action::Meta(req) => {
+                    let reply = self.meta_call(&req, self.deadline());
+                    op.on_meta(self.now_ms(), reply);
+                }
+                Action::Done => return op.results(),
+                other => unreachable!("a metadata call never asks for {other:?}"),
+            }
+        }
+    }
+
     /// Size and replicas of each key.
     pub fn batch_query(&self, keys: &[&str]) -> Result<Vec<Result<ObjectInfo>>> {
-        let checked = check_keys(keys)?;
-        let deadline = self.deadline();
-        let valid: Vec<String> = checked.iter().flatten().map(|k| k.to_string()).collect();
-        let mut items = match self.meta_call(&Request::Query { keys: valid }, deadline)? {
-            Reply::Query { items } => items.into_iter(),
-            other => return Err(unexpected(&other)),
-        };
-        Ok(checked
-            .iter()
-            .map(|k| match k {
-                Err(e) => Err(e.clone_error()),
-                Ok(key) => {
-                    let item = items.next().expect("one item per key");
-                    match item.code {
-                        0 => Ok(ObjectInfo {
-                            size: item.size,
-                            replicas: item.replicas,
-                        }),
-                        code => Err(key_error(code, key)),
-                    }
-                }
+        Ok(self
+            .meta_op(MetaKind::Query, keys)?
+            .into_iter()
+            .map(|r| {
+                r.map(|i| ObjectInfo {
+                    size: i.size,
+                    replicas: i.replicas,
+                })
             })
             .collect())
     }
@@ -427,7 +439,11 @@ impl Client {
 
     /// `Ok(())` per key when present, `Err(NotFound)` when not.
     pub fn batch_exist(&self, keys: &[&str]) -> Result<Vec<Result<()>>> {
-        self.batch_codes(keys, |keys| Request::Exist { keys })
+        Ok(self
+            .meta_op(MetaKind::Exist, keys)?
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect())
     }
 
     pub fn exist(&self, key: &str) -> Result<()> {
@@ -435,34 +451,15 @@ impl Client {
     }
 
     pub fn batch_remove(&self, keys: &[&str]) -> Result<Vec<Result<()>>> {
-        self.batch_codes(keys, |keys| Request::Remove { keys })
+        Ok(self
+            .meta_op(MetaKind::Remove, keys)?
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect())
     }
 
     pub fn remove(&self, key: &str) -> Result<()> {
         self.batch_remove(&[key])?.remove(0)
-    }
-
-    fn batch_codes(
-        &self,
-        keys: &[&str],
-        req: impl FnOnce(Vec<String>) -> Request,
-    ) -> Result<Vec<Result<()>>> {
-        let checked = check_keys(keys)?;
-        let valid: Vec<String> = checked.iter().flatten().map(|k| k.to_string()).collect();
-        let mut codes = match self.meta_call(&req(valid), self.deadline())? {
-            Reply::Codes { codes } => codes.into_iter(),
-            other => return Err(unexpected(&other)),
-        };
-        Ok(checked
-            .iter()
-            .map(|k| match k {
-                Err(e) => Err(e.clone_error()),
-                Ok(key) => match codes.next().expect("one code per key") {
-                    0 => Ok(()),
-                    code => Err(key_error(code, key)),
-                },
-            })
-            .collect())
     }
 
     /// Local services, their pools and use, and object counts.
@@ -474,91 +471,6 @@ impl Client {
     }
 }
 
-/// Keys of one batch: `Err` for a key the contract refuses; `Err` for the whole batch when it has
-/// too many keys.
-pub(crate) fn check_keys<'a>(keys: &[&'a str]) -> Result<Vec<Result<&'a str>>> {
-    if keys.len() > msg::BATCH_KEYS_MAX {
-        warn!(
-            keys = keys.len(),
-            max = msg::BATCH_KEYS_MAX,
-            "batch refused: too many keys"
-        );
-        return Err(Error::InvalidParam(format!(
-            "{} keys in one batch, the limit is {}",
-            keys.len(),
-            msg::BATCH_KEYS_MAX
-        )));
-    }
-    Ok(keys.iter().map(|k| check_key(k).map(|_| *k)).collect())
-}
-
-pub(crate) fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > msg::KEY_BYTES_MAX {
-        warn!(key, len = key.len(), "invalid key: must be 1 to 255 bytes");
-        return Err(Error::InvalidParam(format!(
-            "key of {} bytes: keys are 1 to 255 bytes",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
-/// The typed error for a documented per-key code.
-pub(crate) fn key_error(code: i32, key: &str) -> Error {
-    let e = match Code::from_i32(code) {
-        Code::DuplicatedObject => Error::Exists { key: key.into() },
-        Code::ObjectNotExists => Error::NotFound { key: key.into() },
-        Code::InvalidParam => {
-            Error::InvalidParam(format!("key {key:?} refused by the meta service"))
-        }
-        c => Error::Remote {
-            code: c,
-            context: format!("key {key:?}"),
-        },
-    };
-    match e {
-        Error::NotFound { .. } | Error::Exists { .. } => debug!(key, code, "{e}"),
-        _ => warn!(key, code, "{e}"),
-    }
-    e
-}
-
 pub(crate) fn unexpected(reply: &Reply) -> Error {
     Error::Protocol(format!("unexpected reply from the meta service: {reply:?}"))
-}
-
-/// Errors are not `Clone` (they may hold an `io::Error`); one failure shared by many keys is
-/// re-created with the same code and message.
-pub(crate) trait CloneError {
-    fn clone_error(&self) -> Error;
-}
-
-impl CloneError for Error {
-    fn clone_error(&self) -> Error {
-        match self {
-            Error::InvalidParam(s) => Error::InvalidParam(s.clone()),
-            Error::Exists { key } => Error::Exists { key: key.clone() },
-            Error::NotFound { key } => Error::NotFound { key: key.clone() },
-            Error::NoSpace { bytes, media } => Error::NoSpace {
-                bytes: *bytes,
-                media,
-            },
-            Error::Timeout { ms, what } => Error::Timeout {
-                ms: *ms,
-                what: what.clone(),
-            },
-            Error::MetaUnreachable { url, reason } => Error::MetaUnreachable {
-                url: url.clone(),
-                reason: reason.clone(),
-            },
-            Error::LocalUnreachable { endpoint, reason } => Error::LocalUnreachable {
-                endpoint: endpoint.clone(),
-                reason: reason.clone(),
-            },
-            e => Error::Remote {
-                code: e.code(),
-                context: e.to_string(),
-            },
-        }
-    }
 }

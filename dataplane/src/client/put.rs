@@ -1,28 +1,27 @@
-//! Put: allocate (one meta round trip), write every replica, commit (one meta round trip).
+//! Put, driven: the sans-IO [`PutOp`] decides (allocate, write every replica, commit, retry while
+//! leased space frees up, deadline); this driver makes its meta calls and moves its bytes: plain
+//! copies into the embedded or mapped same-host pools, one vectored TCP request per other local
+//! service and lane, those in parallel.
 
 use std::collections::BTreeMap;
 use std::io::IoSlice;
-use std::time::{Duration, Instant};
 
-use mmc_controlplane::msg::{
-    self, AllocItem, AllocRequest, CommitItem, Piece, Reply, Request, ServiceAddr,
-};
-use mmc_controlplane::{Code, Error, Result};
+use mmc_controlplane::msg::{Piece, ServiceAddr};
+use mmc_controlplane::{Error, Result};
+use mmc_core::client::{runs, service, Action, CloneError, PutOp, Transfer};
 use tracing::warn;
 
-use super::{check_keys, key_error, unexpected, Client, CloneError, Lanes, PutOptions};
+use super::{Client, Lanes, PutOptions};
 
-/// Back-off between tries of a put that waits for leased space to be released.
-const NO_SPACE_RETRY_MS: u64 = 20;
-
-/// Writes bound for one remote local service.
+/// Writes bound for one remote local service (one lane of it).
 struct Group<'a> {
     endpoint: String,
     rank: u32,
     incarnation: u64,
     pieces: Vec<Piece>,
     data: Vec<IoSlice<'a>>,
-    items: Vec<usize>,
+    /// Indexes of the transfers this group carries.
+    transfers: Vec<usize>,
 }
 
 impl Client {
@@ -63,197 +62,98 @@ impl Client {
                 values.len()
             )));
         }
-        if opts.replicas as usize > msg::REPLICAS_MAX {
-            return Err(Error::InvalidParam(format!(
-                "{} replicas, the limit is 8",
-                opts.replicas
-            )));
-        }
-        let checked = check_keys(keys)?;
-        let deadline = self.deadline();
-        let mut results: Vec<Result<()>> = Vec::with_capacity(keys.len());
-        let mut todo: Vec<usize> = Vec::with_capacity(keys.len());
-        for (i, k) in checked.into_iter().enumerate() {
-            let size: u64 = values[i].iter().map(|p| p.len() as u64).sum();
-            match k {
-                Err(e) => results.push(Err(e)),
-                Ok(key) if size == 0 => {
-                    warn!(key, "put refused: empty value");
-                    results.push(Err(Error::InvalidParam(format!(
-                        "put of {key:?}: zero-size value"
-                    ))));
+        let sizes: Vec<u64> = values
+            .iter()
+            .map(|v| v.iter().map(|p| p.len() as u64).sum())
+            .collect();
+        let mut op = PutOp::new(
+            keys,
+            &sizes,
+            opts,
+            self.local_rank(),
+            self.now_ms(),
+            self.timeout_ms(),
+        )?;
+        loop {
+            match op.poll(self.now_ms()) {
+                Action::Meta(req) => {
+                    let reply = self.meta_call(&req, self.instant(op.deadline_ms()));
+                    op.on_meta(self.now_ms(), reply);
                 }
-                Ok(_) => {
-                    results.push(Ok(()));
-                    todo.push(i);
+                Action::Transfer => {
+                    self.before_transfer();
+                    let deadline = self.instant(op.deadline_ms());
+                    let outcomes = self.write_all(op.transfers(), op.services(), values, deadline);
+                    op.on_transfers(self.now_ms(), outcomes);
                 }
+                Action::Sleep { until_ms } => self.sleep_until(until_ms),
+                Action::MetaOneway(req) => self.send_oneway(req),
+                Action::Wait { .. } => unreachable!("the blocking driver feeds every reply"),
+                Action::Done => return op.results(),
             }
         }
-        // Keys that found no room while leased objects held it are tried again until the deadline.
-        while !todo.is_empty() {
-            let retry = self.put_round(keys, values, opts, &todo, &mut results, deadline)?;
-            if retry.is_empty() {
-                break;
-            }
-            // Leave room for one more round trip, so that the answer is -3013, not a timeout.
-            let margin = (self.timeout() / 10).min(Duration::from_millis(200));
-            if Instant::now() + Duration::from_millis(NO_SPACE_RETRY_MS) + margin >= deadline {
-                for &i in &retry {
-                    results[i] = Err(key_error(Code::ExceedCapacity.as_i32(), keys[i]));
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(NO_SPACE_RETRY_MS));
-            todo = retry;
-        }
-        Ok(results)
     }
 
-    /// One alloc/write/commit round for the keys in `todo`; returns the keys worth retrying.
-    fn put_round(
+    /// Carry out write transfers; one outcome per transfer.
+    fn write_all(
         &self,
-        keys: &[&str],
-        values: &[&[&[u8]]],
-        opts: &PutOptions,
-        todo: &[usize],
-        results: &mut [Result<()>],
-        deadline: Instant,
-    ) -> Result<Vec<usize>> {
-        let req = AllocRequest {
-            writer_rank: self.local_rank(),
-            media: opts.media,
-            policy: opts.policy,
-            replicas: opts.replicas,
-            preferred: opts.preferred.clone(),
-            items: todo
-                .iter()
-                .map(|&i| {
-                    (
-                        keys[i].to_string(),
-                        values[i].iter().map(|p| p.len() as u64).sum(),
-                    )
-                })
-                .collect(),
-        };
-        let (items, services) = match self.meta_call(&Request::Alloc(req), deadline) {
-            Ok(Reply::Alloc { items, services }) if items.len() == todo.len() => (items, services),
-            Ok(other) => return Err(unexpected(&other)),
-            Err(e) => {
-                warn!(keys = todo.len(), error = %e, "put: allocation failed");
-                for &i in todo {
-                    results[i] = Err(e.clone_error());
-                }
-                return Ok(Vec::new());
-            }
-        };
-        let mut retry = Vec::new();
-        let mut committed: Vec<(usize, &AllocItem)> = Vec::with_capacity(items.len());
-        for (&i, item) in todo.iter().zip(&items) {
-            if item.code == Code::ExceedCapacity.as_i32() && item.retry {
-                retry.push(i);
-            } else if item.code != 0 {
-                results[i] = Err(key_error(item.code, keys[i]));
-            } else {
-                committed.push((i, item));
-            }
-        }
-        self.write_replicas(values, &committed, &services, results, deadline);
-        if committed.is_empty() {
-            return Ok(retry);
-        }
-        let commit = Request::Commit {
-            items: committed
-                .iter()
-                .map(|(i, item)| {
-                    let ok = results[*i].is_ok();
-                    (
-                        keys[*i].to_string(),
-                        CommitItem {
-                            token: item.token,
-                            ok,
-                        },
-                    )
-                })
-                .collect(),
-        };
-        match self.meta_call(&commit, deadline) {
-            Ok(Reply::Commit { codes }) if codes.len() == committed.len() => {
-                for ((i, _), code) in committed.iter().zip(codes) {
-                    if code != 0 && results[*i].is_ok() {
-                        results[*i] = Err(key_error(code, keys[*i]));
-                    }
-                }
-            }
-            Ok(other) => return Err(unexpected(&other)),
-            Err(e) => {
-                // Uncommitted puts are reclaimed by the meta service after their timeout.
-                warn!(error = %e, "put: commit failed");
-                for (i, _) in &committed {
-                    results[*i] = Err(e.clone_error());
-                }
-            }
-        }
-        Ok(retry)
-    }
-
-    /// Write every replica: plain copies into the embedded pool, one vectored request per other
-    /// local service, those in parallel.
-    fn write_replicas(
-        &self,
-        values: &[&[&[u8]]],
-        committed: &[(usize, &AllocItem)],
+        transfers: &[Transfer],
         services: &[ServiceAddr],
-        results: &mut [Result<()>],
-        deadline: Instant,
-    ) {
-        self.before_transfer();
+        values: &[&[&[u8]]],
+        deadline: std::time::Instant,
+    ) -> Vec<Result<()>> {
+        let mut outcomes: Vec<Result<()>> = (0..transfers.len()).map(|_| Ok(())).collect();
         let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
         let mut lanes = Lanes::default();
         let mut alive = Vec::new();
-        for (i, item) in committed {
-            for r in &item.replicas {
-                if let Some(direct) = self.direct(r.rank, r.segment, services, &mut alive) {
-                    let mut offset = r.offset;
-                    for part in values[*i] {
-                        if let Err(e) = direct.copy_in(r.segment, offset, part) {
-                            results[*i] = Err(e);
-                            break;
-                        }
-                        offset += part.len() as u64;
+        for (idx, t) in transfers.iter().enumerate() {
+            let parts = values[t.item];
+            let lens = parts.iter().map(|p| p.len() as u64);
+            let f = t.fence;
+            if let Some(direct) = self.direct(f.rank, f.segment, services, &mut alive) {
+                let mut offset = t.offset;
+                for (part, at, n) in runs(lens, t.item_offset, t.len) {
+                    let src = &parts[part][at as usize..(at + n) as usize];
+                    if let Err(e) = direct.copy_in(f.segment, offset, src) {
+                        outcomes[idx] = Err(e);
+                        break;
                     }
-                    continue;
+                    offset += n;
                 }
-                let Some(addr) = services.iter().find(|s| s.rank == r.rank) else {
-                    results[*i] = Err(Error::LocalUnreachable {
-                        endpoint: format!("rank {}", r.rank),
-                        reason: "the meta service gave no address".into(),
-                    });
-                    continue;
-                };
-                let lane = lanes.pick(r.rank, r.len);
-                let g = groups.entry((r.rank, lane)).or_insert_with(|| Group {
-                    endpoint: addr.data_endpoint.clone(),
-                    rank: addr.rank,
-                    incarnation: addr.incarnation,
-                    pieces: Vec::new(),
-                    data: Vec::new(),
-                    items: Vec::new(),
-                });
-                g.pieces.push(Piece {
-                    segment: r.segment,
-                    offset: r.offset,
-                    len: r.len,
-                });
-                g.data.extend(
-                    values[*i]
-                        .iter()
-                        .filter(|p| !p.is_empty())
-                        .map(|p| IoSlice::new(p)),
-                );
-                g.items.push(*i);
+                continue;
             }
+            let Some(addr) = service(services, f.rank) else {
+                outcomes[idx] = Err(Error::LocalUnreachable {
+                    endpoint: format!("rank {}", f.rank),
+                    reason: "the meta service gave no address".into(),
+                });
+                continue;
+            };
+            let lane = lanes.pick(f.rank, t.len);
+            let g = groups.entry((f.rank, lane)).or_insert_with(|| Group {
+                endpoint: addr.data_endpoint.clone(),
+                rank: f.rank,
+                incarnation: f.incarnation,
+                pieces: Vec::new(),
+                data: Vec::new(),
+                transfers: Vec::new(),
+            });
+            debug_assert_eq!(
+                g.incarnation, f.incarnation,
+                "one incarnation per rank and plan"
+            );
+            g.pieces.push(Piece {
+                segment: f.segment,
+                offset: t.offset,
+                len: t.len,
+            });
+            for (part, at, n) in runs(lens, t.item_offset, t.len) {
+                g.data
+                    .push(IoSlice::new(&parts[part][at as usize..(at + n) as usize]));
+            }
+            g.transfers.push(idx);
         }
-        let outcomes: Vec<(Vec<usize>, Result<()>)> = if groups.len() <= 1 {
+        let done: Vec<(Vec<usize>, Result<()>)> = if groups.len() <= 1 {
             groups
                 .into_values()
                 .map(|g| self.write_group(g, deadline))
@@ -270,18 +170,21 @@ impl Client {
                     .collect()
             })
         };
-        for (items, outcome) in outcomes {
+        for (idxs, outcome) in done {
             if let Err(e) = outcome {
-                for i in items {
-                    if results[i].is_ok() {
-                        results[i] = Err(e.clone_error());
-                    }
+                for idx in idxs {
+                    outcomes[idx] = Err(e.clone_error());
                 }
             }
         }
+        outcomes
     }
 
-    fn write_group(&self, mut g: Group<'_>, deadline: Instant) -> (Vec<usize>, Result<()>) {
+    fn write_group(
+        &self,
+        mut g: Group<'_>,
+        deadline: std::time::Instant,
+    ) -> (Vec<usize>, Result<()>) {
         let outcome = self
             .take_data_conn(&g.endpoint, deadline)
             .and_then(|mut conn| {
@@ -291,8 +194,9 @@ impl Client {
                 Ok(())
             });
         if let Err(e) = &outcome {
-            warn!(endpoint = %g.endpoint, keys = g.items.len(), error = %e, "put: write to local service failed");
+            warn!(endpoint = %g.endpoint, transfers = g.transfers.len(), error = %e,
+                "put: write to local service failed");
         }
-        (g.items, outcome)
+        (g.transfers, outcome)
     }
 }

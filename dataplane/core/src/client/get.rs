@@ -124,6 +124,10 @@ impl GetOp {
         }
     }
 
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+
     pub fn transfers(&self) -> &[Transfer] {
         &self.transfers
     }
