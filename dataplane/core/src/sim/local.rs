@@ -1,135 +1,109 @@
-//! A simulated local service: pools in plain memory, the fence word, and the membership steps of
-//! the real service (register, heartbeat, close + drain + register again when the meta service
-//! forgets this incarnation).
+//! A simulated local service: pools in plain memory and the fence word, driven by the real
+//! [`LocalCore`] (register, heartbeat, close + drain + register again when the meta service
+//! forgets this incarnation), exactly as `mmc-local` drives it.
 
-use mmc_controlplane::msg::{self, Register, Reply, Request, SegmentSpec};
-use mmc_controlplane::{Code, Error, Result};
+use mmc_controlplane::msg::{self, Piece, Register, Reply, SegmentSpec};
+use mmc_controlplane::{Error, Result};
 use mmc_hal::fence::FenceWord;
 
-/// How long a register may go unanswered before it is sent again.
-const REGISTER_RETRY_MS: u64 = 100;
-/// How long a re-registration waits for copies in flight before it goes ahead anyway.
-const DRAIN_TIMEOUT_MS: u64 = 100;
+use crate::local::{LocalCore, LocalOutput, LocalParams, Refused};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Registering { since_ms: u64 },
-    Registered,
-    Draining { until_ms: u64 },
-}
+/// How long a re-registration waits for copies in flight before it goes ahead anyway.
+pub const DRAIN_TIMEOUT_MS: u64 = 100;
+/// A meta request with no reply after this long has failed.
+const REQUEST_TIMEOUT_MS: u64 = 100;
 
 pub struct SimLocal {
-    pub rank: u32,
     pub host: u32,
     pub pool: Vec<u8>,
     pub fence: FenceWord,
-    pub phase: Phase,
-    /// (incarnation, segment ids) while registered.
+    core: LocalCore,
+    /// Mirror of the core's membership: (incarnation, segment ids) while registered.
     pub membership: Option<(u64, Vec<u32>)>,
-    heartbeat_ms: u64,
-    next_heartbeat_ms: u64,
-    /// The request whose reply is awaited (register), so late replies to old ones are ignored.
-    pub register_seq: u64,
-}
-
-/// What the local service wants sent.
-pub enum LocalOut {
-    /// (sequence number, request)
-    Meta(u64, Request),
+    /// The drain the core asked for ends at this time (or when no copy is in flight).
+    drain_until_ms: Option<u64>,
+    out: Vec<LocalOutput>,
 }
 
 impl SimLocal {
     pub fn new(rank: u32, host: u32, pool_bytes: u64, heartbeat_ms: u64, now_ms: u64) -> SimLocal {
+        let register = Register {
+            rank: Some(rank),
+            create_id: 0,
+            host: format!("host{host}"),
+            data_endpoint: format!("10.0.0.{rank}:7000"),
+            shm_endpoint: format!("@sim-{rank}"),
+            segments: vec![SegmentSpec {
+                media: msg::MEDIA_DRAM,
+                capacity: pool_bytes,
+            }],
+        };
+        let params = LocalParams {
+            register,
+            heartbeat_ms,
+            drain_timeout_ms: DRAIN_TIMEOUT_MS,
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
+        };
         SimLocal {
-            rank,
             host,
             pool: vec![0; pool_bytes as usize],
             fence: FenceWord::new(),
-            phase: Phase::Registering { since_ms: now_ms },
+            core: LocalCore::new(params, now_ms),
             membership: None,
-            heartbeat_ms,
-            next_heartbeat_ms: 0,
-            register_seq: 0,
+            drain_until_ms: None,
+            out: Vec::new(),
         }
     }
 
-    fn register(&mut self, seq: u64, now_ms: u64) -> LocalOut {
-        self.phase = Phase::Registering { since_ms: now_ms };
-        self.register_seq = seq;
-        LocalOut::Meta(
-            seq,
-            Request::Register(Register {
-                rank: Some(self.rank),
-                create_id: 0,
-                host: format!("host{}", self.host),
-                data_endpoint: format!("10.0.0.{}:7000", self.rank),
-                shm_endpoint: format!("@sim-{}", self.rank),
-                segments: vec![SegmentSpec {
-                    media: msg::MEDIA_DRAM,
-                    capacity: self.pool.len() as u64,
-                }],
-            }),
-        )
-    }
-
-    /// The first registration.
-    pub fn start(&mut self, seq: u64, now_ms: u64) -> LocalOut {
-        assert!(self.membership.is_none());
-        self.register(seq, now_ms)
-    }
-
-    /// Time passes. `seq` numbers a request it may send.
-    pub fn on_timer(&mut self, seq: u64, now_ms: u64) -> Option<LocalOut> {
-        match self.phase {
-            Phase::Registering { since_ms } if now_ms >= since_ms + REGISTER_RETRY_MS => {
-                Some(self.register(seq, now_ms))
+    /// Carry out what the core asked for; returns the meta requests to send, as (id, request).
+    fn apply(&mut self) -> Vec<(u64, msg::Request)> {
+        let mut sends = Vec::new();
+        for o in self.out.drain(..) {
+            match o {
+                LocalOutput::SendMeta { id, request } => sends.push((id, request)),
+                LocalOutput::CloseFence => self.fence.close(),
+                LocalOutput::WaitDrain { until_ms } => self.drain_until_ms = Some(until_ms),
+                LocalOutput::OpenFence(incarnation) => self.fence.publish(incarnation),
             }
-            Phase::Registered if now_ms >= self.next_heartbeat_ms => {
-                self.next_heartbeat_ms = now_ms + self.heartbeat_ms;
-                let (incarnation, _) = self.membership.as_ref().expect("registered");
-                Some(LocalOut::Meta(
-                    seq,
-                    Request::Heartbeat {
-                        rank: self.rank,
-                        incarnation: *incarnation,
-                    },
-                ))
-            }
-            // Re-register once no copy of the old incarnation is in flight (or the wait ran out:
-            // a client died mid-copy).
-            Phase::Draining { until_ms } if self.fence.inflight() == 0 || now_ms >= until_ms => {
-                Some(self.register(seq, now_ms))
-            }
-            _ => None,
         }
+        self.membership = self
+            .core
+            .membership()
+            .map(|m| (m.incarnation, m.segments.clone()));
+        // The fence is open exactly while the core is a member, at its incarnation.
+        debug_assert_eq!(
+            self.fence.incarnation(),
+            self.membership.as_ref().map_or(0, |m| m.0)
+        );
+        sends
     }
 
-    pub fn on_meta(&mut self, seq: u64, reply: Result<Reply>, now_ms: u64) {
-        match reply {
-            Ok(Reply::Registered {
-                rank,
-                incarnation,
-                segments,
-                ..
-            }) if matches!(self.phase, Phase::Registering { .. }) && seq == self.register_seq => {
-                assert_eq!(rank, self.rank, "fixed rank");
-                assert_eq!(self.fence.incarnation(), 0, "registered over an open fence");
-                self.membership = Some((incarnation, segments));
-                self.fence.publish(incarnation);
-                self.phase = Phase::Registered;
-                self.next_heartbeat_ms = now_ms + self.heartbeat_ms;
+    pub fn start(&mut self, now_ms: u64) -> Vec<(u64, msg::Request)> {
+        self.core.start(now_ms, &mut self.out);
+        self.apply()
+    }
+
+    pub fn on_timer(&mut self, now_ms: u64) -> Vec<(u64, msg::Request)> {
+        if let Some(until) = self.drain_until_ms {
+            let left = self.fence.inflight();
+            if left == 0 || now_ms >= until {
+                self.drain_until_ms = None;
+                self.core.on_drained(now_ms, left, &mut self.out);
             }
-            Ok(Reply::Ack { code }) if code != 0 && self.phase == Phase::Registered => {
-                // The meta service no longer knows this incarnation: no new copy may start, and
-                // no new object may be placed here until every copy of the old one is done.
-                self.fence.close();
-                self.membership = None;
-                self.phase = Phase::Draining {
-                    until_ms: now_ms + DRAIN_TIMEOUT_MS,
-                };
-            }
-            _ => {}
         }
+        self.core.on_timer(now_ms, &mut self.out);
+        self.apply()
+    }
+
+    pub fn on_meta(
+        &mut self,
+        id: u64,
+        reply: Result<Reply>,
+        now_ms: u64,
+    ) -> Vec<(u64, msg::Request)> {
+        let reply = reply.map_err(|e| e.code());
+        self.core.on_meta_reply(now_ms, id, reply, &mut self.out);
+        self.apply()
     }
 
     /// Check a transfer against this service's membership and pool (what the real data server
@@ -142,25 +116,26 @@ impl SimLocal {
         offset: u64,
         len: u64,
     ) -> Result<()> {
-        let stale = |why: &str| Error::LocalUnreachable {
+        let piece = Piece {
+            segment,
+            offset,
+            len,
+        };
+        self.core
+            .check(rank, incarnation, &[piece], &[self.pool.len() as u64])
+            .map_err(|r| refused(rank, r))
+    }
+}
+
+fn refused(rank: u32, r: Refused) -> Error {
+    match r.code() {
+        mmc_controlplane::Code::NotConnectLocal => Error::LocalUnreachable {
             endpoint: format!("rank {rank}"),
-            reason: format!("fence: {why}"),
-        };
-        if rank != self.rank {
-            return Err(stale("wrong rank"));
-        }
-        let Some((inc, segments)) = &self.membership else {
-            return Err(stale("not registered"));
-        };
-        if *inc != incarnation || !segments.contains(&segment) {
-            return Err(stale("segment of another incarnation"));
-        }
-        match offset.checked_add(len) {
-            Some(end) if end <= self.pool.len() as u64 => Ok(()),
-            _ => Err(Error::Remote {
-                code: Code::InvalidParam,
-                context: "range outside the pool".into(),
-            }),
-        }
+            reason: r.to_string(),
+        },
+        code => Error::Remote {
+            code,
+            context: r.to_string(),
+        },
     }
 }

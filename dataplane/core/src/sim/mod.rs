@@ -25,7 +25,7 @@ use mmc_controlplane::{Error, Result};
 
 use crate::client::Transfer;
 use client::SimClient;
-use local::{LocalOut, SimLocal};
+use local::SimLocal;
 use oracle::Oracle;
 pub use rng::Rng;
 
@@ -253,9 +253,8 @@ impl Sim {
             cfg,
         };
         for i in 0..sim.locals.len() {
-            let seq = sim.seq();
-            let out = sim.locals[i].state.as_mut().expect("alive").start(seq, 0);
-            sim.local_out(i, out);
+            let sends = sim.locals[i].state.as_mut().expect("alive").start(0);
+            sim.local_out(i, sends);
             let gen = sim.locals[i].gen;
             sim.at(LOCAL_TICK_MS, Ev::LocalTimer { local: i, gen });
         }
@@ -414,10 +413,11 @@ impl Sim {
                     let now = self.now;
                     if let Some(l) = self.locals[i].state.as_mut() {
                         let was = l.membership.is_some();
-                        l.on_meta(seq, reply, now);
+                        let sends = l.on_meta(seq, reply, now);
                         if was && l.membership.is_none() {
                             self.summary.reregistrations += 1;
                         }
+                        self.local_out(i, sends);
                     }
                 }
                 Peer::Client(j) => self.client_meta_reply(j, gen, seq, reply),
@@ -457,10 +457,9 @@ impl Sim {
                     HEARTBEAT_MS,
                     self.now,
                 );
-                let seq = self.seq();
-                let out = l.start(seq, self.now);
+                let sends = l.start(self.now);
                 self.locals[i].state = Some(l);
-                self.local_out(i, out);
+                self.local_out(i, sends);
                 let gen = self.locals[i].gen;
                 self.at(LOCAL_TICK_MS, Ev::LocalTimer { local: i, gen });
             }
@@ -522,15 +521,17 @@ impl Sim {
         });
     }
 
-    pub(crate) fn local_out(&mut self, i: usize, out: LocalOut) {
-        let LocalOut::Meta(seq, req) = out;
+    /// Send the meta requests local service `i`'s core asked for (ids are the core's own).
+    pub(crate) fn local_out(&mut self, i: usize, sends: Vec<(u64, Request)>) {
         let gen = self.locals[i].gen;
-        self.send(Ev::MetaReq {
-            from: Peer::Local(i),
-            gen,
-            seq,
-            req,
-        });
+        for (seq, req) in sends {
+            self.send(Ev::MetaReq {
+                from: Peer::Local(i),
+                gen,
+                seq,
+                req,
+            });
+        }
     }
 
     fn local_timer(&mut self, i: usize, gen: u64) {
@@ -538,16 +539,9 @@ impl Sim {
             return;
         }
         if self.locals[i].frozen_until <= self.now {
-            let seq = self.seq();
             let now = self.now;
-            let out = self.locals[i]
-                .state
-                .as_mut()
-                .expect("alive")
-                .on_timer(seq, now);
-            if let Some(out) = out {
-                self.local_out(i, out);
-            }
+            let sends = self.locals[i].state.as_mut().expect("alive").on_timer(now);
+            self.local_out(i, sends);
         }
         self.at(LOCAL_TICK_MS, Ev::LocalTimer { local: i, gen });
     }
