@@ -39,6 +39,21 @@ pub enum HalError {
         /// Length of the second range.
         b_len: u64,
     },
+    /// A copy's range overlaps one another thread of this process is copying (a write with
+    /// anything): refused instead of racing.
+    #[error(
+        "range ({offset}, {len}) is being copied by another thread ({other_offset}, {other_len})"
+    )]
+    Busy {
+        /// Offset of the refused copy.
+        offset: u64,
+        /// Length of the refused copy.
+        len: u64,
+        /// Offset of the copy in flight.
+        other_offset: u64,
+        /// Length of the copy in flight.
+        other_len: u64,
+    },
     /// An I/O operation failed (short read / EOF, write error, ...).
     #[error("I/O error while {context}: {source}")]
     Io {

@@ -41,8 +41,9 @@
 //!   bytes it does not own) gets torn bytes, and a reader checks its lease
 //!   and fence after the copy and discards them. Within this process, two
 //!   racing copies of one range would be a data race in Rust's abstract
-//!   machine; no caller in this workspace issues one (see the fence and lease
-//!   checks in the cores), and this remains open as a known limit.
+//!   machine, so each copy claims its range while it runs and a conflicting
+//!   copy is refused with [`HalError::Busy`] instead (see `claims`): safe
+//!   code cannot make two Rust copies of the same bytes overlap in time.
 //! * [`Arena::fill_from`] / [`Arena::drain_to`] hand raw `iovec`s to
 //!   `readv` / `sendmsg` / `writev`: the kernel copies, and no Rust code ever
 //!   holds a reference to the bytes.
@@ -61,6 +62,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use crate::error::HalError;
 
+mod claims;
 #[cfg(test)]
 mod tests;
 mod vectored;
@@ -110,9 +112,9 @@ impl fmt::Display for PageKind {
 ///
 /// `Arena` is `Send + Sync`: all accessors take `&self` and are
 /// bounds-checked. Callers are expected to work on disjoint ranges (as handed
-/// out by [`crate::SpaceAllocator`]); if two callers (or another process)
-/// nevertheless race on overlapping bytes, the result is torn bytes *inside*
-/// the mapping, never an access outside of it and never undefined behaviour
+/// out by [`crate::SpaceAllocator`]); a copy that overlaps one in flight in
+/// this process is refused, and another process racing on the same bytes
+/// leaves torn bytes inside the mapping, never an access outside of it
 /// (see the module docs).
 ///
 /// Dropping the arena unmaps the region and closes the fd; the memory itself
@@ -125,6 +127,8 @@ pub struct Arena {
     name: String,
     len: u64,
     page_kind: PageKind,
+    /// Ranges Rust copies (copy_in / copy_out) are working on now.
+    claims: claims::Claims,
 }
 
 impl fmt::Debug for Arena {
@@ -221,6 +225,7 @@ impl Arena {
             name: name.to_owned(),
             len,
             page_kind,
+            claims: claims::Claims::default(),
         };
         arena.log_created(bytes);
         Ok(arena)
@@ -249,6 +254,7 @@ impl Arena {
             name: name.to_owned(),
             len,
             page_kind: PageKind::Normal,
+            claims: claims::Claims::default(),
         })
     }
 
@@ -272,6 +278,7 @@ impl Arena {
             name: name.to_owned(),
             len,
             page_kind: PageKind::Huge2M,
+            claims: claims::Claims::default(),
         })
     }
 
@@ -348,6 +355,7 @@ impl Arena {
     /// (nothing is written then).
     pub fn copy_in(&self, offset: u64, src: &[u8]) -> Result<(), HalError> {
         let off = self.check(offset, src.len() as u64)?;
+        let _claim = self.claims.claim(offset, src.len() as u64, true)?;
         // SAFETY: `check` proved `off + src.len() <= self.len`, the mapped
         // length, and the mapping stays mapped read/write while `&self` is
         // borrowed, so the destination is valid for `src.len()` bytes. `src`
@@ -372,6 +380,7 @@ impl Arena {
     /// (`dst` is untouched then).
     pub fn copy_out(&self, offset: u64, dst: &mut [u8]) -> Result<(), HalError> {
         let off = self.check(offset, dst.len() as u64)?;
+        let _claim = self.claims.claim(offset, dst.len() as u64, false)?;
         // SAFETY: as in `copy_in`: the source lies inside the live mapping
         // for `dst.len()` bytes, and `dst` is an exclusive borrow of caller
         // memory outside it, so the ranges do not overlap.
