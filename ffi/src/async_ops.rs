@@ -74,7 +74,7 @@ impl Pool {
         });
         handles()
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("lock poisoned: a panic left this state half-updated")
             .insert(handle, completion.clone());
         let tx = self.tx.as_ref().expect("pool is running");
         match tx.try_send((job, completion)) {
@@ -82,7 +82,7 @@ impl Pool {
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 handles()
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .expect("lock poisoned: a panic left this state half-updated")
                     .remove(&handle);
                 warn!(max = QUEUE_OPS_MAX, "async queue full: operation refused");
                 MMC_NOT_ENOUGH_MEMORY
@@ -103,10 +103,16 @@ impl Drop for Pool {
 
 fn worker(rx: &Mutex<Receiver<(Job, Arc<Completion>)>>) {
     loop {
-        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let next = rx
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated")
+            .recv();
         let Ok((job, completion)) = next else { return };
         let code = crate::guard("async operation", MMC_ERROR, job);
-        *completion.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(code);
+        *completion
+            .result
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated") = Some(code);
         completion.done.notify_all();
     }
 }
@@ -115,7 +121,7 @@ fn worker(rx: &Mutex<Receiver<(Job, Arc<Completion>)>>) {
 pub(crate) fn wait(handle: i32, timeout_sec: i32) -> i32 {
     let Some(c) = handles()
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .expect("lock poisoned: a panic left this state half-updated")
         .get(&handle)
         .cloned()
     else {
@@ -123,7 +129,10 @@ pub(crate) fn wait(handle: i32, timeout_sec: i32) -> i32 {
         return MMC_NET_REQ_HANDLE_NO_FOUND;
     };
     let deadline = Instant::now() + Duration::from_secs(timeout_sec.max(0) as u64);
-    let mut result = c.result.lock().unwrap_or_else(|p| p.into_inner());
+    let mut result = c
+        .result
+        .lock()
+        .expect("lock poisoned: a panic left this state half-updated");
     while result.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -132,7 +141,7 @@ pub(crate) fn wait(handle: i32, timeout_sec: i32) -> i32 {
         result = c
             .done
             .wait_timeout(result, left)
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("lock poisoned: a panic left this state half-updated")
             .0;
     }
     let code = result.expect("checked");
@@ -140,7 +149,7 @@ pub(crate) fn wait(handle: i32, timeout_sec: i32) -> i32 {
     // Exactly once: a second wait finds no handle.
     if handles()
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .expect("lock poisoned: a panic left this state half-updated")
         .remove(&handle)
         .is_none()
     {

@@ -24,7 +24,11 @@ struct State {
 static STATE: RwLock<Option<Arc<State>>> = RwLock::new(None);
 
 fn state(what: &str) -> Result<Arc<State>, i32> {
-    match STATE.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+    match STATE
+        .read()
+        .expect("lock poisoned: a panic left this state half-updated")
+        .as_ref()
+    {
         Some(s) => Ok(s.clone()),
         None => {
             warn!(
@@ -79,7 +83,9 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
         if (0..=3).contains(&c.logLevel) {
             log::set_level(c.logLevel);
         }
-        let mut slot = STATE.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = STATE
+            .write()
+            .expect("lock poisoned: a panic left this state half-updated");
         if slot.is_some() {
             warn!("mmcc_init: already initialized (call mmcc_uninit first)");
             return MMC_REPEAT_CALL;
@@ -133,7 +139,10 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
 #[no_mangle]
 pub extern "C" fn mmcc_uninit() {
     guard("mmcc_uninit", (), || {
-        let taken = STATE.write().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = STATE
+            .write()
+            .expect("lock poisoned: a panic left this state half-updated")
+            .take();
         let Some(mut s) = taken else {
             warn!("mmcc_uninit: client was not initialized");
             return;

@@ -24,7 +24,9 @@ static LOCAL: Mutex<Option<(usize, Arc<LocalService>)>> = Mutex::new(None);
 /// The in-process local service registered with the meta service at `meta_url`, if any.
 pub(crate) fn local_for(meta_url: &str) -> Option<Arc<LocalService>> {
     let addr = parse_tcp_url(meta_url).ok()?;
-    let slot = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = LOCAL
+        .lock()
+        .expect("lock poisoned: a panic left this state half-updated");
     slot.as_ref()
         .filter(|(_, l)| l.meta_addr() == addr)
         .map(|(_, l)| l.clone())
@@ -56,7 +58,9 @@ pub unsafe extern "C" fn mmcs_meta_service_start(
             return std::ptr::null_mut();
         };
         apply_log_settings(c.logLevel, None);
-        let mut slot = META.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = META
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         if slot.is_some() {
             warn!(
                 code = MMC_REPEAT_CALL,
@@ -109,7 +113,9 @@ pub unsafe extern "C" fn mmcs_meta_service_start(
 #[no_mangle]
 pub extern "C" fn mmcs_meta_service_stop(handle: mmc_meta_service_t) {
     guard("mmcs_meta_service_stop", (), || {
-        let mut slot = META.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = META
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         match slot.take() {
             Some((h, server)) if h == handle as usize => server.stop(),
             other => {
@@ -140,7 +146,9 @@ pub unsafe extern "C" fn mmcs_local_service_start(
             return std::ptr::null_mut();
         };
         apply_log_settings(c.logLevel, c.logFunc);
-        let mut slot = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = LOCAL
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         if slot.is_some() {
             warn!(
                 code = MMC_REPEAT_CALL,
@@ -213,7 +221,9 @@ pub unsafe extern "C" fn mmcs_local_service_start(
 #[no_mangle]
 pub extern "C" fn mmcs_local_service_stop(handle: mmc_local_service_t) {
     guard("mmcs_local_service_stop", (), || {
-        let mut slot = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = LOCAL
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         match slot.take() {
             Some((h, svc)) if h == handle as usize => svc.shutdown(),
             other => {

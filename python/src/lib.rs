@@ -251,12 +251,15 @@ impl Inner {
     fn client(&self) -> Option<Arc<Client>> {
         self.client
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("lock poisoned: a panic left this state half-updated")
             .clone()
     }
 
     fn init(&self, device_id: u32) -> i32 {
-        let _l = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let _l = self
+            .lifecycle
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         if self.client().is_some() {
             info!("DistributedObjectStore.init: already initialized");
             return OK;
@@ -281,7 +284,11 @@ impl Inner {
                     dram = local_cfg.as_ref().map(|l| l.dram_bytes),
                     "DistributedObjectStore initialized"
                 );
-                *self.client.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(c));
+                *self
+                    .client
+                    .write()
+                    .expect("lock poisoned: a panic left this state half-updated") =
+                    Some(Arc::new(c));
                 OK
             }
             Err(e) => {
@@ -294,11 +301,14 @@ impl Inner {
     /// Drop the client (the embedded local service unregisters and stops). Calls in flight keep
     /// their own reference and finish first.
     fn close(&self) {
-        let _l = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let _l = self
+            .lifecycle
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         let client = self
             .client
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("lock poisoned: a panic left this state half-updated")
             .take();
         if client.is_some() {
             drop(client);
@@ -577,7 +587,9 @@ impl DistributedObjectStore {
             client: RwLock::new(None),
             lifecycle: Mutex::new(()),
         });
-        let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stores = STORES
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         stores.retain(|w| w.strong_count() > 0);
         stores.push(Arc::downgrade(&inner));
         DistributedObjectStore { inner }
@@ -1113,7 +1125,7 @@ impl DistributedObjectStore {
 fn _close_all(py: Python<'_>) {
     let stores: Vec<Arc<Inner>> = STORES
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .expect("lock poisoned: a panic left this state half-updated")
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
