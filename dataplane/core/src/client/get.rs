@@ -234,6 +234,12 @@ impl GetOp {
                 item_offset: 0,
             });
         }
+        // The drivers hand each key's buffers to one copy at a time.
+        debug_assert!(self
+            .transfers
+            .iter()
+            .enumerate()
+            .all(|(n, t)| self.transfers[..n].iter().all(|u| u.item != t.item)));
         self.state = if self.transfers.is_empty() {
             self.finish_state()
         } else {
@@ -289,6 +295,7 @@ impl GetOp {
     /// A reader never returns bytes of space that may have been reused: the lease must still have
     /// held when the copies finished (measured from before the lookup was sent).
     fn check_leases(&mut self, now_ms: u64) {
+        assert!(now_ms >= self.started_ms, "time never runs backwards");
         if now_ms.saturating_sub(self.started_ms) < self.lease_ms {
             return;
         }

@@ -115,6 +115,8 @@ impl PutOp {
                 }
             }
         }
+        assert_eq!(results.len(), keys.len(), "one result per key");
+        debug_assert!(todo.windows(2).all(|w| w[0] < w[1]), "keys in batch order");
         let state = if todo.is_empty() {
             State::Done
         } else {
@@ -152,7 +154,8 @@ impl PutOp {
         }
         match self.state {
             State::Alloc => {
-                debug_assert!(!self.todo.is_empty());
+                assert!(!self.todo.is_empty(), "an allocation round with no keys");
+                debug_assert!(self.todo.iter().all(|&i| self.results[i].is_ok()));
                 self.state = State::AwaitAlloc;
                 Action::Meta(Request::Alloc(AllocRequest {
                     writer_rank: self.writer_rank,
@@ -250,6 +253,11 @@ impl PutOp {
                 self.plan_writes(i, &item.replicas);
             }
         }
+        // Every write belongs to a key that got space in this round.
+        debug_assert!(self
+            .transfers
+            .iter()
+            .all(|t| self.placed.iter().any(|(i, _)| *i == t.item)));
         self.state = if self.placed.is_empty() {
             self.after_round_state(now_ms)
         } else if self.transfers.is_empty() {
@@ -324,6 +332,7 @@ impl PutOp {
     }
 
     fn on_commit(&mut self, now_ms: u64, reply: Result<Reply>) {
+        assert!(!self.placed.is_empty(), "a commit with nothing placed");
         match reply {
             Ok(Reply::Commit { codes }) if codes.len() == self.placed.len() => {
                 for (&(i, _), code) in self.placed.iter().zip(codes) {
@@ -364,6 +373,7 @@ impl PutOp {
     }
 
     fn time_out(&mut self) {
+        assert_ne!(self.state, State::Done, "timed out twice");
         let ms = self.deadline_ms;
         for (r, confirmed) in self.results.iter_mut().zip(&self.confirmed) {
             if r.is_ok() && !confirmed {
