@@ -124,7 +124,11 @@ impl Completions {
 
     /// The outcomes in transfer order, for `on_transfers`; the batch must be complete.
     pub fn take(&mut self) -> Vec<Result<()>> {
-        assert!(self.is_complete(), "{} transfers still pending", self.pending);
+        assert!(
+            self.is_complete(),
+            "{} transfers still pending",
+            self.pending
+        );
         std::mem::take(&mut self.outcomes)
             .into_iter()
             .map(|o| o.expect("complete: every slot is set"))
@@ -219,10 +223,7 @@ mod tests {
     fn write_jobs_borrow_the_parts() {
         let a: &[&[u8]] = &[b"abc", b"defg"];
         let b: &[&[u8]] = &[b"xy"];
-        let jobs = write_jobs(
-            &[t(Dir::Write, 0, 2, 3), t(Dir::Write, 1, 0, 2)],
-            &[a, b],
-        );
+        let jobs = write_jobs(&[t(Dir::Write, 0, 2, 3), t(Dir::Write, 1, 0, 2)], &[a, b]);
         assert_eq!(jobs.len(), 2);
         match &jobs[0].mem {
             Mem::Src(s) => assert_eq!(s, &[&b"c"[..], &b"de"[..]]),
@@ -244,10 +245,7 @@ mod tests {
         let mut b: [&mut [u8]; 1] = [&mut q];
         let mut bufs: [&mut [&mut [u8]]; 2] = [&mut a, &mut b];
         // Transfer order differs from key order: jobs come back in transfer order.
-        let mut jobs = read_jobs(
-            &[t(Dir::Read, 1, 0, 2), t(Dir::Read, 0, 1, 5)],
-            &mut bufs,
-        );
+        let mut jobs = read_jobs(&[t(Dir::Read, 1, 0, 2), t(Dir::Read, 0, 1, 5)], &mut bufs);
         assert_eq!((jobs[0].idx, jobs[1].idx), (0, 1));
         assert_eq!(jobs[1].mem.len(), 5);
         for job in &mut jobs {
