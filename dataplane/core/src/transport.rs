@@ -117,6 +117,11 @@ impl Completions {
         }
     }
 
+    /// True while transfer `idx` of this batch awaits its outcome.
+    pub fn is_pending(&self, idx: usize) -> bool {
+        matches!(self.outcomes.get(idx), Some(None))
+    }
+
     /// True once every transfer has its outcome.
     pub fn is_complete(&self) -> bool {
         self.pending == 0
