@@ -36,8 +36,8 @@
 //!
 //! | backend | where | provides | refuses |
 //! |---|---|---|---|
-//! | embedded | `mmc-dataplane` `transport/embedded.rs` | memcpy into the client's own local service's pools, at once | every other rank |
-//! | shm | `mmc-dataplane` `transport/shm.rs` | memcpy into a same-host service's pools mapped from its memfds, inside its shared fence word, at once | other hosts; a service whose mapping failed or went stale (then TCP) |
+//! | embedded | `mmc-dataplane` `transport/embedded.rs` | memcpy into the client's own local service's pools, inside its fence, at once | every other rank |
+//! | shm | `mmc-dataplane` `transport/shm.rs` | memcpy into a same-host service's pools mapped from its memfds, inside its shared fence word, at once | a job for another incarnation than the mapping's (the fence, -3018); the chooser sends it only same-host ranks it could map |
 //! | tcp | `mmc-dataplane` `transport/tcp.rs` | one vectored request per (service, lane), lanes and services in parallel threads; the service checks the fence | ranks without an address |
 //! | sim | `mmc-core` `sim/transport.rs` | simulated copies: same-host ones enter the fence word and finish in a later event, others are messages | nothing: faults come from the simulated cluster |
 //!
