@@ -4,8 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod local;
-mod shm;
-mod transfer;
+pub(crate) mod transport;
 
 pub use client::{Client, ObjectInfo, PutOptions};
 pub use config::{ClientConfig, LocalConfig};

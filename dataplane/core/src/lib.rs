@@ -6,6 +6,9 @@
 //! - [`fence`]: the epoch fence every transfer carries and every transport checks.
 //! - [`local`]: the local service's core (registration, incarnations, heartbeats, request checks).
 //! - [`client`]: the client's operations as state machines (put, get, and the metadata calls).
+//! - [`transport`]: the seam every transport backend (embedded, shm, TCP, simulated; later device
+//!   copies and RDMA verbs) implements: transfers and the caller's memory in, one completion per
+//!   transfer out.
 #![forbid(unsafe_code)]
 
 /// The epoch fence lives in `mmc-hal` (the shared page same-host clients map is memory the HAL
@@ -15,3 +18,4 @@ pub use mmc_hal::fence;
 pub mod client;
 pub mod local;
 pub mod sim;
+pub mod transport;

@@ -1,27 +1,13 @@
 //! Get, driven: the sans-IO [`GetOp`] decides (look up with a read lease, which replica to read
 //! and which next when a copy fails, whether the lease held, release); this driver makes its meta
-//! calls and moves its bytes straight into the caller's buffers.
+//! calls and hands its transfers, resolved to the caller's buffers, to the transport backends
+//! (`crate::transport`), which fill them in place.
 
-use std::collections::BTreeMap;
-use std::io::IoSliceMut;
-use std::time::Instant;
-
-use mmc_controlplane::msg::{Piece, ServiceAddr};
 use mmc_controlplane::{Error, Result};
-use mmc_core::client::{runs, service, Action, CloneError, GetOp, Transfer};
-use tracing::warn;
+use mmc_core::client::{Action, GetOp};
+use mmc_core::transport::read_jobs;
 
-use super::{Client, Lanes};
-
-/// Reads bound for one remote local service (one lane of it).
-struct Group<'a> {
-    endpoint: String,
-    rank: u32,
-    incarnation: u64,
-    pieces: Vec<Piece>,
-    bufs: Vec<IoSliceMut<'a>>,
-    transfers: Vec<usize>,
-}
+use super::Client;
 
 impl Client {
     /// The whole object, in a new buffer.
@@ -125,125 +111,8 @@ impl Client {
     fn read_step(&self, op: &mut GetOp, bufs: &mut [&mut [&mut [u8]]]) {
         self.before_transfer();
         let deadline = self.instant(op.deadline_ms());
-        let outcomes = self.read_all(op.transfers(), op.services(), bufs, deadline);
+        let jobs = read_jobs(op.transfers(), bufs);
+        let outcomes = self.transports.run(jobs, op.services(), deadline);
         op.on_transfers(self.now_ms(), outcomes);
-    }
-
-    /// Carry out read transfers (at most one per key); one outcome per transfer.
-    fn read_all(
-        &self,
-        transfers: &[Transfer],
-        services: &[ServiceAddr],
-        bufs: &mut [&mut [&mut [u8]]],
-        deadline: Instant,
-    ) -> Vec<Result<()>> {
-        let mut outcomes: Vec<Result<()>> = (0..transfers.len()).map(|_| Ok(())).collect();
-        // Which transfer reads each key this round.
-        let mut by_item: Vec<Option<usize>> = vec![None; bufs.len()];
-        for (idx, t) in transfers.iter().enumerate() {
-            assert!(
-                by_item[t.item].replace(idx).is_none(),
-                "one read per key per round"
-            );
-        }
-        let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
-        let mut lanes = Lanes::default();
-        let mut alive = Vec::new();
-        for (item, parts) in bufs.iter_mut().enumerate() {
-            let Some(idx) = by_item[item] else { continue };
-            let t = transfers[idx];
-            let f = t.fence;
-            let lens: Vec<u64> = parts.iter().map(|p| p.len() as u64).collect();
-            if let Some(direct) = self.direct(f.rank, f.segment, services, &mut alive) {
-                let mut offset = t.offset;
-                for (part, at, n) in runs(lens, t.item_offset, t.len) {
-                    let dst = &mut parts[part][at as usize..(at + n) as usize];
-                    if let Err(e) = direct.copy_out(f.segment, offset, dst) {
-                        outcomes[idx] = Err(e);
-                        break;
-                    }
-                    offset += n;
-                }
-                continue;
-            }
-            let Some(addr) = service(services, f.rank) else {
-                outcomes[idx] = Err(Error::LocalUnreachable {
-                    endpoint: format!("rank {}", f.rank),
-                    reason: "the meta service gave no address".into(),
-                });
-                continue;
-            };
-            let lane = lanes.pick(f.rank, t.len);
-            let g = groups.entry((f.rank, lane)).or_insert_with(|| Group {
-                endpoint: addr.data_endpoint.clone(),
-                rank: f.rank,
-                incarnation: f.incarnation,
-                pieces: Vec::new(),
-                bufs: Vec::new(),
-                transfers: Vec::new(),
-            });
-            debug_assert_eq!(
-                g.incarnation, f.incarnation,
-                "one incarnation per rank and plan"
-            );
-            g.pieces.push(Piece {
-                segment: f.segment,
-                offset: t.offset,
-                len: t.len,
-            });
-            // Runs are in part order and disjoint: hand out each part's range once.
-            let mut rest: &mut [&mut [u8]] = &mut parts[..];
-            let mut base = 0usize;
-            for (part, at, n) in runs(lens, t.item_offset, t.len) {
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(part + 1 - base);
-                base = part + 1;
-                rest = tail;
-                let p = head.last_mut().expect("the run's part");
-                g.bufs
-                    .push(IoSliceMut::new(&mut p[at as usize..(at + n) as usize]));
-            }
-            g.transfers.push(idx);
-        }
-        let done: Vec<(Vec<usize>, Result<()>)> = if groups.len() <= 1 {
-            groups
-                .into_values()
-                .map(|g| self.read_group(g, deadline))
-                .collect()
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = groups
-                    .into_values()
-                    .map(|g| s.spawn(move || self.read_group(g, deadline)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("read thread"))
-                    .collect()
-            })
-        };
-        for (idxs, outcome) in done {
-            if let Err(e) = outcome {
-                for idx in idxs {
-                    outcomes[idx] = Err(e.clone_error());
-                }
-            }
-        }
-        outcomes
-    }
-
-    fn read_group(&self, mut g: Group<'_>, deadline: Instant) -> (Vec<usize>, Result<()>) {
-        let outcome = self
-            .take_data_conn(&g.endpoint, deadline)
-            .and_then(|mut conn| {
-                let pieces = std::mem::take(&mut g.pieces);
-                conn.read(g.rank, g.incarnation, pieces, &mut g.bufs, deadline)?;
-                self.give_data_conn(conn);
-                Ok(())
-            });
-        if let Err(e) = &outcome {
-            warn!(endpoint = %g.endpoint, transfers = g.transfers.len(), error = %e,
-                "get: read from local service failed");
-        }
-        (g.transfers, outcome)
     }
 }

@@ -2,62 +2,28 @@
 //!
 //! Every call is bounded by the configured timeout. A batch costs one meta round trip per phase
 //! (alloc + commit for puts, lookup for gets); bytes move directly between the caller's buffers and
-//! the local services that hold them: plain copies for the client's own embedded local service,
-//! one vectored TCP request per other local service, those in parallel.
+//! the local services that hold them, through the transport backends (`crate::transport`: the
+//! client's own embedded service, same-host mapped pools, TCP), chosen per service.
 
 mod get;
 mod put;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::config::parse_tcp_url;
-use mmc_controlplane::msg::{self, Replica, Reply, Request, ServiceAddr};
+use mmc_controlplane::msg::{self, Replica, Reply, Request};
 use mmc_controlplane::rpc::MetaConn;
 use mmc_controlplane::{Error, Result};
 use tracing::{debug, info, warn};
 
-use crate::config::DataOpType;
 use crate::config::{ClientConfig, LocalConfig};
 use crate::local::LocalService;
-use crate::shm::ShmMap;
-use crate::transfer::DataConn;
+use crate::transport::Transports;
 use mmc_core::client::{Action, Info, MetaKind, MetaOp};
-use mmc_core::fence::Fence;
-
-/// Idle connections kept per local service.
-const DATA_CONNS_IDLE_MAX: usize = 16;
 /// Idle connections kept to the meta service.
 const META_CONNS_IDLE_MAX: usize = 16;
-
-/// TCP connections one batch may use in parallel towards one local service.
-const TCP_LANES: usize = 2;
-/// A service's first lane carries at least this many bytes of a batch before a second one opens:
-/// small batches stay on one connection, large ones use more than one TCP stream.
-const LANE_BYTES_MIN: u64 = 4 << 20;
-
-/// Spreads the objects of one batch bound for one service over up to [`TCP_LANES`] connections,
-/// balancing their bytes.
-#[derive(Default)]
-pub(crate) struct Lanes {
-    bytes: HashMap<u32, [u64; TCP_LANES]>,
-}
-
-impl Lanes {
-    /// The lane for the next object of `size` bytes bound for `rank`.
-    pub(crate) fn pick(&mut self, rank: u32, size: u64) -> usize {
-        let lanes = self.bytes.entry(rank).or_default();
-        let lane = if lanes[0] < LANE_BYTES_MIN {
-            0
-        } else {
-            (0..TCP_LANES).min_by_key(|l| lanes[*l]).unwrap_or(0)
-        };
-        lanes[lane] += size;
-        lane
-    }
-}
 
 pub use mmc_core::client::PutOptions;
 
@@ -75,13 +41,9 @@ pub struct Client {
     meta_addr: SocketAddr,
     timeout: Duration,
     meta_conns: Mutex<Vec<MetaConn>>,
-    data_conns: Mutex<HashMap<String, Vec<DataConn>>>,
-    embedded: Option<Arc<LocalService>>,
-    transport: Option<DataOpType>,
+    /// The backends that move bytes, and the chooser that picks one per service.
+    transports: Transports,
     busy_poll: Duration,
-    host: String,
-    /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
-    shm_maps: Mutex<HashMap<u32, ShmEntry>>,
     /// Test hook run between a meta reply and the first byte moved (see
     /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
     transfer_hook: OnceLock<TransferHook>,
@@ -89,34 +51,6 @@ pub struct Client {
 
 /// What [`Client::set_transfer_hook`] takes.
 type TransferHook = Box<dyn Fn() + Send + Sync>;
-
-/// A same-host service's incarnation and its mapped pools (`None`: mapping failed, use TCP).
-type ShmEntry = (u64, Option<Arc<ShmMap>>);
-
-/// A pool this client copies into and out of itself, and the fence the copies are checked
-/// against (the rank and incarnation the meta service named; the segment is per copy).
-pub(crate) enum Direct<'a> {
-    /// The client's own embedded local service.
-    Embedded(&'a LocalService, Fence),
-    /// A same-host local service's pools, mapped.
-    Shm(Arc<ShmMap>, Fence),
-}
-
-impl Direct<'_> {
-    pub(crate) fn copy_in(&self, segment: u32, offset: u64, src: &[u8]) -> Result<()> {
-        match self {
-            Direct::Embedded(svc, f) => svc.copy_in(Fence { segment, ..*f }, offset, src),
-            Direct::Shm(map, f) => map.copy_in(Fence { segment, ..*f }, offset, src),
-        }
-    }
-
-    pub(crate) fn copy_out(&self, segment: u32, offset: u64, dst: &mut [u8]) -> Result<()> {
-        match self {
-            Direct::Embedded(svc, f) => svc.copy_out(Fence { segment, ..*f }, offset, dst),
-            Direct::Shm(map, f) => map.copy_out(Fence { segment, ..*f }, offset, dst),
-        }
-    }
-}
 
 impl Client {
     /// A pure client: it contributes no memory.
@@ -153,12 +87,13 @@ impl Client {
             meta_addr,
             timeout,
             meta_conns: Mutex::new(Vec::new()),
-            data_conns: Mutex::new(HashMap::new()),
-            embedded,
-            transport: config.transport,
+            transports: Transports::new(
+                embedded,
+                config.transport,
+                timeout,
+                Duration::from_micros(config.busy_poll_us),
+            ),
             busy_poll: Duration::from_micros(config.busy_poll_us),
-            host: crate::local::host_id(),
-            shm_maps: Mutex::new(HashMap::new()),
             transfer_hook: OnceLock::new(),
         };
         // Prove the meta service answers now, so init fails early and clearly.
@@ -168,13 +103,13 @@ impl Client {
         })?;
         client.put_meta_conn(conn);
         info!(meta = %meta_addr, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
-            embedded = client.embedded.as_ref().map(|s| s.rank()), "client connected");
+            embedded = client.local_rank(), "client connected");
         Ok(client)
     }
 
     /// The rank of this client's embedded local service, if it has one.
     pub fn local_rank(&self) -> Option<u32> {
-        self.embedded.as_ref().map(|s| s.rank())
+        self.transports.embedded().map(|s| s.rank())
     }
 
     /// Test hook, not an API: `hook` runs in every put and get batch after the meta service
@@ -300,106 +235,10 @@ impl Client {
         }
     }
 
-    pub(crate) fn take_data_conn(&self, endpoint: &str, deadline: Instant) -> Result<DataConn> {
-        let pooled = self
-            .data_conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(endpoint)
-            .and_then(|v| v.pop());
-        match pooled {
-            Some(c) => Ok(c),
-            None => DataConn::connect(endpoint, deadline, self.busy_poll),
-        }
-    }
-
-    pub(crate) fn give_data_conn(&self, conn: DataConn) {
-        let mut pool = self.data_conns.lock().unwrap_or_else(|p| p.into_inner());
-        let v = pool.entry(conn.endpoint().to_string()).or_default();
-        if v.len() < DATA_CONNS_IDLE_MAX {
-            v.push(conn);
-        }
-    }
-
     /// Ranks of the same-host local services whose pools this client has mapped (and uses instead
     /// of TCP).
     pub fn mapped_services(&self) -> Vec<u32> {
-        let maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ranks: Vec<u32> = maps
-            .iter()
-            .filter(|(_, (_, m))| m.is_some())
-            .map(|(r, _)| *r)
-            .collect();
-        ranks.sort_unstable();
-        ranks
-    }
-
-    /// The fastest way to reach `rank`'s `segment` without a socket, if there is one: the client's
-    /// own pool, or (same host, unless the transport is forced to TCP) the service's mapped pools.
-    /// `alive` holds the ranks whose liveness this call already confirmed: one probe per service
-    /// per batch, not one per key.
-    pub(crate) fn direct(
-        &self,
-        rank: u32,
-        segment: u32,
-        services: &[ServiceAddr],
-        alive: &mut Vec<u32>,
-    ) -> Option<Direct<'_>> {
-        let addr = services.iter().find(|s| s.rank == rank)?;
-        let fence = Fence {
-            rank,
-            incarnation: addr.incarnation,
-            segment,
-        };
-        if let Some(svc) = self.embedded.as_deref().filter(|s| s.rank() == rank) {
-            return Some(Direct::Embedded(svc, fence));
-        }
-        if self.transport == Some(DataOpType::Tcp) {
-            return None;
-        }
-        if addr.host != self.host || addr.shm_endpoint.is_empty() {
-            return None;
-        }
-        let mut maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = match maps.get(&rank) {
-            Some((inc, map)) if *inc == addr.incarnation => map.clone(),
-            _ => {
-                let map = match ShmMap::open(addr, self.timeout.min(Duration::from_secs(5))) {
-                    Ok(m) => Some(Arc::new(m)),
-                    Err(e) => {
-                        // Remembered for this incarnation: TCP serves it from now on.
-                        warn!(rank, error = %e, "same-host shared memory unavailable: using TCP");
-                        None
-                    }
-                };
-                maps.insert(rank, (addr.incarnation, map.clone()));
-                map
-            }
-        };
-        let map = fresh?;
-        debug_assert_eq!(map.incarnation, addr.incarnation);
-        if !map.current() {
-            // The service registered again (or is doing so): this mapping's incarnation is over.
-            // Forget it, so the next plan (with the new incarnation) maps again; this copy still
-            // goes to it, and its fence refuses it (-3018).
-            debug!(
-                rank,
-                incarnation = map.incarnation,
-                "stale shared-memory mapping dropped"
-            );
-            maps.remove(&rank);
-            return Some(Direct::Shm(map, fence));
-        }
-        if !alive.contains(&rank) {
-            if !map.alive() {
-                // The service is gone: unmap, and let TCP report it unreachable.
-                maps.remove(&rank);
-                return None;
-            }
-            alive.push(rank);
-        }
-        map.arena(segment)?;
-        Some(Direct::Shm(map, fence))
+        self.transports.mapped_services()
     }
 
     // ---- Keyed metadata operations -------------------------------------------------------------

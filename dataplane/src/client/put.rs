@@ -1,28 +1,12 @@
 //! Put, driven: the sans-IO [`PutOp`] decides (allocate, write every replica, commit, retry while
-//! leased space frees up, deadline); this driver makes its meta calls and moves its bytes: plain
-//! copies into the embedded or mapped same-host pools, one vectored TCP request per other local
-//! service and lane, those in parallel.
+//! leased space frees up, deadline); this driver makes its meta calls and hands its transfers,
+//! resolved to the caller's slices, to the transport backends (`crate::transport`).
 
-use std::collections::BTreeMap;
-use std::io::IoSlice;
-
-use mmc_controlplane::msg::{Piece, ServiceAddr};
 use mmc_controlplane::{Error, Result};
-use mmc_core::client::{runs, service, Action, CloneError, PutOp, Transfer};
-use tracing::warn;
+use mmc_core::client::{Action, PutOp};
+use mmc_core::transport::write_jobs;
 
-use super::{Client, Lanes, PutOptions};
-
-/// Writes bound for one remote local service (one lane of it).
-struct Group<'a> {
-    endpoint: String,
-    rank: u32,
-    incarnation: u64,
-    pieces: Vec<Piece>,
-    data: Vec<IoSlice<'a>>,
-    /// Indexes of the transfers this group carries.
-    transfers: Vec<usize>,
-}
+use super::{Client, PutOptions};
 
 impl Client {
     /// Put one object from one buffer. Create-only: an existing key is `Error::Exists`.
@@ -83,7 +67,8 @@ impl Client {
                 Action::Transfer => {
                     self.before_transfer();
                     let deadline = self.instant(op.deadline_ms());
-                    let outcomes = self.write_all(op.transfers(), op.services(), values, deadline);
+                    let jobs = write_jobs(op.transfers(), values);
+                    let outcomes = self.transports.run(jobs, op.services(), deadline);
                     op.on_transfers(self.now_ms(), outcomes);
                 }
                 Action::Sleep { until_ms } => self.sleep_until(until_ms),
@@ -92,111 +77,5 @@ impl Client {
                 Action::Done => return op.results(),
             }
         }
-    }
-
-    /// Carry out write transfers; one outcome per transfer.
-    fn write_all(
-        &self,
-        transfers: &[Transfer],
-        services: &[ServiceAddr],
-        values: &[&[&[u8]]],
-        deadline: std::time::Instant,
-    ) -> Vec<Result<()>> {
-        let mut outcomes: Vec<Result<()>> = (0..transfers.len()).map(|_| Ok(())).collect();
-        let mut groups: BTreeMap<(u32, usize), Group<'_>> = BTreeMap::new();
-        let mut lanes = Lanes::default();
-        let mut alive = Vec::new();
-        for (idx, t) in transfers.iter().enumerate() {
-            let parts = values[t.item];
-            let lens = parts.iter().map(|p| p.len() as u64);
-            let f = t.fence;
-            if let Some(direct) = self.direct(f.rank, f.segment, services, &mut alive) {
-                let mut offset = t.offset;
-                for (part, at, n) in runs(lens, t.item_offset, t.len) {
-                    let src = &parts[part][at as usize..(at + n) as usize];
-                    if let Err(e) = direct.copy_in(f.segment, offset, src) {
-                        outcomes[idx] = Err(e);
-                        break;
-                    }
-                    offset += n;
-                }
-                continue;
-            }
-            let Some(addr) = service(services, f.rank) else {
-                outcomes[idx] = Err(Error::LocalUnreachable {
-                    endpoint: format!("rank {}", f.rank),
-                    reason: "the meta service gave no address".into(),
-                });
-                continue;
-            };
-            let lane = lanes.pick(f.rank, t.len);
-            let g = groups.entry((f.rank, lane)).or_insert_with(|| Group {
-                endpoint: addr.data_endpoint.clone(),
-                rank: f.rank,
-                incarnation: f.incarnation,
-                pieces: Vec::new(),
-                data: Vec::new(),
-                transfers: Vec::new(),
-            });
-            debug_assert_eq!(
-                g.incarnation, f.incarnation,
-                "one incarnation per rank and plan"
-            );
-            g.pieces.push(Piece {
-                segment: f.segment,
-                offset: t.offset,
-                len: t.len,
-            });
-            for (part, at, n) in runs(lens, t.item_offset, t.len) {
-                g.data
-                    .push(IoSlice::new(&parts[part][at as usize..(at + n) as usize]));
-            }
-            g.transfers.push(idx);
-        }
-        let done: Vec<(Vec<usize>, Result<()>)> = if groups.len() <= 1 {
-            groups
-                .into_values()
-                .map(|g| self.write_group(g, deadline))
-                .collect()
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = groups
-                    .into_values()
-                    .map(|g| s.spawn(move || self.write_group(g, deadline)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("write thread"))
-                    .collect()
-            })
-        };
-        for (idxs, outcome) in done {
-            if let Err(e) = outcome {
-                for idx in idxs {
-                    outcomes[idx] = Err(e.clone_error());
-                }
-            }
-        }
-        outcomes
-    }
-
-    fn write_group(
-        &self,
-        mut g: Group<'_>,
-        deadline: std::time::Instant,
-    ) -> (Vec<usize>, Result<()>) {
-        let outcome = self
-            .take_data_conn(&g.endpoint, deadline)
-            .and_then(|mut conn| {
-                let pieces = std::mem::take(&mut g.pieces);
-                conn.write(g.rank, g.incarnation, pieces, &mut g.data, deadline)?;
-                self.give_data_conn(conn);
-                Ok(())
-            });
-        if let Err(e) = &outcome {
-            warn!(endpoint = %g.endpoint, transfers = g.transfers.len(), error = %e,
-                "put: write to local service failed");
-        }
-        (g.transfers, outcome)
     }
 }

@@ -1,13 +1,16 @@
 //! Simulated clients: each runs the real client operations ([`crate::client`]) one at a time,
-//! with random keys, sizes and replica counts, over the simulated network; same-host copies go
-//! through the service's fence word in two events.
+//! with random keys, sizes and replica counts, over the simulated network; their transfers go
+//! through the simulator's transport backend ([`super::transport`]), behind the same seam as the
+//! real client's.
 
 use mmc_controlplane::msg::{Reply, Request};
-use mmc_controlplane::{Error, Result};
+use mmc_controlplane::Result;
 
 use super::rng::{pattern, Rng};
-use super::{CopyReq, Ev, Peer, Sim};
+use super::transport::SimTransport;
+use super::{Ev, Peer, Sim};
 use crate::client::{Action, Dir, GetOp, MetaKind, MetaOp, PutOp, PutOptions, Transfer};
+use crate::transport::{read_jobs, write_jobs, Completions, Transport};
 
 pub(crate) enum Op {
     Put(PutOp),
@@ -32,7 +35,7 @@ impl Op {
         }
     }
 
-    fn transfers(&self) -> &[Transfer] {
+    pub(crate) fn transfers(&self) -> &[Transfer] {
         match self {
             Op::Put(o) => o.transfers(),
             Op::Get(o) => o.transfers(),
@@ -59,7 +62,8 @@ pub(crate) struct Running {
     pub values: Vec<Vec<u8>>,
     pub versions: Vec<u64>,
     pub bufs: Vec<Vec<u8>>,
-    pub outcomes: Vec<Option<Result<()>>>,
+    /// The outcomes of the transfer batch now awaited.
+    pub outcomes: Completions,
     /// When the meta core handled this get's lookup.
     pub lookup_at: u64,
     /// Keys of the last alloc request, in order (to map tokens to versions).
@@ -79,13 +83,6 @@ impl SimClient {
             rng: Rng::new(seed),
             run: None,
         }
-    }
-}
-
-fn local_error(rank: u32, why: &str) -> Error {
-    Error::LocalUnreachable {
-        endpoint: format!("rank {rank}"),
-        reason: why.to_string(),
     }
 }
 
@@ -113,7 +110,7 @@ impl Sim {
             values: Vec::new(),
             versions: Vec::new(),
             bufs: Vec::new(),
-            outcomes: Vec::new(),
+            outcomes: Completions::default(),
             lookup_at: 0,
             alloc_keys: Vec::new(),
         };
@@ -176,7 +173,7 @@ impl Sim {
     }
 
     /// Poll the client's operation and carry out what it asks, until it waits.
-    fn drive(&mut self, j: usize) {
+    pub(crate) fn drive(&mut self, j: usize) {
         let gen = self.clients[j].gen;
         loop {
             let now = self.now;
@@ -210,15 +207,7 @@ impl Sim {
                 }
                 Action::Transfer => {
                     let seq = self.seq();
-                    let n = {
-                        let run = self.run_mut(j);
-                        run.seq = seq;
-                        run.outcomes = (0..run.op.transfers().len()).map(|_| None).collect();
-                        run.outcomes.len()
-                    };
-                    for idx in 0..n {
-                        self.start_transfer(j, gen, seq, idx);
-                    }
+                    self.submit_transfers(j, gen, seq);
                     self.at(deadline - now, Ev::ClientWake { client: j, gen });
                     if !self.try_complete(j) {
                         return;
@@ -244,272 +233,53 @@ impl Sim {
             .expect("running")
     }
 
+    /// Hand the operation's transfers, resolved against the client's values and buffers, to the
+    /// simulated transport as batch `seq`.
+    fn submit_transfers(&mut self, j: usize, gen: u64, seq: u64) {
+        let run = self.run_mut(j);
+        run.seq = seq;
+        let transfers: Vec<Transfer> = run.op.transfers().to_vec();
+        let values = std::mem::take(&mut run.values);
+        let mut bufs = std::mem::take(&mut run.bufs);
+        let mut done = Completions::new(transfers.len());
+        let mut backend = SimTransport {
+            sim: self,
+            client: j,
+            gen,
+            seq,
+        };
+        if transfers.iter().all(|t| t.dir == Dir::Write) {
+            let parts: Vec<[&[u8]; 1]> = values.iter().map(|v| [&v[..]]).collect();
+            let parts: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+            backend.submit(write_jobs(&transfers, &parts), &mut done);
+        } else {
+            // Each read's buffer holds at least its range (a read delivers there later).
+            for t in &transfers {
+                let end = (t.item_offset + t.len) as usize;
+                if bufs[t.item].len() < end {
+                    bufs[t.item].resize(end, 0);
+                }
+            }
+            let mut parts: Vec<[&mut [u8]; 1]> = bufs.iter_mut().map(|b| [&mut b[..]]).collect();
+            let mut views: Vec<&mut [&mut [u8]]> = parts.iter_mut().map(|p| &mut p[..]).collect();
+            backend.submit(read_jobs(&transfers, &mut views), &mut done);
+        }
+        let run = self.run_mut(j);
+        run.values = values;
+        run.bufs = bufs;
+        run.outcomes = done;
+    }
+
     /// Feed the outcomes once every transfer has one; true if fed.
-    fn try_complete(&mut self, j: usize) -> bool {
+    pub(crate) fn try_complete(&mut self, j: usize) -> bool {
         let now = self.now;
         let run = self.run_mut(j);
-        if run.outcomes.iter().any(|o| o.is_none()) {
+        if !run.outcomes.is_complete() {
             return false;
         }
-        let outcomes = std::mem::take(&mut run.outcomes)
-            .into_iter()
-            .map(|o| o.expect("checked"))
-            .collect();
+        let outcomes = run.outcomes.take();
         run.op.on_transfers(now, outcomes);
         true
-    }
-
-    fn start_transfer(&mut self, j: usize, gen: u64, seq: u64, idx: usize) {
-        let canary = self.cfg.canary;
-        let run = self.run_mut(j);
-        let t = run.op.transfers()[idx];
-        let data = (t.dir == Dir::Write).then(|| {
-            let v = &run.values[t.item];
-            v[t.item_offset as usize..(t.item_offset + t.len) as usize].to_vec()
-        });
-        let local = t.fence.rank as usize;
-        let host = self.clients[j].state.as_ref().expect("alive").host;
-        let Some(node) = self.locals.get(local) else {
-            self.run_mut(j).outcomes[idx] = Some(Err(local_error(t.fence.rank, "no such rank")));
-            return;
-        };
-        let local_gen = node.gen;
-        let Some(l) = node.state.as_ref() else {
-            // A same-host client sees the socket close; a remote one gets connection refused.
-            self.run_mut(j).outcomes[idx] = Some(Err(local_error(t.fence.rank, "service is gone")));
-            return;
-        };
-        if l.host != host {
-            self.send(Ev::DataReq(CopyReq {
-                client: j,
-                gen,
-                local,
-                local_gen,
-                seq,
-                idx,
-                t,
-                data,
-            }));
-            return;
-        }
-        // Same host: enter the service's fence word, copy later.
-        if !canary {
-            if let Err(e) = l.fence.enter_detached(t.fence.incarnation) {
-                self.run_mut(j).outcomes[idx] =
-                    Some(Err(local_error(t.fence.rank, &e.to_string())));
-                return;
-            }
-        }
-        // A copy takes about 1 ms per KiB here, and now and then its thread is descheduled for a
-        // while (but less than the service's drain bound: a copy that outlives the drain is one
-        // whose client died, and a dead client writes nothing).
-        let mut delay = self.rng.range(0, 2) + t.len / 1024;
-        if self.rng.chance(50_000) {
-            delay += self.rng.range(20, 80);
-        }
-        self.at(
-            delay,
-            Ev::ShmEnd(CopyReq {
-                client: j,
-                gen,
-                local,
-                local_gen,
-                seq,
-                idx,
-                t,
-                data,
-            }),
-        );
-    }
-
-    /// The incarnation under which the meta core places objects in `rank`'s pool now, if the
-    /// service runs it (else writes there cannot touch what the directory describes).
-    fn placing_incarnation(&self, rank: u32) -> Option<u64> {
-        let inc = self.meta.member_incarnation(rank)?;
-        let l = self.locals.get(rank as usize)?.state.as_ref()?;
-        match &l.membership {
-            Some((i, _)) if *i == inc => Some(inc),
-            _ => None,
-        }
-    }
-
-    /// Apply one copy at local `local` (fence already entered unless `canary`); the bytes read.
-    fn copy(
-        &mut self,
-        local: usize,
-        t: &Transfer,
-        data: Option<Vec<u8>>,
-    ) -> Result<Option<Vec<u8>>> {
-        let canary = self.cfg.canary;
-        let inc_now = self.placing_incarnation(t.fence.rank);
-        let l = self.locals[local].state.as_ref().expect("alive");
-        let check = if canary {
-            l.check(
-                t.fence.rank,
-                l.membership.as_ref().map_or(0, |m| m.0),
-                t.fence.segment,
-                t.offset,
-                t.len,
-            )
-            .or_else(|e| {
-                if l.membership.is_some() && (t.offset + t.len) as usize <= l.pool.len() {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-        } else {
-            l.check(
-                t.fence.rank,
-                t.fence.incarnation,
-                t.fence.segment,
-                t.offset,
-                t.len,
-            )
-        };
-        if self.trace {
-            eprintln!(
-                "{:>6} {:>6} copy at local {local}: {t:?} -> {check:?}",
-                self.step, self.now
-            );
-        }
-        check?;
-        let range = t.offset as usize..(t.offset + t.len) as usize;
-        match data {
-            Some(bytes) => {
-                let meta = &self.meta;
-                if let Err(e) =
-                    self.oracle
-                        .check_write(meta, self.now, t.fence.rank, inc_now, t.offset, t.len)
-                {
-                    self.fail(e);
-                }
-                let l = self.locals[local].state.as_mut().expect("alive");
-                l.pool[range].copy_from_slice(&bytes);
-                Ok(None)
-            }
-            None => Ok(Some(l.pool[range].to_vec())),
-        }
-    }
-
-    pub(crate) fn serve_data(&mut self, c: CopyReq) {
-        let CopyReq {
-            client,
-            gen,
-            local,
-            local_gen,
-            seq,
-            idx,
-            t,
-            data,
-        } = c;
-        let out = if self.locals[local].gen != local_gen || self.locals[local].state.is_none() {
-            Err(local_error(t.fence.rank, "connection reset"))
-        } else if self.cfg.canary {
-            self.copy(local, &t, data)
-        } else {
-            let entered = self.locals[local]
-                .state
-                .as_ref()
-                .expect("alive")
-                .fence
-                .enter_detached(t.fence.incarnation);
-            match entered {
-                Err(e) => Err(local_error(t.fence.rank, &e.to_string())),
-                Ok(()) => {
-                    let out = self.copy(local, &t, data);
-                    let l = self.locals[local].state.as_ref().expect("alive");
-                    let held = l.fence.incarnation() == t.fence.incarnation;
-                    l.fence.leave();
-                    if held {
-                        out
-                    } else {
-                        Err(local_error(t.fence.rank, "fence moved during the copy"))
-                    }
-                }
-            }
-        };
-        self.send(Ev::DataRep {
-            client,
-            gen,
-            seq,
-            idx,
-            out,
-        });
-    }
-
-    pub(crate) fn shm_end(&mut self, c: CopyReq) {
-        let CopyReq {
-            client,
-            gen,
-            local,
-            local_gen,
-            seq,
-            idx,
-            t,
-            data,
-        } = c;
-        if self.locals[local].gen != local_gen || self.locals[local].state.is_none() {
-            // The service died: its word went with it.
-            return self.client_transfer_done(
-                client,
-                gen,
-                seq,
-                idx,
-                Err(local_error(t.fence.rank, "service is gone")),
-            );
-        }
-        if self.clients[client].gen != gen {
-            // The client died mid-copy: its count stays in the word (the drain times out).
-            return;
-        }
-        let out = self.copy(local, &t, data);
-        let out = if self.cfg.canary {
-            out
-        } else {
-            let l = self.locals[local].state.as_ref().expect("alive");
-            let held = l.fence.incarnation() == t.fence.incarnation;
-            l.fence.leave();
-            if held {
-                out
-            } else {
-                Err(local_error(t.fence.rank, "fence moved during the copy"))
-            }
-        };
-        self.client_transfer_done(client, gen, seq, idx, out);
-    }
-
-    pub(crate) fn client_transfer_done(
-        &mut self,
-        j: usize,
-        gen: u64,
-        seq: u64,
-        idx: usize,
-        out: Result<Option<Vec<u8>>>,
-    ) {
-        if self.clients[j].gen != gen || self.clients[j].state.is_none() {
-            return;
-        }
-        let Some(run) = self.clients[j].state.as_mut().expect("alive").run.as_mut() else {
-            return;
-        };
-        if run.seq != seq || idx >= run.outcomes.len() || run.outcomes[idx].is_some() {
-            return;
-        }
-        let t = run.op.transfers()[idx];
-        run.outcomes[idx] = Some(out.map(|bytes| {
-            if let Some(bytes) = bytes {
-                let buf = &mut run.bufs[t.item];
-                let end = (t.item_offset + t.len) as usize;
-                if buf.len() < end {
-                    buf.resize(end, 0);
-                }
-                buf[t.item_offset as usize..end].copy_from_slice(&bytes);
-            }
-        }));
-        if self.try_complete(j) {
-            self.drive(j);
-        }
     }
 
     pub(crate) fn client_meta_reply(&mut self, j: usize, gen: u64, seq: u64, reply: Result<Reply>) {

@@ -15,6 +15,7 @@ mod local;
 mod observe;
 mod oracle;
 mod rng;
+mod transport;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

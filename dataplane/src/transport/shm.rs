@@ -1,16 +1,35 @@
-//! The client's side of the same-host shared-memory transport: map a local service's pools (memfds
-//! received over its shm socket) and its fence page, and copy into and out of the pools directly,
-//! each copy inside the service's epoch fence.
+//! The shm backend: the client's side of the same-host shared-memory transport. Map a local
+//! service's pools (memfds received over its shm socket) and its fence page; each job is one
+//! memcpy per run between the caller's slices and the mapped pool, inside the service's shared
+//! fence word (entered before, checked after), done before `submit` returns. It refuses (by the
+//! fence, -3018) a job planned for another incarnation than the mapping's, and (`LinkNotFound`) a
+//! segment the mapping lacks; the chooser sends it only same-host ranks it mapped.
 
 use std::time::Duration;
 
 use mmc_controlplane::msg::{ServiceAddr, ShmHello};
 use mmc_controlplane::{wire, Error, Result};
 use mmc_core::fence::{Fence, SharedFence, FENCE_PAGE_BYTES};
+use mmc_core::transport::{Completions, Job, Transport};
 use mmc_hal::Arena;
 use rkyv::util::AlignedVec;
 
 use crate::local::{shm_server, stale};
+
+/// One mapped service, as a backend.
+pub(crate) struct Shm<'a>(pub(crate) &'a ShmMap);
+
+impl Transport for Shm<'_> {
+    fn submit(&mut self, jobs: Vec<Job<'_>>, done: &mut Completions) {
+        let map = self.0;
+        super::copy_jobs(
+            jobs,
+            done,
+            |f, offset, src| map.copy_in(f, offset, src),
+            |f, offset, dst| map.copy_out(f, offset, dst),
+        );
+    }
+}
 
 /// A same-host local service's pools, mapped into this process.
 pub(crate) struct ShmMap {

@@ -1,0 +1,228 @@
+//! The client's transport backends, behind `mmc-core`'s seam ([`mmc_core::transport`]: a
+//! [`Transport`] takes [`Job`]s, the operation's transfers resolved to the caller's slices, and
+//! reports one outcome per transfer), and the chooser that picks one backend per service.
+//!
+//! | backend | provides | refuses |
+//! |---|---|---|
+//! | [`embedded`] | memcpy between the caller's slices and the client's own local service's pools, inside its fence, at once | every rank but the embedded service's |
+//! | [`shm`] | memcpy between the caller's slices and a same-host service's pools mapped from its memfds, inside its shared fence word, at once | other hosts; `transport = tcp`; a failed mapping (remembered per incarnation); a service whose socket closed |
+//! | [`tcp`] | one vectored request per (service, lane) on pooled connections, raw bytes straight from and into the caller's slices; lanes and services in parallel threads; the service checks the fence | ranks the meta reply gave no address |
+//!
+//! [`Transports::run`] routes each job (the order below is the chooser), submits each backend's
+//! share, and returns the outcomes in transfer order. Every backend here completes before `submit`
+//! returns, so the caller's borrowed memory outlives every copy. A device-copy or RDMA backend
+//! implements [`Transport`] in a file of its own and gets a [`Route`] and a branch in
+//! [`Transports::route`]; the put and get drivers do not change.
+
+pub(crate) mod embedded;
+pub(crate) mod shm;
+pub(crate) mod tcp;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mmc_controlplane::msg::ServiceAddr;
+use mmc_controlplane::Result;
+use mmc_core::fence::Fence;
+use mmc_core::transport::{Completions, Job, Mem, Transport};
+use tracing::{debug, warn};
+
+use crate::config::DataOpType;
+use crate::local::LocalService;
+use shm::ShmMap;
+
+/// A same-host service's incarnation and its mapped pools (`None`: mapping failed, use TCP).
+type ShmEntry = (u64, Option<Arc<ShmMap>>);
+
+/// Which backend carries the transfers to one service.
+pub(crate) enum Route {
+    /// The client's own embedded local service.
+    Embedded,
+    /// A same-host local service's pools, mapped.
+    Shm(Arc<ShmMap>),
+    /// Everything else.
+    Tcp,
+}
+
+/// The client's backends and what they keep between batches (mappings, idle connections).
+pub(crate) struct Transports {
+    embedded: Option<Arc<LocalService>>,
+    /// `transport = tcp` in the config: no shared memory, even on the same host.
+    tcp_only: bool,
+    host: String,
+    /// How long mapping a same-host service's pools may take.
+    map_timeout: Duration,
+    /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
+    shm_maps: Mutex<HashMap<u32, ShmEntry>>,
+    tcp: tcp::Pool,
+}
+
+impl Transports {
+    pub(crate) fn new(
+        embedded: Option<Arc<LocalService>>,
+        transport: Option<DataOpType>,
+        timeout: Duration,
+        busy_poll: Duration,
+    ) -> Transports {
+        Transports {
+            embedded,
+            tcp_only: transport == Some(DataOpType::Tcp),
+            host: crate::local::host_id(),
+            map_timeout: timeout.min(Duration::from_secs(5)),
+            shm_maps: Mutex::new(HashMap::new()),
+            tcp: tcp::Pool::new(busy_poll),
+        }
+    }
+
+    pub(crate) fn embedded(&self) -> Option<&Arc<LocalService>> {
+        self.embedded.as_ref()
+    }
+
+    /// Carry out `jobs` (one per transfer of a batch, in order) against `services`; one outcome
+    /// per transfer, in order.
+    pub(crate) fn run(
+        &self,
+        jobs: Vec<Job<'_>>,
+        services: &[ServiceAddr],
+        deadline: Instant,
+    ) -> Vec<Result<()>> {
+        let mut done = Completions::new(jobs.len());
+        let mut own = Vec::new();
+        let mut mapped: Vec<(u32, Arc<ShmMap>, Vec<Job<'_>>)> = Vec::new();
+        let mut remote = Vec::new();
+        let mut alive = Vec::new();
+        for job in jobs {
+            let f = job.t.fence;
+            match self.route(f.rank, f.segment, services, &mut alive) {
+                Route::Embedded => own.push(job),
+                Route::Shm(map) => match mapped.iter_mut().find(|(r, _, _)| *r == f.rank) {
+                    Some((_, _, share)) => share.push(job),
+                    None => mapped.push((f.rank, map, vec![job])),
+                },
+                Route::Tcp => remote.push(job),
+            }
+        }
+        if !own.is_empty() {
+            let svc = self
+                .embedded
+                .as_deref()
+                .expect("routed to the embedded service");
+            embedded::Embedded(svc).submit(own, &mut done);
+        }
+        for (_, map, share) in mapped {
+            shm::Shm(&map).submit(share, &mut done);
+        }
+        if !remote.is_empty() {
+            tcp::Tcp::new(&self.tcp, services, deadline).submit(remote, &mut done);
+        }
+        done.take()
+    }
+
+    /// The backend for `rank`'s `segment`: the client's own pool; else (same host, unless the
+    /// transport is forced to TCP) the service's mapped pools; else TCP. `alive` holds the ranks
+    /// whose liveness this batch already confirmed: one probe per service per batch, not per key.
+    pub(crate) fn route(
+        &self,
+        rank: u32,
+        segment: u32,
+        services: &[ServiceAddr],
+        alive: &mut Vec<u32>,
+    ) -> Route {
+        let Some(addr) = services.iter().find(|s| s.rank == rank) else {
+            return Route::Tcp; // which refuses it: no address
+        };
+        if self.embedded.as_ref().is_some_and(|s| s.rank() == rank) {
+            return Route::Embedded;
+        }
+        if self.tcp_only || addr.host != self.host || addr.shm_endpoint.is_empty() {
+            return Route::Tcp;
+        }
+        let mut maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = match maps.get(&rank) {
+            Some((inc, map)) if *inc == addr.incarnation => map.clone(),
+            _ => {
+                let map = match ShmMap::open(addr, self.map_timeout) {
+                    Ok(m) => Some(Arc::new(m)),
+                    Err(e) => {
+                        // Remembered for this incarnation: TCP serves it from now on.
+                        warn!(rank, error = %e, "same-host shared memory unavailable: using TCP");
+                        None
+                    }
+                };
+                maps.insert(rank, (addr.incarnation, map.clone()));
+                map
+            }
+        };
+        let Some(map) = fresh else {
+            return Route::Tcp;
+        };
+        debug_assert_eq!(map.incarnation, addr.incarnation);
+        if !map.current() {
+            // The service registered again (or is doing so): this mapping's incarnation is over.
+            // Forget it, so the next plan (with the new incarnation) maps again; this copy still
+            // goes to it, and its fence refuses it (-3018).
+            debug!(
+                rank,
+                incarnation = map.incarnation,
+                "stale shared-memory mapping dropped"
+            );
+            maps.remove(&rank);
+            return Route::Shm(map);
+        }
+        if !alive.contains(&rank) {
+            if !map.alive() {
+                // The service is gone: unmap, and let TCP report it unreachable.
+                maps.remove(&rank);
+                return Route::Tcp;
+            }
+            alive.push(rank);
+        }
+        if map.arena(segment).is_none() {
+            return Route::Tcp;
+        }
+        Route::Shm(map)
+    }
+
+    /// Ranks of the same-host local services whose pools are mapped (and used instead of TCP).
+    pub(crate) fn mapped_services(&self) -> Vec<u32> {
+        let maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ranks: Vec<u32> = maps
+            .iter()
+            .filter(|(_, (_, m))| m.is_some())
+            .map(|(r, _)| *r)
+            .collect();
+        ranks.sort_unstable();
+        ranks
+    }
+}
+
+/// The memcpy backends' loop: copy each job's runs with `copy_in` / `copy_out` (which check the
+/// fence around each copy), consecutive runs at consecutive pool offsets; the first failure is
+/// the job's outcome.
+fn copy_jobs(
+    jobs: Vec<Job<'_>>,
+    done: &mut Completions,
+    copy_in: impl Fn(Fence, u64, &[u8]) -> Result<()>,
+    copy_out: impl Fn(Fence, u64, &mut [u8]) -> Result<()>,
+) {
+    for job in jobs {
+        let (f, mut offset) = (job.t.fence, job.t.offset);
+        let outcome = match job.mem {
+            Mem::Src(src) => src.into_iter().try_for_each(|s| {
+                copy_in(f, offset, s)?;
+                offset += s.len() as u64;
+                Ok(())
+            }),
+            Mem::Dst(dst) => dst.into_iter().try_for_each(|d| {
+                let n = d.len() as u64;
+                copy_out(f, offset, d)?;
+                offset += n;
+                Ok(())
+            }),
+        };
+        debug_assert!(outcome.is_err() || offset == job.t.offset + job.t.len);
+        let fresh = done.set(job.idx, outcome);
+        debug_assert!(fresh, "one outcome per job");
+    }
+}
