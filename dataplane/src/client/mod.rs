@@ -170,7 +170,7 @@ impl Client {
         let pooled = self
             .meta_conns
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("lock poisoned: a panic left this state half-updated")
             .pop();
         let was_pooled = pooled.is_some();
         let mut conn = match pooled {
@@ -204,7 +204,10 @@ impl Client {
     }
 
     fn put_meta_conn(&self, conn: MetaConn) {
-        let mut pool = self.meta_conns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self
+            .meta_conns
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         if pool.len() < META_CONNS_IDLE_MAX {
             pool.push(conn);
         }
@@ -219,7 +222,7 @@ impl Client {
         let pooled = self
             .meta_conns
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("lock poisoned: a panic left this state half-updated")
             .pop();
         let conn = match pooled {
             Some(c) => Ok(c),

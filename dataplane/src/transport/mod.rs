@@ -138,7 +138,10 @@ impl Transports {
         if self.tcp_only || addr.host != self.host || addr.shm_endpoint.is_empty() {
             return Route::Tcp;
         }
-        let mut maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut maps = self
+            .shm_maps
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         let fresh = match maps.get(&rank) {
             Some((inc, map)) if *inc == addr.incarnation => map.clone(),
             _ => {
@@ -186,7 +189,10 @@ impl Transports {
 
     /// Ranks of the same-host local services whose pools are mapped (and used instead of TCP).
     pub(crate) fn mapped_services(&self) -> Vec<u32> {
-        let maps = self.shm_maps.lock().unwrap_or_else(|p| p.into_inner());
+        let maps = self
+            .shm_maps
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         let mut ranks: Vec<u32> = maps
             .iter()
             .filter(|(_, (_, m))| m.is_some())

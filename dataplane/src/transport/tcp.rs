@@ -69,7 +69,7 @@ impl Pool {
         let pooled = self
             .conns
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .expect("lock poisoned: a panic left this state half-updated")
             .get_mut(endpoint)
             .and_then(|v| v.pop());
         match pooled {
@@ -79,7 +79,10 @@ impl Pool {
     }
 
     fn give(&self, conn: DataConn) {
-        let mut pool = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self
+            .conns
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
         let v = pool.entry(conn.endpoint().to_string()).or_default();
         if v.len() < DATA_CONNS_IDLE_MAX {
             v.push(conn);

@@ -3,7 +3,7 @@
 //!
 //! Faults: message loss, delay and reordering; local-service death, freeze and restart; meta
 //! restart; client death mid-operation; partitions between a local service and the meta service.
-//! After every step the checker asserts the invariants of DESIGN.md (see [`oracle`]); a failure
+//! After every step the checker asserts the invariants of DESIGN.md (see `oracle.rs`); a failure
 //! names the seed and the step, and `MMC_SIM_SEED`/`--seed` replays it exactly.
 //!
 //! Same-host clients copy through the service's fence word in two events (enter + copy at the
