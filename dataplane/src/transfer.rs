@@ -6,9 +6,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
 use mmc_controlplane::msg::{DataReply, DataRequest, Piece};
-use mmc_controlplane::rpc::{is_timeout, remaining};
 use mmc_controlplane::wire::{self, Kind, WireError};
 use mmc_controlplane::{Code, Error, Result};
+use mmc_meta_service::rpc::{is_timeout, remaining};
 use rkyv::util::AlignedVec;
 
 pub(crate) struct DataConn {
