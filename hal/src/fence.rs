@@ -6,7 +6,7 @@
 //! Every transfer carries a [`Fence`] (rank, incarnation, segment). The local service publishes its
 //! state in a [`FenceWord`]: the current incarnation (0 while closed) and the number of copies in
 //! flight. A copy [`FenceWord::enter`]s (the incarnation must match), copies, checks
-//! [`FenceWord::still`] (a read whose fence moved returns an error, never the bytes) and leaves.
+//! [`FenceGuard::still`] (a read whose fence moved returns an error, never the bytes) and leaves.
 //! Before registering again the service [`FenceWord::close`]s the fence and waits until no copy is
 //! in flight, so no writer of incarnation N is still copying when N+1's first object is placed.
 //!

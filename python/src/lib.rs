@@ -13,9 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 
 use mmc_config::{config_path, load_text, Format, Key, LogLevel, OckFile};
-use mmc_config::{
-    load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV, LOCAL_KEYS,
-};
+use mmc_config::{load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV, LOCAL_KEYS};
 use mmc_dataplane::{Client, PutOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes};
