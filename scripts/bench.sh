@@ -53,7 +53,7 @@ if [[ "${NO_MOONCAKE:-0}" != 1 ]]; then
 fi
 
 say "building (release) into $TARGET"
-(cd "$ROOT" && cargo build --release --bins -p mmc-controlplane -p mmc-dataplane -p mmc-bench)
+(cd "$ROOT" && cargo build --release --bins -p mmc-meta-service -p mmc-dataplane -p mmc-bench)
 
 mkdir -p "$ROOT/docs"
 say "mmc-bench --check ${PEERS[*]} --json docs/bench.json --chart docs/bench.png $*"

@@ -22,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 step "build libmmc and the services"
-cargo build --locked -p mmc-ffi -p mmc-controlplane -p mmc-dataplane --lib --bins
+cargo build --locked -p mmc-ffi -p mmc-meta-service -p mmc-dataplane --lib --bins
 rm -rf "$sdk" "$out"
 mkdir -p "$sdk/lib/pkgconfig" "$sdk/include" "$out"
 cp "$target/debug/libmmc.so" "$target/debug/libmmc.a" "$sdk/lib/"

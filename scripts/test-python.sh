@@ -52,7 +52,7 @@ if [ "${MMC_PY_CLIPPY:-0}" = 1 ]; then
 fi
 
 step "build mmc-meta, mmc-local, mmc"
-cargo build -p mmc-controlplane -p mmc-dataplane --bins
+cargo build -p mmc-meta-service -p mmc-dataplane --bins
 for b in mmc-meta mmc-local mmc; do
     [ -x "$BIN_DIR/$b" ] || { echo "missing $BIN_DIR/$b" >&2; exit 1; }
 done

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmc_controlplane::config::{LogLevel, MetaConfig};
-use mmc_controlplane::server::MetaServer;
+use mmc_config::{LogLevel, MetaConfig};
+use mmc_meta_service::MetaServer;
 
 /// How long a started process may take to become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -25,10 +25,10 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use mmc_controlplane::config::{parse_size, LogLevel};
-use mmc_controlplane::logging;
+use mmc_config::logging;
+use mmc_config::DataOpType;
+use mmc_config::{parse_size, LogLevel};
 use mmc_controlplane::msg::PREFERRED_AFFINITY;
-use mmc_dataplane::config::DataOpType;
 use mmc_dataplane::{Client, ClientConfig, LocalConfig, PutOptions};
 
 use crate::cluster::{Cluster, TempDir};

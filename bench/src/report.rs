@@ -265,7 +265,7 @@ pub struct Target {
 }
 
 pub fn human_bytes(bytes: u64) -> String {
-    mmc_controlplane::config::format_size(bytes)
+    mmc_config::format_size(bytes)
 }
 
 pub fn human_us(us: f64) -> String {

@@ -1,14 +1,11 @@
-//! MemCache control plane: the wire protocol, the meta service's sans-IO core and its TCP driver.
+//! MemCache control plane: the wire protocol (messages, frames, typed errors) and the meta
+//! service's sans-IO core. The meta service's TCP driver, its blocking client (`MetaConn`) and
+//! the `mmc-meta` binary are in `mmc-meta-service`; configuration is in `mmc-config`.
 #![forbid(unsafe_code)]
 
-pub mod config;
 pub mod error;
-pub mod fsutil;
-pub mod logging;
 pub mod meta;
 pub mod msg;
-pub mod rpc;
-pub mod server;
 #[cfg(test)]
 mod testrng;
 pub mod wire;

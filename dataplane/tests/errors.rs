@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{pattern, Cluster};
 use mmc_controlplane::msg::{Reply, Request, PREFERRED_AFFINITY};
-use mmc_controlplane::rpc::MetaConn;
 use mmc_dataplane::{Client, ClientConfig, Code, PutOptions};
+use mmc_meta_service::rpc::MetaConn;
 
 const MIB: u64 = 1024 * 1024;
 

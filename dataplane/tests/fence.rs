@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{pattern, Cluster};
-use mmc_dataplane::config::DataOpType;
+use mmc_config::DataOpType;
 use mmc_dataplane::{Client, ClientConfig, PutOptions};
 
 /// The object the stale transfer is about: small, near the start of the pool.

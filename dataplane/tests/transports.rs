@@ -5,8 +5,8 @@
 mod common;
 
 use common::{pattern, Cluster};
+use mmc_config::DataOpType;
 use mmc_controlplane::msg::PREFERRED_AFFINITY;
-use mmc_dataplane::config::DataOpType;
 use mmc_dataplane::{Client, ClientConfig, PutOptions};
 
 const MIB: usize = 1024 * 1024;

@@ -7,10 +7,10 @@
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
-use mmc_controlplane::config::{parse_tcp_url, LogLevel, MetaConfig};
-use mmc_controlplane::server::MetaServer;
-use mmc_dataplane::config::DataOpType;
+use mmc_config::DataOpType;
+use mmc_config::{parse_tcp_url, LogLevel, MetaConfig};
 use mmc_dataplane::{LocalConfig, LocalService};
+use mmc_meta_service::MetaServer;
 use tracing::{info, warn};
 
 use crate::types::*;

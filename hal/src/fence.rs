@@ -6,20 +6,28 @@
 //! Every transfer carries a [`Fence`] (rank, incarnation, segment). The local service publishes its
 //! state in a [`FenceWord`]: the current incarnation (0 while closed) and the number of copies in
 //! flight. A copy [`FenceWord::enter`]s (the incarnation must match), copies, checks
-//! [`FenceWord::still`] (a read whose fence moved returns an error, never the bytes) and leaves.
+//! [`FenceGuard::still`] (a read whose fence moved returns an error, never the bytes) and leaves.
 //! Before registering again the service [`FenceWord::close`]s the fence and waits until no copy is
 //! in flight, so no writer of incarnation N is still copying when N+1's first object is placed.
 //!
 //! The word is two atomics; the real service keeps them in a [`SharedFence`], a memfd page that
 //! same-host clients map (their copies enter the same word), the simulator in plain memory.
 
-use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+// The shared page (feature `os`) maps a memfd; the word itself is plain atomics, which is all the
+// sans-IO cores and the simulator need.
+#[cfg(feature = "os")]
+use std::{
+    ffi::CString,
+    fs::File,
+    os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+#[cfg(feature = "os")]
 use memmap2::{MmapOptions, MmapRaw};
 
+#[cfg(feature = "os")]
 use crate::HalError;
 
 /// What a transfer is fenced on.
@@ -150,18 +158,21 @@ impl Drop for FenceGuard<'_> {
 }
 
 /// Bytes of a [`SharedFence`]'s page (the word uses the first 16).
+#[cfg(feature = "os")]
 pub const FENCE_PAGE_BYTES: u64 = 4096;
 
 /// A [`FenceWord`] in a 4 KiB memfd page mapped read-write and `MAP_SHARED`: the local service
 /// creates it, same-host clients map the descriptor it hands them with the pools', and every copy
 /// on either side enters the same word. (Atomics in a shared mapping are the standard way to share
 /// them between processes: the page is the same physical memory in each.)
+#[cfg(feature = "os")]
 #[derive(Debug)]
 pub struct SharedFence {
     map: MmapRaw,
     file: File,
 }
 
+#[cfg(feature = "os")]
 impl SharedFence {
     /// A fresh page: a closed fence with nothing in flight (the page starts zeroed).
     pub fn new(name: &str) -> Result<SharedFence, HalError> {
@@ -222,6 +233,7 @@ impl SharedFence {
     }
 }
 
+#[cfg(feature = "os")]
 impl std::ops::Deref for SharedFence {
     type Target = FenceWord;
 
@@ -234,6 +246,7 @@ impl std::ops::Deref for SharedFence {
     }
 }
 
+#[cfg(feature = "os")]
 impl AsFd for SharedFence {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
@@ -244,6 +257,7 @@ impl AsFd for SharedFence {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "os")]
     #[test]
     fn a_shared_fence_is_one_word_in_two_mappings() {
         let a = SharedFence::new("mmc-fence-test").unwrap();

@@ -4,12 +4,14 @@
 //!   safe, bounds-checked byte access and vectored I/O helpers.
 //! * [`SpaceAllocator`]: hands out disjoint byte ranges ([`Space`]) of one
 //!   segment, so concurrent users of an arena never overlap.
-//! * [`fence`]: the epoch fence every transfer is checked against.
+//! * [`fence`]: the epoch fence every transfer is checked against (its shared memfd page,
+//!   `SharedFence`, needs feature `os`).
 //! * [`HalError`]: the typed error of this crate.
 //!
 //! Feature `os` (default) gates what touches the operating system: the arena
 //! (memfd + mmap), io_uring and fd passing. Without it this crate is the
-//! sans-IO space allocator only, which is all the meta core needs.
+//! sans-IO space allocator and the fence word, which is all the meta core and the
+//! client and local cores (`mmc-core`) need.
 #![warn(missing_docs)]
 
 pub mod alloc;

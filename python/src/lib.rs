@@ -12,10 +12,8 @@ mod codes;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 
-use mmc_controlplane::config::{config_path, load_text, Format, Key, LogLevel, OckFile};
-use mmc_dataplane::config::{
-    load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV, LOCAL_KEYS,
-};
+use mmc_config::{config_path, load_text, Format, Key, LogLevel, OckFile};
+use mmc_config::{load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV, LOCAL_KEYS};
 use mmc_dataplane::{Client, PutOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes};
@@ -147,7 +145,7 @@ static LOGGING: Once = Once::new();
 /// Install the stderr subscriber once per process (`RUST_LOG` overrides `level`). Never panics if
 /// another subscriber is already installed.
 fn init_logging(level: LogLevel) {
-    LOGGING.call_once(|| mmc_controlplane::logging::init(level));
+    LOGGING.call_once(|| mmc_config::logging::init(level));
 }
 
 /// Whether the config file sets the local service's DRAM and HBM sizes itself. The config

@@ -1,6 +1,6 @@
 //! The meta service's sans-IO core: the key directory, segments, placement, two-phase puts, read
 //! leases, watermark eviction and membership. Messages and `now_ms` in, replies out; no sockets, no
-//! clocks, deterministic. The TCP driver lives in [`crate::server`].
+//! clocks, deterministic. The TCP driver lives in `mmc-meta-service` (`server.rs`).
 
 mod directory;
 mod invariants;
@@ -59,21 +59,6 @@ impl Default for MetaParams {
             heartbeat_ms: 1_000,
             evict_threshold_high: 90,
             evict_threshold_low: 80,
-        }
-    }
-}
-
-impl MetaParams {
-    /// The tunables of `c`; `epoch` is 0: the driver sets it from the wall clock.
-    pub fn from_config(c: &crate::config::MetaConfig) -> MetaParams {
-        MetaParams {
-            epoch: 0,
-            lease_ms: c.lease_ms,
-            pending_timeout_ms: c.pending_timeout_ms,
-            member_timeout_ms: c.member_timeout_ms,
-            heartbeat_ms: (c.member_timeout_ms / 5).clamp(50, 1_000),
-            evict_threshold_high: c.evict_threshold_high,
-            evict_threshold_low: c.evict_threshold_low,
         }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use mmc_controlplane::config::flags::{apply_flags, with_flags};
-use mmc_controlplane::logging;
-use mmc_dataplane::config::{LocalConfig, LOCAL_KEYS};
+use mmc_config::flags::{apply_flags, with_flags};
+use mmc_config::logging;
+use mmc_config::{LocalConfig, LOCAL_KEYS};
 use mmc_dataplane::LocalService;
 
 #[derive(Parser)]
@@ -45,7 +45,7 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("{e} (code {})", e.code().as_i32())));
     if let Some(path) = a.addr_file {
         let text = format!("{} {}\n", svc.data_addr(), svc.rank());
-        mmc_controlplane::fsutil::write_atomically(&path, &text)
+        mmc_config::fsutil::write_atomically(&path, &text)
             .unwrap_or_else(|e| fail(&format!("write {}: {e}", path.display())));
     }
     while !stop.load(Ordering::Acquire) {

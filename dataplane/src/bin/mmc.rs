@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mmc_controlplane::config::LogLevel;
+use mmc_config::logging;
+use mmc_config::LogLevel;
 use mmc_controlplane::msg::media_name;
-use mmc_controlplane::{logging, Code, Error};
+use mmc_controlplane::{Code, Error};
 use mmc_dataplane::{Client, ClientConfig, PutOptions};
 
 /// Exit codes: 0 ok; 1 a key is missing; 2 bad usage; 3 the key already exists; 4 any other failure
@@ -264,5 +265,5 @@ fn fail(what: &str, e: &Error) -> ExitCode {
 }
 
 fn human(bytes: u64) -> String {
-    mmc_controlplane::config::format_size(bytes)
+    mmc_config::format_size(bytes)
 }

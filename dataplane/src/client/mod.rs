@@ -12,15 +12,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use mmc_controlplane::config::parse_tcp_url;
+use mmc_config::parse_tcp_url;
 use mmc_controlplane::msg::{self, Replica, Reply, Request};
-use mmc_controlplane::rpc::MetaConn;
 use mmc_controlplane::{Error, Result};
+use mmc_meta_service::rpc::MetaConn;
 use tracing::{debug, info, warn};
 
-use crate::config::{ClientConfig, LocalConfig};
 use crate::local::LocalService;
 use crate::transport::Transports;
+use mmc_config::{ClientConfig, LocalConfig};
 use mmc_core::client::{Action, Info, MetaKind, MetaOp};
 /// Idle connections kept to the meta service.
 const META_CONNS_IDLE_MAX: usize = 16;

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mmc_controlplane::rpc::MetaConn;
 use mmc_controlplane::{Error, Result};
 use mmc_core::local::{LocalOutput, Membership};
+use mmc_meta_service::rpc::MetaConn;
 use tracing::{debug, warn};
 
 use super::Inner;

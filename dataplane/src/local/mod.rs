@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mmc_controlplane::config::parse_tcp_url;
+use mmc_config::parse_tcp_url;
 use mmc_controlplane::msg::{self, Register, SegmentSpec};
 use mmc_controlplane::{Code, Error, Result};
 use mmc_core::fence::{Fence, SharedFence, Stale};
@@ -25,7 +25,7 @@ use mmc_core::local::{LocalCore, LocalParams, Membership, Refused};
 use mmc_hal::Arena;
 use tracing::{info, warn};
 
-use crate::config::LocalConfig;
+use mmc_config::LocalConfig;
 
 /// How long start-up waits for the meta service to answer the registration.
 const REGISTER_TIMEOUT_MS: u64 = 10_000;

@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 
 use super::data_server::{serve_one, Conn};
 use super::Inner;
-use crate::config::DataPoller;
+use mmc_config::DataPoller;
 
 /// The token of a shard's wake-up source.
 const WAKE: usize = usize::MAX;

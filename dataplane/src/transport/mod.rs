@@ -28,8 +28,8 @@ use mmc_core::fence::Fence;
 use mmc_core::transport::{Completions, Job, Mem, Transport};
 use tracing::{debug, warn};
 
-use crate::config::DataOpType;
 use crate::local::LocalService;
+use mmc_config::DataOpType;
 use shm::ShmMap;
 
 /// A same-host service's incarnation and its mapped pools (`None`: mapping failed, use TCP).

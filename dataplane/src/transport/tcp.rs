@@ -13,11 +13,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::msg::{DataReply, DataRequest, Piece, ServiceAddr};
-use mmc_controlplane::rpc::{is_timeout, remaining};
 use mmc_controlplane::wire::{self, Kind, WireError};
 use mmc_controlplane::{Code, Error, Result};
 use mmc_core::client::{service, CloneError, Dir};
 use mmc_core::transport::{Completions, Job, Mem, Transport};
+use mmc_meta_service::rpc::{is_timeout, remaining};
 use rkyv::util::AlignedVec;
 use tracing::warn;
 

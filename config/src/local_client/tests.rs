@@ -1,7 +1,7 @@
 //! Tests of the local service's and the client's config.
 
 use super::*;
-use mmc_controlplane::config::LogLevel;
+use crate::LogLevel;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -493,7 +493,7 @@ fn load_via_env_var() {
 
 #[test]
 fn tables_are_well_formed() {
-    use mmc_controlplane::config::table;
+    use crate::table;
     for keys in [
         table::toml_names(LOCAL_KEYS).collect::<Vec<_>>(),
         table::toml_names(CLIENT_KEYS).collect(),
@@ -551,7 +551,7 @@ fn unknown_keys_name_the_closest_known_key() {
     );
     assert_eq!(ock.warn_unknown("test", &local_and_client_ock_keys()), 1);
     assert_eq!(
-        mmc_controlplane::config::table::closest(
+        crate::table::closest(
             "ock.mmc.local_service.dram_size",
             local_and_client_ock_keys()
         ),
@@ -561,7 +561,7 @@ fn unknown_keys_name_the_closest_known_key() {
 
 #[test]
 fn local_flags_come_from_the_table() {
-    use mmc_controlplane::config::flags::{apply_flags, with_flags};
+    use crate::flags::{apply_flags, with_flags};
     let m = with_flags(clap::Command::new("mmc-local"), LOCAL_KEYS)
         .try_get_matches_from([
             "mmc-local",

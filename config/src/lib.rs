@@ -1,19 +1,26 @@
-//! Config files (CONTRACT.md "Config files" and "`ock.mmc.*` keys accepted"): the helpers every
-//! MemCache binary shares (sizes, URLs, log levels, the `ock.mmc.*` key = value format, TLS
-//! settings, format detection and loading) and the meta service's own [`MetaConfig`].
+//! MemCache configuration (CONTRACT.md "Config files" and "`ock.mmc.*` keys accepted"): every
+//! binary's settings and the helpers they share (sizes, URLs, log levels, the `ock.mmc.*` key =
+//! value format, TLS settings, format detection and loading), the meta service's [`MetaConfig`],
+//! the local service's [`LocalConfig`] and the client's [`ClientConfig`]; plus the start-up
+//! chores every binary shares: [`logging`] and [`fsutil`]. It knows nothing of the wire protocol.
 //!
 //! Services read TOML; for users arriving from Ascend MemCache the `ock.mmc.*` key = value files
 //! are accepted too. A file whose name ends in `.toml` is TOML; otherwise a file whose first
 //! non-comment line starts with `ock.` is a key = value file, and anything else is TOML.
 //!
-//! Every key is declared once, in a key table ([`table`]): [`META_KEYS`] and [`TLS_KEYS`] here,
-//! `LOCAL_KEYS` and `CLIENT_KEYS` in the data plane. TOML and key = value parsing, the binaries'
-//! flags ([`flags`]), validation and the README's key list are derived from the tables.
+//! Every key is declared once, in a key table ([`table`]): [`META_KEYS`], [`TLS_KEYS`],
+//! [`LOCAL_KEYS`] and [`CLIENT_KEYS`]. TOML and key = value parsing, the binaries' flags
+//! ([`flags`]), validation and the README's key list ([`keys_markdown`]) are derived from the
+//! tables.
 //!
 //! Every error names the key, the file or the value that is wrong.
+#![forbid(unsafe_code)]
 
 mod files;
 pub mod flags;
+pub mod fsutil;
+mod local_client;
+pub mod logging;
 mod meta;
 mod ock;
 pub mod table;
@@ -28,6 +35,11 @@ mod tests_table;
 use std::path::{Path, PathBuf};
 
 pub use files::{config_path, from_toml, load_config, load_text, Format};
+pub use local_client::{
+    client_and_local_from_text, is_local_or_client_ock_key, load_client_and_local,
+    local_and_client_ock_keys, ClientConfig, DataOpType, DataPoller, LocalConfig, OptProtocol,
+    Poller, Protocol, CLIENT_KEYS, DEFAULT_CLIENT_TIMEOUT_MS, LOCAL_CONFIG_ENV, LOCAL_KEYS,
+};
 pub use meta::{MetaConfig, META_KEYS};
 pub use ock::OckFile;
 pub use table::Key;
@@ -135,4 +147,36 @@ impl ConfigError {
             reason: reason.into(),
         }
     }
+}
+
+/// The README's key list, generated from the tables (`config/tests/readme_configs.rs` checks
+/// that the README holds exactly this).
+pub fn keys_markdown() -> String {
+    use table::MARKDOWN_HEADER;
+    let sections = [
+        (
+            "Meta service: top level of `meta.toml`, `mmc-meta.conf`, `mmc-meta` flags.",
+            table::markdown_rows(META_KEYS, ""),
+        ),
+        (
+            "Local service: top level or `[local]` of `local.toml`, `mmc-local.conf`, `mmc-local` flags.",
+            table::markdown_rows(LOCAL_KEYS, ""),
+        ),
+        (
+            "Client: top level or `[client]` of the same file.",
+            table::markdown_rows(CLIENT_KEYS, ""),
+        ),
+        (
+            "TLS, for all three: `[tls]` (or `[local.tls]`, `[client.tls]`).",
+            table::markdown_rows(TLS_KEYS, "tls."),
+        ),
+    ];
+    let mut out = String::new();
+    for (i, (title, rows)) in sections.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("{title}\n\n{MARKDOWN_HEADER}{rows}"));
+    }
+    out
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use mmc_controlplane::config::flags::{apply_flags, with_flags};
-use mmc_controlplane::config::{MetaConfig, META_KEYS};
-use mmc_controlplane::{logging, server::MetaServer};
+use mmc_config::flags::{apply_flags, with_flags};
+use mmc_config::{fsutil, logging, MetaConfig, META_KEYS};
+use mmc_meta_service::MetaServer;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +44,7 @@ fn main() {
     }
     let server = MetaServer::start(&config).unwrap_or_else(|e| fail(&e.to_string()));
     if let Some(path) = args.addr_file {
-        mmc_controlplane::fsutil::write_atomically(&path, &server.local_addr().to_string())
+        fsutil::write_atomically(&path, &server.local_addr().to_string())
             .unwrap_or_else(|e| fail(&format!("write {}: {e}", path.display())));
     }
     while !stop.load(Ordering::Acquire) {

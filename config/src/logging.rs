@@ -1,6 +1,6 @@
 //! Process-wide `tracing` set-up for the binaries (libraries only emit events).
 
-use crate::config::LogLevel;
+use crate::LogLevel;
 
 /// Install a formatting subscriber at `level`, unless `RUST_LOG` says otherwise. Idempotent.
 pub fn init(level: LogLevel) {

@@ -2,19 +2,19 @@
 
 use std::path::Path;
 
-use mmc_controlplane::config::table::{self, Int, Key, Level, OptInt, TcpUrl};
-use mmc_controlplane::config::{
+use crate::table::{self, Int, Key, Level, OptInt, TcpUrl};
+use crate::{config_key, config_struct};
+use crate::{
     load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig, OCK_LOG_LEVEL,
     OCK_META_SERVICE_URL,
 };
-use mmc_controlplane::{config_key, config_struct};
 
 use super::types::OptProtocol;
 use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType};
 use super::{DEFAULT_CLIENT_TIMEOUT_MS, LOCAL_CONFIG_ENV};
 
 /// A client's keys (TOML names at the top level or in `[client]`; `[tls]` holds
-/// [`TLS_KEYS`](mmc_controlplane::config::TLS_KEYS)).
+/// [`TLS_KEYS`](crate::TLS_KEYS)).
 pub static CLIENT_KEYS: &[Key<ClientConfig>] = &[
     config_key!(ClientConfig {
         name: "meta_url", aliases: ["discovery_url"], ock: OCK_META_SERVICE_URL, kind: TcpUrl,

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-use mmc_controlplane::config::table::Kind;
-use mmc_controlplane::config::ConfigError;
+use crate::table::Kind;
+use crate::ConfigError;
 
 /// How a local service moves data (the C `dataOpType`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

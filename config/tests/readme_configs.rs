@@ -1,7 +1,6 @@
 //! The configuration examples in README.md parse, with the values they show.
 
-use mmc_controlplane::config::MetaConfig;
-use mmc_dataplane::{ClientConfig, LocalConfig};
+use mmc_config::{ClientConfig, LocalConfig, MetaConfig};
 
 /// The ```toml block whose first line is `first_line`.
 fn block(first_line: &str) -> String {
@@ -36,7 +35,7 @@ const KEYS_BEGIN: &str = "<!-- BEGIN config keys (generated) -->\n";
 const KEYS_END: &str = "<!-- END config keys (generated) -->\n";
 
 /// The README's key list is exactly what the key tables generate. Regenerate with
-/// `UPDATE_README=1 cargo test -p mmc-dataplane --test readme_configs`.
+/// `UPDATE_README=1 cargo test -p mmc-config --test readme_configs`.
 #[test]
 fn readme_key_list_matches_the_tables() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
@@ -47,7 +46,7 @@ fn readme_key_list_matches_the_tables() {
         + KEYS_BEGIN.len();
     let end = readme.find(KEYS_END).expect("README has the end marker");
     assert!(start <= end, "markers out of order");
-    let want = format!("\n{}\n", mmc_dataplane::config::keys_markdown());
+    let want = format!("\n{}\n", mmc_config::keys_markdown());
     if std::env::var_os("UPDATE_README").is_some() {
         let text = format!("{}{want}{}", &readme[..start], &readme[end..]);
         std::fs::write(&path, text).unwrap();
@@ -56,6 +55,6 @@ fn readme_key_list_matches_the_tables() {
     assert!(
         readme[start..end] == want,
         "README's key list differs from the key tables; run \
-         UPDATE_README=1 cargo test -p mmc-dataplane --test readme_configs and commit"
+         UPDATE_README=1 cargo test -p mmc-config --test readme_configs and commit"
     );
 }

@@ -1,5 +1,5 @@
 //! The key table: every setting a service or client reads is declared once, as a [`Key`] in a
-//! static table (`META_KEYS`, `TLS_KEYS` here; `LOCAL_KEYS`, `CLIENT_KEYS` in the data plane),
+//! static table (`META_KEYS`, `TLS_KEYS`, `LOCAL_KEYS`, `CLIENT_KEYS`),
 //! with its TOML name and aliases, its `ock.mmc.*` name, its command-line flag, its [`Kind`]
 //! (how it parses and what makes it valid), its default, its range and its doc line.
 //!
@@ -172,24 +172,24 @@ macro_rules! config_key {
         $(max: $max:literal,)?
         doc: $doc:literal $(,)?
     }) => {
-        $crate::config::table::Key::<$C> {
+        $crate::table::Key::<$C> {
             name: $name,
             aliases: &[$($($alias),*)?],
             ock: $crate::config_key!(@opt $($ock)?),
             flag: $crate::config_key!(@opt $($flag)?),
-            kind: <$K as $crate::config::table::Kind>::NAME,
+            kind: <$K as $crate::table::Kind>::NAME,
             default: $default,
             min: $crate::config_key!(@opt $($min)?),
             max: $crate::config_key!(@opt $($max)?),
             doc: $doc,
             field: stringify!($field),
             apply: |c: &mut $C, input| {
-                let v = <$K as $crate::config::table::Kind>::parse(input)?;
+                let v = <$K as $crate::table::Kind>::parse(input)?;
                 $crate::config_key!(@set c, v, $field $(, $set)?)
             },
             check: |k, c: &$C, key| {
-                <$K as $crate::config::table::Kind>::check(key, &c.$field)?;
-                k.check_range(key, <$K as $crate::config::table::Kind>::number(&c.$field))
+                <$K as $crate::table::Kind>::check(key, &c.$field)?;
+                k.check_range(key, <$K as $crate::table::Kind>::number(&c.$field))
             },
         }
     };
@@ -204,19 +204,19 @@ macro_rules! config_key {
         default: $default:literal,
         doc: $doc:literal $(,)?
     }) => {
-        $crate::config::table::Key::<$C> {
+        $crate::table::Key::<$C> {
             name: $name,
             aliases: &[$($($alias),*)?],
             ock: $crate::config_key!(@opt $($ock)?),
             flag: $crate::config_key!(@opt $($flag)?),
-            kind: <$K as $crate::config::table::Kind>::NAME,
+            kind: <$K as $crate::table::Kind>::NAME,
             default: $default,
             min: None,
             max: None,
             doc: $doc,
             field: $field,
             apply: |c: &mut $C, input| {
-                let v = <$K as $crate::config::table::Kind>::parse(input)?;
+                let v = <$K as $crate::table::Kind>::parse(input)?;
                 ($set)(c, v)
             },
             check: |_, _, _| Ok(()),
@@ -251,7 +251,7 @@ macro_rules! config_struct {
             /// The defaults of the key table.
             fn default() -> Self {
                 let mut c = $name { $( $field: Default::default(), )* };
-                $crate::config::table::apply_defaults($keys, &mut c);
+                $crate::table::apply_defaults($keys, &mut c);
                 c
             }
         }

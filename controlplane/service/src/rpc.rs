@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use rkyv::util::AlignedVec;
 
-use crate::error::{Code, Error, Result};
-use crate::msg::{Reply, Request};
-use crate::wire::{self, Kind, WireError};
+use mmc_controlplane::error::{Code, Error, Result};
+use mmc_controlplane::msg::{Reply, Request};
+use mmc_controlplane::wire::{self, Kind, WireError};
 
 /// A connection to the meta service.
 pub struct MetaConn {

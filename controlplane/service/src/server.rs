@@ -12,11 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rkyv::util::AlignedVec;
 use tracing::{debug, info, warn};
 
-use crate::config::{parse_tcp_url, MetaConfig};
-use crate::error::{Error, Result};
-use crate::meta::{MetaCore, MetaParams, EPOCH_MAX};
-use crate::msg::{Reply, Request};
-use crate::wire::{self, Kind, WireError};
+use mmc_config::{parse_tcp_url, MetaConfig};
+use mmc_controlplane::error::{Error, Result};
+use mmc_controlplane::meta::{MetaCore, MetaParams, EPOCH_MAX};
+use mmc_controlplane::msg::{Reply, Request};
+use mmc_controlplane::wire::{self, Kind, WireError};
 
 /// How often the ticker expires leases, reclaims pending puts and checks heartbeats.
 const TICK_MS: u64 = 100;
@@ -71,6 +71,20 @@ pub struct MetaServer {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// The meta core's tunables from a validated config; `epoch` is 0: [`MetaServer::start`] sets it
+/// from the wall clock.
+pub fn meta_params(c: &MetaConfig) -> MetaParams {
+    MetaParams {
+        epoch: 0,
+        lease_ms: c.lease_ms,
+        pending_timeout_ms: c.pending_timeout_ms,
+        member_timeout_ms: c.member_timeout_ms,
+        heartbeat_ms: (c.member_timeout_ms / 5).clamp(50, 1_000),
+        evict_threshold_high: c.evict_threshold_high,
+        evict_threshold_low: c.evict_threshold_low,
+    }
+}
+
 impl MetaServer {
     pub fn start(config: &MetaConfig) -> Result<MetaServer> {
         config
@@ -85,7 +99,7 @@ impl MetaServer {
         let shared = Arc::new(Shared {
             core: Mutex::new(MetaCore::new(MetaParams {
                 epoch: epoch_now(),
-                ..MetaParams::from_config(config)
+                ..meta_params(config)
             })),
             started: Instant::now(),
             stop: AtomicBool::new(false),
@@ -286,7 +300,7 @@ fn render_metrics(shared: &Shared) -> String {
             "segment=\"{}\",rank=\"{}\",media=\"{}\"",
             seg.segment,
             seg.rank,
-            crate::msg::media_name(seg.media)
+            mmc_controlplane::msg::media_name(seg.media)
         );
         out.push_str(&format!(
             "mmc_segment_capacity_bytes{{{labels}}} {}\n",

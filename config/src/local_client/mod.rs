@@ -8,9 +8,8 @@
 //!   (a section's keys override the top-level ones; top-level `meta_url`, `rank_id`, `log_level`
 //!   and `[tls]` are shared by both). Keys that belong to neither are an error.
 //!
-//! The keys are declared once, in [`LOCAL_KEYS`] and [`CLIENT_KEYS`] (see the control plane's
-//! `config::table`); the shared helpers (sizes, URLs, log levels, TLS, format detection) are in
-//! the control plane's `config` module.
+//! The keys are declared once, in [`LOCAL_KEYS`] and [`CLIENT_KEYS`] (see [`crate::table`]); the
+//! shared helpers (sizes, URLs, log levels, TLS, format detection) are at the crate root.
 
 mod client;
 mod local;
@@ -20,10 +19,8 @@ mod types;
 
 use std::path::Path;
 
-use mmc_controlplane::config::table::{self, as_table, Key, TomlApplier, MARKDOWN_HEADER};
-use mmc_controlplane::config::{
-    load_config, ConfigError, Format, OckFile, TlsConfig, META_KEYS, TLS_KEYS,
-};
+use crate::table::{self, as_table, Key, TomlApplier};
+use crate::{load_config, ConfigError, Format, OckFile, TlsConfig, TLS_KEYS};
 
 pub use client::{ClientConfig, CLIENT_KEYS};
 pub use local::{LocalConfig, LOCAL_KEYS};
@@ -144,35 +141,4 @@ pub fn load_client_and_local(
         Ok((client, local))
     })?;
     Ok(pair.unwrap_or_default())
-}
-
-/// The README's key list, generated from the tables (`dataplane/tests/readme_configs.rs` checks
-/// that the README holds exactly this).
-pub fn keys_markdown() -> String {
-    let sections = [
-        (
-            "Meta service: top level of `meta.toml`, `mmc-meta.conf`, `mmc-meta` flags.",
-            table::markdown_rows(META_KEYS, ""),
-        ),
-        (
-            "Local service: top level or `[local]` of `local.toml`, `mmc-local.conf`, `mmc-local` flags.",
-            table::markdown_rows(LOCAL_KEYS, ""),
-        ),
-        (
-            "Client: top level or `[client]` of the same file.",
-            table::markdown_rows(CLIENT_KEYS, ""),
-        ),
-        (
-            "TLS, for all three: `[tls]` (or `[local.tls]`, `[client.tls]`).",
-            table::markdown_rows(TLS_KEYS, "tls."),
-        ),
-    ];
-    let mut out = String::new();
-    for (i, (title, rows)) in sections.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&format!("{title}\n\n{MARKDOWN_HEADER}{rows}"));
-    }
-    out
 }

@@ -2,21 +2,19 @@
 
 use std::path::Path;
 
-use mmc_controlplane::config::table::{
-    self, Bool, Flag, Int, Key, Level, OptInt, OptTcpUrl, Size, TcpUrl,
-};
-use mmc_controlplane::config::{
+use crate::table::{self, Bool, Flag, Int, Key, Level, OptInt, OptTcpUrl, Size, TcpUrl};
+use crate::{config_key, config_struct};
+use crate::{
     load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig, OCK_LOG_LEVEL,
     OCK_META_SERVICE_URL,
 };
-use mmc_controlplane::{config_key, config_struct};
 
 use super::types::{Poller, Protocol};
 use super::LOCAL_CONFIG_ENV;
 use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType, DataPoller};
 
 /// The local service's keys (TOML names at the top level or in `[local]`; `[tls]` holds
-/// [`TLS_KEYS`](mmc_controlplane::config::TLS_KEYS)).
+/// [`TLS_KEYS`](crate::TLS_KEYS)).
 pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "meta_url", aliases: ["discovery_url"], ock: OCK_META_SERVICE_URL,
