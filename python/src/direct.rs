@@ -1,0 +1,114 @@
+//! `MmcCopyDirect`: the copy directions of the original API, and which fit which operation.
+
+use pyo3::prelude::*;
+use pyo3::types::PyBool;
+use tracing::warn;
+
+use crate::codes::INVALID;
+
+/// Direction of a copy (the original's `smem_bm_copy_type` values).
+///
+/// - ``SMEMB_COPY_H2G`` (3): host memory -> global pool (default for puts)
+/// - ``SMEMB_COPY_L2G`` (0): device memory -> global pool
+/// - ``SMEMB_COPY_G2H`` (2): global pool -> host memory (default for gets)
+/// - ``SMEMB_COPY_G2L`` (1): global pool -> device memory
+///
+/// Device directions (L2G, G2L) need a device backend; this build has none and returns -3000 for
+/// them. Methods taking ``direct`` accept a member of this enum or its int value.
+#[pyclass(eq, eq_int, hash, frozen, module = "mmc", name = "MmcCopyDirect")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmcCopyDirect {
+    #[pyo3(name = "SMEMB_COPY_L2G")]
+    L2G = 0,
+    #[pyo3(name = "SMEMB_COPY_G2L")]
+    G2L = 1,
+    #[pyo3(name = "SMEMB_COPY_G2H")]
+    G2H = 2,
+    #[pyo3(name = "SMEMB_COPY_H2G")]
+    H2G = 3,
+}
+
+impl MmcCopyDirect {
+    fn from_value(v: i64) -> Option<MmcCopyDirect> {
+        match v {
+            0 => Some(MmcCopyDirect::L2G),
+            1 => Some(MmcCopyDirect::G2L),
+            2 => Some(MmcCopyDirect::G2H),
+            3 => Some(MmcCopyDirect::H2G),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn py_name(self) -> &'static str {
+        match self {
+            MmcCopyDirect::L2G => "SMEMB_COPY_L2G",
+            MmcCopyDirect::G2L => "SMEMB_COPY_G2L",
+            MmcCopyDirect::G2H => "SMEMB_COPY_G2H",
+            MmcCopyDirect::H2G => "SMEMB_COPY_H2G",
+        }
+    }
+}
+
+#[pymethods]
+impl MmcCopyDirect {
+    /// The member's int value (as pybind11 enums have).
+    #[getter]
+    fn value(&self) -> i64 {
+        *self as i64
+    }
+
+    /// The member's name, e.g. ``"SMEMB_COPY_H2G"``.
+    #[getter]
+    fn name(&self) -> &'static str {
+        self.py_name()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Put,
+    Get,
+}
+
+/// Check `direct` for `op`: host directions pass; device directions are -3000 (no device
+/// backend); a direction of the other kind, or no direction at all, is -3000.
+pub(crate) fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<(), i32> {
+    let host = match op {
+        Op::Put => MmcCopyDirect::H2G,
+        Op::Get => MmcCopyDirect::G2H,
+    };
+    let d = match obj.filter(|o| !o.is_none()) {
+        None => host,
+        Some(o) => {
+            let d = if let Ok(d) = o.cast::<MmcCopyDirect>() {
+                Some(*d.get())
+            } else if o.is_instance_of::<PyBool>() {
+                None
+            } else {
+                o.extract::<i64>().ok().and_then(MmcCopyDirect::from_value)
+            };
+            match d {
+                Some(d) => d,
+                None => {
+                    warn!(direct = %o, "invalid copy direction: expected an MmcCopyDirect");
+                    return Err(INVALID);
+                }
+            }
+        }
+    };
+    match (op, d) {
+        (Op::Put, MmcCopyDirect::H2G) | (Op::Get, MmcCopyDirect::G2H) => Ok(()),
+        (Op::Put, MmcCopyDirect::L2G) | (Op::Get, MmcCopyDirect::G2L) => {
+            warn!(
+                direct = d.py_name(),
+                "device memory copy refused: this build has no device backend (CUDA/Ascend); \
+                 use host memory with SMEMB_COPY_H2G / SMEMB_COPY_G2H"
+            );
+            Err(INVALID)
+        }
+        _ => {
+            warn!(direct = d.py_name(), op = ?op, "copy direction does not fit this operation");
+            Err(INVALID)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Logging and configuration of the Python module: the config file `init` reads, the pool sizes
+//! it names, device ids.
+
+use std::path::Path;
+use std::sync::Once;
+
+use mmc_config::{config_path, load_text, Format, Key, LogLevel, OckFile};
+use mmc_config::{load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV, LOCAL_KEYS};
+use tracing::{info, warn};
+
+/// Environment variable that maps the logical device ids of `init` to physical ones.
+const VISIBLE_DEVICES_ENV: &str = "ASCEND_RT_VISIBLE_DEVICES";
+
+static LOGGING: Once = Once::new();
+
+/// Install the stderr subscriber once per process (`RUST_LOG` overrides `level`). Never panics if
+/// another subscriber is already installed.
+pub(crate) fn init_logging(level: LogLevel) {
+    LOGGING.call_once(|| mmc_config::logging::init(level));
+}
+
+/// Whether the config file sets the local service's DRAM and HBM sizes itself. The config
+/// structs carry a default DRAM size, so "not set" is read from the file: only a size the file
+/// gives makes the Python process host a local service.
+pub(crate) fn pool_sizes_set(path: &Path) -> (bool, bool) {
+    let Ok((text, format)) = load_text(path) else {
+        return (false, false);
+    };
+    let key = |name: &str| {
+        let k = LOCAL_KEYS.iter().find(|k| k.name == name);
+        k.expect("the local service has this key")
+    };
+    let (dram, hbm) = (key("dram_size"), key("hbm_size"));
+    match format {
+        Format::Ock => match OckFile::parse(&text) {
+            Ok(f) => {
+                let has = |k: &Key<LocalConfig>| k.ock.is_some_and(|o| f.get(o).is_some());
+                (has(dram), has(hbm))
+            }
+            Err(_) => (false, false),
+        },
+        Format::Toml => match text.parse::<toml::Table>() {
+            Ok(t) => {
+                let local = t.get("local").and_then(|l| l.as_table());
+                let in_table = |t: &toml::Table, k: &Key<LocalConfig>| {
+                    t.keys().any(|name| k.is_toml_name(name))
+                };
+                let has = |k| in_table(&t, k) || local.is_some_and(|l| in_table(l, k));
+                (has(dram), has(hbm))
+            }
+            Err(_) => (false, false),
+        },
+    }
+}
+
+/// The physical device of a logical `device_id` under `ASCEND_RT_VISIBLE_DEVICES`.
+pub(crate) fn physical_device(device_id: u32) -> u32 {
+    let Ok(list) = std::env::var(VISIBLE_DEVICES_ENV) else {
+        return device_id;
+    };
+    let ids: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return device_id;
+    }
+    match ids.get(device_id as usize).map(|s| s.parse::<u32>()) {
+        Some(Ok(p)) => p,
+        _ => {
+            warn!(
+                device_id,
+                visible = %list,
+                "device id not in {VISIBLE_DEVICES_ENV}: using it as is"
+            );
+            device_id
+        }
+    }
+}
+
+/// The client and (if any) embedded local service settings from `$MMC_LOCAL_CONFIG_PATH`.
+pub(crate) fn load_config(device_id: u32) -> Result<(ClientConfig, Option<LocalConfig>), String> {
+    let path = config_path(None, LOCAL_CONFIG_ENV);
+    let (client, mut local) = load_client_and_local(path.as_deref()).map_err(|e| e.to_string())?;
+    init_logging(client.log_level);
+    let Some(path) = path else {
+        info!(
+            meta = %client.meta_url,
+            "{LOCAL_CONFIG_ENV} is not set: a pure client with the default settings"
+        );
+        return Ok((client, None));
+    };
+    let (dram_set, hbm_set) = pool_sizes_set(&path);
+    if !dram_set {
+        local.dram_bytes = 0;
+    }
+    if !hbm_set {
+        local.hbm_bytes = 0;
+    }
+    local.device_id = physical_device(device_id);
+    if local.is_pure_client() {
+        Ok((client, None))
+    } else {
+        Ok((client, Some(local)))
+    }
+}
