@@ -148,7 +148,7 @@ fn commits_add_and_unlinks_remove_only_visible_objects() {
     // The pending put is reclaimed at its deadline: still nothing to send.
     let later = c.params().pending_timeout_ms + 1;
     c.tick(later);
-    assert!(c.objects.get(&item.token).is_none(), "reclaimed");
+    assert!(!c.objects.contains_key(&item.token), "reclaimed");
     let (_, changes, more) = s.heartbeat(&mut c, true);
     assert!(changes.is_empty() && !more);
     assert_eq!(s.held, s.expected(&c));

@@ -94,7 +94,7 @@ fn changes_that_do_not_fit_are_refused() {
             .unwrap();
         i.apply(3, &[added("t", SEG + 1, 1, 1)]).unwrap();
         let before = i.entries().clone();
-        let e = i.apply(4, &[change.clone()]).unwrap_err();
+        let e = i.apply(4, std::slice::from_ref(&change)).unwrap_err();
         assert!(format!("{e:?}").starts_with(what), "{change:?}: {e:?}");
         assert!(i.resync_wanted(), "{change:?}");
         assert_eq!(i.entries(), &before, "{change:?} left the index as it was");
