@@ -255,7 +255,7 @@ impl MetaCore {
     }
 
     /// The next at most `room` visible objects with a replica on `rank`, in key order after
-    /// `after`, and whether they are the last. O(directory) per call: resyncs are rare.
+    /// `after`, and whether they are the last. O(directory) per batch: resyncs are rare.
     fn snapshot_next(
         &self,
         rank: u32,
@@ -276,9 +276,13 @@ impl MetaCore {
                 Some((key, r.0))
             })
             .collect();
-        next.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let done = next.len() <= room;
-        next.truncate(room);
+        if !done {
+            // The `room` smallest keys, in O(directory).
+            next.select_nth_unstable_by(room, |a, b| a.0.cmp(b.0));
+            next.truncate(room);
+        }
+        next.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let next: Vec<(String, msg::Replica)> =
             next.into_iter().map(|(k, r)| (k.clone(), r)).collect();
         debug_assert!(next.windows(2).all(|w| w[0].0 < w[1].0));
