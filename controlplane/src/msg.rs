@@ -18,6 +18,8 @@ pub const PREFERRED_AFFINITY: u16 = 1;
 pub const KEY_BYTES_MAX: usize = 255;
 pub const BATCH_KEYS_MAX: usize = 16384;
 pub const REPLICAS_MAX: usize = 8;
+/// Most index changes one heartbeat reply carries (with 255-byte keys, about 1.2 MB of payload).
+pub const INDEX_CHANGES_MAX: usize = 4096;
 
 pub fn media_name(media: u16) -> &'static str {
     match media {
@@ -73,9 +75,14 @@ pub struct CommitItem {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Request {
     Register(Register),
+    /// "Still here"; also acknowledges the index changes applied so far (see [`IndexChange`]).
     Heartbeat {
         rank: u32,
         incarnation: u64,
+        /// Sequence number of the last index change this incarnation applied (0 = none yet).
+        index_seq: u64,
+        /// The service found the changes inconsistent with its index and asks for a resync.
+        index_resync: bool,
     },
     Unregister {
         rank: u32,
@@ -116,6 +123,31 @@ pub struct Replica {
     pub media: u16,
     pub offset: u64,
     pub len: u64,
+}
+
+/// One change to the index of objects a local service holds, numbered per incarnation from 1 in
+/// the order the meta service made it. The index holds a service's replicas of the committed,
+/// visible objects, by key (an object has at most one replica per service).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum IndexChange {
+    /// Forget every entry: the meta service dropped the changes before this one (its outbox for
+    /// the service overflowed, or the service asked for a resync). A snapshot follows as `Added`
+    /// changes, interleaved with the changes made while it is sent. May follow a gap in numbers.
+    Reset,
+    /// An object with a replica here was committed: it is visible from now on.
+    Added {
+        key: String,
+        segment: u32,
+        offset: u64,
+        /// The object's size in bytes.
+        len: u64,
+    },
+    /// The replica left the directory (removed or evicted); its space is or will soon be free.
+    Removed {
+        key: String,
+        segment: u32,
+        offset: u64,
+    },
 }
 
 /// How to reach a local service.
@@ -186,7 +218,15 @@ pub enum Reply {
         segments: Vec<u32>,
         heartbeat_ms: u64,
     },
-    /// Heartbeat/unregister outcome.
+    /// A heartbeat was accepted: index changes numbered `index_first_seq`, `+1`, ... (at most
+    /// [`INDEX_CHANGES_MAX`]), none of them acknowledged yet.
+    Heartbeat {
+        index_first_seq: u64,
+        index_changes: Vec<IndexChange>,
+        /// More changes wait: heartbeat again soon.
+        index_more: bool,
+    },
+    /// Unregister outcome, or a refused heartbeat (`code != 0`: unknown rank or incarnation).
     Ack {
         code: i32,
     },

@@ -111,6 +111,51 @@ fn local_services_register_again_after_a_meta_restart() {
     let _ = meta.wait();
 }
 
+/// A local service learns what it holds from its heartbeat replies: puts appear in its index,
+/// removes leave it.
+#[test]
+fn a_local_service_keeps_the_index_of_what_it_holds() {
+    let cluster = Cluster::start(&[], &[]);
+    let local = mmc_dataplane::LocalService::start(&mmc_dataplane::LocalConfig {
+        meta_url: cluster.meta_url(),
+        data_url: "tcp://127.0.0.1:0".into(),
+        dram_bytes: 16 << 20,
+        heartbeat_ms: 50,
+        ..mmc_dataplane::LocalConfig::default()
+    })
+    .unwrap();
+    let c = cluster.client();
+    let keys: Vec<String> = (0..50).map(|i| format!("held-{i:02}")).collect();
+    for key in &keys {
+        c.put(key, &pattern(key, 3000), &PutOptions::default())
+            .unwrap();
+    }
+    wait_for(
+        "the index to hold every put",
+        Duration::from_secs(10),
+        || local.index().len() == keys.len(),
+    );
+    let index = local.index();
+    for key in &keys {
+        let info = c.query(key).unwrap();
+        let e = index[key.as_str()];
+        let r = &info.replicas[0];
+        assert_eq!(
+            (e.segment, e.offset, e.len),
+            (r.segment, r.offset, 3000),
+            "{key}"
+        );
+    }
+    c.remove(&keys[0]).unwrap();
+    wait_for(
+        "the index to drop a removed key",
+        Duration::from_secs(10),
+        || !local.index().contains_key(keys[0].as_str()),
+    );
+    assert_eq!(local.index().len(), keys.len() - 1);
+    local.stop();
+}
+
 #[test]
 fn metrics_and_health_endpoints() {
     let port = free_port();

@@ -82,6 +82,8 @@ pub fn meta_params(c: &MetaConfig) -> MetaParams {
         heartbeat_ms: (c.member_timeout_ms / 5).clamp(50, 1_000),
         evict_threshold_high: c.evict_threshold_high,
         evict_threshold_low: c.evict_threshold_low,
+        index_batch_max: mmc_controlplane::msg::INDEX_CHANGES_MAX,
+        index_outbox_max: mmc_controlplane::meta::INDEX_OUTBOX_MAX,
     }
 }
 

@@ -130,6 +130,7 @@ impl MetaCore {
         obj.recency = recency;
         let previous = self.lru.insert(recency, item.token);
         assert!(previous.is_none(), "recency values are unique");
+        self.index_added(item.token);
         Code::Ok
     }
 
@@ -294,6 +295,7 @@ impl MetaCore {
 
     /// Make a committed object invisible at once (remove or eviction); free now or at last release.
     pub(super) fn unlink(&mut self, oid: u64) {
+        self.index_removed(oid);
         let obj = self.objects.get_mut(&oid).expect("unlink of a live object");
         assert!(
             obj.state == State::Committed && !obj.removed,

@@ -13,6 +13,27 @@ impl MetaCore {
         self.check_pending();
         self.check_leases();
         self.check_lru();
+        self.check_index_outboxes();
+    }
+
+    /// Every member's index outbox is bounded, numbered from 1, starts with its only `Reset` if
+    /// it has one, names only the member's segments, and queues nothing past a snapshot's cursor.
+    /// Outboxes live in their members, so only live members have one.
+    fn check_index_outboxes(&self) {
+        for m in self.members.values() {
+            m.index.check(self.params.index_outbox_max, &m.segments);
+        }
+        // The index is keyed by key: an object has at most one replica per member.
+        for (oid, obj) in &self.objects {
+            let mut ranks: Vec<u32> = obj.replicas.iter().map(|(r, _)| r.rank).collect();
+            ranks.sort_unstable();
+            ranks.dedup();
+            assert_eq!(
+                ranks.len(),
+                obj.replicas.len(),
+                "object {oid}: two replicas on one rank"
+            );
+        }
     }
 
     /// Members own exactly the live segments; ids stay below the next ones handed out.

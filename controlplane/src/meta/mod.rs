@@ -3,6 +3,7 @@
 //! clocks, deterministic. The TCP driver lives in `mmc-meta-service` (`server.rs`).
 
 mod directory;
+mod index;
 mod invariants;
 mod placement;
 #[cfg(test)]
@@ -11,6 +12,7 @@ mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use index::{IndexOutboxView, INDEX_OUTBOX_MAX};
 pub use view::CommittedView;
 
 use mmc_hal::{Space, SpaceAllocator};
@@ -30,7 +32,7 @@ pub const INCARNATION_EPOCH_SHIFT: u32 = 16;
 /// Largest `epoch` the incarnation scheme can hold without overflowing a `u64`.
 pub const EPOCH_MAX: u64 = (u64::MAX >> INCARNATION_EPOCH_SHIFT) - 1;
 
-/// Tunables of the core, all in milliseconds or percent.
+/// Tunables of the core, in milliseconds, percent or counts.
 #[derive(Clone, Debug)]
 pub struct MetaParams {
     /// When this run of the meta service started, in milliseconds since the UNIX epoch, set by the
@@ -47,6 +49,10 @@ pub struct MetaParams {
     pub heartbeat_ms: u64,
     pub evict_threshold_high: u16,
     pub evict_threshold_low: u16,
+    /// Most index changes one heartbeat reply carries (at most [`msg::INDEX_CHANGES_MAX`]).
+    pub index_batch_max: usize,
+    /// Most unacknowledged index changes kept per member; past it, the service resyncs.
+    pub index_outbox_max: usize,
 }
 
 impl Default for MetaParams {
@@ -59,6 +65,8 @@ impl Default for MetaParams {
             heartbeat_ms: 1_000,
             evict_threshold_high: 90,
             evict_threshold_low: 80,
+            index_batch_max: msg::INDEX_CHANGES_MAX,
+            index_outbox_max: INDEX_OUTBOX_MAX,
         }
     }
 }
@@ -71,6 +79,8 @@ struct Member {
     shm_endpoint: String,
     segments: Vec<u32>,
     last_seen_ms: u64,
+    /// Index changes for this incarnation's service, not yet acknowledged.
+    index: index::Outbox,
 }
 
 struct Segment {
@@ -130,6 +140,13 @@ impl MetaCore {
             params.lease_ms > 0 && params.pending_timeout_ms > 0 && params.member_timeout_ms > 0
         );
         assert!(
+            params.index_batch_max > 0
+                && params.index_batch_max <= msg::INDEX_CHANGES_MAX
+                && params.index_batch_max <= params.index_outbox_max,
+            "index batches of 1 to {} changes, within the outbox",
+            msg::INDEX_CHANGES_MAX
+        );
+        assert!(
             params.epoch <= EPOCH_MAX,
             "epoch {} ms is past the incarnation scheme's range",
             params.epoch
@@ -171,7 +188,12 @@ impl MetaCore {
         self.tick(now_ms);
         match req {
             Request::Register(r) => self.register(now_ms, r),
-            Request::Heartbeat { rank, incarnation } => self.heartbeat(now_ms, rank, incarnation),
+            Request::Heartbeat {
+                rank,
+                incarnation,
+                index_seq,
+                index_resync,
+            } => self.heartbeat(now_ms, rank, incarnation, index_seq, index_resync),
             Request::Unregister { rank, incarnation } => self.unregister(rank, incarnation),
             Request::Alloc(a) => self.alloc(now_ms, a),
             Request::Commit { items } => self.commit(items),
@@ -305,6 +327,7 @@ impl MetaCore {
                 shm_endpoint: r.shm_endpoint,
                 segments: ids.clone(),
                 last_seen_ms: now_ms,
+                index: index::Outbox::new(),
             },
         );
         Reply::Registered {
@@ -315,13 +338,20 @@ impl MetaCore {
         }
     }
 
-    fn heartbeat(&mut self, now_ms: u64, rank: u32, incarnation: u64) -> Reply {
+    fn heartbeat(
+        &mut self,
+        now_ms: u64,
+        rank: u32,
+        incarnation: u64,
+        index_seq: u64,
+        index_resync: bool,
+    ) -> Reply {
         match self.members.get_mut(&rank) {
             Some(m) if m.incarnation == incarnation => {
                 // `handle` ticks first with the same `now_ms`, so time never runs backwards here.
                 debug_assert!(m.last_seen_ms <= now_ms);
                 m.last_seen_ms = now_ms;
-                Reply::Ack { code: 0 }
+                self.index_heartbeat(rank, index_seq, index_resync)
             }
             _ => Reply::Ack {
                 code: Code::LinkNotFound.as_i32(),

@@ -1,6 +1,7 @@
 //! The local service's sans-IO core: registration and re-registration, incarnations, heartbeats as
 //! timer events, the epoch fence's close / drain / publish steps, and the validation of transfer
-//! requests against the segments of the current incarnation.
+//! requests against the segments of the current incarnation, and the [`Index`] of the objects it
+//! holds (kept from the changes that heartbeat replies carry; see [`index`]).
 //!
 //! The driver (the real service, or the simulator) feeds it events with `now` and carries out what
 //! it pushes into a `Vec<LocalOutput>`:
@@ -17,6 +18,10 @@
 //! the new incarnation only after the meta service answered. A meta service that restarted hands
 //! out incarnations from 1 again: when it hands back the number this service last published (a
 //! stale plan may still carry it), the core registers once more to get a fresh one.
+
+mod index;
+
+pub use index::{Index, IndexEntry, IndexError, SEGMENT_ENTRIES_MAX};
 
 use mmc_controlplane::error::Code;
 use mmc_controlplane::msg::{self, Piece, Reply, Request};
@@ -133,6 +138,8 @@ pub struct LocalCore {
     next_heartbeat_ms: u64,
     failures: u32,
     reissued: u32,
+    /// The objects this incarnation holds.
+    index: Index,
 }
 
 impl LocalCore {
@@ -151,6 +158,7 @@ impl LocalCore {
             next_heartbeat_ms: 0,
             failures: 0,
             reissued: 0,
+            index: Index::default(),
         }
     }
 
@@ -162,6 +170,12 @@ impl LocalCore {
     /// The rank of the latest membership, kept while registering again.
     pub fn rank(&self) -> Option<u32> {
         self.rank
+    }
+
+    /// The objects this service holds, as of the last index change applied. Emptied when the
+    /// service registers again (a new incarnation holds nothing); kept while registering.
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     /// True once stopped.
@@ -213,6 +227,8 @@ impl LocalCore {
                     let request = Request::Heartbeat {
                         rank: m.rank,
                         incarnation: m.incarnation,
+                        index_seq: self.index.applied_seq(),
+                        index_resync: self.index.resync_wanted(),
                     };
                     let period = self.params.heartbeat_ms.min(m.heartbeat_ms).max(10);
                     let id = self.send(request, out);
@@ -240,8 +256,22 @@ impl LocalCore {
             Phase::Member if self.heartbeat.map(|(h, _)| h) == Some(id) => {
                 self.heartbeat = None;
                 match reply {
-                    Ok(Reply::Ack { code: 0 }) => {}
-                    Ok(Reply::Ack { code }) => {
+                    Ok(Reply::Heartbeat {
+                        index_first_seq,
+                        index_changes,
+                        index_more,
+                    }) => {
+                        let before = self.index.applied_seq();
+                        if let Err(e) = self.index.apply(index_first_seq, &index_changes) {
+                            warn!(error = %e, "index changes refused: asking for a resync");
+                        }
+                        debug_assert!(self.index.applied_seq() >= before, "applied once each");
+                        if index_more {
+                            // Catch up now rather than a period later.
+                            self.next_heartbeat_ms = now_ms;
+                        }
+                    }
+                    Ok(Reply::Ack { code }) if code != 0 => {
                         warn!(
                             code,
                             "meta service does not know this incarnation: closing the fence to register again"
@@ -442,6 +472,10 @@ impl LocalCore {
         self.reissued = 0;
         self.published = incarnation;
         self.rank = Some(rank);
+        // A new incarnation holds nothing yet.
+        let pools = self.params.register.segments.iter().map(|s| s.capacity);
+        self.index.start(segments.iter().copied().zip(pools));
+        assert!(self.index.is_empty() && self.index.applied_seq() == 0);
         self.membership = Some(Membership {
             rank,
             incarnation,

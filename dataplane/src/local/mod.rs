@@ -238,6 +238,17 @@ impl LocalService {
             .expect("a started service has registered once")
     }
 
+    /// A copy of the index of the objects this service holds (key -> where in its pools), as of
+    /// the last change the meta service sent; empty while registering for the first time.
+    pub fn index(&self) -> std::collections::BTreeMap<String, mmc_core::local::IndexEntry> {
+        let core = self
+            .inner
+            .core
+            .read()
+            .expect("local core lock poisoned: a core step panicked");
+        core.index().entries().clone()
+    }
+
     pub fn data_addr(&self) -> SocketAddr {
         self.data_addr
     }

@@ -15,6 +15,8 @@ fn dead_members_leave_placement_and_take_their_objects() {
         Request::Heartbeat {
             rank: a,
             incarnation: inc_a,
+            index_seq: 0,
+            index_resync: false,
         },
     );
     c.tick(t + 10);
@@ -27,6 +29,8 @@ fn dead_members_leave_placement_and_take_their_objects() {
         Request::Heartbeat {
             rank: b,
             incarnation: 2,
+            index_seq: 0,
+            index_resync: false,
         },
     ) {
         Reply::Ack { code } => assert_eq!(code, Code::LinkNotFound.as_i32()),
@@ -119,6 +123,8 @@ fn incarnations_grow_across_meta_restarts() {
     let stale = Request::Heartbeat {
         rank,
         incarnation: last,
+        index_seq: 0,
+        index_resync: false,
     };
     match new.handle(0, stale) {
         Reply::Ack { code } => assert_eq!(code, Code::LinkNotFound.as_i32()),

@@ -77,25 +77,37 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
     // Pending puts on members that left, restarted or timed out: the orphaned-pending bug path.
     let mut dropped_pending = 0usize;
     let mut codes_seen = std::collections::BTreeMap::new();
+    // (rank, incarnation) -> the last index change applied, as a service keeps it.
+    let mut index_seq: std::collections::HashMap<(u32, u64), u64> = Default::default();
     for step in 0..6000 {
         now += next() % 30;
         // Live members heartbeat on time; one the core declared dead registers again, as a real
         // local service does.
         for (i, (rank, inc, alive)) in members.iter_mut().enumerate() {
             if *alive {
+                let seq = index_seq.entry((*rank, *inc)).or_default();
                 let hb = Request::Heartbeat {
                     rank: *rank,
                     incarnation: *inc,
+                    index_seq: *seq,
+                    index_resync: false,
                 };
                 let at_risk = pending_on(&c, *rank);
-                if let Reply::Ack { code } = c.handle(now, hb) {
-                    if code != 0 {
+                match c.handle(now, hb) {
+                    Reply::Heartbeat {
+                        index_first_seq,
+                        index_changes,
+                        ..
+                    } => *seq = index_first_seq + index_changes.len() as u64 - 1,
+                    Reply::Ack { code } => {
+                        assert_ne!(code, 0, "a refused heartbeat");
                         // Declared dead by the tick inside `handle`: its pending puts went too.
                         dropped_pending += at_risk;
                         let (r, new_inc) =
                             register_at(&mut c, now, Some(*rank), (8 + i as u64 * 4) * MIB);
                         (*rank, *inc) = (r, new_inc);
                     }
+                    other => panic!("{other:?}"),
                 }
             }
         }

@@ -302,3 +302,104 @@ fn stop_unregisters_and_closes() {
     r.tick(10_000);
     assert!(r.sent.is_empty(), "a stopped core sends nothing");
 }
+
+/// Commit `keys` (of `size` bytes) on this service through the meta core, as clients do.
+fn put_here(r: &mut Rig, keys: &[&str], size: u64) {
+    let rank = r.core.membership().expect("a member").rank;
+    let alloc = msg::AllocRequest {
+        writer_rank: Some(rank),
+        media: MEDIA_DRAM,
+        policy: msg::NATIVE_AFFINITY,
+        replicas: 1,
+        preferred: vec![],
+        items: keys.iter().map(|k| (k.to_string(), size)).collect(),
+    };
+    let Reply::Alloc { items, .. } = r.meta.handle(r.now, Request::Alloc(alloc)) else {
+        panic!("alloc refused");
+    };
+    let commit = keys
+        .iter()
+        .zip(items)
+        .map(|(k, item)| {
+            assert_eq!(item.code, 0);
+            let ok = true;
+            (
+                k.to_string(),
+                msg::CommitItem {
+                    token: item.token,
+                    ok,
+                },
+            )
+        })
+        .collect();
+    r.meta.handle(r.now, Request::Commit { items: commit });
+}
+
+#[test]
+fn heartbeats_keep_the_index_of_what_the_service_holds() {
+    let mut r = Rig::new();
+    r.meta = MetaCore::new(MetaParams {
+        index_batch_max: 2,
+        ..MetaParams::default()
+    });
+    r.start();
+    r.deliver();
+    let segment = r.core.membership().unwrap().segments[0];
+    put_here(&mut r, &["a", "b", "c"], 1000);
+    // This heartbeat's reply is lost: its changes come again with the next one.
+    r.tick(100);
+    let (_, heartbeat) = r.sent.pop().expect("a heartbeat");
+    assert!(matches!(
+        r.meta.handle(r.now, heartbeat),
+        Reply::Heartbeat { .. }
+    ));
+    r.tick(500);
+    assert_eq!(r.sent.len(), 1, "timed out, and the next heartbeat sent");
+    r.deliver();
+    assert_eq!(r.core.index().len(), 2, "a batch of two");
+    // More changes wait: the next heartbeat is due at once.
+    assert_eq!(r.core.next_timer_ms(), Some(r.now));
+    r.tick(0);
+    r.deliver();
+    let index = r.core.index();
+    assert_eq!(index.entries().keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert!(index
+        .entries()
+        .values()
+        .all(|e| e.segment == segment && e.len == 1000));
+    assert_eq!(index.applied_seq(), 3);
+    // A remove reaches the index on the next heartbeat, which also acknowledges it.
+    r.meta.handle(
+        r.now,
+        Request::Remove {
+            keys: vec!["b".into()],
+        },
+    );
+    r.tick(100);
+    r.deliver();
+    assert_eq!(
+        r.core.index().entries().keys().collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    r.tick(100);
+    assert!(matches!(
+        r.sent.last(),
+        Some((
+            _,
+            Request::Heartbeat {
+                index_seq: 4,
+                index_resync: false,
+                ..
+            }
+        ))
+    ));
+    // A new incarnation starts empty (the meta service dropped the old one's objects).
+    r.now += 10_000;
+    r.meta.tick(r.now);
+    r.deliver();
+    assert_eq!(r.core.index().len(), 2, "kept while registering again");
+    r.drained(0);
+    r.deliver();
+    assert!(r.core.membership().is_some());
+    assert!(r.core.index().is_empty() && r.core.index().applied_seq() == 0);
+}

@@ -6,7 +6,7 @@ use mmc_controlplane::msg::{self, Piece, Register, Reply, SegmentSpec};
 use mmc_controlplane::{Error, Result};
 use mmc_hal::fence::FenceWord;
 
-use crate::local::{LocalCore, LocalOutput, LocalParams, Refused};
+use crate::local::{Index, LocalCore, LocalOutput, LocalParams, Refused};
 
 /// How long a re-registration waits for copies in flight before it goes ahead anyway.
 pub const DRAIN_TIMEOUT_MS: u64 = 100;
@@ -104,6 +104,11 @@ impl SimLocal {
         let reply = reply.map_err(|e| e.code());
         self.core.on_meta_reply(now_ms, id, reply, &mut self.out);
         self.apply()
+    }
+
+    /// The objects the core believes this service holds.
+    pub fn index(&self) -> &Index {
+        self.core.index()
     }
 
     /// Check a transfer against this service's membership and pool (what the real data server

@@ -11,6 +11,7 @@
 //! between a real shm client's check and its copy.
 
 mod client;
+mod index_check;
 mod local;
 mod observe;
 mod oracle;
@@ -72,6 +73,10 @@ pub struct Summary {
     pub faults: u64,
     pub meta_restarts: u64,
     pub reregistrations: u64,
+    /// Steps at which a local service's index was checked equal to the directory.
+    pub index_exact_checks: u64,
+    /// Index resets (outbox overflows and resyncs) the meta core sent.
+    pub index_resets: u64,
 }
 
 /// An invariant that did not hold.
@@ -203,6 +208,9 @@ pub(crate) fn meta_params(epoch: u64) -> MetaParams {
         heartbeat_ms: 30,
         evict_threshold_high: 90,
         evict_threshold_low: 80,
+        // Small, so that batches split and outboxes overflow into resyncs.
+        index_batch_max: 4,
+        index_outbox_max: 16,
     }
 }
 
@@ -357,6 +365,10 @@ impl Sim {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| meta.check_invariants()))
         {
             return self.fail(format!("meta core invariant: {}", panic_text(&*p)));
+        }
+        match index_check::check_indexes(&self.meta, &self.locals) {
+            Ok(exact) => self.summary.index_exact_checks += exact,
+            Err(e) => return self.fail(e),
         }
         let now = self.now;
         self.oracle

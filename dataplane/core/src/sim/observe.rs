@@ -2,7 +2,7 @@
 //! each token stands for, when each version became visible, which ranges are leased, and when a
 //! get's lookup was answered.
 
-use mmc_controlplane::msg::{CommitItem, Reply, Request};
+use mmc_controlplane::msg::{CommitItem, IndexChange, Reply, Request};
 
 use super::oracle::LeaseView;
 use super::{Peer, Sim};
@@ -30,6 +30,10 @@ impl Sim {
         let meta_gen = self.meta_gen;
         let now = self.now;
         match reply {
+            Reply::Heartbeat { index_changes, .. } => {
+                let resets = index_changes.iter().filter(|c| **c == IndexChange::Reset);
+                self.summary.index_resets += resets.count() as u64;
+            }
             Reply::Alloc { items, .. } => {
                 let Some(run) = self.client_run(from, gen, seq) else {
                     return;
