@@ -3,8 +3,8 @@
 //! calls and hands its transfers, resolved to the caller's buffers, to the transport backends
 //! (`crate::transport`), which fill them in place.
 
-use mmc_controlplane::{Error, Result};
-use mmc_core::client::{Action, GetOp};
+use mmc_controlplane::Result;
+use mmc_core::client::{check_lengths, Action, GetOp};
 use mmc_core::transport::read_jobs;
 
 use super::Client;
@@ -30,7 +30,7 @@ impl Client {
                     self.read_step(&mut op, &mut bufs);
                 }
                 Action::Done => break,
-                other => self.get_step(&mut op, other),
+                other => self.control_step(&mut op, other),
             }
         }
         op.results()?.remove(0)?;
@@ -67,13 +67,7 @@ impl Client {
         keys: &[&str],
         bufs: &mut [&mut [&mut [u8]]],
     ) -> Result<Vec<Result<u64>>> {
-        if keys.len() != bufs.len() {
-            return Err(Error::InvalidParam(format!(
-                "{} keys but {} buffers",
-                keys.len(),
-                bufs.len()
-            )));
-        }
+        check_lengths(keys.len(), bufs.len(), "buffers")?;
         let capacities: Vec<u64> = bufs
             .iter()
             .map(|parts| parts.iter().map(|p| p.len() as u64).sum())
@@ -89,22 +83,8 @@ impl Client {
             match op.poll(self.now_ms()) {
                 Action::Transfer => self.read_step(&mut op, bufs),
                 Action::Done => return op.results(),
-                other => self.get_step(&mut op, other),
+                other => self.control_step(&mut op, other),
             }
-        }
-    }
-
-    /// Every action of a get but the transfers.
-    fn get_step(&self, op: &mut GetOp, action: Action) {
-        match action {
-            Action::Meta(req) => {
-                let reply = self.meta_call(&req, self.instant(op.deadline_ms()));
-                op.on_meta(self.now_ms(), reply);
-            }
-            Action::MetaOneway(req) => self.send_oneway(req),
-            Action::Sleep { until_ms } => self.sleep_until(until_ms),
-            Action::Wait { .. } => unreachable!("the blocking driver feeds every reply"),
-            Action::Transfer | Action::Done => unreachable!("handled by the caller"),
         }
     }
 

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::local::LocalService;
 use crate::transport::Transports;
 use mmc_config::{ClientConfig, LocalConfig};
-use mmc_core::client::{Action, Info, MetaKind, MetaOp};
+use mmc_core::client::{Action, Info, MetaKind, MetaOp, Operation};
 /// Idle connections kept to the meta service.
 const META_CONNS_IDLE_MAX: usize = 16;
 
@@ -152,6 +152,21 @@ impl Client {
         ));
     }
 
+    /// Carry out an operation's action other than a transfer or the end: a meta round trip, a
+    /// one-way request, a back-off.
+    pub(crate) fn control_step(&self, op: &mut impl Operation, action: Action) {
+        match action {
+            Action::Meta(req) => {
+                let reply = self.meta_call(&req, self.instant(op.deadline_ms()));
+                op.on_meta(self.now_ms(), reply);
+            }
+            Action::MetaOneway(req) => self.send_oneway(req),
+            Action::Sleep { until_ms } => self.sleep_until(until_ms),
+            Action::Wait { .. } => unreachable!("the blocking driver feeds every reply"),
+            Action::Transfer | Action::Done => unreachable!("handled by the operation's loop"),
+        }
+    }
+
     /// A one-way request an operation asks for (today: releasing read leases).
     pub(crate) fn send_oneway(&self, req: Request) {
         match req {
@@ -251,12 +266,9 @@ impl Client {
         let mut op = MetaOp::new(kind, keys, self.now_ms(), self.timeout_ms())?;
         loop {
             match op.poll(self.now_ms()) {
-                Action::Meta(req) => {
-                    let reply = self.meta_call(&req, self.deadline());
-                    op.on_meta(self.now_ms(), reply);
-                }
                 Action::Done => return op.results(),
-                other => unreachable!("a metadata call never asks for {other:?}"),
+                Action::Transfer => unreachable!("a metadata call moves no bytes"),
+                other => self.control_step(&mut op, other),
             }
         }
     }

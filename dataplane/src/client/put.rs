@@ -2,8 +2,8 @@
 //! leased space frees up, deadline); this driver makes its meta calls and hands its transfers,
 //! resolved to the caller's slices, to the transport backends (`crate::transport`).
 
-use mmc_controlplane::{Error, Result};
-use mmc_core::client::{Action, PutOp};
+use mmc_controlplane::Result;
+use mmc_core::client::{check_lengths, Action, PutOp};
 use mmc_core::transport::write_jobs;
 
 use super::{Client, PutOptions};
@@ -39,13 +39,7 @@ impl Client {
         values: &[&[&[u8]]],
         opts: &PutOptions,
     ) -> Result<Vec<Result<()>>> {
-        if keys.len() != values.len() {
-            return Err(Error::InvalidParam(format!(
-                "{} keys but {} values",
-                keys.len(),
-                values.len()
-            )));
-        }
+        check_lengths(keys.len(), values.len(), "values")?;
         let sizes: Vec<u64> = values
             .iter()
             .map(|v| v.iter().map(|p| p.len() as u64).sum())
@@ -60,10 +54,6 @@ impl Client {
         )?;
         loop {
             match op.poll(self.now_ms()) {
-                Action::Meta(req) => {
-                    let reply = self.meta_call(&req, self.instant(op.deadline_ms()));
-                    op.on_meta(self.now_ms(), reply);
-                }
                 Action::Transfer => {
                     self.before_transfer();
                     let deadline = self.instant(op.deadline_ms());
@@ -71,10 +61,8 @@ impl Client {
                     let outcomes = self.transports.run(jobs, op.services(), deadline);
                     op.on_transfers(self.now_ms(), outcomes);
                 }
-                Action::Sleep { until_ms } => self.sleep_until(until_ms),
-                Action::MetaOneway(req) => self.send_oneway(req),
-                Action::Wait { .. } => unreachable!("the blocking driver feeds every reply"),
                 Action::Done => return op.results(),
+                other => self.control_step(&mut op, other),
             }
         }
     }

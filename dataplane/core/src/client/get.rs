@@ -7,8 +7,9 @@ use mmc_controlplane::{Error, Result};
 use mmc_hal::fence::Fence;
 use tracing::warn;
 
+use super::keys::asked;
 use super::put::unexpected;
-use super::{check_keys, key_error, service, Action, Dir, Transfer};
+use super::{check_keys, check_lengths, key_error, service, Action, Dir, Transfer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -56,13 +57,7 @@ impl GetOp {
         now_ms: u64,
         timeout_ms: u64,
     ) -> Result<GetOp> {
-        if keys.len() != capacities.len() {
-            return Err(Error::InvalidParam(format!(
-                "{} keys but {} buffers",
-                keys.len(),
-                capacities.len()
-            )));
-        }
+        check_lengths(keys.len(), capacities.len(), "buffers")?;
         assert!(timeout_ms > 0, "an operation needs a deadline");
         let checked = check_keys(keys)?;
         let results: Vec<Result<u64>> = checked.into_iter().map(|k| k.map(|_| 0)).collect();
@@ -95,13 +90,7 @@ impl GetOp {
             State::Lookup => {
                 self.state = State::AwaitLookup;
                 self.started_ms = now_ms;
-                let keys = self
-                    .keys
-                    .iter()
-                    .zip(&self.results)
-                    .filter(|(_, r)| r.is_ok())
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let keys = asked(&self.keys, &self.results);
                 Action::Meta(Request::Lookup { keys })
             }
             State::Read => {

@@ -25,6 +25,26 @@ pub fn check_keys<K: AsRef<str>>(keys: &[K]) -> Result<Vec<Result<&str>>> {
         .collect())
 }
 
+/// A batch names as many `what` (values, buffers) as keys.
+pub fn check_lengths(keys: usize, others: usize, what: &str) -> Result<()> {
+    if keys != others {
+        return Err(Error::InvalidParam(format!(
+            "{keys} keys but {others} {what}"
+        )));
+    }
+    Ok(())
+}
+
+/// The keys of a batch that are still asked about (those the contract did not refuse).
+pub(crate) fn asked<T>(keys: &[String], results: &[Result<T>]) -> Vec<String> {
+    debug_assert_eq!(keys.len(), results.len());
+    keys.iter()
+        .zip(results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// A key is 1 to 255 bytes.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > msg::KEY_BYTES_MAX {

@@ -3,6 +3,7 @@
 use mmc_controlplane::msg::{Replica, Reply, Request};
 use mmc_controlplane::{Error, Result};
 
+use super::keys::asked;
 use super::put::unexpected;
 use super::{check_keys, key_error, Action, CloneError};
 
@@ -66,6 +67,10 @@ impl MetaOp {
         })
     }
 
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+
     pub fn kind(&self) -> MetaKind {
         self.kind
     }
@@ -80,13 +85,7 @@ impl MetaOp {
         match self.state {
             State::Send => {
                 self.state = State::Await;
-                let keys: Vec<String> = self
-                    .keys
-                    .iter()
-                    .zip(&self.results)
-                    .filter(|(_, r)| r.is_ok())
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let keys = asked(&self.keys, &self.results);
                 Action::Meta(match self.kind {
                     MetaKind::Exist => Request::Exist { keys },
                     MetaKind::Query => Request::Query { keys },

@@ -15,7 +15,7 @@ mod meta_op;
 mod put;
 
 pub use get::GetOp;
-pub use keys::{check_key, check_keys, key_error, CloneError};
+pub use keys::{check_key, check_keys, check_lengths, key_error, CloneError};
 pub use meta_op::{Info, MetaKind, MetaOp};
 pub use put::{PutOp, PutOptions};
 
@@ -39,6 +39,41 @@ pub enum Action {
     /// Finished: take the results.
     Done,
 }
+
+/// What every operation offers its driver besides transfers.
+pub trait Operation {
+    /// The next thing to do.
+    fn poll(&mut self, now_ms: u64) -> Action;
+    /// The meta service's reply to the last [`Action::Meta`] (or the failure to get one).
+    fn on_meta(
+        &mut self,
+        now_ms: u64,
+        reply: mmc_controlplane::Result<mmc_controlplane::msg::Reply>,
+    );
+    /// When the operation gives up.
+    fn deadline_ms(&self) -> u64;
+}
+
+macro_rules! operation {
+    ($($t:ty),*) => {$(
+        impl Operation for $t {
+            fn poll(&mut self, now_ms: u64) -> Action {
+                <$t>::poll(self, now_ms)
+            }
+            fn on_meta(
+                &mut self,
+                now_ms: u64,
+                reply: mmc_controlplane::Result<mmc_controlplane::msg::Reply>,
+            ) {
+                <$t>::on_meta(self, now_ms, reply)
+            }
+            fn deadline_ms(&self) -> u64 {
+                <$t>::deadline_ms(self)
+            }
+        }
+    )*};
+}
+operation!(PutOp, GetOp, MetaOp);
 
 /// Which way bytes move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use mmc_controlplane::{Code, Error, Result};
 use mmc_hal::fence::Fence;
 use tracing::warn;
 
-use super::{check_keys, key_error, service, Action, CloneError, Dir, Transfer};
+use super::{check_keys, check_lengths, key_error, service, Action, CloneError, Dir, Transfer};
 
 /// Back-off between tries of a put that waits for leased space to be released.
 pub const NO_SPACE_RETRY_MS: u64 = 20;
@@ -82,13 +82,7 @@ impl PutOp {
         now_ms: u64,
         timeout_ms: u64,
     ) -> Result<PutOp> {
-        if keys.len() != sizes.len() {
-            return Err(Error::InvalidParam(format!(
-                "{} keys but {} values",
-                keys.len(),
-                sizes.len()
-            )));
-        }
+        check_lengths(keys.len(), sizes.len(), "values")?;
         if opts.replicas as usize > msg::REPLICAS_MAX {
             return Err(Error::InvalidParam(format!(
                 "{} replicas, the limit is {}",

@@ -195,14 +195,7 @@ impl Sim {
                 Err(e) => Err(local_error(t.fence.rank, &e.to_string())),
                 Ok(()) => {
                     let out = self.copy(local, &t, data);
-                    let l = self.locals[local].state.as_ref().expect("alive");
-                    let held = l.fence.incarnation() == t.fence.incarnation;
-                    l.fence.leave();
-                    if held {
-                        out
-                    } else {
-                        Err(local_error(t.fence.rank, "fence moved during the copy"))
-                    }
+                    self.leave_fence(local, &t, out)
                 }
             }
         };
@@ -244,16 +237,27 @@ impl Sim {
         let out = if self.cfg.canary {
             out
         } else {
-            let l = self.locals[local].state.as_ref().expect("alive");
-            let held = l.fence.incarnation() == t.fence.incarnation;
-            l.fence.leave();
-            if held {
-                out
-            } else {
-                Err(local_error(t.fence.rank, "fence moved during the copy"))
-            }
+            self.leave_fence(local, &t, out)
         };
         self.client_transfer_done(client, gen, seq, idx, out);
+    }
+
+    /// After a fenced copy: leave the word, and fail the copy if the fence moved meanwhile (a
+    /// read's bytes are then dropped).
+    fn leave_fence(
+        &self,
+        local: usize,
+        t: &Transfer,
+        out: Result<Option<Vec<u8>>>,
+    ) -> Result<Option<Vec<u8>>> {
+        let l = self.locals[local].state.as_ref().expect("alive");
+        let held = l.fence.incarnation() == t.fence.incarnation;
+        l.fence.leave();
+        if held {
+            out
+        } else {
+            Err(local_error(t.fence.rank, "fence moved during the copy"))
+        }
     }
 
     /// A copy of client `j`'s batch `seq` completed: deliver a read's bytes into the client's
