@@ -185,24 +185,19 @@ pub(super) fn serve_one(
     match (write, total) {
         (true, Ok(_)) => {
             fill(inner, &c.ranges, &mut c.runs, &mut *stream)?;
+            // A write that crossed a re-registration (only after a drain that timed out) may have
+            // landed in space the new incarnation placed: the put fails, its space is never
+            // committed.
             let held = guard.as_ref().map(|g| g.still(incarnation));
-            match held {
-                Ok(Ok(())) => reply(&mut *stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?,
-                _ => {
-                    // Only after a drain that timed out: the bytes may have landed in space the
-                    // new incarnation placed. The put fails; its space is never committed.
-                    let why = format!("fence: incarnation {incarnation} ended during the write");
-                    warn!(rank, incarnation, "write crossed a re-registration");
-                    reply(
-                        &mut *stream,
-                        &mut c.reply,
-                        header.req_id,
-                        Code::NotConnectLocal,
-                        &why,
-                        0,
-                    )?;
-                }
-            }
+            let held = matches!(held, Ok(Ok(())));
+            reply_fence(
+                stream,
+                &mut c.reply,
+                header.req_id,
+                held,
+                (rank, incarnation),
+                "write",
+            )?;
         }
         (true, Err((code, why))) => {
             warn!(code = code.as_i32(), why, "write refused");
@@ -221,21 +216,15 @@ pub(super) fn serve_one(
             drain(inner, &c.ranges, &mut c.runs, &mut *stream)?;
             // The bytes are sent; this says whether they are the object's.
             let held = guard.as_ref().map(|g| g.still(incarnation));
-            match held {
-                Ok(Ok(())) => reply(&mut *stream, &mut c.reply, header.req_id, Code::Ok, "", 0)?,
-                _ => {
-                    let why = format!("fence: incarnation {incarnation} ended during the read");
-                    warn!(rank, incarnation, "read crossed a re-registration");
-                    reply(
-                        &mut *stream,
-                        &mut c.reply,
-                        header.req_id,
-                        Code::NotConnectLocal,
-                        &why,
-                        0,
-                    )?;
-                }
-            }
+            let held = matches!(held, Ok(Ok(())));
+            reply_fence(
+                stream,
+                &mut c.reply,
+                header.req_id,
+                held,
+                (rank, incarnation),
+                "read",
+            )?;
         }
         (false, Err((code, why))) => {
             warn!(code = code.as_i32(), why, "read refused");
@@ -347,6 +336,23 @@ fn discard(s: &mut impl Read, mut n: u64) -> Result<(), WireError> {
         n -= got as u64;
     }
     Ok(())
+}
+
+/// After a copy: tell the peer whether the fence of (`rank`, `incarnation`) held all along.
+fn reply_fence(
+    s: &mut TcpStream,
+    buf: &mut AlignedVec,
+    req_id: u64,
+    held: bool,
+    (rank, incarnation): (u32, u64),
+    what: &str,
+) -> Result<(), WireError> {
+    if held {
+        return reply(s, buf, req_id, Code::Ok, "", 0);
+    }
+    let why = format!("fence: incarnation {incarnation} ended during the {what}");
+    warn!(rank, incarnation, what, "copy crossed a re-registration");
+    reply(s, buf, req_id, Code::NotConnectLocal, &why, 0)
 }
 
 fn reply(
