@@ -158,7 +158,7 @@ impl Client {
         match action {
             Action::Meta(req) => {
                 let reply = self.meta_call(&req, self.instant(op.deadline_ms()));
-                op.on_meta(self.now_ms(), reply);
+                op.on_meta(self.now_ms(), req, reply);
             }
             Action::MetaOneway(req) => self.send_oneway(req),
             Action::Sleep { until_ms } => self.sleep_until(until_ms),

@@ -7,7 +7,7 @@ use mmc_controlplane::{Error, Result};
 use mmc_hal::fence::Fence;
 use tracing::warn;
 
-use super::keys::asked;
+use super::keys::{lend, restore};
 use super::put::unexpected;
 use super::{check_keys, check_lengths, key_error, service, Action, Dir, Transfer};
 
@@ -32,6 +32,8 @@ struct Found {
 /// One batch get.
 pub struct GetOp {
     keys: Vec<String>,
+    /// Indexes of the keys lent to the lookup in flight, in its order.
+    sent: Vec<usize>,
     /// Bytes each key's buffers hold (`u64::MAX`: the driver sizes the buffer after the lookup).
     capacities: Vec<u64>,
     own_rank: Option<u32>,
@@ -68,6 +70,7 @@ impl GetOp {
         };
         Ok(GetOp {
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            sent: Vec::new(),
             capacities: capacities.to_vec(),
             own_rank,
             found: (0..results.len()).map(|_| None).collect(),
@@ -90,7 +93,11 @@ impl GetOp {
             State::Lookup => {
                 self.state = State::AwaitLookup;
                 self.started_ms = now_ms;
-                let keys = asked(&self.keys, &self.results);
+                debug_assert!(self.sent.is_empty());
+                self.sent = (0..self.keys.len())
+                    .filter(|&i| self.results[i].is_ok())
+                    .collect();
+                let keys = lend(&mut self.keys, &self.sent);
                 Action::Meta(Request::Lookup { keys })
             }
             State::Read => {
@@ -130,7 +137,12 @@ impl GetOp {
         self.found[item].as_ref().map(|f| f.size)
     }
 
-    pub fn on_meta(&mut self, now_ms: u64, reply: Result<Reply>) {
+    pub fn on_meta(&mut self, now_ms: u64, request: Request, reply: Result<Reply>) {
+        let sent = std::mem::take(&mut self.sent);
+        match request {
+            Request::Lookup { keys } => restore(&mut self.keys, &sent, keys),
+            other => panic!("a get handed back {other:?}"),
+        }
         if self.state == State::Done || self.state == State::Release {
             return;
         }
@@ -148,7 +160,7 @@ impl GetOp {
             Ok(other) => return self.fail(unexpected(&other)),
             Err(e) => return self.fail(e),
         };
-        let asked = self.results.iter().filter(|r| r.is_ok()).count();
+        let asked = sent.len();
         if items.len() != asked {
             return self.fail(Error::Protocol(format!(
                 "lookup of {asked} keys answered with {} items",

@@ -35,14 +35,31 @@ pub fn check_lengths(keys: usize, others: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The keys of a batch that are still asked about (those the contract did not refuse).
-pub(crate) fn asked<T>(keys: &[String], results: &[Result<T>]) -> Vec<String> {
-    debug_assert_eq!(keys.len(), results.len());
-    keys.iter()
-        .zip(results)
-        .filter(|(_, r)| r.is_ok())
-        .map(|(k, _)| k.clone())
+/// Lend the keys at `indexes` to a request (moved, not copied: a batch's keys are its bulk).
+pub(crate) fn lend(keys: &mut [String], indexes: &[usize]) -> Vec<String> {
+    indexes
+        .iter()
+        .map(|&i| std::mem::take(&mut keys[i]))
         .collect()
+}
+
+/// Take back the keys [`lend`] moved into a request, in the same order.
+pub(crate) fn restore(
+    keys: &mut [String],
+    indexes: &[usize],
+    lent: impl IntoIterator<Item = String>,
+) {
+    let mut n = 0;
+    for (&i, key) in indexes.iter().zip(lent) {
+        debug_assert!(keys[i].is_empty(), "a key restored twice");
+        keys[i] = key;
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        indexes.len(),
+        "the request handed back is not the one sent"
+    );
 }
 
 /// A key is 1 to 255 bytes.

@@ -3,7 +3,7 @@
 use mmc_controlplane::msg::{Replica, Reply, Request};
 use mmc_controlplane::{Error, Result};
 
-use super::keys::asked;
+use super::keys::{lend, restore};
 use super::put::unexpected;
 use super::{check_keys, key_error, Action, CloneError};
 
@@ -33,6 +33,8 @@ enum State {
 pub struct MetaOp {
     kind: MetaKind,
     keys: Vec<String>,
+    /// Indexes of the keys lent to the request in flight, in its order.
+    sent: Vec<usize>,
     results: Vec<Result<Info>>,
     fatal: Option<Error>,
     state: State,
@@ -60,6 +62,7 @@ impl MetaOp {
         Ok(MetaOp {
             kind,
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            sent: Vec::new(),
             results,
             fatal: None,
             state,
@@ -85,7 +88,11 @@ impl MetaOp {
         match self.state {
             State::Send => {
                 self.state = State::Await;
-                let keys = asked(&self.keys, &self.results);
+                debug_assert!(self.sent.is_empty());
+                self.sent = (0..self.keys.len())
+                    .filter(|&i| self.results[i].is_ok())
+                    .collect();
+                let keys = lend(&mut self.keys, &self.sent);
                 Action::Meta(match self.kind {
                     MetaKind::Exist => Request::Exist { keys },
                     MetaKind::Query => Request::Query { keys },
@@ -99,11 +106,18 @@ impl MetaOp {
         }
     }
 
-    pub fn on_meta(&mut self, _now_ms: u64, reply: Result<Reply>) {
+    pub fn on_meta(&mut self, _now_ms: u64, request: Request, reply: Result<Reply>) {
+        let sent = std::mem::take(&mut self.sent);
+        match request {
+            Request::Exist { keys } | Request::Query { keys } | Request::Remove { keys } => {
+                restore(&mut self.keys, &sent, keys)
+            }
+            other => panic!("a metadata call handed back {other:?}"),
+        }
         if self.state != State::Await {
             return;
         }
-        let asked = self.results.iter().filter(|r| r.is_ok()).count();
+        let asked = sent.len();
         let mut codes: Vec<(i32, Info)> = match (self.kind, reply) {
             (MetaKind::Query, Ok(Reply::Query { items })) => items
                 .into_iter()

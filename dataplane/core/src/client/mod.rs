@@ -25,7 +25,8 @@ use mmc_hal::fence::Fence;
 /// What an operation wants done next.
 #[derive(Debug)]
 pub enum Action {
-    /// Send this request to the meta service; feed its reply (or the failure) to `on_meta`.
+    /// Send this request to the meta service; feed its reply (or the failure) to `on_meta`, with
+    /// the request handed back.
     Meta(Request),
     /// Send this request and expect no reply.
     MetaOneway(Request),
@@ -44,10 +45,12 @@ pub enum Action {
 pub trait Operation {
     /// The next thing to do.
     fn poll(&mut self, now_ms: u64) -> Action;
-    /// The meta service's reply to the last [`Action::Meta`] (or the failure to get one).
+    /// The meta service's reply to the last [`Action::Meta`] (or the failure to get one), with
+    /// that request handed back: its keys move back into the operation instead of being copied.
     fn on_meta(
         &mut self,
         now_ms: u64,
+        request: Request,
         reply: mmc_controlplane::Result<mmc_controlplane::msg::Reply>,
     );
     /// When the operation gives up.
@@ -63,9 +66,10 @@ macro_rules! operation {
             fn on_meta(
                 &mut self,
                 now_ms: u64,
+                request: Request,
                 reply: mmc_controlplane::Result<mmc_controlplane::msg::Reply>,
             ) {
-                <$t>::on_meta(self, now_ms, reply)
+                <$t>::on_meta(self, now_ms, request, reply)
             }
             fn deadline_ms(&self) -> u64 {
                 <$t>::deadline_ms(self)

@@ -7,6 +7,7 @@ use mmc_controlplane::{Code, Error, Result};
 use mmc_hal::fence::Fence;
 use tracing::warn;
 
+use super::keys::{lend, restore};
 use super::{check_keys, check_lengths, key_error, service, Action, CloneError, Dir, Transfer};
 
 /// Back-off between tries of a put that waits for leased space to be released.
@@ -51,6 +52,8 @@ enum State {
 /// One batch put (create-only: an existing key is `Error::Exists`).
 pub struct PutOp {
     keys: Vec<String>,
+    /// Indexes of the keys lent to the request in flight, in its order.
+    sent: Vec<usize>,
     sizes: Vec<u64>,
     opts: PutOptions,
     writer_rank: Option<u32>,
@@ -118,6 +121,7 @@ impl PutOp {
         };
         Ok(PutOp {
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            sent: Vec::new(),
             sizes: sizes.to_vec(),
             opts: opts.clone(),
             writer_rank,
@@ -151,16 +155,19 @@ impl PutOp {
                 assert!(!self.todo.is_empty(), "an allocation round with no keys");
                 debug_assert!(self.todo.iter().all(|&i| self.results[i].is_ok()));
                 self.state = State::AwaitAlloc;
+                debug_assert!(self.sent.is_empty());
+                self.sent.clone_from(&self.todo);
+                let keys = lend(&mut self.keys, &self.sent);
                 Action::Meta(Request::Alloc(AllocRequest {
                     writer_rank: self.writer_rank,
                     media: self.opts.media,
                     policy: self.opts.policy,
                     replicas: self.opts.replicas,
                     preferred: self.opts.preferred.clone(),
-                    items: self
-                        .todo
-                        .iter()
-                        .map(|&i| (self.keys[i].clone(), self.sizes[i]))
+                    items: keys
+                        .into_iter()
+                        .zip(&self.todo)
+                        .map(|(k, &i)| (k, self.sizes[i]))
                         .collect(),
                 }))
             }
@@ -171,13 +178,16 @@ impl PutOp {
             State::Commit => {
                 debug_assert!(!self.placed.is_empty());
                 self.state = State::AwaitCommit;
+                debug_assert!(self.sent.is_empty());
+                self.sent = self.placed.iter().map(|&(i, _)| i).collect();
+                let keys = lend(&mut self.keys, &self.sent);
                 Action::Meta(Request::Commit {
-                    items: self
-                        .placed
-                        .iter()
-                        .map(|&(i, token)| {
+                    items: keys
+                        .into_iter()
+                        .zip(&self.placed)
+                        .map(|(k, &(i, token))| {
                             let ok = self.results[i].is_ok();
-                            (self.keys[i].clone(), CommitItem { token, ok })
+                            (k, CommitItem { token, ok })
                         })
                         .collect(),
                 })
@@ -206,7 +216,17 @@ impl PutOp {
     }
 
     /// The meta service's reply (or the failure to get one).
-    pub fn on_meta(&mut self, now_ms: u64, reply: Result<Reply>) {
+    pub fn on_meta(&mut self, now_ms: u64, request: Request, reply: Result<Reply>) {
+        let sent = std::mem::take(&mut self.sent);
+        match request {
+            Request::Alloc(a) => {
+                restore(&mut self.keys, &sent, a.items.into_iter().map(|(k, _)| k))
+            }
+            Request::Commit { items } => {
+                restore(&mut self.keys, &sent, items.into_iter().map(|(k, _)| k))
+            }
+            other => panic!("a put handed back {other:?}"),
+        }
         match self.state {
             State::AwaitAlloc => self.on_alloc(now_ms, reply),
             State::AwaitCommit => self.on_commit(now_ms, reply),

@@ -22,6 +22,14 @@ fn replica(rank: u32, segment: u32, offset: u64, len: u64) -> Replica {
     }
 }
 
+/// The request of an [`Action::Meta`].
+fn meta(a: Action) -> Request {
+    match a {
+        Action::Meta(r) => r,
+        other => panic!("expected a meta request, got {other:?}"),
+    }
+}
+
 #[test]
 fn runs_split_a_range_over_parts() {
     let r: Vec<_> = runs([4u64, 4, 4], 2, 7).collect();
@@ -38,12 +46,14 @@ fn put_allocates_writes_every_replica_then_commits() {
         ..PutOptions::default()
     };
     let mut op = PutOp::new(&["a", "", "b"], &[8, 8, 0], &opts, Some(1), 0, 1000).unwrap();
-    let Action::Meta(Request::Alloc(a)) = op.poll(0) else {
+    let req = meta(op.poll(0));
+    let Request::Alloc(a) = &req else {
         panic!("alloc first")
     };
     assert_eq!(a.items, vec![("a".to_string(), 8)], "bad keys never leave");
     op.on_meta(
         1,
+        req,
         Ok(Reply::Alloc {
             items: vec![AllocItem {
                 code: 0,
@@ -67,12 +77,13 @@ fn put_allocates_writes_every_replica_then_commits() {
     );
     assert_eq!((t[1].offset, t[1].len, t[1].item), (64, 8, 0));
     op.on_transfers(2, vec![Ok(()), Ok(())]);
-    let Action::Meta(Request::Commit { items }) = op.poll(2) else {
+    let req = meta(op.poll(2));
+    let Request::Commit { items } = &req else {
         panic!("commit after the writes")
     };
     assert_eq!(items.len(), 1);
     assert!(items[0].1.ok);
-    op.on_meta(3, Ok(Reply::Commit { codes: vec![0] }));
+    op.on_meta(3, req, Ok(Reply::Commit { codes: vec![0] }));
     assert!(matches!(op.poll(3), Action::Done));
     let r = op.results().unwrap();
     assert!(r[0].is_ok());
@@ -83,9 +94,10 @@ fn put_allocates_writes_every_replica_then_commits() {
 #[test]
 fn put_with_a_failed_write_commits_it_as_failed() {
     let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 1000).unwrap();
-    op.poll(0);
+    let req = meta(op.poll(0));
     op.on_meta(
         0,
+        req,
         Ok(Reply::Alloc {
             items: vec![AllocItem {
                 code: 0,
@@ -104,11 +116,12 @@ fn put_with_a_failed_write_commits_it_as_failed() {
             reason: "fence".into(),
         })],
     );
-    let Action::Meta(Request::Commit { items }) = op.poll(1) else {
+    let req = meta(op.poll(1));
+    let Request::Commit { items } = &req else {
         panic!("commit frees the space")
     };
     assert!(!items[0].1.ok);
-    op.on_meta(2, Ok(Reply::Commit { codes: vec![0] }));
+    op.on_meta(2, req, Ok(Reply::Commit { codes: vec![0] }));
     op.poll(2);
     let r = op.results().unwrap();
     assert_eq!(r[0].as_ref().unwrap_err().code(), Code::NotConnectLocal);
@@ -132,9 +145,17 @@ fn put_waiting_for_leased_space_retries_then_answers_no_space() {
     let mut tries = 0;
     loop {
         match op.poll(now) {
-            Action::Meta(Request::Alloc(_)) => {
+            Action::Meta(req @ Request::Alloc(_)) => {
+                let Request::Alloc(a) = &req else {
+                    unreachable!()
+                };
+                assert_eq!(
+                    a.items,
+                    vec![("a".to_string(), 8)],
+                    "the key comes back each round"
+                );
                 tries += 1;
-                op.on_meta(now, no_room());
+                op.on_meta(now, req, no_room());
             }
             Action::Sleep { until_ms } => now = until_ms,
             Action::Done => break,
@@ -150,11 +171,11 @@ fn put_waiting_for_leased_space_retries_then_answers_no_space() {
 #[test]
 fn put_past_its_deadline_times_out_unconfirmed_keys() {
     let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 100).unwrap();
-    op.poll(0);
+    let req = meta(op.poll(0));
     assert!(matches!(op.poll(50), Action::Wait { deadline_ms: 100 }));
     assert!(matches!(op.poll(100), Action::Done));
     // A late reply changes nothing.
-    op.on_meta(150, Ok(Reply::Commit { codes: vec![0] }));
+    op.on_meta(150, req, Ok(Reply::Commit { codes: vec![0] }));
     let r = op.results().unwrap();
     assert_eq!(r[0].as_ref().unwrap_err().code(), Code::Timeout);
 }
@@ -170,12 +191,14 @@ fn lookup(items: Vec<LookupItem>, services: Vec<ServiceAddr>) -> Result<Reply, E
 #[test]
 fn get_reads_own_replica_first_and_falls_over_to_the_next() {
     let mut op = GetOp::new(&["k"], &[16], Some(2), 0, 1000).unwrap();
-    let Action::Meta(Request::Lookup { keys }) = op.poll(0) else {
+    let req = meta(op.poll(0));
+    let Request::Lookup { keys } = &req else {
         panic!()
     };
-    assert_eq!(keys, vec!["k".to_string()]);
+    assert_eq!(keys, &vec!["k".to_string()]);
     op.on_meta(
         1,
+        req,
         lookup(
             vec![LookupItem {
                 code: 0,
@@ -216,9 +239,10 @@ fn get_reads_own_replica_first_and_falls_over_to_the_next() {
 #[test]
 fn get_refuses_bytes_read_after_the_lease_ran_out() {
     let mut op = GetOp::new(&["k"], &[8], None, 0, 1000).unwrap();
-    op.poll(0);
+    let req = meta(op.poll(0));
     op.on_meta(
         1,
+        req,
         lookup(
             vec![LookupItem {
                 code: 0,
@@ -240,7 +264,7 @@ fn get_refuses_bytes_read_after_the_lease_ran_out() {
 #[test]
 fn get_with_a_small_buffer_or_a_dead_replica_fails_that_key_and_releases() {
     let mut op = GetOp::new(&["a", "b", "c"], &[4, 8, 8], None, 0, 1000).unwrap();
-    op.poll(0);
+    let req = meta(op.poll(0));
     let item = |lease, rank| LookupItem {
         code: 0,
         size: 8,
@@ -249,6 +273,7 @@ fn get_with_a_small_buffer_or_a_dead_replica_fails_that_key_and_releases() {
     };
     op.on_meta(
         0,
+        req,
         lookup(
             vec![
                 item(1, 1),
@@ -277,12 +302,14 @@ fn get_with_a_small_buffer_or_a_dead_replica_fails_that_key_and_releases() {
 #[test]
 fn meta_ops_map_codes_per_key_and_fail_whole_on_meta_errors() {
     let mut op = MetaOp::new(MetaKind::Exist, &["a", "", "b"], 0, 100).unwrap();
-    let Action::Meta(Request::Exist { keys }) = op.poll(0) else {
+    let req = meta(op.poll(0));
+    let Request::Exist { keys } = &req else {
         panic!()
     };
     assert_eq!(keys.len(), 2);
     op.on_meta(
         1,
+        req,
         Ok(Reply::Codes {
             codes: vec![0, Code::ObjectNotExists.as_i32()],
         }),

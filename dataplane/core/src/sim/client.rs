@@ -27,11 +27,11 @@ impl Op {
         }
     }
 
-    fn on_meta(&mut self, now: u64, reply: Result<Reply>) {
+    fn on_meta(&mut self, now: u64, request: Request, reply: Result<Reply>) {
         match self {
-            Op::Put(o) => o.on_meta(now, reply),
-            Op::Get(o) => o.on_meta(now, reply),
-            Op::Meta(o) => o.on_meta(now, reply),
+            Op::Put(o) => o.on_meta(now, request, reply),
+            Op::Get(o) => o.on_meta(now, request, reply),
+            Op::Meta(o) => o.on_meta(now, request, reply),
         }
     }
 
@@ -68,6 +68,8 @@ pub(crate) struct Running {
     pub lookup_at: u64,
     /// Keys of the last alloc request, in order (to map tokens to versions).
     pub alloc_keys: Vec<String>,
+    /// The meta request in flight, handed back to the operation with its reply.
+    pub request: Option<Request>,
 }
 
 pub(crate) struct SimClient {
@@ -113,6 +115,7 @@ impl Sim {
             outcomes: Completions::default(),
             lookup_at: 0,
             alloc_keys: Vec::new(),
+            request: None,
         };
         match roll {
             0..=44 => {
@@ -188,6 +191,8 @@ impl Sim {
                     if let Request::Alloc(a) = &req {
                         run.alloc_keys = a.items.iter().map(|(k, _)| k.clone()).collect();
                     }
+                    // The network gets a copy; the operation gets its request back with the reply.
+                    run.request = Some(req.clone());
                     self.send(Ev::MetaReq {
                         from: Peer::Client(j),
                         gen,
@@ -294,7 +299,11 @@ impl Sim {
             return;
         }
         run.seq = 0;
-        run.op.on_meta(now, reply);
+        let request = run
+            .request
+            .take()
+            .expect("a reply answers the request in flight");
+        run.op.on_meta(now, request, reply);
         self.drive(j);
     }
 
