@@ -112,6 +112,9 @@ impl LocalService {
         config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
+        if config.protocol == mmc_config::DataOpType::Rdma {
+            warn!("protocol = rdma: this build has no RDMA transport yet; the service offers TCP and same-host shared memory");
+        }
         if config.dram_bytes == 0 && config.hbm_bytes == 0 {
             return Err(Error::Config(
                 "a local service needs a DRAM or HBM size above 0".into(),

@@ -65,6 +65,9 @@ impl Transports {
         timeout: Duration,
         busy_poll: Duration,
     ) -> Transports {
+        if transport == Some(DataOpType::Rdma) {
+            tracing::warn!("transport = rdma: this build has no RDMA transport yet; using the own pool, same-host shared memory or TCP");
+        }
         Transports {
             embedded,
             tcp_only: transport == Some(DataOpType::Tcp),
