@@ -21,6 +21,13 @@ pub const HEADER_BYTES: usize = 32;
 pub const META_BYTES_MAX: u32 = 64 * 1024 * 1024;
 /// The largest raw byte run that may follow one frame.
 pub const RAW_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
+/// A payload buffer grows by at most this much beyond its capacity before the bytes to fill it
+/// have arrived: memory follows the bytes a peer sent, never the length its header claims.
+pub const READ_STEP_BYTES: usize = 64 * 1024;
+/// How long a server waits for the next byte of a frame it has begun to receive (or for a peer to
+/// take the bytes of a reply) before it cuts the peer off. A peer idle between frames is not cut
+/// off. Servers set it as their sockets' read and write timeouts.
+pub const FRAME_IDLE_MS: u64 = 30_000;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +77,9 @@ pub enum WireError {
     Payload(String),
     #[error("connection closed by peer")]
     Closed,
+    /// A server's read timed out in the middle of a frame (see [`read_request`]).
+    #[error("peer sent {got} bytes of a {want}-byte frame, then nothing until the read timeout")]
+    Stalled { got: u64, want: u64 },
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
 }
@@ -77,7 +87,11 @@ pub enum WireError {
 impl WireError {
     /// True when the socket timed out (the caller maps it to the timeout code).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, WireError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+        match self {
+            WireError::Io(e) => is_timeout_io(e),
+            WireError::Stalled { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -209,24 +223,83 @@ pub fn write_frame<W: Write>(
 }
 
 /// Read one frame's header and payload into `payload` (reused). Raw bytes stay in the stream.
+///
+/// The payload buffer grows as bytes arrive (by at most [`READ_STEP_BYTES`] past its capacity
+/// per read), so a header that claims a large payload and is followed by nothing costs nothing.
 pub fn read_frame<R: Read>(r: &mut R, payload: &mut AlignedVec) -> Result<Header, WireError> {
+    let header = read_frame_inner(r, payload, false)?;
+    Ok(header.expect("a client read reports every timeout as an error"))
+}
+
+/// The server side of [`read_frame`], for sockets with a read timeout ([`FRAME_IDLE_MS`]):
+/// `Ok(None)` when the timeout passed before the frame's first byte (a peer may idle between
+/// frames); [`WireError::Stalled`] when it passed after it.
+pub fn read_request<R: Read>(
+    r: &mut R,
+    payload: &mut AlignedVec,
+) -> Result<Option<Header>, WireError> {
+    read_frame_inner(r, payload, true)
+}
+
+fn read_frame_inner<R: Read>(
+    r: &mut R,
+    payload: &mut AlignedVec,
+    server: bool,
+) -> Result<Option<Header>, WireError> {
     let mut head = [0u8; HEADER_BYTES];
-    match r.read_exact(&mut head) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
-        Err(e) => return Err(WireError::Io(e)),
-    }
-    let header = Header::decode(&head)?;
-    payload.clear();
-    payload.resize(header.meta_len as usize, 0);
-    r.read_exact(payload.as_mut_slice()).map_err(|e| {
+    let fail = |e: io::Error, got: usize, want: usize| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             WireError::Closed
+        } else if server && is_timeout_io(&e) {
+            WireError::Stalled {
+                got: got as u64,
+                want: want as u64,
+            }
         } else {
             WireError::Io(e)
         }
-    })?;
-    Ok(header)
+    };
+    match read_full(r, &mut head) {
+        Ok(()) => {}
+        Err((e, 0)) if server && is_timeout_io(&e) => return Ok(None),
+        Err((e, got)) => return Err(fail(e, got, HEADER_BYTES)),
+    }
+    let header = Header::decode(&head)?;
+    let want = header.meta_len as usize;
+    payload.clear();
+    while payload.len() < want {
+        let start = payload.len();
+        // Fill what is already held in one go (the steady state allocates nothing); past it, grow
+        // by one step at a time, each only once the previous one has arrived.
+        let end = want.min(payload.capacity().max(start + READ_STEP_BYTES));
+        payload.resize(end, 0);
+        if let Err((e, got)) = read_full(r, &mut payload[start..end]) {
+            return Err(fail(e, HEADER_BYTES + start + got, HEADER_BYTES + want));
+        }
+    }
+    debug_assert_eq!(payload.len(), want);
+    Ok(Some(header))
+}
+
+/// `read_exact` that says how many bytes it got before an error (EOF is `UnexpectedEof`).
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), (io::Error, usize)> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Err((io::ErrorKind::UnexpectedEof.into(), got)),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((e, got)),
+        }
+    }
+    Ok(())
+}
+
+fn is_timeout_io(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// `write_all` for vectored writes: retries partial writes and EINTR.
@@ -396,6 +469,87 @@ mod tests {
                 assert!(r.is_err(), "cut at {cut} must fail");
             }
         }
+    }
+
+    fn header_claiming(meta_len: u32) -> [u8; HEADER_BYTES] {
+        Header {
+            kind: Kind::MetaRequest,
+            flags: 0,
+            meta_len,
+            req_id: 1,
+            raw_len: 0,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_huge_claim_followed_by_eof_allocates_nothing_big() {
+        let mut bytes = header_claiming(META_BYTES_MAX).to_vec();
+        bytes.extend_from_slice(&[7u8; 1000]);
+        let mut payload = AlignedVec::new();
+        let r = read_frame(&mut io::Cursor::new(&bytes), &mut payload);
+        assert!(matches!(r, Err(WireError::Closed)), "{r:?}");
+        assert!(
+            payload.capacity() <= READ_STEP_BYTES,
+            "capacity {} after 1000 bytes of a {META_BYTES_MAX}-byte claim",
+            payload.capacity()
+        );
+    }
+
+    #[test]
+    fn payloads_larger_than_a_step_arrive_whole_and_reuse_the_buffer() {
+        let len = 3 * READ_STEP_BYTES + 123;
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut bytes = header_claiming(len as u32).to_vec();
+        bytes.extend_from_slice(&body);
+        let mut payload = AlignedVec::new();
+        read_frame(&mut io::Cursor::new(&bytes), &mut payload).unwrap();
+        assert_eq!(payload.as_slice(), &body[..]);
+        assert!(payload.capacity() <= 2 * len);
+        // The steady state: the same frame again grows nothing.
+        let (ptr, cap) = (payload.as_ptr(), payload.capacity());
+        read_frame(&mut io::Cursor::new(&bytes), &mut payload).unwrap();
+        assert_eq!((payload.as_ptr(), payload.capacity()), (ptr, cap));
+        assert_eq!(payload.as_slice(), &body[..]);
+    }
+
+    #[test]
+    fn a_server_read_tells_an_idle_peer_from_a_stalled_one() {
+        use std::io::Write;
+        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let mut payload = AlignedVec::new();
+        // Nothing sent: idle, not an error.
+        assert!(read_request(&mut b, &mut payload).unwrap().is_none());
+        // Half a header, then nothing.
+        let head = header_claiming(META_BYTES_MAX);
+        a.write_all(&head[..16]).unwrap();
+        let r = read_request(&mut b, &mut payload);
+        assert!(
+            matches!(r, Err(WireError::Stalled { got: 16, want: 32 })),
+            "{r:?}"
+        );
+        // A whole header claiming the most, 100 payload bytes, then nothing.
+        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        a.write_all(&head).unwrap();
+        a.write_all(&[1u8; 100]).unwrap();
+        let r = read_request(&mut b, &mut payload);
+        let want = HEADER_BYTES as u64 + META_BYTES_MAX as u64;
+        assert!(
+            matches!(r, Err(WireError::Stalled { got: 132, want: w }) if w == want),
+            "{r:?}"
+        );
+        assert!(r.unwrap_err().is_timeout());
+        assert!(payload.capacity() <= READ_STEP_BYTES);
+        // The peer leaves: closed.
+        drop(a);
+        assert!(matches!(
+            read_request(&mut b, &mut payload),
+            Err(WireError::Closed)
+        ));
     }
 
     #[test]
