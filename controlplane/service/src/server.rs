@@ -204,14 +204,25 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
         let open = shared.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
         if open >= CONNS_MAX {
             warn!(
+                ?peer,
                 open,
-                max = CONNS_MAX,
+                limit = CONNS_MAX,
                 "connection refused: too many open connections"
             );
+            continue;
+        }
+        // A peer may idle between frames, but not stall in one nor stop taking its replies.
+        let idle = Some(Duration::from_millis(wire::FRAME_IDLE_MS));
+        let set = stream.set_nodelay(true).and_then(|_| {
+            stream.set_read_timeout(idle)?;
+            stream.set_write_timeout(idle)
+        });
+        if let Err(e) = set {
+            warn!(?peer, error = %e, "connection refused: socket options not set");
             continue;
         }
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -225,11 +236,16 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let s = shared.clone();
         conn_threads.retain(|t| !t.is_finished());
         conn_threads.push(spawn("mmc-meta-conn", move || {
-            let peer = stream.peer_addr().ok();
             if let Err(e) = serve_conn(stream, &s) {
                 match e {
                     WireError::Closed => debug!(?peer, "connection closed"),
-                    e => warn!(?peer, error = %e, "connection dropped"),
+                    e if e.is_timeout() => warn!(
+                        ?peer,
+                        error = %e,
+                        limit_ms = wire::FRAME_IDLE_MS,
+                        "connection cut off: stalled mid-frame or not reading"
+                    ),
+                    e => warn!(?peer, error = %e, "connection cut off"),
                 }
             }
             s.conns
@@ -246,7 +262,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 fn serve_conn(mut stream: TcpStream, shared: &Shared) -> std::result::Result<(), WireError> {
     let mut buf = AlignedVec::new();
     loop {
-        let header = wire::read_frame(&mut stream, &mut buf)?;
+        let Some(header) = wire::read_request(&mut stream, &mut buf)? else {
+            continue; // idle between frames
+        };
         if header.raw_len != 0 || !matches!(header.kind, Kind::MetaRequest | Kind::MetaOneway) {
             return Err(WireError::Payload(format!(
                 "meta service takes requests without raw bytes, got {:?} with {} raw bytes",

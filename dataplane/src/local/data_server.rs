@@ -21,8 +21,9 @@ use tracing::{debug, warn};
 use super::shards::Shard;
 use super::Inner;
 
-/// Open data connections served by their own threads; more are refused until some close.
-const CONNS_MAX: usize = 4096;
+/// Open data connections (served by their own threads, or by the shards together); more are
+/// refused until some close.
+pub(crate) const CONNS_MAX: usize = 4096;
 
 /// Most pieces one request may carry (a batch of 16384 keys, one piece each, fits).
 pub(crate) const PIECES_MAX: usize = 65536;
@@ -37,12 +38,22 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             break;
         }
         let Ok(stream) = stream else { continue };
-        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        // A peer may idle between requests, but not stall in one nor stop taking its replies.
+        let idle = Some(std::time::Duration::from_millis(wire::FRAME_IDLE_MS));
+        let set = stream.set_nodelay(true).and_then(|_| {
+            stream.set_read_timeout(idle)?;
+            stream.set_write_timeout(idle)
+        });
+        if let Err(e) = set {
+            warn!(?peer, error = %e, "data connection refused: socket options not set");
+            continue;
+        }
         if !shards.is_empty() {
             next_id += 1;
             let shard = &shards[(next_id % shards.len() as u64) as usize];
             if shard.hand(stream).is_err() {
-                warn!("data shard queue full: connection refused");
+                warn!(?peer, "data connection refused: shard queue full");
             }
             continue;
         }
@@ -53,8 +64,9 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             .len();
         if open >= CONNS_MAX {
             warn!(
+                ?peer,
                 open,
-                max = CONNS_MAX,
+                limit = CONNS_MAX,
                 "data connection refused: too many open connections"
             );
             continue;
@@ -74,10 +86,9 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             std::thread::Builder::new()
                 .name("mmc-local-conn".into())
                 .spawn(move || {
-                    let peer = stream.peer_addr().ok();
                     match serve(stream, &i) {
                         Ok(()) | Err(WireError::Closed) => debug!(?peer, "data connection closed"),
-                        Err(e) => warn!(?peer, error = %e, "data connection dropped"),
+                        Err(e) => cut_off(peer, &e),
                     }
                     // Dropping the registry's clone closes the socket: the peer sees the end.
                     i.conns
@@ -116,6 +127,20 @@ impl Conn {
     }
 }
 
+/// Log why a data connection was cut off, with the limit it broke.
+pub(super) fn cut_off(peer: Option<std::net::SocketAddr>, e: &WireError) {
+    if e.is_timeout() {
+        warn!(
+            ?peer,
+            error = %e,
+            limit_ms = wire::FRAME_IDLE_MS,
+            "data connection cut off: stalled mid-request or not reading"
+        );
+    } else {
+        warn!(?peer, error = %e, "data connection cut off");
+    }
+}
+
 fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
     let mut c = Conn::new();
     loop {
@@ -125,12 +150,15 @@ fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
 }
 
 /// Read one request from `stream` and answer it, moving its bytes between the socket and the pool.
+/// Returns at once when no request began within the socket's read timeout.
 pub(super) fn serve_one(
     stream: &mut TcpStream,
     inner: &Inner,
     c: &mut Conn,
 ) -> Result<(), WireError> {
-    let header = wire::read_frame(&mut *stream, &mut c.payload)?;
+    let Some(header) = wire::read_request(&mut *stream, &mut c.payload)? else {
+        return Ok(()); // idle between requests
+    };
     if header.kind != Kind::DataRequest {
         return Err(WireError::Payload(format!(
             "expected a data request, got {:?}",

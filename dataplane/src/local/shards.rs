@@ -20,7 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use mmc_hal::uring::UringPoller;
 use tracing::{debug, warn};
 
-use super::data_server::{serve_one, Conn};
+use super::data_server::{cut_off, serve_one, Conn, CONNS_MAX};
 use super::Inner;
 use mmc_config::DataPoller;
 
@@ -157,6 +157,8 @@ pub(super) fn start(
     assert!(count > 0);
     let mut shards = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
+    // The shards share the server's connection limit.
+    let conns_max = (CONNS_MAX / count).max(1);
     for i in 0..count {
         let queue = Arc::new(ArrayQueue::new(NEW_CONNS_MAX));
         let (readiness, wake): (Box<dyn Readiness>, Wake) = match poller {
@@ -188,7 +190,7 @@ pub(super) fn start(
         threads.push(
             std::thread::Builder::new()
                 .name(format!("mmc-local-shard-{i}"))
-                .spawn(move || shard_loop(readiness, &q, &inner))?,
+                .spawn(move || shard_loop(readiness, &q, &inner, conns_max))?,
         );
         shards.push(Shard { queue, wake });
     }
@@ -210,7 +212,12 @@ fn has_bytes(s: &TcpStream) -> Option<bool> {
     }
 }
 
-fn shard_loop(mut readiness: Box<dyn Readiness>, queue: &ArrayQueue<TcpStream>, inner: &Inner) {
+fn shard_loop(
+    mut readiness: Box<dyn Readiness>,
+    queue: &ArrayQueue<TcpStream>,
+    inner: &Inner,
+    conns_max: usize,
+) {
     let mut conns: HashMap<usize, (TcpStream, Conn)> = HashMap::new();
     let mut ready: Vec<usize> = Vec::with_capacity(256);
     let mut next_token = 0usize;
@@ -232,6 +239,15 @@ fn shard_loop(mut readiness: Box<dyn Readiness>, queue: &ArrayQueue<TcpStream>, 
                     warn!(error = %e, "shard wake-up not re-armed");
                 }
                 while let Some(stream) = queue.pop() {
+                    if conns.len() >= conns_max {
+                        warn!(
+                            peer = ?stream.peer_addr().ok(),
+                            open = conns.len(),
+                            limit = conns_max,
+                            "data connection refused: too many open connections on this shard"
+                        );
+                        continue;
+                    }
                     let token = next_token;
                     next_token = (next_token + 1) % (WAKE - 1);
                     let added = stream
@@ -265,7 +281,12 @@ fn shard_loop(mut readiness: Box<dyn Readiness>, queue: &ArrayQueue<TcpStream>, 
                     .map_err(mmc_controlplane::wire::WireError::Io)
                     .and_then(|_| serve_one(stream, inner, conn));
                 if let Err(e) = served.and_then(|_| Ok(stream.set_nonblocking(true)?)) {
-                    debug!(error = %e, "data connection closed");
+                    match e {
+                        mmc_controlplane::wire::WireError::Closed => {
+                            debug!("data connection closed")
+                        }
+                        e => cut_off(stream.peer_addr().ok(), &e),
+                    }
                     keep = false;
                     break;
                 }

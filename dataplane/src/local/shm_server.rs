@@ -15,6 +15,7 @@ use mmc_core::fence::FENCE_PAGE_BYTES;
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
+use super::data_server::CONNS_MAX;
 use super::Inner;
 
 /// Bind a fresh abstract socket; returns it and its endpoint string (`@name`).
@@ -66,6 +67,14 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
         }
         let Ok(stream) = stream else { continue };
         open.retain(peer_alive);
+        if open.len() >= CONNS_MAX {
+            warn!(
+                open = open.len(),
+                limit = CONNS_MAX,
+                "shm connection refused: too many open connections"
+            );
+            continue;
+        }
         // While registering again there is nothing to hand over: the client falls back to TCP,
         // which refuses the old incarnation too.
         let Some(m) = inner.membership() else {
