@@ -174,8 +174,10 @@ impl MetaCore {
                 evictable = sum(|r| r.evictable),
                 leased = sum(|r| r.leased),
                 pending = sum(|r| r.pending),
+                segment_room_max = rooms.iter().map(Room::release_room).max().unwrap_or(0),
                 retry = admission == Admission::Wait,
-                "put refused before eviction: it does not fit even with every evictable object gone"
+                "put refused before any eviction: no room on enough services even with every \
+                 evictable object gone (retry: read leases hold the missing space)"
             );
             return Err(Refusal {
                 code: Code::ExceedCapacity,
