@@ -85,6 +85,12 @@ impl Room {
 }
 
 impl MetaCore {
+    /// Objects evicted since this core started (the simulation checks that refused puts evict
+    /// none).
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted_total
+    }
+
     /// Choose segments for every replica of one object and reserve space in them. A put that
     /// fits is placed as it is; one that needs room is admitted first, then evicts least recently
     /// used objects (to the low watermark when the tier passed its high one, then only from the
