@@ -72,7 +72,7 @@ fn oversized_put_evicts_nothing() {
     assert_eq!(evicted_total(&mut c), 0);
     assert_eq!(used(&c), used_before, "nothing evicted, nothing reserved");
     assert!(all_exist(&mut c, &sentinels));
-    // Fits the pool, but not beside... nothing: every sentinel is evictable, so it is admitted.
+    // The whole pool fits once every sentinel (all evictable) is gone: admitted, evicts them all.
     put(&mut c, 2, "fits", cap, None).unwrap();
     assert_eq!(evicted_total(&mut c), 16);
 }
