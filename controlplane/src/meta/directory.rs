@@ -43,20 +43,17 @@ impl MetaCore {
         }
         let placed = match self.place(a, key, size) {
             Ok(placed) => placed,
-            Err(Code::ExceedCapacity) => {
-                // Waiting can help only if read leases hold space that will come back, and the
-                // object fits some segment at all.
-                let fits = self
-                    .segments
-                    .values()
-                    .any(|s| s.space.capacity_bytes() >= size);
-                let retry = fits && !self.leases.is_empty();
+            // Retry only when read leases hold space the object would fit in once released.
+            Err(refusal) => {
+                debug_assert!(
+                    refusal.code != Code::Ok
+                        && (!refusal.retry || refusal.code == Code::ExceedCapacity)
+                );
                 return AllocItem {
-                    retry,
-                    ..refuse(Code::ExceedCapacity)
+                    retry: refusal.retry,
+                    ..refuse(refusal.code)
                 };
             }
-            Err(code) => return refuse(code),
         };
         assert!(!placed.is_empty(), "placement returns at least one replica");
         let oid = self.next_oid;

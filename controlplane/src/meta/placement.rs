@@ -1,23 +1,107 @@
-//! Placement of replicas and watermark eviction, per media tier.
+//! Placement of replicas, admission and eviction, per media tier.
+//!
+//! A put is admitted before anything is evicted: eviction runs only when the put can fit once
+//! evictable objects (committed, unleased) are gone, on enough distinct services. A put that
+//! cannot fit even then is refused at once and evicts nothing, so one oversized (or mutated)
+//! request never wipes the cache.
 
 use mmc_hal::Space;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{MetaCore, State};
 use crate::error::Code;
 use crate::msg::{self, AllocRequest, Replica};
 
+/// Why a put got no space: the per-key code and whether waiting may help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub code: Code,
+    /// Space held by read leases may come back and the object would fit then.
+    pub retry: bool,
+    /// Refused by admission: nothing was evicted or reserved.
+    pub admission: bool,
+}
+
+impl Refusal {
+    fn invalid() -> Refusal {
+        Refusal {
+            code: Code::InvalidParam,
+            retry: false,
+            admission: true,
+        }
+    }
+}
+
+/// Where the replicas of one put must go.
+enum Wanted {
+    /// These services, one replica each (preferred affinity).
+    Ranks(Vec<u32>),
+    /// This many distinct services, chosen by placement.
+    Copies(usize),
+}
+
+impl Wanted {
+    fn copies(&self) -> usize {
+        match self {
+            Wanted::Ranks(ranks) => ranks.len(),
+            Wanted::Copies(n) => *n,
+        }
+    }
+}
+
+/// The verdict of admission, taken before anything is evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admission {
+    /// Enough services have room now or once evictable objects are gone.
+    Admit,
+    /// Only once read leases give their objects back.
+    Wait,
+    /// Not even with every evictable and leased object gone.
+    Never,
+}
+
+/// Bytes of one segment of a tier, by what could free them.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    segment: u32,
+    rank: u32,
+    free: u64,
+    /// Held by committed, visible, unleased objects: eviction can free them now.
+    evictable: u64,
+    /// Held by committed objects under a read lease: free (or evictable) once released.
+    leased: u64,
+    /// Held by pending puts: reported, never counted as room.
+    pending: u64,
+}
+
+impl Room {
+    fn evict_room(&self) -> u64 {
+        self.free.saturating_add(self.evictable)
+    }
+
+    fn release_room(&self) -> u64 {
+        self.evict_room().saturating_add(self.leased)
+    }
+}
+
 impl MetaCore {
-    /// Choose segments for every replica of one object and reserve space in them, evicting least
-    /// recently used objects of the tier first when the watermark says so.
+    /// Objects evicted since this core started (the simulation checks that refused puts evict
+    /// none).
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted_total
+    }
+
+    /// Choose segments for every replica of one object and reserve space in them. A put that
+    /// fits is placed as it is; one that needs room is admitted first, then evicts least recently
+    /// used objects (to the low watermark when the tier passed its high one, then only from the
+    /// segments that still lack room); one that cannot fit evicts nothing.
     pub(super) fn place(
         &mut self,
         a: &AllocRequest,
         key: &str,
         size: u64,
-    ) -> Result<Vec<(Replica, Space)>, Code> {
+    ) -> Result<Vec<(Replica, Space)>, Refusal> {
         debug_assert!(size > 0 && a.replicas as usize <= msg::REPLICAS_MAX);
-        let media = self.resolve_media(a.media, size);
         // Distinct ranks in the caller's order: replicas land on distinct services.
         let preferred: Vec<u32> = {
             let mut v: Vec<u32> = Vec::with_capacity(a.preferred.len().min(msg::REPLICAS_MAX + 1));
@@ -31,78 +115,217 @@ impl MetaCore {
             }
             v
         };
-        if a.policy == msg::PREFERRED_AFFINITY && !preferred.is_empty() {
+        let wanted = if a.policy == msg::PREFERRED_AFFINITY && !preferred.is_empty() {
             if preferred.len() > msg::REPLICAS_MAX {
-                return Err(Code::InvalidParam);
+                return Err(Refusal::invalid());
             }
-            self.evict_for_watermark(media, size.saturating_mul(preferred.len() as u64));
-            let mut placed = Vec::with_capacity(preferred.len());
-            for rank in preferred {
-                let Some(seg) = self.segment_of(rank, media) else {
-                    warn!(
-                        key,
-                        rank,
-                        media = msg::media_name(media),
-                        "preferred local service has no such segment"
-                    );
-                    self.undo(placed);
-                    return Err(Code::ExceedCapacity);
-                };
-                loop {
-                    if let Some(p) = self.reserve(seg, size) {
-                        placed.push(p);
-                        break;
-                    }
-                    if !self.evict_one(|r| r.segment == seg) {
-                        warn!(
-                            key,
-                            rank, size, "preferred local service is full even after eviction"
-                        );
-                        self.undo(placed);
-                        return Err(Code::ExceedCapacity);
-                    }
+            Wanted::Ranks(preferred)
+        } else {
+            Wanted::Copies(a.replicas.max(1) as usize)
+        };
+        let media = self.resolve_media(a.media, size);
+        match self.place_on(media, &wanted, a.writer_rank, key, size) {
+            // "Highest tier with room": a tier that can never hold the put yields to the other.
+            Err(r) if r.admission && !r.retry && a.media == msg::MEDIA_NONE => {
+                let other = other_tier(media);
+                if self.tier_usage(other).0 == 0 {
+                    return Err(r);
                 }
-            }
-            return Ok(placed);
-        }
-
-        let copies = a.replicas.max(1) as usize;
-        self.evict_for_watermark(media, size.saturating_mul(copies as u64));
-        loop {
-            let candidates = self.candidates(media, a.writer_rank);
-            if candidates.len() < copies {
-                warn!(
+                debug!(
                     key,
-                    copies,
-                    services = candidates.len(),
-                    media = msg::media_name(media),
-                    "not enough local services for the replicas asked"
+                    size,
+                    tier = msg::media_name(other),
+                    "put fits no segment of the first tier"
                 );
-                return Err(Code::ExceedCapacity);
+                self.place_on(other, &wanted, a.writer_rank, key, size)
             }
-            let mut placed = Vec::with_capacity(copies);
-            for seg in candidates {
-                if placed.len() == copies {
-                    break;
-                }
-                if let Some(p) = self.reserve(seg, size) {
-                    placed.push(p);
-                }
+            placed => placed,
+        }
+    }
+
+    /// Place on one tier: at once if there is room under the high watermark, else admit, then
+    /// evict.
+    fn place_on(
+        &mut self,
+        media: u16,
+        wanted: &Wanted,
+        writer: Option<u32>,
+        key: &str,
+        size: u64,
+    ) -> Result<Vec<(Replica, Space)>, Refusal> {
+        let incoming = size.saturating_mul(wanted.copies() as u64);
+        let (cap, used) = self.tier_usage(media);
+        let over_high = cap > 0
+            && !under_percent(
+                used.saturating_add(incoming),
+                cap,
+                self.params.evict_threshold_high,
+            );
+        if !over_high {
+            if let Some(placed) = self.reserve_all(media, wanted, writer, size) {
+                return Ok(placed);
             }
+        }
+        let rooms = self.rooms(media);
+        let admission = admit(&rooms, wanted, size);
+        if admission != Admission::Admit {
+            let sum = |f: fn(&Room) -> u64| rooms.iter().map(f).fold(0u64, u64::saturating_add);
+            warn!(
+                key,
+                size,
+                copies = wanted.copies(),
+                media = msg::media_name(media),
+                capacity = cap,
+                used,
+                evictable = sum(|r| r.evictable),
+                leased = sum(|r| r.leased),
+                pending = sum(|r| r.pending),
+                segment_room_max = rooms.iter().map(Room::release_room).max().unwrap_or(0),
+                retry = admission == Admission::Wait,
+                "put refused before any eviction: no room on enough services even with every \
+                 evictable object gone (retry: read leases hold the missing space)"
+            );
+            return Err(Refusal {
+                code: Code::ExceedCapacity,
+                retry: admission == Admission::Wait,
+                admission: true,
+            });
+        }
+        if over_high {
+            self.evict_for_watermark(media, incoming);
+            if let Some(placed) = self.reserve_all(media, wanted, writer, size) {
+                return Ok(placed);
+            }
+        }
+        self.evict_until_placed(media, wanted, writer, key, size)
+    }
+
+    /// Reserve every replica without evicting, or nothing.
+    fn reserve_all(
+        &mut self,
+        media: u16,
+        wanted: &Wanted,
+        writer: Option<u32>,
+        size: u64,
+    ) -> Option<Vec<(Replica, Space)>> {
+        let segments: Vec<u32> = match wanted {
+            Wanted::Ranks(ranks) => ranks
+                .iter()
+                .map(|rank| self.segment_of(*rank, media))
+                .collect::<Option<_>>()?,
+            Wanted::Copies(_) => self.candidates(media, writer),
+        };
+        let copies = wanted.copies();
+        let mut placed = Vec::with_capacity(copies);
+        for seg in segments {
             if placed.len() == copies {
+                break;
+            }
+            match self.reserve(seg, size) {
+                Some(p) => placed.push(p),
+                None if matches!(wanted, Wanted::Ranks(_)) => break,
+                None => {}
+            }
+        }
+        if placed.len() == copies {
+            debug_assert!(distinct_ranks(&placed), "replicas on distinct services");
+            return Some(placed);
+        }
+        self.undo(placed);
+        None
+    }
+
+    /// Evict least recently used objects from the target segments that still lack room, one at
+    /// a time, until every replica is reserved. Admission said the targets can make room.
+    fn evict_until_placed(
+        &mut self,
+        media: u16,
+        wanted: &Wanted,
+        writer: Option<u32>,
+        key: &str,
+        size: u64,
+    ) -> Result<Vec<(Replica, Space)>, Refusal> {
+        let targets = targets(&self.rooms(media), wanted, writer, size);
+        assert_eq!(targets.len(), wanted.copies(), "admitted: enough targets");
+        let mut evicted = 0u64;
+        loop {
+            let mut placed = Vec::with_capacity(targets.len());
+            let mut lacking = Vec::new();
+            for &seg in &targets {
+                match self.reserve(seg, size) {
+                    Some(p) => placed.push(p),
+                    None => lacking.push(seg),
+                }
+            }
+            if lacking.is_empty() {
+                debug_assert!(distinct_ranks(&placed), "replicas on distinct services");
+                if evicted > 0 {
+                    info!(key, size, objects = evicted, "evicted to make room");
+                }
                 return Ok(placed);
             }
             self.undo(placed);
-            if !self.evict_one(|r| r.media == media) {
+            if !self.evict_one(|r| lacking.contains(&r.segment)) {
+                // Admission counts bytes; the allocator may still find no contiguous range.
                 warn!(
                     key,
                     size,
                     media = msg::media_name(media),
-                    "no space even after eviction"
+                    evicted,
+                    "no space even after eviction: the free space is fragmented"
                 );
-                return Err(Code::ExceedCapacity);
+                return Err(Refusal {
+                    code: Code::ExceedCapacity,
+                    retry: !self.leases.is_empty(),
+                    admission: false,
+                });
+            }
+            evicted += 1;
+        }
+    }
+
+    /// Every segment of a tier with the bytes its objects hold, by what could free them.
+    fn rooms(&self, media: u16) -> Vec<Room> {
+        let mut rooms: Vec<Room> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.media == media)
+            .map(|(id, s)| Room {
+                segment: *id,
+                rank: s.rank,
+                free: s.space.free_bytes(),
+                evictable: 0,
+                leased: 0,
+                pending: 0,
+            })
+            .collect();
+        for obj in self.objects.values() {
+            for (r, space) in &obj.replicas {
+                let Some(room) = rooms.iter_mut().find(|room| room.segment == r.segment) else {
+                    continue;
+                };
+                let held = match obj.state {
+                    State::Pending { .. } => &mut room.pending,
+                    State::Committed if obj.leases > 0 => &mut room.leased,
+                    // Removed objects are freed at once unless leased.
+                    State::Committed => &mut room.evictable,
+                };
+                *held = held.saturating_add(space.reserved);
             }
         }
+        for (room, seg) in rooms
+            .iter()
+            .zip(self.segments.values().filter(|s| s.media == media))
+        {
+            let held = room.evictable + room.leased + room.pending;
+            assert_eq!(
+                held,
+                seg.space.used_bytes(),
+                "segment {}: every used byte belongs to an object",
+                room.segment
+            );
+        }
+        rooms
     }
 
     /// `MEDIA_NONE` means the highest tier with room: HBM while it stays under its high watermark.
@@ -280,6 +503,89 @@ impl MetaCore {
             None => false,
         }
     }
+}
+
+/// Whether `wanted` fits on the tier's `rooms`, first counting what eviction can free, then what
+/// releases can. Preferred ranks use their first segment of the tier, as `segment_of` does.
+fn admit(rooms: &[Room], wanted: &Wanted, size: u64) -> Admission {
+    let fits = |room: fn(&Room) -> u64| match wanted {
+        Wanted::Ranks(ranks) => ranks.iter().all(|rank| {
+            rooms
+                .iter()
+                .find(|r| r.rank == *rank)
+                .is_some_and(|r| room(r) >= size)
+        }),
+        Wanted::Copies(n) => {
+            let mut ranks: Vec<u32> = rooms
+                .iter()
+                .filter(|r| room(r) >= size)
+                .map(|r| r.rank)
+                .collect();
+            ranks.sort_unstable();
+            ranks.dedup();
+            ranks.len() >= *n
+        }
+    };
+    let admission = if fits(Room::evict_room) {
+        Admission::Admit
+    } else if fits(Room::release_room) {
+        Admission::Wait
+    } else {
+        Admission::Never
+    };
+    debug_assert!(
+        admission == Admission::Never || rooms.iter().any(|r| r.release_room() >= size),
+        "an admitted put fits some segment"
+    );
+    admission
+}
+
+/// The segments an admitted put evicts from: the preferred ranks' own, or one per service that
+/// can make room, the writer's first, then those with room already, then the most free.
+fn targets(rooms: &[Room], wanted: &Wanted, writer: Option<u32>, size: u64) -> Vec<u32> {
+    match wanted {
+        Wanted::Ranks(ranks) => ranks
+            .iter()
+            .filter_map(|rank| rooms.iter().find(|r| r.rank == *rank))
+            .map(|r| r.segment)
+            .collect(),
+        Wanted::Copies(n) => {
+            let mut able: Vec<&Room> = rooms.iter().filter(|r| r.evict_room() >= size).collect();
+            able.sort_unstable_by_key(|r| {
+                (
+                    Some(r.rank) != writer,
+                    r.free < size,
+                    std::cmp::Reverse(r.free),
+                    r.segment,
+                )
+            });
+            let mut ranks_seen: Vec<u32> = Vec::with_capacity(able.len());
+            able.into_iter()
+                .filter(|r| {
+                    let fresh = !ranks_seen.contains(&r.rank);
+                    ranks_seen.push(r.rank);
+                    fresh
+                })
+                .take(*n)
+                .map(|r| r.segment)
+                .collect()
+        }
+    }
+}
+
+fn other_tier(media: u16) -> u16 {
+    if media == msg::MEDIA_HBM {
+        msg::MEDIA_DRAM
+    } else {
+        msg::MEDIA_HBM
+    }
+}
+
+fn distinct_ranks(placed: &[(Replica, Space)]) -> bool {
+    let mut ranks: Vec<u32> = placed.iter().map(|(r, _)| r.rank).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    ranks.len() == placed.len()
 }
 
 /// `bytes <= capacity * percent / 100`, without overflow for any `bytes` a request can carry.

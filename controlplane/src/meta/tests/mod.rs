@@ -1,6 +1,7 @@
 //! Tests of the meta core: helpers and the keyed operations here, membership and simulations
 //! in their own files.
 
+mod admission;
 mod index;
 mod membership;
 mod simulation;

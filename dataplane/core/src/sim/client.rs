@@ -93,6 +93,7 @@ impl Sim {
         let now = self.now;
         let timeout = self.cfg.timeout_ms;
         let nkeys = self.cfg.keys;
+        let pool_bytes = self.cfg.pool_bytes;
         let c = self.clients[j].state.as_mut().expect("alive");
         let n = c.rng.range(1, 3) as usize;
         let mut keys: Vec<String> = Vec::with_capacity(n);
@@ -125,7 +126,11 @@ impl Sim {
                     ..PutOptions::default()
                 };
                 for k in &run.keys {
-                    let size = if c.rng.chance(50_000) {
+                    // Now and then a put larger than any pool: refused at once, evicting nothing
+                    // (checked in `on_meta_req`).
+                    let size = if c.rng.chance(5_000) {
+                        c.rng.range(pool_bytes + 1, 4 * pool_bytes)
+                    } else if c.rng.chance(50_000) {
                         c.rng.range(12_000, 30_000)
                     } else {
                         c.rng.range(1, 4096)

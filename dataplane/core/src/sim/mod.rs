@@ -77,6 +77,8 @@ pub struct Summary {
     pub index_exact_checks: u64,
     /// Index resets (outbox overflows and resyncs) the meta core sent.
     pub index_resets: u64,
+    /// Alloc requests of objects larger than any pool: each refused without evicting.
+    pub oversize_refused: u64,
 }
 
 /// An invariant that did not hold.
@@ -508,7 +510,19 @@ impl Sim {
         }
         self.observe_request(from, gen, seq, &req);
         let oneway = matches!(req, Request::Release { .. });
+        // Admission before eviction: a put that no pool can hold never evicts anything.
+        let oversize = matches!(&req, Request::Alloc(a) if !a.items.is_empty()
+            && a.items.iter().all(|(_, size)| *size > self.cfg.pool_bytes));
+        let evicted = self.meta.evicted_total();
         let reply = self.meta.handle(self.now, req);
+        if oversize {
+            let placed =
+                matches!(&reply, Reply::Alloc { items, .. } if items.iter().any(|i| i.code == 0));
+            if placed || self.meta.evicted_total() != evicted {
+                self.fail(format!("an oversize put was placed or evicted: {reply:?}"));
+            }
+            self.summary.oversize_refused += 1;
+        }
         if self.trace {
             eprintln!(
                 "{:>6} {:>6} meta -> {from:?} seq {seq}: {reply:?}",
