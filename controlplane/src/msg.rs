@@ -163,7 +163,8 @@ pub struct ServiceAddr {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct AllocItem {
     pub code: i32,
-    /// With `ExceedCapacity`: space held by leases or pending puts may free up, so a retry can work.
+    /// With `ExceedCapacity`: space held by read leases will free up, so a retry can work (space
+    /// held by pending puts does not count: a pending put may be abandoned for its whole timeout).
     pub retry: bool,
     pub token: u64,
     pub replicas: Vec<Replica>,
