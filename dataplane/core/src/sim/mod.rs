@@ -205,6 +205,8 @@ pub(crate) fn meta_params(epoch: u64) -> MetaParams {
         lease_ms: 200,
         pending_timeout_ms: 400,
         member_timeout_ms: 150,
+        member_grace_ms: MEMBER_GRACE_MS,
+        meta_stall_ms: 75,
         heartbeat_ms: 30,
         evict_threshold_high: 90,
         evict_threshold_low: 80,
