@@ -533,7 +533,11 @@ impl Sim {
         let excusable = !self.pause_watches.is_empty()
             && matches!(req, Request::Remove { .. } | Request::Alloc(_));
         let before: Vec<String> = if excusable {
-            self.meta.committed_objects().into_iter().map(|o| o.key).collect()
+            self.meta
+                .committed_objects()
+                .into_iter()
+                .map(|o| o.key)
+                .collect()
         } else {
             Vec::new()
         };

@@ -53,7 +53,10 @@ impl Sim {
         let fits = for_ms + PAUSE_MARGIN_MS < p.member_timeout_ms + p.member_grace_ms;
         let calm = self.loss_per_million <= 5_000 && self.cut.is_none_or(|(_, u)| u <= self.now);
         let already_frozen = self.locals[i].frozen_until > self.now;
-        let Some((incarnation, _)) = self.locals[i].state.as_ref().and_then(|l| l.membership.clone())
+        let Some((incarnation, _)) = self.locals[i]
+            .state
+            .as_ref()
+            .and_then(|l| l.membership.clone())
         else {
             return;
         };
