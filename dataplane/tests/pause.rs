@@ -97,7 +97,7 @@ fn a_local_service_paused_within_its_grace_keeps_every_object() {
     println!(
         "pause: {OBJECTS} objects of {OBJECT_BYTES} bytes; local service stopped {:.2} s \
          (member timeout {:.1} s, grace 20 s); paused {:.2} s after SIGSTOP; re-admitted \
-         (same segment, same incarnation) {:.2} s after SIGCONT; kept {kept}, lost {}",
+         (same segment, same incarnation) {:.3} s after SIGCONT; kept {kept}, lost {}",
         frozen.as_secs_f64(),
         MEMBER_TIMEOUT_MS as f64 / 1e3,
         paused_after.as_secs_f64(),
