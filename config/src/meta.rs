@@ -61,7 +61,14 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
     config_key!(MetaConfig {
         name: "member_timeout_ms", ock: "ock.mmc.meta.member_timeout_ms",
         flag: Flag::Value("member-timeout-ms"), kind: Int<u64>, field: member_timeout_ms,
-        default: "5000", min: 1, doc: "A local service silent this long is dead.",
+        default: "5000", min: 1,
+        doc: "A local service silent this long is paused: no new puts there, its replicas not offered to readers, its objects kept.",
+    }),
+    config_key!(MetaConfig {
+        name: "member_grace_ms", ock: "ock.mmc.meta.member_grace_ms",
+        flag: Flag::Value("member-grace-ms"), kind: Int<u64>, field: member_grace_ms,
+        default: "20000",
+        doc: "A paused local service that heartbeats again within this long after its timeout is re-admitted with its objects; past it they are dropped (0 = drop at the timeout).",
     }),
 ];
 
@@ -85,8 +92,10 @@ config_struct! {
         pub lease_ms: u64,
         /// An uncommitted put is reclaimed after this long.
         pub pending_timeout_ms: u64,
-        /// A local service silent this long is dead.
+        /// A local service silent this long is paused (out of placement, objects kept).
         pub member_timeout_ms: u64,
+        /// ... and dropped with its objects when silent this much longer.
+        pub member_grace_ms: u64,
     }
 }
 

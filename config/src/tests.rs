@@ -288,7 +288,7 @@ fn meta_from_toml() {
         "listen_url = \"tcp://0.0.0.0:6000\"\nlog_level = \"debug\"\n\
          evict_threshold_high = 95\nevict_threshold_low = 70\n\
          metrics_url = \"http://0.0.0.0:9100\"\nlease_ms = 1\npending_timeout_ms = 2\n\
-         member_timeout_ms = 3\n[tls]\nenable = false\nca_path = \"/ca\"\n",
+         member_timeout_ms = 3\nmember_grace_ms = 4\n[tls]\nenable = false\nca_path = \"/ca\"\n",
     )
     .unwrap();
     assert_eq!(
@@ -306,6 +306,7 @@ fn meta_from_toml() {
             lease_ms: 1,
             pending_timeout_ms: 2,
             member_timeout_ms: 3,
+            member_grace_ms: 4,
         }
     );
     c.validate().unwrap();
@@ -376,6 +377,7 @@ fn meta_from_ock() {
             lease_ms: 1000,
             pending_timeout_ms: 2000,
             member_timeout_ms: 3000,
+            member_grace_ms: 20_000,
         }
     );
     // The unknown key is a warning, not an error.

@@ -25,6 +25,10 @@ const SIZE: usize = 256 * 1024;
 const OVER_SIZE: usize = 4 << 20;
 /// Members silent this long are dead (short, so a SIGSTOP re-registers within a second or two).
 const MEMBER_TIMEOUT_MS: &str = "600";
+/// No grace: a member silent past its timeout is dropped at once, so that SIGCONT brings it back
+/// to a meta service that forgot it, and it registers again (a pause within a grace would keep
+/// its incarnation; `pause.rs` tests that).
+const MEMBER_GRACE_MS: &str = "0";
 
 /// How the local service comes to register again while a transfer is planned.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +62,15 @@ fn client(cluster: &Cluster, transport: Option<DataOpType>) -> Client {
 
 /// One `mmc-local` of 16 MB, a same-host client (shared memory) and a TCP-only observer.
 fn setup() -> (Arc<Mutex<Cluster>>, Client, Arc<Client>) {
-    let cluster = Cluster::start(&["16MB"], &["--member-timeout-ms", MEMBER_TIMEOUT_MS]);
+    let cluster = Cluster::start(
+        &["16MB"],
+        &[
+            "--member-timeout-ms",
+            MEMBER_TIMEOUT_MS,
+            "--member-grace-ms",
+            MEMBER_GRACE_MS,
+        ],
+    );
     let shm = client(&cluster, None);
     let observer = Arc::new(client(&cluster, Some(DataOpType::Tcp)));
     (Arc::new(Mutex::new(cluster)), shm, observer)

@@ -34,7 +34,10 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn a_dead_local_service_leaves_placement() {
-    let mut cluster = Cluster::start(&["16MB", "16MB"], &["--member-timeout-ms", "600"]);
+    let mut cluster = Cluster::start(
+        &["16MB", "16MB"],
+        &["--member-timeout-ms", "600", "--member-grace-ms", "1500"],
+    );
     let c = cluster.client();
     let victim = cluster.locals[0].rank;
     let on_victim = PutOptions {
@@ -44,11 +47,19 @@ fn a_dead_local_service_leaves_placement() {
     };
     c.put("lost", b"gone with its service", &on_victim).unwrap();
     cluster.kill_local(0);
-    wait_for("death detection", Duration::from_secs(10), || {
-        c.status().unwrap().segments.len() == 1
+    let alive = |c: &mmc_dataplane::Client| {
+        let s = c.status().unwrap();
+        s.segments.iter().filter(|s| s.alive).count()
+    };
+    wait_for("silence detection", Duration::from_secs(10), || {
+        alive(&c) == 1
     });
-    // Its objects are gone; every new put lands on the survivor.
-    assert_eq!(c.exist("lost").unwrap_err().code().as_i32(), -3007);
+    // Paused first: out of placement, its objects kept but not reachable. Every new put lands
+    // on the survivor.
+    assert!(matches!(
+        c.exist("lost").map_err(|e| e.code().as_i32()),
+        Err(-3018) | Err(-3007)
+    ));
     for i in 0..20 {
         c.put(
             &format!("after-{i}"),
@@ -59,6 +70,11 @@ fn a_dead_local_service_leaves_placement() {
         let info = c.query(&format!("after-{i}")).unwrap();
         assert_eq!(info.replicas[0].rank, cluster.locals[1].rank);
     }
+    // Past the grace it is dead: its segment and its objects are gone.
+    wait_for("death past the grace", Duration::from_secs(10), || {
+        c.status().unwrap().segments.len() == 1
+    });
+    assert_eq!(c.exist("lost").unwrap_err().code().as_i32(), -3007);
 }
 
 #[test]

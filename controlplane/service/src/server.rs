@@ -79,6 +79,9 @@ pub fn meta_params(c: &MetaConfig) -> MetaParams {
         lease_ms: c.lease_ms,
         pending_timeout_ms: c.pending_timeout_ms,
         member_timeout_ms: c.member_timeout_ms,
+        member_grace_ms: c.member_grace_ms,
+        // Half a timeout, but well above the ticker's period: a late tick is not a stall.
+        meta_stall_ms: (c.member_timeout_ms / 2).max(4 * TICK_MS),
         heartbeat_ms: (c.member_timeout_ms / 5).clamp(50, 1_000),
         evict_threshold_high: c.evict_threshold_high,
         evict_threshold_low: c.evict_threshold_low,

@@ -121,12 +121,18 @@ impl MetaCore {
         let was_pending = self.pending.remove(&(deadline_ms, item.token));
         assert!(was_pending, "a pending object is indexed by its deadline");
         let recency = self.bump_recency();
+        let live = self.has_live_replica(&self.objects[&item.token]);
         let obj = self.objects.get_mut(&item.token).expect("checked above");
         assert!(obj.leases == 0 && !obj.removed, "nobody saw the object yet");
         obj.state = State::Committed;
         obj.recency = recency;
-        let previous = self.lru.insert(recency, item.token);
-        assert!(previous.is_none(), "recency values are unique");
+        if live {
+            let previous = self.lru.insert(recency, item.token);
+            assert!(previous.is_none(), "recency values are unique");
+        } else {
+            // Written while its members were paused: it joins the LRU when one comes back.
+            debug!(key, "put committed on paused members only");
+        }
         self.index_added(item.token);
         Code::Ok
     }
@@ -138,7 +144,7 @@ impl MetaCore {
         let until = now_ms.saturating_add(self.params.lease_ms);
         let mut items = Vec::with_capacity(keys.len());
         for key in &keys {
-            let item = match self.visible(key) {
+            let item = match self.reachable(key) {
                 Err(code) => LookupItem {
                     code: code.as_i32(),
                     size: 0,
@@ -163,7 +169,7 @@ impl MetaCore {
                         code: 0,
                         size: obj.size,
                         lease,
-                        replicas: obj.replicas.iter().map(|(r, _)| *r).collect(),
+                        replicas: live_replicas(&self.members, obj),
                     }
                 }
             };
@@ -206,7 +212,7 @@ impl MetaCore {
         }
         let items = keys
             .iter()
-            .map(|key| match self.visible(key) {
+            .map(|key| match self.reachable(key) {
                 Err(code) => QueryItem {
                     code: code.as_i32(),
                     size: 0,
@@ -218,7 +224,7 @@ impl MetaCore {
                     QueryItem {
                         code: 0,
                         size: obj.size,
-                        replicas: obj.replicas.iter().map(|(r, _)| *r).collect(),
+                        replicas: live_replicas(&self.members, obj),
                     }
                 }
             })
@@ -232,7 +238,7 @@ impl MetaCore {
         }
         let codes = keys
             .iter()
-            .map(|key| match self.visible(key) {
+            .map(|key| match self.reachable(key) {
                 Ok(oid) => {
                     self.touch(oid);
                     0
@@ -273,6 +279,19 @@ impl MetaCore {
         }
     }
 
+    /// The object a reader may be offered under `key`: visible, with a replica on a live member.
+    /// One whose every replica is paused answers -3018 (not reachable), as a get of it did before
+    /// the pause was noticed.
+    fn reachable(&self, key: &str) -> Result<u64, Code> {
+        let oid = self.visible(key)?;
+        if self.has_live_replica(&self.objects[&oid]) {
+            Ok(oid)
+        } else {
+            debug!(key, "every replica is on a paused local service");
+            Err(Code::NotConnectLocal)
+        }
+    }
+
     fn bump_recency(&mut self) -> u64 {
         let r = self.next_recency;
         self.next_recency = r.checked_add(1).expect("recency overflow");
@@ -293,13 +312,20 @@ impl MetaCore {
     /// Make a committed object invisible at once (remove or eviction); free now or at last release.
     pub(super) fn unlink(&mut self, oid: u64) {
         self.index_removed(oid);
+        let live = self.has_live_replica(&self.objects[&oid]);
         let obj = self.objects.get_mut(&oid).expect("unlink of a live object");
         assert!(
             obj.state == State::Committed && !obj.removed,
             "unlink of a visible object"
         );
         let was = self.lru.remove(&obj.recency);
-        assert_eq!(was, Some(oid), "a visible object is in the LRU");
+        // One on paused members only is out of the LRU.
+        assert_eq!(
+            was.is_some(),
+            live,
+            "a visible object with a live replica is in the LRU"
+        );
+        assert!(was.is_none_or(|w| w == oid));
         let key = std::mem::take(&mut obj.key);
         let linked = self.keys.remove(&key);
         assert_eq!(linked, Some(oid), "a visible object holds its key");
@@ -324,18 +350,22 @@ impl MetaCore {
                 let was_pending = self.pending.remove(&(deadline_ms, oid));
                 assert!(was_pending, "a pending object is indexed by its deadline");
             }
-            State::Committed if !obj.removed => {
+            State::Committed if !obj.removed && self.has_live_replica(&obj) => {
                 let was = self.lru.remove(&obj.recency);
                 assert_eq!(was, Some(oid), "a visible object is in the LRU");
             }
+            // Removed, or on paused members only: out of the LRU.
             State::Committed => {}
         }
         for (r, space) in obj.replicas {
-            // A replica on a segment that died with its member was dropped from the object then.
-            let seg = self
-                .segments
-                .get_mut(&r.segment)
-                .expect("replicas lie on live segments");
+            // A replica on a segment that died with its member was dropped from the object then;
+            // one on a paused member's segment is freed there.
+            let seg = if self.segments.contains_key(&r.segment) {
+                self.segments.get_mut(&r.segment)
+            } else {
+                self.paused_segments.get_mut(&r.segment)
+            };
+            let seg = seg.expect("replicas lie on live or paused segments");
             seg.space.free(space);
             seg.objects = seg
                 .objects
@@ -356,4 +386,19 @@ impl MetaCore {
             }
         }
     }
+}
+
+/// The replicas of `obj` on live members: all that readers are offered.
+fn live_replicas(
+    members: &std::collections::BTreeMap<u32, super::Member>,
+    obj: &Object,
+) -> Vec<msg::Replica> {
+    let live: Vec<msg::Replica> = obj
+        .replicas
+        .iter()
+        .filter(|(r, _)| members.contains_key(&r.rank))
+        .map(|(r, _)| *r)
+        .collect();
+    debug_assert!(!live.is_empty(), "only reachable objects are offered");
+    live
 }

@@ -145,10 +145,12 @@ impl MetaCore {
     /// Queue `change` of `key` for `rank`'s service; past the bound, reset its outbox instead.
     fn index_record(&mut self, rank: u32, key: &str, change: impl FnOnce() -> IndexChange) {
         let outbox_max = self.params.index_outbox_max;
+        // A paused member's outbox keeps filling: it is sent when the member returns.
         let member = self
             .members
             .get_mut(&rank)
-            .expect("replicas lie on live members");
+            .or(self.paused.get_mut(&rank))
+            .expect("replicas lie on live or paused members");
         let outbox = &mut member.index;
         if !outbox.wants(key) {
             return;
@@ -289,9 +291,10 @@ impl MetaCore {
         (next, done)
     }
 
-    /// The outbox of index changes for `rank`'s service, if it is a member.
+    /// The outbox of index changes for `rank`'s service, if it is a member (live or paused).
     pub fn index_outbox(&self, rank: u32) -> Option<IndexOutboxView<'_>> {
-        self.members.get(&rank).map(|m| IndexOutboxView {
+        let member = self.members.get(&rank).or_else(|| self.paused.get(&rank));
+        member.map(|m| IndexOutboxView {
             incarnation: m.incarnation,
             first_seq: m.index.first_seq,
             changes: &m.index.changes,

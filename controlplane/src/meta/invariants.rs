@@ -18,9 +18,9 @@ impl MetaCore {
 
     /// Every member's index outbox is bounded, numbered from 1, starts with its only `Reset` if
     /// it has one, names only the member's segments, and queues nothing past a snapshot's cursor.
-    /// Outboxes live in their members, so only live members have one.
+    /// Outboxes live in their members, so only members (live or paused) have one.
     fn check_index_outboxes(&self) {
-        for m in self.members.values() {
+        for m in self.members.values().chain(self.paused.values()) {
             m.index.check(self.params.index_outbox_max, &m.segments);
         }
         // The index is keyed by key: an object has at most one replica per member.
@@ -36,10 +36,46 @@ impl MetaCore {
         }
     }
 
-    /// Members own exactly the live segments; ids stay below the next ones handed out.
+    /// Live members own exactly the live segments and paused members exactly the parked ones; a
+    /// rank is live or paused, never both; a live member was heard from within its timeout and a
+    /// paused one within its timeout and grace; ids stay below the next ones handed out.
     fn check_members_and_segments(&self) {
-        let mut owned = 0usize;
+        let timeout = self.params.member_timeout_ms;
+        let grace = self.params.member_grace_ms;
         for (rank, m) in &self.members {
+            assert!(
+                !self.paused.contains_key(rank),
+                "rank {rank} live and paused"
+            );
+            assert!(m.last_seen_ms <= self.now_ms_last);
+            assert!(
+                self.now_ms_last - m.last_seen_ms <= timeout,
+                "rank {rank}: live though silent past its timeout"
+            );
+        }
+        for (rank, m) in &self.paused {
+            assert!(m.last_seen_ms <= self.now_ms_last);
+            assert!(
+                self.now_ms_last - m.last_seen_ms <= timeout.saturating_add(grace),
+                "rank {rank}: still paused past its grace"
+            );
+        }
+        self.check_owners(&self.members, &self.segments);
+        self.check_owners(&self.paused, &self.paused_segments);
+        for (id, seg) in self.segments.iter().chain(&self.paused_segments) {
+            assert!(*id < self.next_segment);
+            assert!(seg.space.used_bytes() <= seg.space.capacity_bytes());
+        }
+    }
+
+    /// `members` own exactly `segments`.
+    fn check_owners(
+        &self,
+        members: &std::collections::BTreeMap<u32, super::Member>,
+        segments: &std::collections::BTreeMap<u32, super::Segment>,
+    ) {
+        let mut owned = 0usize;
+        for (rank, m) in members {
             assert!(m.incarnation < self.next_incarnation, "rank {rank}");
             assert!(
                 m.incarnation > self.params.epoch << super::INCARNATION_EPOCH_SHIFT,
@@ -47,16 +83,12 @@ impl MetaCore {
             );
             assert!(!m.segments.is_empty() && m.segments.len() <= 4);
             for id in &m.segments {
-                let seg = self.segments.get(id).expect("a member's segment exists");
+                let seg = segments.get(id).expect("a member's segment exists");
                 assert_eq!(seg.rank, *rank, "segment {id} owned by its member");
                 owned += 1;
             }
         }
-        assert_eq!(owned, self.segments.len(), "every segment has a live owner");
-        for (id, seg) in &self.segments {
-            assert!(*id < self.next_segment);
-            assert!(seg.space.used_bytes() <= seg.space.capacity_bytes());
-        }
+        assert_eq!(owned, segments.len(), "every segment has an owner");
     }
 
     /// Replicas lie on live segments without overlap, each segment's `objects` and used bytes
@@ -71,6 +103,7 @@ impl MetaCore {
                 let seg = self
                     .segments
                     .get(&r.segment)
+                    .or_else(|| self.paused_segments.get(&r.segment))
                     .expect("replica on a dead segment");
                 assert_eq!((r.rank, r.media), (seg.rank, seg.media));
                 assert_eq!((r.offset, r.len), (space.offset, obj.size));
@@ -102,7 +135,7 @@ impl MetaCore {
         for (key, oid) in &self.keys {
             assert_eq!(&self.objects[oid].key, key);
         }
-        for (id, seg) in &self.segments {
+        for (id, seg) in self.segments.iter().chain(&self.paused_segments) {
             let ranges = per_segment.remove(id).unwrap_or_default();
             assert_eq!(
                 seg.objects,
@@ -175,7 +208,8 @@ impl MetaCore {
         }
     }
 
-    /// The LRU holds exactly the committed objects that are not removed, each at its recency.
+    /// The LRU holds exactly the committed objects that are not removed and have a replica on a
+    /// live member (those on paused members only are out of it), each at its recency.
     fn check_lru(&self) {
         for (recency, oid) in &self.lru {
             assert!(*recency < self.next_recency);
@@ -183,11 +217,15 @@ impl MetaCore {
             assert_eq!(obj.recency, *recency);
             assert_eq!(obj.state, State::Committed);
             assert!(!obj.removed);
+            assert!(
+                self.has_live_replica(obj),
+                "object {oid} in the LRU, all paused"
+            );
         }
         let evictable = self
             .objects
             .values()
-            .filter(|o| o.state == State::Committed && !o.removed)
+            .filter(|o| o.state == State::Committed && !o.removed && self.has_live_replica(o))
             .count();
         assert_eq!(evictable, self.lru.len(), "LRU size");
     }

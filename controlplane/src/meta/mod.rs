@@ -5,6 +5,7 @@
 mod directory;
 mod index;
 mod invariants;
+mod membership;
 mod placement;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,9 @@ pub const INCARNATION_EPOCH_SHIFT: u32 = 16;
 /// Largest `epoch` the incarnation scheme can hold without overflowing a `u64`.
 pub const EPOCH_MAX: u64 = (u64::MAX >> INCARNATION_EPOCH_SHIFT) - 1;
 
+/// Default of [`MetaParams::member_grace_ms`]: four default member timeouts.
+pub const MEMBER_GRACE_MS_DEFAULT: u64 = 20_000;
+
 /// Tunables of the core, in milliseconds, percent or counts.
 #[derive(Clone, Debug)]
 pub struct MetaParams {
@@ -45,7 +49,17 @@ pub struct MetaParams {
     pub epoch: u64,
     pub lease_ms: u64,
     pub pending_timeout_ms: u64,
+    /// A member silent this long is *paused*: out of placement, its replicas not offered to
+    /// readers, but its objects kept (see `membership.rs`).
     pub member_timeout_ms: u64,
+    /// A paused member that heartbeats again (same incarnation) within this long after its
+    /// timeout is re-admitted with its objects; past it, its process is taken for gone and its
+    /// objects are dropped. 0 = drop at the timeout (the behaviour before pauses existed).
+    pub member_grace_ms: u64,
+    /// A gap longer than this between two calls into the core (`handle` or `tick`) is the meta
+    /// service's own stall (a SIGSTOP, a swapped-out process): it is not counted against the
+    /// members' heartbeats. Must exceed the driver's tick period.
+    pub meta_stall_ms: u64,
     pub heartbeat_ms: u64,
     pub evict_threshold_high: u16,
     pub evict_threshold_low: u16,
@@ -62,6 +76,8 @@ impl Default for MetaParams {
             lease_ms: 10_000,
             pending_timeout_ms: 30_000,
             member_timeout_ms: 5_000,
+            member_grace_ms: MEMBER_GRACE_MS_DEFAULT,
+            meta_stall_ms: 2_500,
             heartbeat_ms: 1_000,
             evict_threshold_high: 90,
             evict_threshold_low: 80,
@@ -113,8 +129,15 @@ struct Object {
 /// The meta service's whole state.
 pub struct MetaCore {
     params: MetaParams,
+    /// Live members: heard from within `member_timeout_ms`.
     members: BTreeMap<u32, Member>,
+    /// Paused members: silent past their timeout, within their grace (ranks disjoint from
+    /// `members`).
+    paused: BTreeMap<u32, Member>,
+    /// The live members' segments: all that placement, watermarks and eviction see.
     segments: BTreeMap<u32, Segment>,
+    /// The paused members' segments, with their allocators, until they return or are dropped.
+    paused_segments: BTreeMap<u32, Segment>,
     next_segment: u32,
     next_incarnation: u64,
     keys: HashMap<String, u64>,
@@ -140,6 +163,10 @@ impl MetaCore {
             params.lease_ms > 0 && params.pending_timeout_ms > 0 && params.member_timeout_ms > 0
         );
         assert!(
+            params.meta_stall_ms > 0,
+            "a stall is a gap of at least 1 ms"
+        );
+        assert!(
             params.index_batch_max > 0
                 && params.index_batch_max <= msg::INDEX_CHANGES_MAX
                 && params.index_batch_max <= params.index_outbox_max,
@@ -160,7 +187,9 @@ impl MetaCore {
         MetaCore {
             params,
             members: BTreeMap::new(),
+            paused: BTreeMap::new(),
             segments: BTreeMap::new(),
+            paused_segments: BTreeMap::new(),
             next_segment: 1,
             next_incarnation,
             keys: HashMap::new(),
@@ -211,13 +240,15 @@ impl MetaCore {
         }
     }
 
-    /// Time passes: expire leases, reclaim pending puts, declare silent members dead.
+    /// Time passes: expire leases, reclaim pending puts, pause silent members and drop those
+    /// past their grace (a gap that is the core's own stall excepted).
     pub fn tick(&mut self, now_ms: u64) {
         assert!(
             now_ms >= self.now_ms_last,
             "time ran backwards: {now_ms} ms after {} ms",
             self.now_ms_last
         );
+        let gap_ms = now_ms - self.now_ms_last;
         self.now_ms_last = now_ms;
         while let Some(&(until, id)) = self.lease_expiry.first() {
             if until > now_ms {
@@ -244,21 +275,7 @@ impl MetaCore {
             // Also drops the pending entry.
             self.free_object(oid);
         }
-        let timeout = self.params.member_timeout_ms;
-        let dead: Vec<u32> = self
-            .members
-            .iter()
-            .filter(|(_, m)| now_ms.saturating_sub(m.last_seen_ms) > timeout)
-            .map(|(r, _)| *r)
-            .collect();
-        for rank in dead {
-            warn!(
-                rank,
-                timeout_ms = timeout,
-                "local service missed its heartbeats: declared dead"
-            );
-            self.drop_member(rank);
-        }
+        self.tick_members(gap_ms, now_ms);
     }
 
     fn register(&mut self, now_ms: u64, r: msg::Register) -> Reply {
@@ -285,9 +302,10 @@ impl MetaCore {
                 Err(e) => return error_reply(Code::InvalidParam, &e.to_string()),
             }
         }
+        self.drop_paused_at(&r.host, &r.data_endpoint);
         let rank = match r.rank {
             Some(rank) => {
-                if self.members.contains_key(&rank) {
+                if self.is_member(rank) {
                     info!(
                         rank,
                         "rank re-registered: the previous incarnation's objects are dropped"
@@ -296,9 +314,9 @@ impl MetaCore {
                 }
                 rank
             }
-            None => (0..).find(|k| !self.members.contains_key(k)).unwrap_or(0),
+            None => (0..).find(|k| !self.is_member(*k)).unwrap_or(0),
         };
-        assert!(!self.members.contains_key(&rank), "rank {rank} is free now");
+        assert!(!self.is_member(rank), "rank {rank} is free now");
         let mut ids = Vec::with_capacity(spaces.len());
         for (media, space) in spaces {
             let id = self.next_segment;
@@ -338,86 +356,6 @@ impl MetaCore {
         }
     }
 
-    fn heartbeat(
-        &mut self,
-        now_ms: u64,
-        rank: u32,
-        incarnation: u64,
-        index_seq: u64,
-        index_resync: bool,
-    ) -> Reply {
-        match self.members.get_mut(&rank) {
-            Some(m) if m.incarnation == incarnation => {
-                // `handle` ticks first with the same `now_ms`, so time never runs backwards here.
-                debug_assert!(m.last_seen_ms <= now_ms);
-                m.last_seen_ms = now_ms;
-                self.index_heartbeat(rank, index_seq, index_resync)
-            }
-            _ => Reply::Ack {
-                code: Code::LinkNotFound.as_i32(),
-            },
-        }
-    }
-
-    fn unregister(&mut self, rank: u32, incarnation: u64) -> Reply {
-        match self.members.get(&rank) {
-            Some(m) if m.incarnation == incarnation => {
-                info!(rank, "local service left");
-                self.drop_member(rank);
-                Reply::Ack { code: 0 }
-            }
-            _ => Reply::Ack {
-                code: Code::LinkNotFound.as_i32(),
-            },
-        }
-    }
-
-    /// Remove a member and its segments; objects left with no replica are dropped.
-    fn drop_member(&mut self, rank: u32) {
-        let Some(member) = self.members.remove(&rank) else {
-            return;
-        };
-        for seg in &member.segments {
-            let s = self
-                .segments
-                .remove(seg)
-                .expect("a member's segments exist");
-            assert_eq!(s.rank, rank);
-        }
-        let affected: Vec<u64> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| o.replicas.iter().any(|(r, _)| r.rank == rank))
-            .map(|(oid, _)| *oid)
-            .collect();
-        let mut lost = 0u64;
-        for oid in affected {
-            let obj = self.objects.get_mut(&oid).expect("listed above");
-            // The dead segments' allocators are gone with them: their spaces are dropped, not freed.
-            obj.replicas.retain(|(r, _)| r.rank != rank);
-            if obj.replicas.is_empty() {
-                lost += 1;
-                if !obj.removed {
-                    // Committed or pending, a linked object holds its key.
-                    let key = obj.key.clone();
-                    let linked = self.keys.remove(&key);
-                    assert_eq!(linked, Some(oid), "a linked object holds its key");
-                }
-                // Also drops its pending entry and leases.
-                self.free_object(oid);
-            }
-        }
-        if lost > 0 {
-            warn!(rank, lost, "objects lost with their only replica");
-        }
-        debug_assert!(
-            self.objects
-                .values()
-                .all(|o| o.replicas.iter().all(|(r, _)| r.rank != rank)),
-            "no replica left on rank {rank}"
-        );
-    }
-
     fn service_addrs(&self, ranks: impl Iterator<Item = u32>) -> Vec<ServiceAddr> {
         let mut seen: Vec<u32> = ranks.collect();
         seen.sort_unstable();
@@ -436,22 +374,25 @@ impl MetaCore {
     }
 
     fn status(&self) -> Reply {
+        // Paused members' segments are listed, not alive.
         let segments = self
             .segments
             .iter()
+            .chain(&self.paused_segments)
             .map(|(id, s)| {
                 let m = self.members.get(&s.rank);
+                let owner = m.or_else(|| self.paused.get(&s.rank));
                 msg::SegmentStatus {
                     segment: *id,
                     rank: s.rank,
-                    create_id: m.map(|m| m.create_id).unwrap_or(0),
+                    create_id: owner.map(|m| m.create_id).unwrap_or(0),
                     media: s.media,
                     capacity: s.space.capacity_bytes(),
                     used: s.space.used_bytes(),
                     objects: s.objects,
                     alive: m.is_some(),
-                    host: m.map(|m| m.host.clone()).unwrap_or_default(),
-                    data_endpoint: m.map(|m| m.data_endpoint.clone()).unwrap_or_default(),
+                    host: owner.map(|m| m.host.clone()).unwrap_or_default(),
+                    data_endpoint: owner.map(|m| m.data_endpoint.clone()).unwrap_or_default(),
                 }
             })
             .collect();

@@ -13,7 +13,8 @@ pub struct CommittedView {
 }
 
 impl MetaCore {
-    /// Every committed object still in the directory, in key order.
+    /// Every committed object still in the directory, in key order, with all its replicas: those
+    /// on paused members too (readers are offered only the live ones).
     pub fn committed_objects(&self) -> Vec<CommittedView> {
         let mut out: Vec<CommittedView> = self
             .keys
@@ -31,8 +32,14 @@ impl MetaCore {
         out
     }
 
-    /// The incarnation the core knows `rank` by, if it is a member.
+    /// The incarnation the core knows `rank` by, if it is a member (live or paused).
     pub fn member_incarnation(&self, rank: u32) -> Option<u64> {
-        self.members.get(&rank).map(|m| m.incarnation)
+        let member = self.members.get(&rank).or_else(|| self.paused.get(&rank));
+        member.map(|m| m.incarnation)
+    }
+
+    /// Whether `rank` is a paused member: silent past its timeout, within its grace.
+    pub fn member_paused(&self, rank: u32) -> bool {
+        self.paused.contains_key(&rank)
     }
 }

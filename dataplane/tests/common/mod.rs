@@ -198,13 +198,22 @@ impl Cluster {
 
     /// Send `signal` (`STOP`, `CONT`, ...) to local service `i`.
     pub fn signal_local(&self, i: usize, signal: &str) {
-        let pid = self.locals[i].child.id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
+        signal_pid(self.locals[i].child.id(), signal);
     }
+
+    /// Send `signal` (`STOP`, `CONT`, ...) to the meta service.
+    pub fn signal_meta(&self, signal: &str) {
+        signal_pid(self.meta.id(), signal);
+    }
+}
+
+fn signal_pid(pid: u32, signal: &str) {
+    let pid = pid.to_string();
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 impl Drop for Cluster {

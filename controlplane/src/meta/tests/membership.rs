@@ -4,12 +4,13 @@ use super::*;
 
 #[test]
 fn dead_members_leave_placement_and_take_their_objects() {
-    let mut c = MetaCore::new(MetaParams::default());
+    let mut c = MetaCore::new(no_grace());
     let (a, inc_a) = register(&mut c, None, 64 * MIB);
     let (b, _) = register(&mut c, None, 64 * MIB);
     put(&mut c, 0, "on-a", MIB, Some(a)).unwrap();
     put(&mut c, 0, "on-b", MIB, Some(b)).unwrap();
     let t = c.params().member_timeout_ms;
+    advance(&mut c, 0, t);
     c.handle(
         t,
         Request::Heartbeat {
@@ -19,7 +20,7 @@ fn dead_members_leave_placement_and_take_their_objects() {
             index_resync: false,
         },
     );
-    c.tick(t + 10);
+    advance(&mut c, t, t + 10);
     assert!(exists(&mut c, t + 10, "on-a"));
     assert!(!exists(&mut c, t + 10, "on-b"), "b missed its heartbeats");
     assert_eq!(put(&mut c, t + 10, "new", MIB, Some(b)).unwrap()[0].rank, a);
@@ -45,7 +46,7 @@ fn dead_members_leave_placement_and_take_their_objects() {
 #[test]
 fn pending_puts_of_a_dropped_member_leave_no_orphans() {
     for how in ["unregister", "re-register", "timeout"] {
-        let mut c = MetaCore::new(MetaParams::default());
+        let mut c = MetaCore::new(no_grace());
         let (rank, inc) = register(&mut c, Some(3), 64 * MIB);
         let items = alloc(&mut c, 0, alloc_req(&[("a", MIB), ("b", MIB)], Some(rank)));
         assert!(items.iter().all(|i| i.code == 0), "{how}: {items:?}");
@@ -64,7 +65,7 @@ fn pending_puts_of_a_dropped_member_leave_no_orphans() {
             }
             _ => {
                 let t = c.params().member_timeout_ms + 1;
-                c.tick(t);
+                advance(&mut c, 1, t);
                 t
             }
         };

@@ -4,6 +4,7 @@
 mod admission;
 mod index;
 mod membership;
+mod pause;
 mod simulation;
 
 use super::*;
@@ -17,6 +18,26 @@ fn core() -> MetaCore {
         member_timeout_ms: u64::MAX / 4,
         ..MetaParams::default()
     })
+}
+
+/// Default tunables, except that a member silent past its timeout is dropped at once.
+fn no_grace() -> MetaParams {
+    MetaParams {
+        member_grace_ms: 0,
+        ..MetaParams::default()
+    }
+}
+
+/// Let time pass from `from` to `to` in ticks of 100 ms, as the driver's ticker does (one jump
+/// would be the core's own stall, which counts against nobody).
+fn advance(core: &mut MetaCore, from: u64, to: u64) {
+    assert!(from <= to);
+    let mut t = from;
+    while t < to {
+        t = (t + 100).min(to);
+        core.tick(t);
+    }
+    core.check_invariants();
 }
 
 fn register(core: &mut MetaCore, rank: Option<u32>, dram: u64) -> (u32, u64) {

@@ -15,6 +15,7 @@ mod index_check;
 mod local;
 mod observe;
 mod oracle;
+mod pause_check;
 mod rng;
 mod transport;
 
@@ -79,6 +80,12 @@ pub struct Summary {
     pub index_resets: u64,
     /// Alloc requests of objects larger than any pool: each refused without evicting.
     pub oversize_refused: u64,
+    /// Local freezes within the grace that the pause invariant watched.
+    pub pauses_watched: u64,
+    /// ... of which the meta core paused the service and re-admitted it with its objects.
+    pub pauses_readmitted: u64,
+    /// Objects those re-admitted services kept across their pause.
+    pub pause_objects_kept: u64,
 }
 
 /// An invariant that did not hold.
@@ -197,6 +204,8 @@ pub struct Sim {
     /// The commit request the meta core is handling (its reply's codes are read against it).
     pending_commit: Option<Vec<(String, mmc_controlplane::msg::CommitItem)>>,
     pub(crate) failure: Option<String>,
+    /// Frozen local services under the pause invariant (`pause_check.rs`).
+    pause_watches: Vec<pause_check::PauseWatch>,
     /// `MMC_SIM_TRACE=1`: print every meta request, reply and copy to stderr.
     pub(crate) trace: bool,
 }
@@ -207,6 +216,8 @@ pub(crate) fn meta_params(epoch: u64) -> MetaParams {
         lease_ms: 200,
         pending_timeout_ms: 400,
         member_timeout_ms: 150,
+        member_grace_ms: MEMBER_GRACE_MS,
+        meta_stall_ms: 75,
         heartbeat_ms: 30,
         evict_threshold_high: 90,
         evict_threshold_low: 80,
@@ -216,6 +227,9 @@ pub(crate) fn meta_params(epoch: u64) -> MetaParams {
     }
 }
 
+/// Grace of a paused member: four member timeouts, longer than most freezes `fault` injects
+/// (the longest ones, with a lost heartbeat, and most kills outlast it).
+const MEMBER_GRACE_MS: u64 = 600;
 const HEARTBEAT_MS: u64 = 30;
 const LOCAL_TICK_MS: u64 = 10;
 const META_TICK_MS: u64 = 10;
@@ -260,6 +274,7 @@ impl Sim {
             next_version: 0,
             pending_commit: None,
             failure: None,
+            pause_watches: Vec::new(),
             trace: std::env::var_os("MMC_SIM_TRACE").is_some(),
             cfg,
         };
@@ -372,6 +387,9 @@ impl Sim {
             Ok(exact) => self.summary.index_exact_checks += exact,
             Err(e) => return self.fail(e),
         }
+        if let Err(e) = self.pause_watch_check() {
+            return self.fail(e);
+        }
         let now = self.now;
         self.oracle
             .leases
@@ -388,7 +406,10 @@ impl Sim {
             if let Err(e) = self.oracle.check_directory(&self.meta, &pools) {
                 self.fail(e);
             }
-            if let Reply::Status(s) = self.meta.handle(self.now, Request::Status) {
+            // Not while the meta service is frozen: a call would end its stall early.
+            let frozen = self.meta_frozen_until > self.now;
+            let status = (!frozen).then(|| self.meta.handle(self.now, Request::Status));
+            if let Some(Reply::Status(s)) = status {
                 if s.objects > 1 << 40 || s.pending > 1 << 40 || s.leases > 1 << 40 {
                     self.fail(format!("meta status counters underflowed: {s:?}"));
                 }
@@ -514,7 +535,22 @@ impl Sim {
         let oversize = matches!(&req, Request::Alloc(a) if !a.items.is_empty()
             && a.items.iter().all(|(_, size)| *size > self.cfg.pool_bytes));
         let evicted = self.meta.evicted_total();
+        // Objects a remove or an eviction takes are excused from the pause invariant.
+        let excusable = !self.pause_watches.is_empty()
+            && matches!(req, Request::Remove { .. } | Request::Alloc(_));
+        let before: Vec<String> = if excusable {
+            self.meta
+                .committed_objects()
+                .into_iter()
+                .map(|o| o.key)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let reply = self.meta.handle(self.now, req);
+        if excusable {
+            self.pause_watch_excuse(&before);
+        }
         if oversize {
             let placed =
                 matches!(&reply, Reply::Alloc { items, .. } if items.iter().any(|i| i.code == 0));
@@ -583,7 +619,8 @@ impl Sim {
                 let i = self.rng.pick(n);
                 if self.locals[i].state.take().is_some() {
                     self.locals[i].gen += 1;
-                    let back = self.rng.range(50, 500);
+                    // Sometimes past the grace: the meta core drops it before it is back.
+                    let back = self.rng.range(50, 1_000);
                     self.at(back, Ev::LocalRestart(i));
                 }
             }
@@ -591,6 +628,7 @@ impl Sim {
                 // A local service freezes (SIGSTOP), sometimes past its member timeout.
                 let i = self.rng.pick(n);
                 let for_ms = self.rng.range(20, 400);
+                self.pause_watch_start(i, for_ms);
                 self.locals[i].frozen_until = self.now + for_ms;
             }
             40..=54 => {
@@ -615,6 +653,7 @@ impl Sim {
             80..=89 => {
                 let i = self.rng.pick(n);
                 let for_ms = self.rng.range(50, 500);
+                self.pause_watch_void(Some(i));
                 self.cut = Some((i, self.now + for_ms));
             }
             _ => {
@@ -622,6 +661,7 @@ impl Sim {
                 self.loss_per_million = if self.loss_per_million > 5_000 {
                     5_000
                 } else {
+                    self.pause_watch_void(None);
                     100_000
                 };
             }

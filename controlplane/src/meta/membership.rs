@@ -1,0 +1,285 @@
+//! Membership over time: live members, paused ones, dropped ones, and the meta service's own
+//! stalls (DESIGN.md, "Membership" and "Recovery": a pause is not a death).
+//!
+//! - A member silent for `member_timeout_ms` is *paused*. Its segments move to `paused_segments`,
+//!   so placement, watermarks and eviction never see them: no new put lands there. Readers are
+//!   offered only the replicas on live members; an object whose every replica is paused leaves
+//!   the LRU (evicting it would free no live space) and answers -3018 (not reachable) to lookups,
+//!   queries and exists, as a get of it answered before the pause was noticed. Its key stays
+//!   taken, and it can still be removed. Puts pending on it are left alone: they commit, or time
+//!   out at `pending_timeout_ms` as before.
+//! - A heartbeat of the same incarnation within `member_grace_ms` after the timeout re-admits it
+//!   with every object, at the same incarnation: plans made before the pause stay valid.
+//! - Its objects are dropped only once its process is known gone: it registers again (the same
+//!   rank, or any registration from its host and data endpoint: one process serves an address),
+//!   it unregisters, or the grace runs out.
+//! - A gap longer than `meta_stall_ms` between two calls into the core is the core's own stall:
+//!   every member's `last_seen_ms` moves forward by it, so the stall counts against nobody.
+
+use tracing::{debug, info, warn};
+
+use super::{MetaCore, Object, State};
+use crate::error::Code;
+use crate::msg::Reply;
+
+impl MetaCore {
+    /// The membership part of `tick`: forgive the core's own stall of `gap_ms`, then pause the
+    /// members silent past their timeout and drop the paused ones past their grace.
+    pub(super) fn tick_members(&mut self, gap_ms: u64, now_ms: u64) {
+        let known = self.members.len() + self.paused.len();
+        if gap_ms > self.params.meta_stall_ms && known > 0 {
+            warn!(
+                stall_ms = gap_ms,
+                members = known,
+                "the meta service itself stalled: the stall is not counted against heartbeats"
+            );
+            for m in self.members.values_mut().chain(self.paused.values_mut()) {
+                m.last_seen_ms = m.last_seen_ms.saturating_add(gap_ms).min(now_ms);
+            }
+        }
+        let timeout = self.params.member_timeout_ms;
+        let silent: Vec<u32> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now_ms - m.last_seen_ms > timeout)
+            .map(|(r, _)| *r)
+            .collect();
+        for rank in silent {
+            self.pause(rank);
+        }
+        let grace = self.params.member_grace_ms;
+        let gone: Vec<u32> = self
+            .paused
+            .iter()
+            .filter(|(_, m)| now_ms - m.last_seen_ms > timeout.saturating_add(grace))
+            .map(|(r, _)| *r)
+            .collect();
+        for rank in gone {
+            warn!(
+                rank,
+                timeout_ms = timeout,
+                grace_ms = grace,
+                "paused local service did not come back within its grace: declared dead"
+            );
+            self.drop_member(rank);
+        }
+        debug_assert!(self
+            .members
+            .values()
+            .all(|m| now_ms - m.last_seen_ms <= timeout));
+    }
+
+    /// Whether `rank` is a member, live or paused.
+    pub(super) fn is_member(&self, rank: u32) -> bool {
+        self.members.contains_key(&rank) || self.paused.contains_key(&rank)
+    }
+
+    /// Whether `obj` has a replica on a live member: readers may be offered it, and (committed
+    /// and not removed) it is in the LRU.
+    pub(super) fn has_live_replica(&self, obj: &Object) -> bool {
+        obj.replicas
+            .iter()
+            .any(|(r, _)| self.members.contains_key(&r.rank))
+    }
+
+    /// Take a silent live member out of placement and out of readers' sight, keeping its objects.
+    fn pause(&mut self, rank: u32) {
+        let member = self.members.remove(&rank).expect("pause of a live member");
+        for id in &member.segments {
+            let seg = self.segments.remove(id).expect("a member's segments exist");
+            assert_eq!(seg.rank, rank);
+            self.paused_segments.insert(*id, seg);
+        }
+        let incarnation = member.incarnation;
+        let previous = self.paused.insert(rank, member);
+        assert!(previous.is_none(), "rank {rank} paused twice");
+        // Objects left with no live replica leave the LRU: nothing evicts or touches them.
+        let mut dormant = 0u64;
+        for (oid, obj) in &self.objects {
+            let listed = obj.state == State::Committed && !obj.removed;
+            if listed && obj.replicas.iter().any(|(r, _)| r.rank == rank) {
+                let live = obj
+                    .replicas
+                    .iter()
+                    .any(|(r, _)| self.members.contains_key(&r.rank));
+                if !live {
+                    let was = self.lru.remove(&obj.recency);
+                    assert_eq!(was, Some(*oid), "a visible object with a live replica");
+                    dormant += 1;
+                }
+            }
+        }
+        warn!(
+            rank,
+            incarnation,
+            timeout_ms = self.params.member_timeout_ms,
+            grace_ms = self.params.member_grace_ms,
+            unreachable_objects = dormant,
+            "local service missed its heartbeats: paused (out of placement, objects kept)"
+        );
+    }
+
+    /// Re-admit a paused member that heartbeated at its own incarnation, with its objects.
+    fn resume(&mut self, now_ms: u64, rank: u32) {
+        let mut member = self
+            .paused
+            .remove(&rank)
+            .expect("resume of a paused member");
+        let silent_ms = now_ms - member.last_seen_ms;
+        member.last_seen_ms = now_ms;
+        // Objects with no live replica until now come back into the LRU, at their old recency.
+        let mut back = 0u64;
+        for (oid, obj) in &self.objects {
+            let listed = obj.state == State::Committed && !obj.removed;
+            if listed && obj.replicas.iter().any(|(r, _)| r.rank == rank) {
+                let live = obj
+                    .replicas
+                    .iter()
+                    .any(|(r, _)| self.members.contains_key(&r.rank));
+                if !live {
+                    let previous = self.lru.insert(obj.recency, *oid);
+                    assert!(previous.is_none(), "a dormant object is not in the LRU");
+                    back += 1;
+                }
+            }
+        }
+        for id in &member.segments {
+            let seg = self
+                .paused_segments
+                .remove(id)
+                .expect("a paused member's segments are parked");
+            self.segments.insert(*id, seg);
+        }
+        info!(
+            rank,
+            incarnation = member.incarnation,
+            silent_ms,
+            objects_back = back,
+            "paused local service is back with its memory: re-admitted with its objects"
+        );
+        let previous = self.members.insert(rank, member);
+        assert!(previous.is_none(), "rank {rank} both live and paused");
+    }
+
+    pub(super) fn heartbeat(
+        &mut self,
+        now_ms: u64,
+        rank: u32,
+        incarnation: u64,
+        index_seq: u64,
+        index_resync: bool,
+    ) -> Reply {
+        if self
+            .paused
+            .get(&rank)
+            .is_some_and(|m| m.incarnation == incarnation)
+        {
+            self.resume(now_ms, rank);
+        }
+        match self.members.get_mut(&rank) {
+            Some(m) if m.incarnation == incarnation => {
+                // `handle` ticks first with the same `now_ms`, so time never runs backwards here.
+                debug_assert!(m.last_seen_ms <= now_ms);
+                m.last_seen_ms = now_ms;
+                self.index_heartbeat(rank, index_seq, index_resync)
+            }
+            _ => Reply::Ack {
+                code: Code::LinkNotFound.as_i32(),
+            },
+        }
+    }
+
+    pub(super) fn unregister(&mut self, rank: u32, incarnation: u64) -> Reply {
+        let known = self.members.get(&rank).or_else(|| self.paused.get(&rank));
+        match known {
+            Some(m) if m.incarnation == incarnation => {
+                info!(rank, "local service left");
+                self.drop_member(rank);
+                Reply::Ack { code: 0 }
+            }
+            _ => Reply::Ack {
+                code: Code::LinkNotFound.as_i32(),
+            },
+        }
+    }
+
+    /// A registration from `host` at `data_endpoint`: a paused member serving that address is a
+    /// process that is gone (one process listens on an address), so its objects are dropped now.
+    pub(super) fn drop_paused_at(&mut self, host: &str, data_endpoint: &str) {
+        if data_endpoint.is_empty() {
+            return;
+        }
+        let gone: Vec<u32> = self
+            .paused
+            .iter()
+            .filter(|(_, m)| m.host == host && m.data_endpoint == data_endpoint)
+            .map(|(r, _)| *r)
+            .collect();
+        for rank in gone {
+            info!(
+                rank,
+                host,
+                data_endpoint,
+                "a new service registered at a paused member's address: the paused one is gone"
+            );
+            self.drop_member(rank);
+        }
+        debug_assert!(self
+            .paused
+            .values()
+            .all(|m| m.data_endpoint != data_endpoint));
+    }
+
+    /// Remove a member (live or paused) and its segments; objects left with no replica are
+    /// dropped.
+    pub(super) fn drop_member(&mut self, rank: u32) {
+        if self.members.contains_key(&rank) {
+            // One path for both: first out of placement and the LRU, then gone.
+            self.pause(rank);
+        }
+        let Some(member) = self.paused.remove(&rank) else {
+            return;
+        };
+        for seg in &member.segments {
+            let s = self
+                .paused_segments
+                .remove(seg)
+                .expect("a paused member's segments are parked");
+            assert_eq!(s.rank, rank);
+        }
+        let affected: Vec<u64> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.replicas.iter().any(|(r, _)| r.rank == rank))
+            .map(|(oid, _)| *oid)
+            .collect();
+        let mut lost = 0u64;
+        for oid in affected {
+            let obj = self.objects.get_mut(&oid).expect("listed above");
+            // The dead segments' allocators are gone with them: their spaces are dropped, not freed.
+            obj.replicas.retain(|(r, _)| r.rank != rank);
+            if obj.replicas.is_empty() {
+                lost += 1;
+                if !obj.removed {
+                    // Committed or pending, a linked object holds its key.
+                    let key = obj.key.clone();
+                    let linked = self.keys.remove(&key);
+                    assert_eq!(linked, Some(oid), "a linked object holds its key");
+                }
+                // Also drops its pending entry and leases; it was out of the LRU (paused above).
+                self.free_object(oid);
+            }
+        }
+        if lost > 0 {
+            warn!(rank, lost, "objects lost with their only replica");
+        } else {
+            debug!(rank, "member dropped; no object lost");
+        }
+        debug_assert!(
+            self.objects
+                .values()
+                .all(|o| o.replicas.iter().all(|(r, _)| r.rank != rank)),
+            "no replica left on rank {rank}"
+        );
+    }
+}
