@@ -113,6 +113,14 @@ pub enum Request {
         keys: Vec<String>,
     },
     Status,
+    /// One-way, from a client whose transfer to this member failed at the connection level
+    /// (refused, reset, closed): a hint that the process is gone. The meta service takes the
+    /// member out of placement at once if `incarnation` is its current one; a live member's next
+    /// heartbeat re-admits it with its objects. Stale incarnations are ignored.
+    Suspect {
+        rank: u32,
+        incarnation: u64,
+    },
 }
 
 /// Where one replica lives.

@@ -29,6 +29,10 @@ struct Shared {
     stop: AtomicBool,
     conns: Mutex<HashMap<u64, TcpStream>>,
     next_conn: AtomicU64,
+    /// rank -> (connection id, incarnation) of the connection that last carried the rank's
+    /// registration or heartbeat. When that connection closes, the core hears that the member's
+    /// connection was lost; a connection the service has since replaced is not counted.
+    carriers: Mutex<HashMap<u32, (u64, u64)>>,
 }
 
 /// What a poisoned core lock means: crash rather than serve a half-updated directory.
@@ -110,6 +114,7 @@ impl MetaServer {
             stop: AtomicBool::new(false),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            carriers: Mutex::new(HashMap::new()),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -239,7 +244,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let s = shared.clone();
         conn_threads.retain(|t| !t.is_finished());
         conn_threads.push(spawn("mmc-meta-conn", move || {
-            if let Err(e) = serve_conn(stream, &s) {
+            let mut carried = Vec::new();
+            if let Err(e) = serve_conn(stream, &s, id, &mut carried) {
                 match e {
                     WireError::Closed => debug!(?peer, "connection closed"),
                     e if e.is_timeout() => warn!(
@@ -255,6 +261,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+            connection_lost(&s, id, &carried);
         }));
     }
     for t in conn_threads {
@@ -262,7 +269,72 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn serve_conn(mut stream: TcpStream, shared: &Shared) -> std::result::Result<(), WireError> {
+/// Most ranks one connection is remembered to carry (a local service's connection carries one;
+/// a peer that heartbeats for many ranks is remembered for the latest ones only).
+const CARRIED_MAX: usize = 64;
+
+/// Connection `id` closed: tell the core about each member whose heartbeats it carried last.
+fn connection_lost(shared: &Shared, id: u64, carried: &[u32]) {
+    if carried.is_empty() || shared.stop.load(Ordering::Acquire) {
+        return;
+    }
+    shared.with_core(|core, now| {
+        let mut carriers = shared.carriers.lock().unwrap_or_else(|p| p.into_inner());
+        for rank in carried {
+            match carriers.get(rank) {
+                Some(&(conn, incarnation)) if conn == id => {
+                    carriers.remove(rank);
+                    if core.member_connection_lost(now, *rank, incarnation) {
+                        info!(
+                            rank,
+                            incarnation, "local service's meta connection closed: paused"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Remember that connection `id` carries `rank` at `incarnation`, if the core took the request
+/// as the member's (a registration or an accepted heartbeat).
+fn note_carrier(shared: &Shared, id: u64, reply: &Reply, req: &Request, carried: &mut Vec<u32>) {
+    let (rank, incarnation) = match (req, reply) {
+        (
+            _,
+            Reply::Registered {
+                rank, incarnation, ..
+            },
+        ) => (*rank, *incarnation),
+        (
+            Request::Heartbeat {
+                rank, incarnation, ..
+            },
+            Reply::Heartbeat { .. },
+        ) => (*rank, *incarnation),
+        _ => return,
+    };
+    shared
+        .carriers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(rank, (id, incarnation));
+    if !carried.contains(&rank) {
+        if carried.len() == CARRIED_MAX {
+            carried.remove(0);
+        }
+        carried.push(rank);
+    }
+    debug_assert!(carried.len() <= CARRIED_MAX);
+}
+
+fn serve_conn(
+    mut stream: TcpStream,
+    shared: &Shared,
+    id: u64,
+    carried: &mut Vec<u32>,
+) -> std::result::Result<(), WireError> {
     let mut buf = AlignedVec::new();
     loop {
         let Some(header) = wire::read_request(&mut stream, &mut buf)? else {
@@ -275,7 +347,17 @@ fn serve_conn(mut stream: TcpStream, shared: &Shared) -> std::result::Result<(),
             )));
         }
         let req: Request = wire::decode_payload(&buf)?;
-        let reply = shared.with_core(|core, now| core.handle(now, req));
+        let membership = matches!(req, Request::Register(_) | Request::Heartbeat { .. });
+        let reply = shared.with_core(|core, now| {
+            if membership {
+                // Noted under the core's lock, so a close seen later finds the latest carrier.
+                let reply = core.handle(now, req.clone());
+                note_carrier(shared, id, &reply, &req, carried);
+                reply
+            } else {
+                core.handle(now, req)
+            }
+        });
         if header.kind == Kind::MetaOneway {
             continue;
         }

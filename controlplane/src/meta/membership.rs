@@ -36,6 +36,7 @@ impl MetaCore {
             for m in self.members.values_mut().chain(self.paused.values_mut()) {
                 m.last_seen_ms = m.last_seen_ms.saturating_add(gap_ms).min(now_ms);
             }
+            self.stall_end_ms = Some(now_ms);
         }
         let timeout = self.params.member_timeout_ms;
         let silent: Vec<u32> = self
@@ -45,7 +46,7 @@ impl MetaCore {
             .map(|(r, _)| *r)
             .collect();
         for rank in silent {
-            self.pause(rank);
+            self.pause(rank, "missed its heartbeats");
         }
         let grace = self.params.member_grace_ms;
         let gone: Vec<u32> = self
@@ -69,6 +70,54 @@ impl MetaCore {
             .all(|m| now_ms - m.last_seen_ms <= timeout));
     }
 
+    /// The connection that carried the heartbeats of `rank` at `incarnation` closed (EOF or an
+    /// error): a killed process's socket is closed by its kernel at once, so this is a strong
+    /// hint that the process is gone. The member is paused now, as if its lease had run out (out
+    /// of placement, objects kept); a heartbeat at the same incarnation (after reconnecting)
+    /// re-admits it, and its grace still counts from its last heartbeat. Ignored within a member
+    /// timeout after the core's own stall. Returns whether it was paused.
+    pub fn member_connection_lost(&mut self, now_ms: u64, rank: u32, incarnation: u64) -> bool {
+        self.tick(now_ms);
+        // A service whose heartbeat timed out during the core's own stall closed its connection
+        // to start afresh: within a member timeout of the stall, a close is no hint (the lease
+        // and the clients' reports still are).
+        let window_ms = self.params.member_timeout_ms;
+        if self
+            .stall_end_ms
+            .is_some_and(|end| now_ms <= end.saturating_add(window_ms))
+        {
+            debug!(
+                rank,
+                incarnation, "meta connection closed soon after the core's own stall: no hint"
+            );
+            return false;
+        }
+        self.suspect(rank, incarnation, "its meta connection closed")
+    }
+
+    /// Pause the live member `rank` if `incarnation` is its current one: a hint that its process
+    /// is gone (connection lost, a client's report). Returns whether it was paused.
+    pub(super) fn suspect(&mut self, rank: u32, incarnation: u64, why: &'static str) -> bool {
+        let live = self
+            .members
+            .get(&rank)
+            .is_some_and(|m| m.incarnation == incarnation);
+        if !live {
+            debug!(
+                rank,
+                incarnation, why, "suspicion of no live member: ignored"
+            );
+            return false;
+        }
+        warn!(
+            rank,
+            incarnation, why, "local service suspected gone: pausing it now"
+        );
+        self.pause(rank, why);
+        debug_assert!(!self.members.contains_key(&rank) && self.paused.contains_key(&rank));
+        true
+    }
+
     /// Whether `rank` is a member, live or paused.
     pub(super) fn is_member(&self, rank: u32) -> bool {
         self.members.contains_key(&rank) || self.paused.contains_key(&rank)
@@ -83,7 +132,7 @@ impl MetaCore {
     }
 
     /// Take a silent live member out of placement and out of readers' sight, keeping its objects.
-    fn pause(&mut self, rank: u32) {
+    fn pause(&mut self, rank: u32, why: &'static str) {
         let member = self.members.remove(&rank).expect("pause of a live member");
         for id in &member.segments {
             let seg = self.segments.remove(id).expect("a member's segments exist");
@@ -115,7 +164,8 @@ impl MetaCore {
             timeout_ms = self.params.member_timeout_ms,
             grace_ms = self.params.member_grace_ms,
             unreachable_objects = dormant,
-            "local service missed its heartbeats: paused (out of placement, objects kept)"
+            why,
+            "local service paused (out of placement, objects kept)"
         );
     }
 
@@ -235,7 +285,7 @@ impl MetaCore {
     pub(super) fn drop_member(&mut self, rank: u32) {
         if self.members.contains_key(&rank) {
             // One path for both: first out of placement and the LRU, then gone.
-            self.pause(rank);
+            self.pause(rank, "is leaving");
         }
         let Some(member) = self.paused.remove(&rank) else {
             return;

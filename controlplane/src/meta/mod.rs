@@ -152,6 +152,9 @@ pub struct MetaCore {
     evicted_total: u64,
     /// The latest `now_ms` seen: the driver's clock never runs backwards.
     now_ms_last: u64,
+    /// When the core last woke from its own stall: peers may have given up on it and closed
+    /// their connections, so closes seen soon after say nothing about their health.
+    stall_end_ms: Option<u64>,
 }
 
 impl MetaCore {
@@ -205,6 +208,7 @@ impl MetaCore {
             next_lease: next_incarnation,
             evicted_total: 0,
             now_ms_last: 0,
+            stall_end_ms: None,
         }
     }
 
@@ -237,6 +241,10 @@ impl MetaCore {
             Request::Exist { keys } => self.exist(keys),
             Request::Remove { keys } => self.remove(keys),
             Request::Status => self.status(),
+            Request::Suspect { rank, incarnation } => {
+                self.suspect(rank, incarnation, "a client could not reach it");
+                Reply::Ack { code: 0 }
+            }
         }
     }
 

@@ -31,6 +31,8 @@ use tracing::{debug, info, warn};
 pub const REGISTER_BACKOFF_MS_MAX: u64 = 2_000;
 /// Registrations in a row that may hand back an incarnation this service already used.
 const REISSUED_MAX: u32 = 4;
+/// How soon a failed heartbeat is tried again (on a new connection), instead of a period later.
+pub const HEARTBEAT_RETRY_MS: u64 = 100;
 
 /// What the core is configured with.
 #[derive(Clone, Debug)]
@@ -285,7 +287,18 @@ impl LocalCore {
                     }
                     // The meta service may be restarting: keep the pace; it tells us when it is back.
                     Ok(other) => warn!(?other, "unexpected heartbeat reply"),
-                    Err(code) => warn!(code = code.as_i32(), "heartbeat failed"),
+                    Err(code) => {
+                        // The driver reconnects on the next request: try again soon, so that a
+                        // dropped connection (which pauses this member at the meta service)
+                        // costs little. Bounded: one attempt per HEARTBEAT_RETRY_MS at most.
+                        let retry_ms = now_ms + HEARTBEAT_RETRY_MS;
+                        self.next_heartbeat_ms = self.next_heartbeat_ms.min(retry_ms);
+                        warn!(
+                            code = code.as_i32(),
+                            retry_ms = HEARTBEAT_RETRY_MS,
+                            "heartbeat failed"
+                        );
+                    }
                 }
             }
             _ => debug!(id, "reply to a request no longer awaited: ignored"),

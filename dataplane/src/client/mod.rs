@@ -167,10 +167,11 @@ impl Client {
         }
     }
 
-    /// A one-way request an operation asks for (today: releasing read leases).
+    /// A one-way request an operation asks for: releasing read leases, reporting a suspect.
     pub(crate) fn send_oneway(&self, req: Request) {
         match req {
             Request::Release { leases } => self.release(leases),
+            report @ Request::Suspect { .. } => self.oneway(report),
             other => unreachable!("no operation sends {other:?} one-way"),
         }
     }
@@ -233,6 +234,11 @@ impl Client {
         if leases.is_empty() {
             return;
         }
+        self.oneway(Request::Release { leases });
+    }
+
+    /// Fire-and-forget: the meta service acts on it or not, nothing waits for it.
+    fn oneway(&self, req: Request) {
         let deadline = Instant::now() + Duration::from_secs(1);
         let pooled = self
             .meta_conns
@@ -243,13 +249,10 @@ impl Client {
             Some(c) => Ok(c),
             None => self.connect_meta(deadline),
         };
-        match conn.and_then(|mut c| {
-            c.send_oneway(&Request::Release { leases }, deadline)
-                .map(|_| c)
-        }) {
+        match conn.and_then(|mut c| c.send_oneway(&req, deadline).map(|_| c)) {
             Ok(c) => self.put_meta_conn(c),
-            // The leases expire on their own; nothing is lost but reuse of space for a while.
-            Err(e) => debug!(error = %e, "lease release not sent"),
+            // Leases expire on their own, a suspect's lease runs out: nothing is lost but time.
+            Err(e) => debug!(error = %e, "one-way request not sent"),
         }
     }
 

@@ -6,6 +6,7 @@ mod index;
 mod membership;
 mod pause;
 mod simulation;
+mod suspect;
 
 use super::*;
 use crate::msg::{AllocRequest, CommitItem, Register, SegmentSpec};

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::keys::{lend, restore};
 use super::put::unexpected;
-use super::{check_keys, check_lengths, key_error, service, Action, Dir, Transfer};
+use super::{check_keys, check_lengths, key_error, service, Action, Dir, Suspects, Transfer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -42,6 +42,8 @@ pub struct GetOp {
     services: Vec<ServiceAddr>,
     transfers: Vec<Transfer>,
     fatal: Option<Error>,
+    /// Services found unreachable, reported before the next step.
+    suspects: Suspects,
     state: State,
     lease_ms: u64,
     /// When the lookup was sent: leases count from there.
@@ -78,6 +80,7 @@ impl GetOp {
             services: Vec::new(),
             transfers: Vec::new(),
             fatal: None,
+            suspects: Suspects::default(),
             state,
             lease_ms: 0,
             started_ms: now_ms,
@@ -88,6 +91,9 @@ impl GetOp {
     pub fn poll(&mut self, now_ms: u64) -> Action {
         if !matches!(self.state, State::Done | State::Release) && now_ms >= self.deadline_ms {
             self.time_out();
+        }
+        if let Some(report) = self.suspects.next() {
+            return report;
         }
         match self.state {
             State::Lookup => {
@@ -271,6 +277,7 @@ impl GetOp {
                 .as_mut()
                 .expect("a transfer for a found key");
             f.tried += 1;
+            self.suspects.note(t, &outcome);
             if let Err(e) = outcome {
                 if f.tried < f.replicas.len() && now_ms < self.deadline_ms {
                     warn!(key = %self.keys[t.item], rank = t.fence.rank, error = %e,

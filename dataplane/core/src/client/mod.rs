@@ -105,6 +105,47 @@ pub struct Transfer {
     pub item_offset: u64,
 }
 
+/// Most distinct services one operation reports as suspects.
+pub const SUSPECTS_MAX: usize = 8;
+
+/// The services an operation found unreachable, to report to the meta service one-way as
+/// [`Request::Suspect`] before its next step, so that it stops placing on them at once.
+///
+/// Reported: a transfer that failed with [`Error::LocalUnreachable`] (connection refused, reset
+/// or closed; no address; a fence refusal). Not reported: a timeout (a frozen or slow service;
+/// its lease decides) nor a refusal with a code. A fence refusal names the incarnation the plan
+/// used, which the meta service ignores unless it is still the member's current one. At most
+/// [`SUSPECTS_MAX`] per operation, each once.
+#[derive(Debug, Default)]
+pub(crate) struct Suspects {
+    found: Vec<(u32, u64)>,
+    sent: usize,
+}
+
+impl Suspects {
+    /// Note the outcome of `t`.
+    pub(crate) fn note(&mut self, t: &Transfer, outcome: &mmc_controlplane::Result<()>) {
+        if !matches!(
+            outcome,
+            Err(mmc_controlplane::Error::LocalUnreachable { .. })
+        ) {
+            return;
+        }
+        let who = (t.fence.rank, t.fence.incarnation);
+        if self.found.len() < SUSPECTS_MAX && !self.found.contains(&who) {
+            self.found.push(who);
+        }
+        debug_assert!(self.found.len() <= SUSPECTS_MAX);
+    }
+
+    /// The next report to send, if any.
+    pub(crate) fn next(&mut self) -> Option<Action> {
+        let &(rank, incarnation) = self.found.get(self.sent)?;
+        self.sent += 1;
+        Some(Action::MetaOneway(Request::Suspect { rank, incarnation }))
+    }
+}
+
 /// The address of `rank` in a meta reply's service list.
 pub fn service(services: &[ServiceAddr], rank: u32) -> Option<&ServiceAddr> {
     services.iter().find(|s| s.rank == rank)

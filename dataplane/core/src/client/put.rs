@@ -8,7 +8,9 @@ use mmc_hal::fence::Fence;
 use tracing::warn;
 
 use super::keys::{lend, restore};
-use super::{check_keys, check_lengths, key_error, service, Action, CloneError, Dir, Transfer};
+use super::{
+    check_keys, check_lengths, key_error, service, Action, CloneError, Dir, Suspects, Transfer,
+};
 
 /// Back-off between tries of a put that waits for leased space to be released.
 pub const NO_SPACE_RETRY_MS: u64 = 20;
@@ -69,6 +71,8 @@ pub struct PutOp {
     transfers: Vec<Transfer>,
     services: Vec<ServiceAddr>,
     fatal: Option<Error>,
+    /// Services found unreachable, reported before the next step.
+    suspects: Suspects,
     state: State,
     deadline_ms: u64,
     margin_ms: u64,
@@ -133,6 +137,7 @@ impl PutOp {
             transfers: Vec::new(),
             services: Vec::new(),
             fatal: None,
+            suspects: Suspects::default(),
             state,
             deadline_ms: now_ms.saturating_add(timeout_ms),
             // Leave room for one more round trip, so that a put that found no room answers -3013,
@@ -149,6 +154,9 @@ impl PutOp {
     pub fn poll(&mut self, now_ms: u64) -> Action {
         if self.state != State::Done && now_ms >= self.deadline_ms {
             self.time_out();
+        }
+        if let Some(report) = self.suspects.next() {
+            return report;
         }
         match self.state {
             State::Alloc => {
@@ -335,6 +343,7 @@ impl PutOp {
             "one outcome per transfer"
         );
         for (t, outcome) in self.transfers.iter().zip(outcomes) {
+            self.suspects.note(t, &outcome);
             if let Err(e) = outcome {
                 if self.results[t.item].is_ok() {
                     self.results[t.item] = Err(e);

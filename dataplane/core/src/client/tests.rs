@@ -116,6 +116,16 @@ fn put_with_a_failed_write_commits_it_as_failed() {
             reason: "fence".into(),
         })],
     );
+    assert!(
+        matches!(
+            op.poll(1),
+            Action::MetaOneway(Request::Suspect {
+                rank: 3,
+                incarnation: 9
+            })
+        ),
+        "the unreachable service is reported"
+    );
     let req = meta(op.poll(1));
     let Request::Commit { items } = &req else {
         panic!("commit frees the space")
@@ -218,6 +228,14 @@ fn get_reads_own_replica_first_and_falls_over_to_the_next() {
             reason: "fence".into(),
         })],
     );
+    // The unreachable service is reported to the meta service first, once.
+    assert!(matches!(
+        op.poll(2),
+        Action::MetaOneway(Request::Suspect {
+            rank: 2,
+            incarnation: 4
+        })
+    ));
     assert!(matches!(op.poll(2), Action::Transfer), "falls over");
     assert_eq!(
         op.transfers()[0].fence,
@@ -325,4 +343,49 @@ fn meta_ops_map_codes_per_key_and_fail_whole_on_meta_errors() {
     assert_eq!(op.results().unwrap_err().code(), Code::Timeout);
     let keys: Vec<String> = (0..16385).map(|i| i.to_string()).collect();
     assert!(MetaOp::new(MetaKind::Exist, &keys, 0, 100).is_err());
+}
+
+#[test]
+fn timeouts_and_coded_refusals_are_not_reported_as_suspects() {
+    let mut op = PutOp::new(&["a", "b"], &[8, 8], &PutOptions::default(), None, 0, 1000).unwrap();
+    let req = meta(op.poll(0));
+    op.on_meta(
+        0,
+        req,
+        Ok(Reply::Alloc {
+            items: vec![
+                AllocItem {
+                    code: 0,
+                    retry: false,
+                    token: 1,
+                    replicas: vec![replica(3, 1, 0, 8)],
+                },
+                AllocItem {
+                    code: 0,
+                    retry: false,
+                    token: 2,
+                    replicas: vec![replica(4, 2, 0, 8)],
+                },
+            ],
+            services: vec![addr(3, 9), addr(4, 10)],
+        }),
+    );
+    assert!(matches!(op.poll(0), Action::Transfer));
+    op.on_transfers(
+        1,
+        vec![
+            Err(Error::Timeout {
+                ms: 5,
+                what: "frozen".into(),
+            }),
+            Err(Error::Remote {
+                code: Code::Error,
+                context: "refused".into(),
+            }),
+        ],
+    );
+    assert!(
+        matches!(op.poll(1), Action::Meta(Request::Commit { .. })),
+        "straight to the commit"
+    );
 }

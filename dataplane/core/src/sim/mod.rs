@@ -530,7 +530,7 @@ impl Sim {
             );
         }
         self.observe_request(from, gen, seq, &req);
-        let oneway = matches!(req, Request::Release { .. });
+        let oneway = matches!(req, Request::Release { .. } | Request::Suspect { .. });
         // Admission before eviction: a put that no pool can hold never evicts anything.
         let oversize = matches!(&req, Request::Alloc(a) if !a.items.is_empty()
             && a.items.iter().all(|(_, size)| *size > self.cfg.pool_bytes));
