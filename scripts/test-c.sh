@@ -71,4 +71,4 @@ MMC_TEST_SMALL=1 valgrind --quiet --leak-check=full --errors-for-leak-kinds=defi
     --show-possibly-lost=no --error-exitcode=99 "$out/test_api_shared" inproc "$(port)"
 
 step "example: examples/c/kv_layers.c"
-"$out/kv_layers"
+"$out/kv_layers" "tcp://127.0.0.1:$(port)"

@@ -11,7 +11,7 @@
 
 enum { LAYERS = 61, BLOCK_BYTES = 144 * 1024, BLOCKS_PER_LAYER = 4 };
 
-int main(void)
+int main(int argc, char **argv)
 {
     mmc_meta_service_config_t meta_cfg;
     mmc_local_service_config_t local_cfg;
@@ -25,21 +25,23 @@ int main(void)
     unsigned char *kv = malloc(pitch * LAYERS), *back = calloc(LAYERS, BLOCK_BYTES);
     size_t i;
     int rc, same = 1;
+    /* The meta service's address: the first argument, or a fixed local port. */
+    const char *url = argc > 1 ? argv[1] : "tcp://127.0.0.1:57400";
 
     for (i = 0; i < pitch * LAYERS; i++) {
         kv[i] = (unsigned char)(i * 7 + i / 4096);
     }
     memset(&meta_cfg, 0, sizeof meta_cfg);
-    strcpy(meta_cfg.discoveryURL, "tcp://127.0.0.1:57400");
+    snprintf(meta_cfg.discoveryURL, sizeof meta_cfg.discoveryURL, "%s", url);
     meta = mmcs_meta_service_start(&meta_cfg);
 
     memset(&local_cfg, 0, sizeof local_cfg);
-    strcpy(local_cfg.discoveryURL, "tcp://127.0.0.1:57400");
+    snprintf(local_cfg.discoveryURL, sizeof local_cfg.discoveryURL, "%s", url);
     local_cfg.localDRAMSize = 256u << 20;
     local = mmcs_local_service_start(&local_cfg);
 
     memset(&client_cfg, 0, sizeof client_cfg);
-    strcpy(client_cfg.discoveryURL, "tcp://127.0.0.1:57400");
+    snprintf(client_cfg.discoveryURL, sizeof client_cfg.discoveryURL, "%s", url);
     if (meta == NULL || local == NULL || mmcc_init(&client_cfg) != MMC_OK) {
         fprintf(stderr, "start failed\n");
         return 1;
