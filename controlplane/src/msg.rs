@@ -57,6 +57,10 @@ pub struct Register {
 pub struct AllocRequest {
     /// The writer's own local service (for `NATIVE_AFFINITY`), if it has one.
     pub writer_rank: Option<u32>,
+    /// The writing client's session (random per client instance, nonzero): when every meta
+    /// connection that carried it has closed, its pending puts are reclaimed at once. 0 = unknown:
+    /// only `pending_timeout_ms` reclaims them.
+    pub client_id: u64,
     pub media: u16,
     pub policy: u16,
     /// 0 or 1 = one copy.

@@ -92,6 +92,7 @@ fn oversized_puts_fail_at_once_and_evict_nothing() {
     for replicas in [1, 2] {
         let req = Request::Alloc(AllocRequest {
             writer_rank: None,
+            client_id: 0,
             media: msg::MEDIA_NONE,
             policy: msg::NATIVE_AFFINITY,
             replicas,

@@ -33,6 +33,9 @@ struct Shared {
     /// registration or heartbeat. When that connection closes, the core hears that the member's
     /// connection was lost; a connection the service has since replaced is not counted.
     carriers: Mutex<HashMap<u32, (u64, u64)>>,
+    /// client session id -> how many open connections carried it (an allocation naming it).
+    /// When the last one closes the client is gone and the core reclaims its pending puts.
+    clients: Mutex<HashMap<u64, usize>>,
 }
 
 /// What a poisoned core lock means: crash rather than serve a half-updated directory.
@@ -115,6 +118,7 @@ impl MetaServer {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             carriers: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -244,7 +248,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let s = shared.clone();
         conn_threads.retain(|t| !t.is_finished());
         conn_threads.push(spawn("mmc-meta-conn", move || {
-            let mut carried = Vec::new();
+            let mut carried = Carried::default();
             if let Err(e) = serve_conn(stream, &s, id, &mut carried) {
                 match e {
                     WireError::Closed => debug!(?peer, "connection closed"),
@@ -261,7 +265,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            connection_lost(&s, id, &carried);
+            connection_lost(&s, id, &carried.ranks);
+            clients_lost(&s, &carried.clients);
         }));
     }
     for t in conn_threads {
@@ -272,6 +277,67 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Most ranks one connection is remembered to carry (a local service's connection carries one;
 /// a peer that heartbeats for many ranks is remembered for the latest ones only).
 const CARRIED_MAX: usize = 64;
+
+/// Most client session ids one connection is remembered to carry. A client's connection carries
+/// one; past the bound the oldest is forgotten (oldest first): its count drops as if the
+/// connection had closed, but it is not declared gone, so its puts fall back to the pending
+/// timeout rather than being reclaimed early.
+const CLIENTS_MAX: usize = 64;
+
+/// What one connection carried: members' ranks, client session ids.
+#[derive(Default)]
+struct Carried {
+    ranks: Vec<u32>,
+    clients: Vec<u64>,
+}
+
+/// Connection closed: each client session it carried that no other open connection carries is
+/// gone; the core reclaims that client's pending puts.
+fn clients_lost(shared: &Shared, carried: &[u64]) {
+    if carried.is_empty() || shared.stop.load(Ordering::Acquire) {
+        return;
+    }
+    shared.with_core(|core, now| {
+        let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        for id in carried {
+            let Some(open) = clients.get_mut(id) else {
+                continue;
+            };
+            *open -= 1;
+            if *open == 0 {
+                clients.remove(id);
+                let reclaimed = core.client_gone(now, *id);
+                if reclaimed > 0 {
+                    info!(
+                        client_id = id,
+                        reclaimed, "client's meta connections closed: its pending puts reclaimed"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// Remember that this connection carried client session `client_id` (called under the core's
+/// lock, like `note_carrier`).
+fn note_client(shared: &Shared, client_id: u64, carried: &mut Vec<u64>) {
+    if client_id == 0 || carried.contains(&client_id) {
+        return;
+    }
+    let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    if carried.len() == CLIENTS_MAX {
+        let oldest = carried.remove(0);
+        if let Some(open) = clients.get_mut(&oldest) {
+            *open -= 1;
+            if *open == 0 {
+                clients.remove(&oldest);
+            }
+        }
+    }
+    carried.push(client_id);
+    *clients.entry(client_id).or_insert(0) += 1;
+    debug_assert!(carried.len() <= CLIENTS_MAX);
+}
 
 /// Connection `id` closed: tell the core about each member whose heartbeats it carried last.
 fn connection_lost(shared: &Shared, id: u64, carried: &[u32]) {
@@ -333,7 +399,7 @@ fn serve_conn(
     mut stream: TcpStream,
     shared: &Shared,
     id: u64,
-    carried: &mut Vec<u32>,
+    carried: &mut Carried,
 ) -> std::result::Result<(), WireError> {
     let mut buf = AlignedVec::new();
     loop {
@@ -352,8 +418,12 @@ fn serve_conn(
             if membership {
                 // Noted under the core's lock, so a close seen later finds the latest carrier.
                 let reply = core.handle(now, req.clone());
-                note_carrier(shared, id, &reply, &req, carried);
+                note_carrier(shared, id, &reply, &req, &mut carried.ranks);
                 reply
+            } else if let Request::Alloc(a) = &req {
+                // Noted before the allocation, under the same lock: a close seen later finds it.
+                note_client(shared, a.client_id, &mut carried.clients);
+                core.handle(now, req)
             } else {
                 core.handle(now, req)
             }

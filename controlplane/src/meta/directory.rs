@@ -78,6 +78,7 @@ impl MetaCore {
                 recency: 0,
                 leases: 0,
                 removed: false,
+                client_id: a.client_id,
             },
         );
         let fresh = self.pending.insert((deadline_ms, oid));

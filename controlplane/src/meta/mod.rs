@@ -124,6 +124,8 @@ struct Object {
     leases: u32,
     /// Unlinked from the directory (removed or evicted) but still leased: freed at the last release.
     removed: bool,
+    /// The writer's session while pending (0 = unknown), for `client_gone`.
+    client_id: u64,
 }
 
 /// The meta service's whole state.
@@ -284,6 +286,32 @@ impl MetaCore {
             self.free_object(oid);
         }
         self.tick_members(gap_ms, now_ms);
+    }
+
+    /// Every meta connection that carried `client_id` has closed: its writer is gone, so its
+    /// pending puts are reclaimed now rather than at `pending_timeout_ms` (space and keys freed;
+    /// a late commit of one answers as for any reclaimed put). Id 0 (unknown) is ignored.
+    /// Returns how many puts were reclaimed. Costs one pass over the pending puts.
+    pub fn client_gone(&mut self, now_ms: u64, client_id: u64) -> usize {
+        if client_id == 0 {
+            return 0;
+        }
+        self.tick(now_ms);
+        let gone: Vec<u64> = self
+            .pending
+            .iter()
+            .map(|&(_, oid)| oid)
+            .filter(|oid| self.objects[oid].client_id == client_id)
+            .collect();
+        for &oid in &gone {
+            let key = self.objects[&oid].key.clone();
+            warn!(%key, client_id, "writer gone: reclaiming its pending put");
+            let linked = self.keys.remove(&key);
+            assert_eq!(linked, Some(oid), "a pending object holds its key");
+            // Also drops the pending entry.
+            self.free_object(oid);
+        }
+        gone.len()
     }
 
     fn register(&mut self, now_ms: u64, r: msg::Register) -> Reply {

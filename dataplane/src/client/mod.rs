@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mmc_config::parse_tcp_url;
-use mmc_controlplane::msg::{self, Replica, Reply, Request};
+use mmc_controlplane::msg::{self, AllocRequest, Replica, Reply, Request};
 use mmc_controlplane::{Error, Result};
 use mmc_meta_service::rpc::MetaConn;
 use tracing::{debug, info, warn};
@@ -41,12 +41,30 @@ pub struct Client {
     meta_addr: SocketAddr,
     timeout: Duration,
     meta_conns: Mutex<Vec<MetaConn>>,
+    /// This client's session id (random, nonzero), sent with every put's allocation: when every
+    /// meta connection that carried it has closed, the meta service reclaims its pending puts.
+    pub(crate) client_id: u64,
+    /// A meta connection held open for the client's life and never used for calls, that has
+    /// announced `client_id`: pooled connections come and go (one over the pool's bound is
+    /// closed), and the close of the one that carried a put's allocation must not read as the
+    /// client's death. Dropped with the client (or by the process's death).
+    _session: Option<MetaConn>,
     /// The backends that move bytes, and the chooser that picks one per service.
     transports: Transports,
     busy_poll: Duration,
     /// Test hook run between a meta reply and the first byte moved (see
     /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
     transfer_hook: OnceLock<TransferHook>,
+}
+
+/// A random, nonzero client session id: std's per-process random hash keys, mixed with the
+/// process id and the clock (no extra dependency).
+fn session_id() -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    h.finish().max(1)
 }
 
 /// What [`Client::set_transfer_hook`] takes.
@@ -82,11 +100,13 @@ impl Client {
         } else {
             config.timeout_ms
         });
-        let client = Client {
+        let mut client = Client {
             started: Instant::now(),
             meta_addr,
             timeout,
             meta_conns: Mutex::new(Vec::new()),
+            client_id: session_id(),
+            _session: None,
             transports: Transports::new(
                 embedded,
                 config.transport,
@@ -102,6 +122,7 @@ impl Client {
             warn!(url = %config.meta_url, error = %e, "client init: meta service unreachable");
         })?;
         client.put_meta_conn(conn);
+        client._session = client.open_session(deadline);
         info!(meta = %meta_addr, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
             embedded = client.local_rank(), "client connected");
         Ok(client)
@@ -210,6 +231,29 @@ impl Client {
                 Err(e)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Open the session connection: an allocation of no keys that names `client_id`. Best
+    /// effort: without it, a pending put may be reclaimed early only if the pooled connection
+    /// that carried it closes while the client lives (its commit then fails, never silently).
+    fn open_session(&self, deadline: Instant) -> Option<MetaConn> {
+        let mut conn = self.connect_meta(deadline).ok()?;
+        let hello = Request::Alloc(AllocRequest {
+            writer_rank: None,
+            client_id: self.client_id,
+            media: msg::MEDIA_NONE,
+            policy: 0,
+            replicas: 0,
+            preferred: Vec::new(),
+            items: Vec::new(),
+        });
+        match conn.call(&hello, deadline) {
+            Ok(_) => Some(conn),
+            Err(e) => {
+                warn!(error = %e, "client session connection not opened");
+                None
+            }
         }
     }
 

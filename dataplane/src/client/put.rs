@@ -51,7 +51,8 @@ impl Client {
             self.local_rank(),
             self.now_ms(),
             self.timeout_ms(),
-        )?;
+        )?
+        .with_client_id(self.client_id);
         loop {
             match op.poll(self.now_ms()) {
                 Action::Transfer => {

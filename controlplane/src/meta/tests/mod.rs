@@ -7,6 +7,7 @@ mod membership;
 mod pause;
 mod simulation;
 mod suspect;
+mod writer;
 
 use super::*;
 use crate::msg::{AllocRequest, CommitItem, Register, SegmentSpec};
@@ -70,6 +71,7 @@ fn register_at(core: &mut MetaCore, now: u64, rank: Option<u32>, dram: u64) -> (
 fn alloc_req(items: &[(&str, u64)], writer: Option<u32>) -> AllocRequest {
     AllocRequest {
         writer_rank: writer,
+        client_id: 0,
         media: msg::MEDIA_DRAM,
         policy: msg::NATIVE_AFFINITY,
         replicas: 1,

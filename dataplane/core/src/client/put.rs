@@ -59,6 +59,8 @@ pub struct PutOp {
     sizes: Vec<u64>,
     opts: PutOptions,
     writer_rank: Option<u32>,
+    /// The client session sent with each allocation (0 = unknown), see `with_client_id`.
+    client_id: u64,
     results: Vec<Result<()>>,
     /// Committed (the meta service said so): only these may stay `Ok` at the end.
     confirmed: Vec<bool>,
@@ -129,6 +131,7 @@ impl PutOp {
             sizes: sizes.to_vec(),
             opts: opts.clone(),
             writer_rank,
+            client_id: 0,
             confirmed: vec![false; results.len()],
             results,
             todo,
@@ -144,6 +147,14 @@ impl PutOp {
             // not a timeout.
             margin_ms: (timeout_ms / 10).min(200),
         })
+    }
+
+    /// Name the client session this put belongs to (random per client, nonzero): should every
+    /// meta connection that carried it close, the meta service reclaims its pending puts at once
+    /// instead of at `pending_timeout_ms`. Without it (0) only the timeout reclaims them.
+    pub fn with_client_id(mut self, client_id: u64) -> PutOp {
+        self.client_id = client_id;
+        self
     }
 
     pub fn deadline_ms(&self) -> u64 {
@@ -168,6 +179,7 @@ impl PutOp {
                 let keys = lend(&mut self.keys, &self.sent);
                 Action::Meta(Request::Alloc(AllocRequest {
                     writer_rank: self.writer_rank,
+                    client_id: self.client_id,
                     media: self.opts.media,
                     policy: self.opts.policy,
                     replicas: self.opts.replicas,

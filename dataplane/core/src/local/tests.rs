@@ -326,6 +326,7 @@ fn put_here(r: &mut Rig, keys: &[&str], size: u64) {
     let rank = r.core.membership().expect("a member").rank;
     let alloc = msg::AllocRequest {
         writer_rank: Some(rank),
+        client_id: 0,
         media: MEDIA_DRAM,
         policy: msg::NATIVE_AFFINITY,
         replicas: 1,

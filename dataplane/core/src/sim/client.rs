@@ -74,14 +74,18 @@ pub(crate) struct Running {
 
 pub(crate) struct SimClient {
     pub host: u32,
+    /// This incarnation's session id, sent with its puts: its death reclaims its pending puts.
+    pub session: u64,
     pub rng: Rng,
     pub run: Option<Running>,
 }
 
 impl SimClient {
-    pub fn new(_id: usize, host: u32, seed: u64) -> SimClient {
+    pub fn new(id: usize, gen: u64, host: u32, seed: u64) -> SimClient {
         SimClient {
             host,
+            // Nonzero, distinct per client and per incarnation.
+            session: ((id as u64 + 1) << 32) | (gen & 0xffff_ffff),
             rng: Rng::new(seed),
             run: None,
         }
@@ -147,7 +151,9 @@ impl Sim {
                 }
                 let sizes: Vec<u64> = run.values.iter().map(|v| v.len() as u64).collect();
                 run.op = Op::Put(
-                    PutOp::new(&run.keys, &sizes, &opts, None, now, timeout).expect("valid batch"),
+                    PutOp::new(&run.keys, &sizes, &opts, None, now, timeout)
+                        .expect("valid batch")
+                        .with_client_id(c.session),
                 );
             }
             45..=79 => {

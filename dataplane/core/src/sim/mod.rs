@@ -251,7 +251,7 @@ impl Sim {
             })
             .collect();
         let clients = (0..cfg.clients)
-            .map(|j| Node::new(SimClient::new(j, (j % 2) as u32, rng.next_u64())))
+            .map(|j| Node::new(SimClient::new(j, 0, (j % 2) as u32, rng.next_u64())))
             .collect();
         let mut sim = Sim {
             rng,
@@ -502,7 +502,8 @@ impl Sim {
             Ev::ClientRestart(j) => {
                 self.clients[j].gen += 1;
                 let seed = self.rng.next_u64();
-                self.clients[j].state = Some(SimClient::new(j, (j % 2) as u32, seed));
+                let gen = self.clients[j].gen;
+                self.clients[j].state = Some(SimClient::new(j, gen, (j % 2) as u32, seed));
                 let gen = self.clients[j].gen;
                 self.at(1, Ev::ClientWake { client: j, gen });
             }
@@ -644,8 +645,13 @@ impl Sim {
             65..=79 => {
                 // A client dies mid-operation.
                 let j = self.rng.pick(self.clients.len());
-                if self.clients[j].state.take().is_some() {
+                if let Some(dead) = self.clients[j].state.take() {
                     self.clients[j].gen += 1;
+                    // Its meta connections close: the meta service reclaims its pending puts
+                    // at once (a frozen meta core leaves them to the pending timeout).
+                    if self.meta_frozen_until <= self.now {
+                        self.meta.client_gone(self.now, dead.session);
+                    }
                     let back = self.rng.range(10, 300);
                     self.at(back, Ev::ClientRestart(j));
                 }
