@@ -143,21 +143,12 @@ impl MetaCore {
         let previous = self.paused.insert(rank, member);
         assert!(previous.is_none(), "rank {rank} paused twice");
         // Objects left with no live replica leave the LRU: nothing evicts or touches them.
-        let mut dormant = 0u64;
-        for (oid, obj) in &self.objects {
-            let listed = obj.state == State::Committed && !obj.removed;
-            if listed && obj.replicas.iter().any(|(r, _)| r.rank == rank) {
-                let live = obj
-                    .replicas
-                    .iter()
-                    .any(|(r, _)| self.members.contains_key(&r.rank));
-                if !live {
-                    let was = self.lru.remove(&obj.recency);
-                    assert_eq!(was, Some(*oid), "a visible object with a live replica");
-                    dormant += 1;
-                }
-            }
+        let dormant = self.dormant_on(rank);
+        for &(oid, recency) in &dormant {
+            let was = self.lru.remove(&recency);
+            assert_eq!(was, Some(oid), "a visible object with a live replica");
         }
+        let dormant = dormant.len();
         warn!(
             rank,
             incarnation,
@@ -169,6 +160,25 @@ impl MetaCore {
         );
     }
 
+    /// Visible objects with a replica on `rank` and none on a live member, as (oid, recency): the
+    /// ones a pause takes out of the LRU and a resume puts back. `rank` itself must not be live.
+    fn dormant_on(&self, rank: u32) -> Vec<(u64, u64)> {
+        debug_assert!(!self.members.contains_key(&rank));
+        self.objects
+            .iter()
+            .filter(|(_, obj)| {
+                obj.state == State::Committed
+                    && !obj.removed
+                    && obj.replicas.iter().any(|(r, _)| r.rank == rank)
+                    && !obj
+                        .replicas
+                        .iter()
+                        .any(|(r, _)| self.members.contains_key(&r.rank))
+            })
+            .map(|(oid, obj)| (*oid, obj.recency))
+            .collect()
+    }
+
     /// Re-admit a paused member that heartbeated at its own incarnation, with its objects.
     fn resume(&mut self, now_ms: u64, rank: u32) {
         let mut member = self
@@ -178,21 +188,12 @@ impl MetaCore {
         let silent_ms = now_ms - member.last_seen_ms;
         member.last_seen_ms = now_ms;
         // Objects with no live replica until now come back into the LRU, at their old recency.
-        let mut back = 0u64;
-        for (oid, obj) in &self.objects {
-            let listed = obj.state == State::Committed && !obj.removed;
-            if listed && obj.replicas.iter().any(|(r, _)| r.rank == rank) {
-                let live = obj
-                    .replicas
-                    .iter()
-                    .any(|(r, _)| self.members.contains_key(&r.rank));
-                if !live {
-                    let previous = self.lru.insert(obj.recency, *oid);
-                    assert!(previous.is_none(), "a dormant object is not in the LRU");
-                    back += 1;
-                }
-            }
+        let dormant = self.dormant_on(rank);
+        for &(oid, recency) in &dormant {
+            let previous = self.lru.insert(recency, oid);
+            assert!(previous.is_none(), "a dormant object is not in the LRU");
         }
+        let back = dormant.len();
         for id in &member.segments {
             let seg = self
                 .paused_segments

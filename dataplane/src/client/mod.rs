@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::local::LocalService;
 use crate::transport::Transports;
 use mmc_config::{ClientConfig, LocalConfig};
-use mmc_core::client::{Action, Info, MetaKind, MetaOp, Operation};
+use mmc_core::client::{unexpected, Action, Info, MetaKind, MetaOp, Operation};
 /// Idle connections kept to the meta service.
 const META_CONNS_IDLE_MAX: usize = 16;
 
@@ -370,8 +370,4 @@ impl Client {
             other => Err(unexpected(&other)),
         }
     }
-}
-
-pub(crate) fn unexpected(reply: &Reply) -> Error {
-    Error::Protocol(format!("unexpected reply from the meta service: {reply:?}"))
 }

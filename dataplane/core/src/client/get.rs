@@ -8,8 +8,9 @@ use mmc_hal::fence::Fence;
 use tracing::warn;
 
 use super::keys::{lend, restore};
-use super::put::unexpected;
-use super::{check_keys, check_lengths, key_error, service, Action, Dir, Suspects, Transfer};
+use super::{
+    check_keys, check_lengths, key_error, service, unexpected, Action, Dir, Suspects, Transfer,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -367,11 +368,6 @@ impl GetOp {
             return Err(e);
         }
         Ok(self.results)
-    }
-
-    /// Which key each result belongs to (for drivers that report per key).
-    pub fn key(&self, item: usize) -> &str {
-        &self.keys[item]
     }
 }
 

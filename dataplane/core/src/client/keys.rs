@@ -130,3 +130,8 @@ impl CloneError for Error {
         }
     }
 }
+
+/// A reply of the wrong kind from the meta service.
+pub fn unexpected(reply: &mmc_controlplane::msg::Reply) -> Error {
+    Error::Protocol(format!("unexpected reply from the meta service: {reply:?}"))
+}

@@ -4,8 +4,7 @@ use mmc_controlplane::msg::{Replica, Reply, Request};
 use mmc_controlplane::{Error, Result};
 
 use super::keys::{lend, restore};
-use super::put::unexpected;
-use super::{check_keys, key_error, Action, CloneError};
+use super::{check_keys, key_error, unexpected, Action};
 
 /// Which metadata call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,10 +71,6 @@ impl MetaOp {
 
     pub fn deadline_ms(&self) -> u64 {
         self.deadline_ms
-    }
-
-    pub fn kind(&self) -> MetaKind {
-        self.kind
     }
 
     pub fn poll(&mut self, now_ms: u64) -> Action {
@@ -174,10 +169,5 @@ impl MetaOp {
             Some(e) => Err(e),
             None => Ok(self.results),
         }
-    }
-
-    /// The same failure for every key (drivers that report per key on a whole-call failure).
-    pub fn clone_fatal(&self) -> Option<Error> {
-        self.fatal.as_ref().map(|e| e.clone_error())
     }
 }

@@ -15,7 +15,7 @@ mod meta_op;
 mod put;
 
 pub use get::GetOp;
-pub use keys::{check_key, check_keys, check_lengths, key_error, CloneError};
+pub use keys::{check_key, check_keys, check_lengths, key_error, unexpected, CloneError};
 pub use meta_op::{Info, MetaKind, MetaOp};
 pub use put::{PutOp, PutOptions};
 

@@ -9,7 +9,8 @@ use tracing::warn;
 
 use super::keys::{lend, restore};
 use super::{
-    check_keys, check_lengths, key_error, service, Action, CloneError, Dir, Suspects, Transfer,
+    check_keys, check_lengths, key_error, service, unexpected, Action, CloneError, Dir, Suspects,
+    Transfer,
 };
 
 /// Back-off between tries of a put that waits for leased space to be released.
@@ -445,8 +446,4 @@ impl PutOp {
             .all(|(r, c)| r.is_err() || *c));
         Ok(self.results)
     }
-}
-
-pub(super) fn unexpected(reply: &Reply) -> Error {
-    Error::Protocol(format!("unexpected reply from the meta service: {reply:?}"))
 }
