@@ -74,6 +74,8 @@ pub struct AllocRequest {
 pub struct CommitItem {
     pub token: u64,
     pub ok: bool,
+    /// CRC-32C (Castagnoli) of the object's bytes, computed by the writer from its source buffers.
+    pub crc: u32,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -125,6 +127,40 @@ pub enum Request {
         rank: u32,
         incarnation: u64,
     },
+    /// A local service that was a member of an earlier run of the meta service registers again
+    /// and reports the objects it holds, so that the restarted meta service rebuilds its
+    /// directory from them. Sent in chunks (at most [`INDEX_CHANGES_MAX`] entries each, sorted by
+    /// pool then offset across chunks), numbered from 0; every chunk but the last is answered
+    /// `Ack{0}`, the last like a registration (`Registered`, with a new incarnation: the service
+    /// closes its fence before the first chunk and opens it at the new incarnation). A chunk out
+    /// of order is refused; the service starts over from chunk 0.
+    Rejoin(Rejoin),
+}
+
+/// One chunk of a [`Request::Rejoin`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Rejoin {
+    /// The registration, with the rank the service held (`Some`).
+    pub register: Register,
+    /// The incarnation the service's fence was last opened at: names this rejoin across chunks.
+    pub previous: u64,
+    /// 0, 1, 2, ...
+    pub chunk: u32,
+    /// The last chunk: the meta service rebuilds and answers `Registered`.
+    pub last: bool,
+    pub entries: Vec<RejoinEntry>,
+}
+
+/// One object a rejoining service holds, checked against its checksum just before it is sent.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RejoinEntry {
+    pub key: String,
+    /// Index of the pool, in the order of `register.segments`.
+    pub pool: u32,
+    pub offset: u64,
+    pub len: u64,
+    pub version: u64,
+    pub crc: u32,
 }
 
 /// Where one replica lives.
@@ -153,6 +189,10 @@ pub enum IndexChange {
         offset: u64,
         /// The object's size in bytes.
         len: u64,
+        /// Orders puts of one key across meta restarts: a later put has a larger version.
+        version: u64,
+        /// CRC-32C of the object's bytes.
+        crc: u32,
     },
     /// The replica left the directory (removed or evicted); its space is or will soon be free.
     Removed {
@@ -186,6 +226,8 @@ pub struct AllocItem {
 pub struct LookupItem {
     pub code: i32,
     pub size: u64,
+    /// CRC-32C of the object's bytes (checked by readers configured with `verify_reads`).
+    pub crc: u32,
     pub lease: u64,
     pub replicas: Vec<Replica>,
 }
@@ -262,6 +304,13 @@ pub enum Reply {
         codes: Vec<i32>,
     },
     Status(Status),
+    /// Not now: try the same request again after `retry_ms` (within the caller's deadline).
+    /// Answered while a restarted meta service rebuilds its directory, to requests whose answer
+    /// depends on keys it does not know yet.
+    Busy {
+        retry_ms: u64,
+        message: String,
+    },
     /// The whole request was refused.
     Error {
         code: i32,

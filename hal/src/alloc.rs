@@ -25,6 +25,10 @@ use offset_allocator::{Allocation, Allocator};
 
 use crate::error::HalError;
 
+mod rebuild;
+
+pub use rebuild::RebuildRefusal;
+
 /// Smallest allocation unit (and alignment) in bytes.
 pub const MIN_UNIT_BYTES: u64 = 64;
 
@@ -101,6 +105,8 @@ pub struct SpaceAllocator {
     max_allocs: u32,
     used_units: u64,
     count: u64,
+    /// Units past the segment held for good by [`SpaceAllocator::rebuild`] (never freed).
+    tail: Option<Allocation>,
     /// Live allocations (offset units -> reserved units), debug builds only,
     /// to assert non-overlap and catch unknown frees.
     #[cfg(debug_assertions)]
@@ -178,6 +184,7 @@ impl SpaceAllocator {
             max_allocs,
             used_units: 0,
             count: 0,
+            tail: None,
             #[cfg(debug_assertions)]
             live: std::collections::BTreeMap::new(),
         })

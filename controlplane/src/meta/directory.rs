@@ -79,6 +79,8 @@ impl MetaCore {
                 leases: 0,
                 removed: false,
                 client_id: a.client_id,
+                version: oid,
+                crc: 0,
             },
         );
         let fresh = self.pending.insert((deadline_ms, oid));
@@ -127,6 +129,7 @@ impl MetaCore {
         assert!(obj.leases == 0 && !obj.removed, "nobody saw the object yet");
         obj.state = State::Committed;
         obj.recency = recency;
+        obj.crc = item.crc;
         if live {
             let previous = self.lru.insert(recency, item.token);
             assert!(previous.is_none(), "recency values are unique");
@@ -149,6 +152,7 @@ impl MetaCore {
                 Err(code) => LookupItem {
                     code: code.as_i32(),
                     size: 0,
+                    crc: 0,
                     lease: 0,
                     replicas: Vec::new(),
                 },
@@ -169,6 +173,7 @@ impl MetaCore {
                     LookupItem {
                         code: 0,
                         size: obj.size,
+                        crc: obj.crc,
                         lease,
                         replicas: live_replicas(&self.members, obj),
                     }

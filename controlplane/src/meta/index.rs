@@ -174,6 +174,7 @@ impl MetaCore {
         let obj = &self.objects[&oid];
         assert!(obj.state == State::Committed && !obj.removed);
         let key = obj.key.clone();
+        let (version, crc) = (obj.version, obj.crc);
         let replicas: Vec<msg::Replica> = obj.replicas.iter().map(|(r, _)| *r).collect();
         for r in replicas {
             debug_assert_eq!(r.len, self.objects[&oid].size);
@@ -182,6 +183,8 @@ impl MetaCore {
                 segment: r.segment,
                 offset: r.offset,
                 len: r.len,
+                version,
+                crc,
             });
         }
     }
@@ -227,16 +230,18 @@ impl MetaCore {
             let after = outbox.snapshot_after.clone();
             let (next, done) = self.snapshot_next(rank, after.as_deref(), room);
             let outbox = &mut self.members.get_mut(&rank).expect("a member").index;
-            if let Some((key, _)) = next.last() {
+            if let Some((key, ..)) = next.last() {
                 outbox.snapshot_after = Some(key.clone());
             }
             debug!(rank, entries = next.len(), done, "index snapshot queued");
-            for (key, r) in next {
+            for (key, r, version, crc) in next {
                 outbox.changes.push_back(IndexChange::Added {
                     key,
                     segment: r.segment,
                     offset: r.offset,
                     len: r.len,
+                    version,
+                    crc,
                 });
             }
             if done {
@@ -263,9 +268,9 @@ impl MetaCore {
         rank: u32,
         after: Option<&str>,
         room: usize,
-    ) -> (Vec<(String, msg::Replica)>, bool) {
+    ) -> (Vec<(String, msg::Replica, u64, u32)>, bool) {
         assert!(room > 0);
-        let mut next: Vec<(&String, msg::Replica)> = self
+        let mut next: Vec<(&String, msg::Replica, u64, u32)> = self
             .keys
             .iter()
             .filter(|(key, _)| after.is_none_or(|a| key.as_str() > a))
@@ -275,7 +280,7 @@ impl MetaCore {
                     return None;
                 }
                 let r = obj.replicas.iter().find(|(r, _)| r.rank == rank)?;
-                Some((key, r.0))
+                Some((key, r.0, obj.version, obj.crc))
             })
             .collect();
         let done = next.len() <= room;
@@ -285,8 +290,10 @@ impl MetaCore {
             next.truncate(room);
         }
         next.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let next: Vec<(String, msg::Replica)> =
-            next.into_iter().map(|(k, r)| (k.clone(), r)).collect();
+        let next: Vec<(String, msg::Replica, u64, u32)> = next
+            .into_iter()
+            .map(|(k, r, v, c)| (k.clone(), r, v, c))
+            .collect();
         debug_assert!(next.windows(2).all(|w| w[0].0 < w[1].0));
         (next, done)
     }

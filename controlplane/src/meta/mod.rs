@@ -126,6 +126,11 @@ struct Object {
     removed: bool,
     /// The writer's session while pending (0 = unknown), for `client_gone`.
     client_id: u64,
+    /// Orders puts of one key across meta restarts (the put's token, which grows with the run's
+    /// epoch; a rebuilt object keeps the version it was put with).
+    version: u64,
+    /// CRC-32C of the bytes, from the writer's commit (0 while pending).
+    crc: u32,
 }
 
 /// The meta service's whole state.
@@ -247,6 +252,7 @@ impl MetaCore {
                 self.suspect(rank, incarnation, "a client could not reach it");
                 Reply::Ack { code: 0 }
             }
+            Request::Rejoin(_) => error_reply(Code::InvalidParam, "rejoin is not served yet"),
         }
     }
 

@@ -10,6 +10,8 @@ pub struct CommittedView {
     pub key: String,
     pub size: u64,
     pub replicas: Vec<Replica>,
+    pub version: u64,
+    pub crc: u32,
 }
 
 impl MetaCore {
@@ -25,6 +27,8 @@ impl MetaCore {
                     key: key.clone(),
                     size: obj.size,
                     replicas: obj.replicas.iter().map(|(r, _)| *r).collect(),
+                    version: obj.version,
+                    crc: obj.crc,
                 })
             })
             .collect();

@@ -44,9 +44,14 @@ impl Client {
             .iter()
             .map(|v| v.iter().map(|p| p.len() as u64).sum())
             .collect();
+        let crcs: Vec<u32> = values
+            .iter()
+            .map(|v| mmc_core::checksum(v.iter().copied()))
+            .collect();
         let mut op = PutOp::new(
             keys,
             &sizes,
+            &crcs,
             opts,
             self.local_rank(),
             self.now_ms(),

@@ -62,6 +62,7 @@ impl Service {
                         segment,
                         offset,
                         len,
+                        ..
                     } => {
                         let was = self.held.insert(key.clone(), (*segment, *offset, *len));
                         assert!(was.is_none(), "{key} added twice");
@@ -123,6 +124,7 @@ fn commits_add_and_unlinks_remove_only_visible_objects() {
         CommitItem {
             token: abort.token,
             ok: false,
+            crc: 0,
         },
     )];
     c.handle(0, Request::Commit { items: commit });
@@ -300,6 +302,7 @@ fn a_new_incarnation_starts_with_an_empty_outbox() {
         CommitItem {
             token: item.token,
             ok: true,
+            crc: 0,
         },
     )];
     c.handle(0, Request::Commit { items: commit });

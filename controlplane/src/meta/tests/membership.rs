@@ -83,6 +83,7 @@ fn pending_puts_of_a_dropped_member_leave_no_orphans() {
                 CommitItem {
                     token: items[0].token,
                     ok: true,
+                    crc: 0,
                 },
             )],
         };

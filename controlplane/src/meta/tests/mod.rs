@@ -104,6 +104,7 @@ fn put(
             CommitItem {
                 token: item.token,
                 ok: true,
+                crc: 0,
             },
         )],
     };
@@ -190,6 +191,7 @@ fn put_is_invisible_until_commit_and_create_only() {
             CommitItem {
                 token: item.token,
                 ok: true,
+                crc: 0,
             },
         )],
     };
@@ -389,6 +391,7 @@ fn pending_puts_are_reclaimed_after_their_timeout() {
             CommitItem {
                 token: item.token,
                 ok: true,
+                crc: 0,
             },
         )],
     };
@@ -413,6 +416,7 @@ fn aborted_commit_frees_and_unlinks() {
                 CommitItem {
                     token: item.token,
                     ok: false,
+                    crc: 0,
                 },
             )],
         },

@@ -179,6 +179,7 @@ fn readers_see_only_live_replicas_and_dormant_objects_can_be_removed() {
             CommitItem {
                 token: item.token,
                 ok: true,
+                crc: 0,
             },
         )],
     };
@@ -242,6 +243,7 @@ fn pending_puts_on_a_paused_member_commit_or_time_out() {
             CommitItem {
                 token: items[0].token,
                 ok: true,
+                crc: 0,
             },
         )],
     };

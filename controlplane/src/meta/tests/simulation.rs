@@ -135,6 +135,7 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
                                         CommitItem {
                                             token: item.token,
                                             ok: false,
+                                            crc: 0,
                                         },
                                     )],
                                 },
@@ -144,6 +145,7 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
                             let ok = CommitItem {
                                 token: item.token,
                                 ok: true,
+                                crc: 0,
                             };
                             let commit = Request::Commit {
                                 items: vec![(key, ok)],
@@ -173,7 +175,14 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
                 c.handle(
                     now,
                     Request::Commit {
-                        items: vec![(k, CommitItem { token, ok: true })],
+                        items: vec![(
+                            k,
+                            CommitItem {
+                                token,
+                                ok: true,
+                                crc: 0,
+                            },
+                        )],
                     },
                 );
             }

@@ -19,7 +19,14 @@ fn alloc_as(core: &mut MetaCore, now: u64, client_id: u64, keys: &[&str]) -> Vec
 
 fn commit(core: &mut MetaCore, now: u64, key: &str, token: u64) -> i32 {
     let req = Request::Commit {
-        items: vec![(key.to_string(), CommitItem { token, ok: true })],
+        items: vec![(
+            key.to_string(),
+            CommitItem {
+                token,
+                ok: true,
+                crc: 0,
+            },
+        )],
     };
     match core.handle(now, req) {
         Reply::Commit { codes } => codes[0],

@@ -58,6 +58,8 @@ pub struct PutOp {
     /// Indexes of the keys lent to the request in flight, in its order.
     sent: Vec<usize>,
     sizes: Vec<u64>,
+    /// CRC-32C of each value, sent with the commit.
+    crcs: Vec<u32>,
     opts: PutOptions,
     writer_rank: Option<u32>,
     /// The client session sent with each allocation (0 = unknown), see `with_client_id`.
@@ -82,17 +84,20 @@ pub struct PutOp {
 }
 
 impl PutOp {
-    /// A put of `keys[i]` with `sizes[i]` bytes each. `Err` when the batch itself is refused (too
+    /// A put of `keys[i]` with `sizes[i]` bytes each, whose CRC-32C is `crcs[i]` (see
+    /// [`crate::checksum`]). `Err` when the batch itself is refused (too
     /// many keys, mismatched lengths, too many replicas); per-key refusals land in the results.
     pub fn new<K: AsRef<str>>(
         keys: &[K],
         sizes: &[u64],
+        crcs: &[u32],
         opts: &PutOptions,
         writer_rank: Option<u32>,
         now_ms: u64,
         timeout_ms: u64,
     ) -> Result<PutOp> {
         check_lengths(keys.len(), sizes.len(), "values")?;
+        check_lengths(keys.len(), crcs.len(), "checksums")?;
         if opts.replicas as usize > msg::REPLICAS_MAX {
             return Err(Error::InvalidParam(format!(
                 "{} replicas, the limit is {}",
@@ -130,6 +135,7 @@ impl PutOp {
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
             sent: Vec::new(),
             sizes: sizes.to_vec(),
+            crcs: crcs.to_vec(),
             opts: opts.clone(),
             writer_rank,
             client_id: 0,
@@ -208,7 +214,14 @@ impl PutOp {
                         .zip(&self.placed)
                         .map(|(k, &(i, token))| {
                             let ok = self.results[i].is_ok();
-                            (k, CommitItem { token, ok })
+                            (
+                                k,
+                                CommitItem {
+                                    token,
+                                    ok,
+                                    crc: self.crcs[i],
+                                },
+                            )
                         })
                         .collect(),
                 })

@@ -45,7 +45,16 @@ fn put_allocates_writes_every_replica_then_commits() {
         replicas: 2,
         ..PutOptions::default()
     };
-    let mut op = PutOp::new(&["a", "", "b"], &[8, 8, 0], &opts, Some(1), 0, 1000).unwrap();
+    let mut op = PutOp::new(
+        &["a", "", "b"],
+        &[8, 8, 0],
+        &[1, 2, 3],
+        &opts,
+        Some(1),
+        0,
+        1000,
+    )
+    .unwrap();
     let req = meta(op.poll(0));
     let Request::Alloc(a) = &req else {
         panic!("alloc first")
@@ -93,7 +102,7 @@ fn put_allocates_writes_every_replica_then_commits() {
 
 #[test]
 fn put_with_a_failed_write_commits_it_as_failed() {
-    let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 1000).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 1000).unwrap();
     let req = meta(op.poll(0));
     op.on_meta(
         0,
@@ -139,7 +148,7 @@ fn put_with_a_failed_write_commits_it_as_failed() {
 
 #[test]
 fn put_waiting_for_leased_space_retries_then_answers_no_space() {
-    let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 1000).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 1000).unwrap();
     let no_room = || {
         Ok(Reply::Alloc {
             items: vec![AllocItem {
@@ -180,7 +189,7 @@ fn put_waiting_for_leased_space_retries_then_answers_no_space() {
 
 #[test]
 fn put_past_its_deadline_times_out_unconfirmed_keys() {
-    let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 100).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 100).unwrap();
     let req = meta(op.poll(0));
     assert!(matches!(op.poll(50), Action::Wait { deadline_ms: 100 }));
     assert!(matches!(op.poll(100), Action::Done));
@@ -213,6 +222,7 @@ fn get_reads_own_replica_first_and_falls_over_to_the_next() {
             vec![LookupItem {
                 code: 0,
                 size: 8,
+                crc: 0,
                 lease: 42,
                 replicas: vec![replica(1, 1, 0, 8), replica(2, 2, 8, 8)],
             }],
@@ -265,6 +275,7 @@ fn get_refuses_bytes_read_after_the_lease_ran_out() {
             vec![LookupItem {
                 code: 0,
                 size: 8,
+                crc: 0,
                 lease: 1,
                 replicas: vec![replica(1, 1, 0, 8)],
             }],
@@ -286,6 +297,7 @@ fn get_with_a_small_buffer_or_a_dead_replica_fails_that_key_and_releases() {
     let item = |lease, rank| LookupItem {
         code: 0,
         size: 8,
+        crc: 0,
         lease,
         replicas: vec![replica(rank, 1, 0, 8)],
     };
@@ -299,6 +311,7 @@ fn get_with_a_small_buffer_or_a_dead_replica_fails_that_key_and_releases() {
                 LookupItem {
                     code: Code::ObjectNotExists.as_i32(),
                     size: 0,
+                    crc: 0,
                     lease: 0,
                     replicas: vec![],
                 },
@@ -347,7 +360,16 @@ fn meta_ops_map_codes_per_key_and_fail_whole_on_meta_errors() {
 
 #[test]
 fn timeouts_and_coded_refusals_are_not_reported_as_suspects() {
-    let mut op = PutOp::new(&["a", "b"], &[8, 8], &PutOptions::default(), None, 0, 1000).unwrap();
+    let mut op = PutOp::new(
+        &["a", "b"],
+        &[8, 8],
+        &[7, 8],
+        &PutOptions::default(),
+        None,
+        0,
+        1000,
+    )
+    .unwrap();
     let req = meta(op.poll(0));
     op.on_meta(
         0,

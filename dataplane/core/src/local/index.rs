@@ -28,6 +28,10 @@ pub struct IndexEntry {
     pub offset: u64,
     /// The object's size in bytes.
     pub len: u64,
+    /// Orders puts of one key across meta restarts.
+    pub version: u64,
+    /// CRC-32C of the object's bytes.
+    pub crc: u32,
 }
 
 /// Why a change from the meta service was not applied. Each one is the meta service's fault (or
@@ -182,7 +186,18 @@ impl Index {
                 segment,
                 offset,
                 len,
-            } => self.add(seq, key, *segment, *offset, *len)?,
+                version,
+                crc,
+            } => {
+                let entry = IndexEntry {
+                    segment: *segment,
+                    offset: *offset,
+                    len: *len,
+                    version: *version,
+                    crc: *crc,
+                };
+                self.add(seq, key, entry)?
+            }
             IndexChange::Removed {
                 key,
                 segment,
@@ -208,14 +223,13 @@ impl Index {
         Ok(())
     }
 
-    fn add(
-        &mut self,
-        seq: u64,
-        key: &str,
-        segment: u32,
-        offset: u64,
-        len: u64,
-    ) -> Result<(), IndexError> {
+    fn add(&mut self, seq: u64, key: &str, entry: IndexEntry) -> Result<(), IndexError> {
+        let IndexEntry {
+            segment,
+            offset,
+            len,
+            ..
+        } = entry;
         if key.is_empty() || key.len() > msg::KEY_BYTES_MAX {
             return Err(IndexError::BadKey { seq });
         }
@@ -256,11 +270,6 @@ impl Index {
                 entries: pool.entries,
             });
         }
-        let entry = IndexEntry {
-            segment,
-            offset,
-            len,
-        };
         self.entries.insert(key.to_string(), entry);
         self.by_place.insert((segment, offset), len);
         let pool = self.pool_mut(segment).expect("checked above");

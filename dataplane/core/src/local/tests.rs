@@ -347,6 +347,7 @@ fn put_here(r: &mut Rig, keys: &[&str], size: u64) {
                 msg::CommitItem {
                     token: item.token,
                     ok,
+                    crc: 0,
                 },
             )
         })

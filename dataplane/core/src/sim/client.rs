@@ -150,8 +150,13 @@ impl Sim {
                         .push((v, size));
                 }
                 let sizes: Vec<u64> = run.values.iter().map(|v| v.len() as u64).collect();
+                let crcs: Vec<u32> = run
+                    .values
+                    .iter()
+                    .map(|v| crate::checksum([v.as_slice()]))
+                    .collect();
                 run.op = Op::Put(
-                    PutOp::new(&run.keys, &sizes, &opts, None, now, timeout)
+                    PutOp::new(&run.keys, &sizes, &crcs, &opts, None, now, timeout)
                         .expect("valid batch")
                         .with_client_id(c.session),
                 );

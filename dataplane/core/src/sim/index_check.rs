@@ -27,6 +27,8 @@ pub(crate) fn check_indexes(meta: &MetaCore, locals: &[Node<SimLocal>]) -> Resul
                 segment: r.segment,
                 offset: r.offset,
                 len: r.len,
+                version: obj.version,
+                crc: obj.crc,
             };
             let held = expected
                 .entry(r.rank)

@@ -15,6 +15,8 @@ fn added(key: &str, segment: u32, offset: u64, len: u64) -> IndexChange {
         segment,
         offset,
         len,
+        version: 1,
+        crc: 0,
     }
 }
 
@@ -41,7 +43,9 @@ fn changes_apply_in_order_exactly_once() {
         Some(&IndexEntry {
             segment: SEG,
             offset: 128,
-            len: 10
+            len: 10,
+            version: 1,
+            crc: 0,
         })
     );
     // An empty batch changes nothing; a new incarnation starts empty.
