@@ -70,6 +70,12 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         default: "20000",
         doc: "A paused local service that heartbeats again within this long after its timeout is re-admitted with its objects; past it they are dropped (0 = drop at the timeout).",
     }),
+    config_key!(MetaConfig {
+        name: "rebuild_window_ms", ock: "ock.mmc.meta.rebuild_window_ms",
+        flag: Flag::Value("rebuild-window-ms"), kind: Int<u64>, field: rebuild_window_ms,
+        default: "2000",
+        doc: "After a start, gets, exists and removes of keys the directory does not know yet, and puts, wait up to this long (within the caller's timeout) for the local services to rejoin with their indexes (0 = no wait). Ends early when a brand-new local service registers before any rejoined.",
+    }),
 ];
 
 config_struct! {
@@ -96,6 +102,8 @@ config_struct! {
         pub member_timeout_ms: u64,
         /// ... and dropped with its objects when silent this much longer.
         pub member_grace_ms: u64,
+        /// After a start, requests about unknown keys wait this long for services to rejoin.
+        pub rebuild_window_ms: u64,
     }
 }
 

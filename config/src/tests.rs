@@ -307,6 +307,7 @@ fn meta_from_toml() {
             pending_timeout_ms: 2,
             member_timeout_ms: 3,
             member_grace_ms: 4,
+            rebuild_window_ms: 2000,
         }
     );
     c.validate().unwrap();
@@ -378,6 +379,7 @@ fn meta_from_ock() {
             pending_timeout_ms: 2000,
             member_timeout_ms: 3000,
             member_grace_ms: 20_000,
+            rebuild_window_ms: 2000,
         }
     );
     // The unknown key is a warning, not an error.

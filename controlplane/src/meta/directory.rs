@@ -113,6 +113,13 @@ impl MetaCore {
         let State::Pending { deadline_ms } = obj.state else {
             return Code::UnmatchedState;
         };
+        if obj.removed {
+            warn!(
+                key,
+                "commit of a put abandoned when its writer's connections closed"
+            );
+            return Code::Timeout;
+        }
         if !item.ok {
             debug!(key, "put aborted by its writer");
             let linked = self.keys.remove(key);
@@ -298,7 +305,7 @@ impl MetaCore {
         }
     }
 
-    fn bump_recency(&mut self) -> u64 {
+    pub(super) fn bump_recency(&mut self) -> u64 {
         let r = self.next_recency;
         self.next_recency = r.checked_add(1).expect("recency overflow");
         r
@@ -355,6 +362,9 @@ impl MetaCore {
             State::Pending { deadline_ms } => {
                 let was_pending = self.pending.remove(&(deadline_ms, oid));
                 assert!(was_pending, "a pending object is indexed by its deadline");
+                if obj.removed {
+                    self.abandoned -= 1;
+                }
             }
             State::Committed if !obj.removed && self.has_live_replica(&obj) => {
                 let was = self.lru.remove(&obj.recency);

@@ -78,7 +78,7 @@ impl Outbox {
     }
 
     /// Drop every queued change for a `Reset`, and start a snapshot.
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         let next = self.last_seq() + 1;
         self.changes.clear();
         self.changes.push_back(IndexChange::Reset);
@@ -143,7 +143,12 @@ impl Outbox {
 
 impl MetaCore {
     /// Queue `change` of `key` for `rank`'s service; past the bound, reset its outbox instead.
-    fn index_record(&mut self, rank: u32, key: &str, change: impl FnOnce() -> IndexChange) {
+    pub(super) fn index_record(
+        &mut self,
+        rank: u32,
+        key: &str,
+        change: impl FnOnce() -> IndexChange,
+    ) {
         let outbox_max = self.params.index_outbox_max;
         // A paused member's outbox keeps filling: it is sent when the member returns.
         let member = self

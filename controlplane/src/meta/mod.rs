@@ -7,6 +7,7 @@ mod index;
 mod invariants;
 mod membership;
 mod placement;
+mod rebuild;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -14,6 +15,7 @@ mod view;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use index::{IndexOutboxView, INDEX_OUTBOX_MAX};
+pub use rebuild::{BUSY_RETRY_MS, REJOINS_MAX};
 pub use view::CommittedView;
 
 use mmc_hal::{Space, SpaceAllocator};
@@ -32,6 +34,9 @@ pub const INCARNATION_EPOCH_SHIFT: u32 = 16;
 
 /// Largest `epoch` the incarnation scheme can hold without overflowing a `u64`.
 pub const EPOCH_MAX: u64 = (u64::MAX >> INCARNATION_EPOCH_SHIFT) - 1;
+
+/// Default of [`MetaParams::rebuild_window_ms`]: two default heartbeat periods.
+pub const REBUILD_WINDOW_MS_DEFAULT: u64 = 2_000;
 
 /// Default of [`MetaParams::member_grace_ms`]: four default member timeouts.
 pub const MEMBER_GRACE_MS_DEFAULT: u64 = 20_000;
@@ -61,6 +66,10 @@ pub struct MetaParams {
     /// members' heartbeats. Must exceed the driver's tick period.
     pub meta_stall_ms: u64,
     pub heartbeat_ms: u64,
+    /// After a start, how long requests that depend on keys the directory does not know yet wait
+    /// (`Busy`) for the local services to rejoin with their indexes (see `rebuild.rs`). 0 = no
+    /// wait.
+    pub rebuild_window_ms: u64,
     pub evict_threshold_high: u16,
     pub evict_threshold_low: u16,
     /// Most index changes one heartbeat reply carries (at most [`msg::INDEX_CHANGES_MAX`]).
@@ -79,6 +88,7 @@ impl Default for MetaParams {
             member_grace_ms: MEMBER_GRACE_MS_DEFAULT,
             meta_stall_ms: 2_500,
             heartbeat_ms: 1_000,
+            rebuild_window_ms: REBUILD_WINDOW_MS_DEFAULT,
             evict_threshold_high: 90,
             evict_threshold_low: 80,
             index_batch_max: msg::INDEX_CHANGES_MAX,
@@ -162,6 +172,12 @@ pub struct MetaCore {
     /// When the core last woke from its own stall: peers may have given up on it and closed
     /// their connections, so closes seen soon after say nothing about their health.
     stall_end_ms: Option<u64>,
+    /// Pending puts of writers that are gone: unlinked (`removed`), space held until their
+    /// deadline.
+    abandoned: usize,
+    /// Rejoins whose last chunk has not arrived yet.
+    rejoins: rebuild::Rejoins,
+    rebuild: rebuild::Rebuild,
 }
 
 impl MetaCore {
@@ -216,6 +232,9 @@ impl MetaCore {
             evicted_total: 0,
             now_ms_last: 0,
             stall_end_ms: None,
+            abandoned: 0,
+            rejoins: rebuild::Rejoins::new(),
+            rebuild: rebuild::Rebuild::default(),
         }
     }
 
@@ -226,8 +245,15 @@ impl MetaCore {
     /// Handle one request at time `now_ms`. One-way requests return a reply the driver drops.
     pub fn handle(&mut self, now_ms: u64, req: Request) -> Reply {
         self.tick(now_ms);
+        if let Some(busy) = self.busy_while_rebuilding(now_ms, &req) {
+            return busy;
+        }
         match req {
-            Request::Register(r) => self.register(now_ms, r),
+            Request::Register(r) => {
+                self.note_fresh_registration();
+                self.register(now_ms, r)
+            }
+            Request::Rejoin(j) => self.rejoin(now_ms, j),
             Request::Heartbeat {
                 rank,
                 incarnation,
@@ -252,7 +278,6 @@ impl MetaCore {
                 self.suspect(rank, incarnation, "a client could not reach it");
                 Reply::Ack { code: 0 }
             }
-            Request::Rejoin(_) => error_reply(Code::InvalidParam, "rejoin is not served yet"),
         }
     }
 
@@ -266,6 +291,8 @@ impl MetaCore {
         );
         let gap_ms = now_ms - self.now_ms_last;
         self.now_ms_last = now_ms;
+        self.rebuild_started(now_ms);
+        self.expire_rejoins(now_ms);
         while let Some(&(until, id)) = self.lease_expiry.first() {
             if until > now_ms {
                 break;
@@ -284,20 +311,25 @@ impl MetaCore {
                     deadline_ms: deadline
                 }
             );
-            warn!(key = %obj.key, "put was never committed: reclaiming its space");
-            let key = obj.key.clone();
-            let linked = self.keys.remove(&key);
-            assert_eq!(linked, Some(oid), "a pending object holds its key");
+            if !obj.removed {
+                warn!(key = %obj.key, "put was never committed: reclaiming its space");
+                let key = obj.key.clone();
+                let linked = self.keys.remove(&key);
+                assert_eq!(linked, Some(oid), "a pending object holds its key");
+            }
             // Also drops the pending entry.
             self.free_object(oid);
         }
         self.tick_members(gap_ms, now_ms);
     }
 
-    /// Every meta connection that carried `client_id` has closed: its writer is gone, so its
-    /// pending puts are reclaimed now rather than at `pending_timeout_ms` (space and keys freed;
-    /// a late commit of one answers as for any reclaimed put). Id 0 (unknown) is ignored.
-    /// Returns how many puts were reclaimed. Costs one pass over the pending puts.
+    /// Every meta connection that carried `client_id` has closed: its writer is gone, so the keys
+    /// of its pending puts are free again now rather than at `pending_timeout_ms` (a late commit
+    /// of one answers as for any reclaimed put). Their space stays held until the pending
+    /// deadline: bytes the writer sent before it died may still be on their way to a local
+    /// service (queued in a socket, or behind a frozen service), and must not land on an object
+    /// placed there since. Id 0 (unknown) is ignored. Returns how many puts were abandoned.
+    /// Costs one pass over the pending puts.
     pub fn client_gone(&mut self, now_ms: u64, client_id: u64) -> usize {
         if client_id == 0 {
             return 0;
@@ -307,43 +339,43 @@ impl MetaCore {
             .pending
             .iter()
             .map(|&(_, oid)| oid)
-            .filter(|oid| self.objects[oid].client_id == client_id)
+            .filter(|oid| self.objects[oid].client_id == client_id && !self.objects[oid].removed)
             .collect();
         for &oid in &gone {
-            let key = self.objects[&oid].key.clone();
-            warn!(%key, client_id, "writer gone: reclaiming its pending put");
-            let linked = self.keys.remove(&key);
+            let obj = self.objects.get_mut(&oid).expect("listed above");
+            warn!(key = %obj.key, client_id, "writer gone: its key is free again, its space held until the pending deadline");
+            obj.removed = true;
+            let linked = self.keys.remove(&obj.key);
             assert_eq!(linked, Some(oid), "a pending object holds its key");
-            // Also drops the pending entry.
-            self.free_object(oid);
+            self.abandoned += 1;
         }
         gone.len()
     }
 
     fn register(&mut self, now_ms: u64, r: msg::Register) -> Reply {
-        if r.segments.is_empty() || r.segments.len() > 4 {
-            return error_reply(
-                Code::InvalidParam,
-                "a local service registers 1 to 4 segments",
-            );
+        let spaces = match fresh_spaces(&r) {
+            Ok(spaces) => spaces,
+            Err(reply) => return reply,
+        };
+        let (rank, incarnation, segments) = self.admit(now_ms, r, spaces);
+        Reply::Registered {
+            rank,
+            incarnation,
+            segments,
+            heartbeat_ms: self.params.heartbeat_ms,
         }
-        for s in &r.segments {
-            if s.capacity == 0 || !matches!(s.media, msg::MEDIA_HBM | msg::MEDIA_DRAM) {
-                return error_reply(
-                    Code::InvalidParam,
-                    "segment media must be HBM or DRAM with capacity > 0",
-                );
-            }
-        }
-        // Build every allocator before changing anything: a refused registration leaves no trace
-        // (no half-registered segments, no dropped predecessor).
-        let mut spaces = Vec::with_capacity(r.segments.len());
-        for s in &r.segments {
-            match SpaceAllocator::new(s.capacity) {
-                Ok(space) => spaces.push((s.media, space)),
-                Err(e) => return error_reply(Code::InvalidParam, &e.to_string()),
-            }
-        }
+    }
+
+    /// Make `r` a live member with one segment per `(media, allocator)` (checked by
+    /// [`fresh_spaces`] or rebuilt); returns its rank, new incarnation and segment ids. A paused
+    /// member at the same address, and a member holding the requested rank, are dropped first.
+    fn admit(
+        &mut self,
+        now_ms: u64,
+        r: msg::Register,
+        spaces: Vec<(u16, SpaceAllocator)>,
+    ) -> (u32, u64, Vec<u32>) {
+        assert_eq!(spaces.len(), r.segments.len(), "one allocator per segment");
         self.drop_paused_at(&r.host, &r.data_endpoint);
         let rank = match r.rank {
             Some(rank) => {
@@ -390,12 +422,7 @@ impl MetaCore {
                 index: index::Outbox::new(),
             },
         );
-        Reply::Registered {
-            rank,
-            incarnation,
-            segments: ids,
-            heartbeat_ms: self.params.heartbeat_ms,
-        }
+        (rank, incarnation, ids)
     }
 
     fn service_addrs(&self, ranks: impl Iterator<Item = u32>) -> Vec<ServiceAddr> {
@@ -443,7 +470,7 @@ impl MetaCore {
         let objects = self
             .keys
             .len()
-            .checked_sub(self.pending.len())
+            .checked_sub(self.pending.len() - self.abandoned)
             .expect("more pending puts than keys: a pending entry outlived its object");
         Reply::Status(msg::Status {
             segments,
@@ -455,6 +482,38 @@ impl MetaCore {
             evict_threshold_low: self.params.evict_threshold_low,
         })
     }
+}
+
+/// Check a registration's segments and make an empty allocator for each. Nothing changes on a
+/// refusal: no half-registered segments, no dropped predecessor.
+fn check_segments(r: &msg::Register) -> Result<(), Reply> {
+    if r.segments.is_empty() || r.segments.len() > 4 {
+        return Err(error_reply(
+            Code::InvalidParam,
+            "a local service registers 1 to 4 segments",
+        ));
+    }
+    for s in &r.segments {
+        if s.capacity == 0 || !matches!(s.media, msg::MEDIA_HBM | msg::MEDIA_DRAM) {
+            return Err(error_reply(
+                Code::InvalidParam,
+                "segment media must be HBM or DRAM with capacity > 0",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An empty allocator for each of a registration's segments, checked.
+fn fresh_spaces(r: &msg::Register) -> Result<Vec<(u16, SpaceAllocator)>, Reply> {
+    check_segments(r)?;
+    r.segments
+        .iter()
+        .map(|s| match SpaceAllocator::new(s.capacity) {
+            Ok(space) => Ok((s.media, space)),
+            Err(e) => Err(error_reply(Code::InvalidParam, &e.to_string())),
+        })
+        .collect()
 }
 
 fn error_reply(code: Code, message: &str) -> Reply {

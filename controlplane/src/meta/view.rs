@@ -36,6 +36,18 @@ impl MetaCore {
         out
     }
 
+    /// The version of the object under `key`, and whether it is committed (`false`: a put of it
+    /// is pending).
+    pub fn key_version(&self, key: &str) -> Option<(u64, bool)> {
+        let obj = &self.objects[self.keys.get(key)?];
+        Some((obj.version, obj.state == State::Committed))
+    }
+
+    /// The first incarnation this run hands out: a larger one is this run's.
+    pub fn first_incarnation(&self) -> u64 {
+        (self.params.epoch << super::INCARNATION_EPOCH_SHIFT) + 1
+    }
+
     /// The incarnation the core knows `rank` by, if it is a member (live or paused).
     pub fn member_incarnation(&self, rank: u32) -> Option<u64> {
         let member = self.members.get(&rank).or_else(|| self.paused.get(&rank));

@@ -33,6 +33,8 @@ pub const REGISTER_BACKOFF_MS_MAX: u64 = 2_000;
 const REISSUED_MAX: u32 = 4;
 /// How soon a failed heartbeat is tried again (on a new connection), instead of a period later.
 pub const HEARTBEAT_RETRY_MS: u64 = 100;
+/// Rejoins refused in a row before the service gives its index up and registers afresh.
+const REJOIN_REFUSALS_MAX: u32 = 4;
 
 /// What the core is configured with.
 #[derive(Clone, Debug)]
@@ -142,6 +144,13 @@ pub struct LocalCore {
     reissued: u32,
     /// The objects this incarnation holds.
     index: Index,
+    /// The next registration is a rejoin: this service was a member, and reports its index.
+    rejoining: bool,
+    /// The index as the rejoin reports it (checked against the checksums, sorted).
+    rejoin: Vec<msg::RejoinEntry>,
+    /// The rejoin chunk in flight.
+    chunk: u32,
+    rejoin_refusals: u32,
 }
 
 impl LocalCore {
@@ -161,6 +170,10 @@ impl LocalCore {
             failures: 0,
             reissued: 0,
             index: Index::default(),
+            rejoining: false,
+            rejoin: Vec::new(),
+            chunk: 0,
+            rejoin_refusals: 0,
         }
     }
 
@@ -252,9 +265,36 @@ impl LocalCore {
         out: &mut Vec<LocalOutput>,
     ) {
         match self.phase {
-            Phase::Registering { id: want, .. } if want == id => {
-                self.on_registered(now_ms, reply, out)
-            }
+            Phase::Registering { id: want, .. } if want == id => match reply {
+                Ok(Reply::Ack { code: 0 }) if self.rejoining && !self.last_chunk() => {
+                    self.chunk += 1;
+                    let request = self.rejoin_request();
+                    let id = self.send(request, out);
+                    self.phase = Phase::Registering {
+                        id,
+                        sent_ms: now_ms,
+                    };
+                }
+                Ok(Reply::Error { code, message }) if self.rejoining => {
+                    self.rejoin_refusals += 1;
+                    warn!(
+                        code,
+                        message,
+                        refusals = self.rejoin_refusals,
+                        "rejoin refused"
+                    );
+                    if self.rejoin_refusals >= REJOIN_REFUSALS_MAX {
+                        warn!(
+                            objects = self.rejoin.len(),
+                            "rejoin keeps being refused: registering afresh, the index is given up"
+                        );
+                        self.rejoining = false;
+                        self.rejoin.clear();
+                    }
+                    self.backoff(now_ms);
+                }
+                reply => self.on_registered(now_ms, reply, out),
+            },
             Phase::Member if self.heartbeat.map(|(h, _)| h) == Some(id) => {
                 self.heartbeat = None;
                 match reply {
@@ -276,9 +316,11 @@ impl LocalCore {
                     Ok(Reply::Ack { code }) if code != 0 => {
                         warn!(
                             code,
-                            "meta service does not know this incarnation: closing the fence to register again"
+                            objects = self.index.len(),
+                            "meta service does not know this incarnation: closing the fence to rejoin with the index"
                         );
                         self.membership = None;
+                        self.rejoining = true;
                         self.phase = Phase::Draining;
                         out.push(LocalOutput::CloseFence);
                         out.push(LocalOutput::WaitDrain {
@@ -305,8 +347,17 @@ impl LocalCore {
         }
     }
 
-    /// The drain the core asked for ended with `inflight_left` copies still in flight.
-    pub fn on_drained(&mut self, now_ms: u64, inflight_left: u64, out: &mut Vec<LocalOutput>) {
+    /// The drain the core asked for ended with `inflight_left` copies still in flight. Before a
+    /// rejoin, `verify(pool, entry)` checks each index entry against the bytes in the pools (its checksum):
+    /// entries it refuses are dropped (their space was reused by a put the service's index never
+    /// heard of, or the bytes were damaged), never reported.
+    pub fn on_drained(
+        &mut self,
+        now_ms: u64,
+        inflight_left: u64,
+        verify: &mut dyn FnMut(usize, &IndexEntry) -> bool,
+        out: &mut Vec<LocalOutput>,
+    ) {
         if self.phase != Phase::Draining {
             debug!("drain report while not draining: ignored");
             return;
@@ -316,6 +367,22 @@ impl LocalCore {
             warn!(
                 inflight_left,
                 "copies of the old incarnation still in flight after the drain (a client died mid-copy?): registering anyway"
+            );
+        }
+        if self.rejoining {
+            let dropped = self.index.retain(|pool, e| verify(pool, e));
+            for key in &dropped {
+                warn!(
+                    key,
+                    "index entry does not match its checksum: dropped before the rejoin"
+                );
+            }
+            self.rejoin = self.index.rejoin_entries();
+            self.rejoin_refusals = 0;
+            info!(
+                objects = self.rejoin.len(),
+                dropped = dropped.len(),
+                "index checked: rejoining"
             );
         }
         self.register(now_ms, self.params.register.clone(), out);
@@ -407,11 +474,37 @@ impl LocalCore {
 
     fn register(&mut self, now_ms: u64, register: msg::Register, out: &mut Vec<LocalOutput>) {
         assert!(self.membership.is_none(), "registering while a member");
-        let id = self.send(Request::Register(register), out);
+        let request = if self.rejoining {
+            self.chunk = 0;
+            self.rejoin_request()
+        } else {
+            Request::Register(register)
+        };
+        let id = self.send(request, out);
         self.phase = Phase::Registering {
             id,
             sent_ms: now_ms,
         };
+    }
+
+    /// Whether the chunk in flight is the rejoin's last.
+    fn last_chunk(&self) -> bool {
+        (self.chunk as usize + 1) * msg::INDEX_CHANGES_MAX >= self.rejoin.len()
+    }
+
+    /// Rejoin chunk `self.chunk`.
+    fn rejoin_request(&self) -> Request {
+        let mut register = self.params.register.clone();
+        register.rank = register.rank.or(self.rank);
+        let from = (self.chunk as usize * msg::INDEX_CHANGES_MAX).min(self.rejoin.len());
+        let to = (from + msg::INDEX_CHANGES_MAX).min(self.rejoin.len());
+        Request::Rejoin(msg::Rejoin {
+            register,
+            previous: self.published,
+            chunk: self.chunk,
+            last: self.last_chunk(),
+            entries: self.rejoin[from..to].to_vec(),
+        })
     }
 
     fn backoff(&mut self, now_ms: u64) {
@@ -485,10 +578,22 @@ impl LocalCore {
         self.reissued = 0;
         self.published = incarnation;
         self.rank = Some(rank);
-        // A new incarnation holds nothing yet.
-        let pools = self.params.register.segments.iter().map(|s| s.capacity);
-        self.index.start(segments.iter().copied().zip(pools));
-        assert!(self.index.is_empty() && self.index.applied_seq() == 0);
+        if std::mem::take(&mut self.rejoining) {
+            // The meta service took the index over: it tells of entries it refused as removals.
+            self.index.renumber(&segments);
+            info!(
+                rank,
+                incarnation,
+                objects = self.index.len(),
+                "rejoined: the objects held are the new incarnation's"
+            );
+        } else {
+            // A new incarnation holds nothing yet.
+            let pools = self.params.register.segments.iter().map(|s| s.capacity);
+            self.index.start(segments.iter().copied().zip(pools));
+        }
+        self.rejoin = Vec::new();
+        assert_eq!(self.index.applied_seq(), 0);
         self.membership = Some(Membership {
             rank,
             incarnation,

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::{Error, Result};
-use mmc_core::local::{LocalOutput, Membership};
+use mmc_core::local::{IndexEntry, LocalOutput, Membership};
 use mmc_meta_service::rpc::MetaConn;
 use tracing::{debug, warn};
 
@@ -117,11 +117,13 @@ impl Driver {
                             "fence drain timed out: copies of the old incarnation are still in flight"
                         );
                     }
-                    inner
-                        .core
-                        .write()
-                        .expect(POISONED)
-                        .on_drained(inner.now_ms(), left, &mut more);
+                    let mut verify = |pool: usize, e: &IndexEntry| verify_entry(inner, pool, e);
+                    inner.core.write().expect(POISONED).on_drained(
+                        inner.now_ms(),
+                        left,
+                        &mut verify,
+                        &mut more,
+                    );
                 }
                 LocalOutput::OpenFence(incarnation) => inner.fence.publish(incarnation),
             }
@@ -157,6 +159,27 @@ pub(super) fn stop(inner: &Inner, timeout: Duration) {
         .expect(POISONED)
         .stop(inner.now_ms(), &mut out);
     Driver::new().carry_out(inner, out, Instant::now() + timeout, &mut None);
+}
+
+/// Whether the bytes of index entry `e` in pool `pool` match its checksum (read through a
+/// bounded buffer: the fence is closed and drained, so nothing writes them now).
+fn verify_entry(inner: &Inner, pool: usize, e: &IndexEntry) -> bool {
+    const CHUNK: u64 = 1 << 20;
+    let Some(p) = inner.pools.get(pool) else {
+        return false;
+    };
+    let mut buf = vec![0u8; CHUNK.min(e.len) as usize];
+    let mut crc = 0u32;
+    let mut at = 0u64;
+    while at < e.len {
+        let n = CHUNK.min(e.len - at) as usize;
+        if p.arena.copy_out(e.offset + at, &mut buf[..n]).is_err() {
+            return false;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        at += n as u64;
+    }
+    crc == e.crc
 }
 
 const POISONED: &str = "local core lock poisoned: a core step panicked";

@@ -1,5 +1,6 @@
-//! A dead writer: when every meta connection of a client closes, its pending puts are reclaimed
-//! at once (space and keys), nobody else's.
+//! A dead writer: when every meta connection of a client closes, the keys of its pending puts are
+//! free at once, nobody else's; their space is held until the pending deadline (bytes it sent may
+//! still be on their way).
 
 use super::*;
 
@@ -54,9 +55,17 @@ fn a_gone_clients_pending_puts_are_reclaimed_at_once() {
 
     assert_eq!(c.client_gone(2, 7), 2);
     c.check_invariants();
-    assert_eq!(pending(&c), 2, "other clients' puts untouched");
+    assert_eq!(
+        pending(&c),
+        4,
+        "abandoned puts hold their space until their deadline"
+    );
     assert!(exists(&mut c, 2, "done"), "committed objects untouched");
-    assert_eq!(used(&c), used0 + 3 * 4096, "the gone client's space freed");
+    assert_eq!(
+        used(&c),
+        used0 + 5 * 4096,
+        "the gone client's space is still held"
+    );
     // Its keys are free at once, long before the pending timeout.
     alloc_as(&mut c, 3, 11, &["a", "b"]);
     // A late commit of a reclaimed put answers as for any reclaimed put.
@@ -64,6 +73,12 @@ fn a_gone_clients_pending_puts_are_reclaimed_at_once() {
     // The other client commits as usual.
     assert_eq!(commit(&mut c, 3, "c", other[0]), 0);
     c.check_invariants();
+    // At the pending deadline the abandoned space comes back (and "d", never committed, goes).
+    let deadline = c.params().pending_timeout_ms + 1;
+    c.tick(deadline);
+    c.check_invariants();
+    assert_eq!(used(&c), used0 + 4 * 4096, "done, c and the new a and b");
+    assert!(!exists(&mut c, deadline, "d"));
 }
 
 #[test]
@@ -76,7 +91,7 @@ fn unknown_or_repeated_gone_is_a_no_op() {
     assert_eq!(c.client_gone(1, 6), 0);
     assert_eq!(c.client_gone(1, 5), 1);
     assert_eq!(c.client_gone(2, 5), 0);
-    assert_eq!(pending(&c), 1);
+    assert_eq!(pending(&c), 2, "y's space is held until its deadline");
     c.check_invariants();
     // The unknown writer's put still goes at the pending timeout.
     c.tick(c.params().pending_timeout_ms + 10);

@@ -134,6 +134,75 @@ impl Index {
         debug_assert!(self.entries.is_empty() && self.applied_seq == 0);
     }
 
+    /// Keep only the entries `keep` accepts (the driver checks each against its checksum before
+    /// the service rejoins a restarted meta service); returns the keys dropped.
+    /// `keep` gets the pool index (in registration order) of each entry.
+    pub(crate) fn retain(
+        &mut self,
+        mut keep: impl FnMut(usize, &IndexEntry) -> bool,
+    ) -> Vec<String> {
+        let dropped: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !keep(self.pool_of(e.segment).expect("an entry lies in a pool"), e))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &dropped {
+            let e = self.entries.remove(key).expect("listed above");
+            self.by_place.remove(&(e.segment, e.offset));
+            self.pool_mut(e.segment)
+                .expect("an entry lies in a pool")
+                .entries -= 1;
+        }
+        debug_assert_eq!(self.entries.len(), self.by_place.len());
+        dropped
+    }
+
+    /// The entries as a rejoin reports them: pool index instead of segment id, sorted by pool
+    /// then offset.
+    pub(crate) fn rejoin_entries(&self) -> Vec<msg::RejoinEntry> {
+        let mut out: Vec<msg::RejoinEntry> = self
+            .entries
+            .iter()
+            .map(|(key, e)| msg::RejoinEntry {
+                key: key.clone(),
+                pool: self.pool_of(e.segment).expect("an entry lies in a pool") as u32,
+                offset: e.offset,
+                len: e.len,
+                version: e.version,
+                crc: e.crc,
+            })
+            .collect();
+        out.sort_by_key(|e| (e.pool, e.offset));
+        out
+    }
+
+    /// The service rejoined under a new incarnation whose pools have these segment ids (in pool
+    /// order): keep every entry, renamed, and count changes from 1 again.
+    pub(crate) fn renumber(&mut self, segments: &[u32]) {
+        assert_eq!(segments.len(), self.pools.len(), "one segment per pool");
+        let old: Vec<u32> = self.pools.iter().map(|p| p.segment).collect();
+        let rename = |s: u32| segments[old.iter().position(|o| *o == s).expect("a pool")];
+        for e in self.entries.values_mut() {
+            e.segment = rename(e.segment);
+        }
+        self.by_place = self
+            .by_place
+            .iter()
+            .map(|(&(s, o), &l)| ((rename(s), o), l))
+            .collect();
+        for (p, s) in self.pools.iter_mut().zip(segments) {
+            p.segment = *s;
+        }
+        self.applied_seq = 0;
+        self.resync_wanted = false;
+        debug_assert_eq!(self.entries.len(), self.by_place.len());
+    }
+
+    fn pool_of(&self, segment: u32) -> Option<usize> {
+        self.pools.iter().position(|p| p.segment == segment)
+    }
+
     /// Apply the changes numbered `first_seq`, `first_seq + 1`, ... that were not applied yet, in
     /// order. Stops at the first one that does not fit (the earlier ones stay applied).
     pub(crate) fn apply(

@@ -37,6 +37,8 @@ struct Rig {
     log: Vec<LocalOutput>,
     /// Drains asked for and not yet reported.
     draining: Option<u64>,
+    /// Offsets of index entries whose bytes no longer match their checksum.
+    corrupt: Vec<u64>,
 }
 
 /// The meta core's defaults, but a member silent past its timeout is dropped at once (no grace):
@@ -58,6 +60,7 @@ impl Rig {
             sent: Vec::new(),
             log: Vec::new(),
             draining: None,
+            corrupt: Vec::new(),
         }
     }
 
@@ -110,7 +113,10 @@ impl Rig {
     fn drained(&mut self, left: u64) {
         assert!(self.draining.take().is_some(), "no drain was asked for");
         let mut out = Vec::new();
-        self.core.on_drained(self.now, left, &mut out);
+        // Every entry's bytes are intact unless the test says which are not.
+        let bad = self.corrupt.clone();
+        let mut verify = |_pool: usize, e: &IndexEntry| !bad.contains(&e.offset);
+        self.core.on_drained(self.now, left, &mut verify, &mut out);
         self.apply(out);
     }
 
@@ -174,7 +180,9 @@ fn a_forgotten_incarnation_closes_drains_then_registers_again() {
     );
     drop(stale_copy);
     r.drained(0);
-    assert!(matches!(r.sent.last(), Some((_, Request::Register(_)))));
+    // It was a member: it rejoins with its (here empty) index; this meta run dropped it, so it
+    // is registered afresh.
+    assert!(matches!(r.sent.last(), Some((_, Request::Rejoin(j))) if j.last && j.previous == old));
     r.deliver();
     let new = r.incarnation();
     assert_ne!(new, old);
@@ -413,12 +421,82 @@ fn heartbeats_keep_the_index_of_what_the_service_holds() {
             }
         ))
     ));
-    // A new incarnation starts empty (the meta service dropped the old one's objects).
+    // This meta run dropped the service (past its grace): it rejoins, and the meta service
+    // resets its index, since the objects were dropped.
     r.meta_silence(10_000);
     r.deliver();
     assert_eq!(r.core.index().len(), 2, "kept while registering again");
     r.drained(0);
     r.deliver();
     assert!(r.core.membership().is_some());
-    assert!(r.core.index().is_empty() && r.core.index().applied_seq() == 0);
+    assert_eq!(r.core.index().applied_seq(), 0);
+    r.tick(100);
+    r.deliver();
+    assert!(r.core.index().is_empty(), "reset by the meta service");
+}
+
+/// The meta service restarts (a new core, a later epoch): the service rejoins with its index,
+/// in chunks, and the new directory holds its objects again, at the same places, under a new
+/// incarnation; an entry whose bytes no longer match is dropped before the rejoin.
+#[test]
+fn after_a_meta_restart_the_service_rejoins_with_its_objects() {
+    let mut r = Rig::new();
+    r.start();
+    r.deliver();
+    let old = r.incarnation();
+    // More objects than one chunk carries.
+    let n = msg::INDEX_CHANGES_MAX + 100;
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i:05}")).collect();
+    let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    for batch in keys.chunks(1000) {
+        put_here(&mut r, batch, 64);
+    }
+    for _ in 0..4 {
+        r.tick(100);
+        r.deliver();
+    }
+    assert_eq!(r.core.index().len(), n);
+    let damaged = r.core.index().get("k00007").unwrap().offset;
+    r.corrupt = vec![damaged];
+    let before = r.meta.committed_objects();
+    // kill -9 of the meta service, and a new one a second later.
+    r.now += 1_000;
+    r.meta = MetaCore::new(MetaParams {
+        epoch: 5,
+        ..meta_params()
+    });
+    r.tick(100);
+    r.deliver();
+    assert_eq!(r.fence.incarnation(), 0, "closed before the rejoin");
+    r.drained(0);
+    let mut chunks = 0;
+    while let Some((_, Request::Rejoin(j))) = r.sent.first() {
+        assert_eq!((j.chunk, j.previous), (chunks, old));
+        chunks += 1;
+        let (id, req) = r.sent.remove(0);
+        let reply = r.meta.handle(r.now, req);
+        let mut out = Vec::new();
+        r.core.on_meta_reply(r.now, id, Ok(reply), &mut out);
+        r.apply(out);
+    }
+    assert_eq!(chunks, 2);
+    let new = r.incarnation();
+    assert!(new > old && r.fence.incarnation() == new);
+    assert_eq!(r.core.index().len(), n - 1, "the damaged entry was dropped");
+    let after = r.meta.committed_objects();
+    assert_eq!(after.len(), n - 1);
+    let segment = r.core.membership().unwrap().segments[0];
+    for (b, a) in before.iter().filter(|o| o.key != "k00007").zip(&after) {
+        assert_eq!(
+            (&b.key, b.size, b.version, b.crc),
+            (&a.key, a.size, a.version, a.crc)
+        );
+        assert_eq!(a.replicas[0].offset, b.replicas[0].offset, "same place");
+        assert_eq!(a.replicas[0].segment, segment);
+    }
+    // The damaged entry's space is free again; new puts are placed around the rebuilt ones.
+    r.now += 3_000;
+    put_here(&mut r, &["fresh"], 64);
+    r.meta.check_invariants();
+    assert_eq!(r.meta.committed_objects().len(), n);
 }

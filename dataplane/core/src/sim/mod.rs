@@ -16,6 +16,7 @@ mod local;
 mod observe;
 mod oracle;
 mod pause_check;
+mod rebuild_check;
 mod rng;
 mod transport;
 
@@ -86,6 +87,9 @@ pub struct Summary {
     pub pauses_readmitted: u64,
     /// Objects those re-admitted services kept across their pause.
     pub pause_objects_kept: u64,
+    /// Services that rejoined a restarted meta core with their index, and the objects rebuilt.
+    pub rejoins: u64,
+    pub objects_rebuilt: u64,
 }
 
 /// An invariant that did not hold.
@@ -196,6 +200,8 @@ pub struct Sim {
     pub(crate) clients: Vec<Node<SimClient>>,
     pub(crate) oracle: Oracle,
     pub(crate) summary: Summary,
+    /// Rejoin chunks seen, for the rebuild invariant (`rebuild_check.rs`).
+    pub(crate) rejoins: rebuild_check::Rejoins,
     /// A local service cut off from the meta service until the given time.
     cut: Option<(usize, u64)>,
     loss_per_million: u64,
@@ -219,6 +225,7 @@ pub(crate) fn meta_params(epoch: u64) -> MetaParams {
         member_grace_ms: MEMBER_GRACE_MS,
         meta_stall_ms: 75,
         heartbeat_ms: 30,
+        rebuild_window_ms: 100,
         evict_threshold_high: 90,
         evict_threshold_low: 80,
         // Small, so that batches split and outboxes overflow into resyncs.
@@ -268,6 +275,7 @@ impl Sim {
             clients,
             oracle: Oracle::default(),
             summary: Summary::default(),
+            rejoins: rebuild_check::Rejoins::new(),
             cut: None,
             loss_per_million: 5_000,
             next_seq: 1,
@@ -548,7 +556,17 @@ impl Sim {
         } else {
             Vec::new()
         };
+        let rejoin = match &req {
+            Request::Rejoin(j) => {
+                self.rejoin_sent(j);
+                Some(Request::Rejoin(j.clone()))
+            }
+            _ => None,
+        };
         let reply = self.meta.handle(self.now, req);
+        if let Some(Request::Rejoin(j)) = &rejoin {
+            self.rejoin_answered(j, &reply);
+        }
         if excusable {
             self.pause_watch_excuse(&before);
         }
@@ -636,7 +654,8 @@ impl Sim {
                 // The meta service restarts with an empty directory.
                 self.summary.meta_restarts += 1;
                 self.meta_gen += 1;
-                self.meta = MetaCore::new(meta_params(self.meta_gen));
+                // As the wall clock gives the real one: each run's epoch above the last's.
+                self.meta = MetaCore::new(meta_params(self.meta_gen * 1_000_000));
             }
             55..=64 => {
                 let for_ms = self.rng.range(20, 300);
