@@ -127,12 +127,16 @@ impl<'a> Tcp<'a> {
         let deadline = self.deadline;
         let pieces = std::mem::take(&mut g.pieces);
         let outcome = self.pool.take(&g.endpoint, deadline).and_then(|mut conn| {
-            match &mut g.bufs {
-                Bufs::Write(data) => conn.write(g.rank, g.incarnation, pieces, data, deadline)?,
-                Bufs::Read(bufs) => conn.read(g.rank, g.incarnation, pieces, bufs, deadline)?,
+            let done = match &mut g.bufs {
+                Bufs::Write(data) => conn.write(g.rank, g.incarnation, pieces, data, deadline),
+                Bufs::Read(bufs) => conn.read(g.rank, g.incarnation, pieces, bufs, deadline),
+            };
+            if done.is_ok() {
+                self.pool.give(conn);
+            } else {
+                conn.abort();
             }
-            self.pool.give(conn);
-            Ok(())
+            done
         });
         if let Err(e) = &outcome {
             let what = match g.bufs {
@@ -253,6 +257,17 @@ impl DataConn {
 
     pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Drop a connection whose transfer failed with a reset, not a graceful close: the kernel
+    /// discards what it still holds to send. A write that timed out behind a partition must not
+    /// reach the service when the network heals (TCP would retransmit it, seconds later), by
+    /// which time the failed put's space may hold another object.
+    pub(crate) fn abort(self) {
+        if let Err(e) = rustix::net::sockopt::set_socket_linger(&self.stream, Some(Duration::ZERO))
+        {
+            warn!(endpoint = %self.endpoint, error = %e, "SO_LINGER 0 refused: closing gracefully");
+        }
     }
 
     /// Write `data` (whose lengths add up to the pieces') into the pieces, in order; the service

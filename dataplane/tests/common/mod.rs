@@ -2,6 +2,8 @@
 //! ephemeral ports, killed when the `Cluster` drops.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
