@@ -153,6 +153,12 @@ fn with_two_replicas_on_two_services_gets_survive_and_puts_are_refused() {
         Err(e) => format!("{} ({e})", e.code().as_i32()),
     };
     println!("  a put with 2 replicas and 1 live service: {message}");
+    let e = refused.expect_err("2 replicas need 2 live services");
+    assert_eq!(e.code().as_i32(), -3013);
+    assert!(
+        e.to_string().contains("2 replicas"),
+        "the error says why: {e}"
+    );
     let (lost, wrong) = shm.read_back(&c);
     let (lost_tcp, wrong_tcp) = tcp.read_back(&c);
     println!(

@@ -292,6 +292,19 @@ impl PutOp {
         for (&i, item) in todo.iter().zip(&items) {
             if item.code == Code::ExceedCapacity.as_i32() && item.retry {
                 self.retry.push(i);
+            } else if item.code == Code::ExceedCapacity.as_i32() && self.opts.replicas > 1 {
+                // Say what could not be met: the replicas need as many live services with room.
+                let n = self.opts.replicas;
+                let e = Error::Remote {
+                    code: Code::ExceedCapacity,
+                    context: format!(
+                        "key {:?}: no room for {n} replicas of {} bytes, each on a different live \
+                         local service (fewer live services than replicas, or too little space)",
+                        self.keys[i], self.sizes[i]
+                    ),
+                };
+                warn!(key = %self.keys[i], replicas = n, "{e}");
+                self.results[i] = Err(e);
             } else if item.code != 0 {
                 self.results[i] = Err(key_error(item.code, &self.keys[i]));
             } else {

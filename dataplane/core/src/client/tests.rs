@@ -269,6 +269,37 @@ fn put_waiting_for_leased_space_retries_then_answers_no_space() {
 }
 
 #[test]
+fn put_with_more_replicas_than_live_services_says_so() {
+    let opts = PutOptions {
+        replicas: 2,
+        ..PutOptions::default()
+    };
+    let mut op = PutOp::new(&["a"], &[8], &opts, None, 0, 1000).unwrap();
+    let req = meta(op.poll(0));
+    op.on_meta(
+        0,
+        req,
+        Ok(Reply::Alloc {
+            items: vec![AllocItem {
+                code: Code::ExceedCapacity.as_i32(),
+                retry: false,
+                token: 0,
+                replicas: vec![],
+            }],
+            services: vec![],
+        }),
+    );
+    assert!(matches!(op.poll(0), Action::Done));
+    let r = op.results().unwrap();
+    let e = r[0].as_ref().unwrap_err();
+    assert_eq!(e.code(), Code::ExceedCapacity);
+    assert!(
+        e.to_string().contains("2 replicas of 8 bytes"),
+        "the message names the replicas: {e}"
+    );
+}
+
+#[test]
 fn put_past_its_deadline_times_out_unconfirmed_keys() {
     let mut op = PutOp::new(&["a"], &[8], &PutOptions::default(), None, 0, 100).unwrap();
     let req = meta(op.poll(0));
