@@ -90,7 +90,9 @@ impl Client {
 
     fn read_step(&self, op: &mut GetOp, bufs: &mut [&mut [&mut [u8]]]) {
         self.before_transfer();
-        let deadline = self.instant(op.deadline_ms());
+        // Every backend here completes (or abandons) each copy before `run` returns, so a round
+        // may end before the call's deadline and fall over to other replicas.
+        let deadline = self.instant(op.transfer_deadline_ms());
         let jobs = read_jobs(op.transfers(), bufs);
         let outcomes = self.transports.run(jobs, op.services(), deadline);
         op.on_transfers(self.now_ms(), outcomes);

@@ -2,12 +2,14 @@
 //! ephemeral ports, killed when the `Cluster` drops.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mmc_config::DataOpType;
 use mmc_dataplane::{Client, ClientConfig, LocalConfig};
 
 /// A binary of this workspace (built by `cargo build --workspace --bins`, which scripts/test.sh runs
@@ -152,6 +154,24 @@ impl Cluster {
         Client::connect(&self.client_config()).expect("client connects")
     }
 
+    /// A client with this timeout and transport (`None`: own pool, same-host shm, then TCP).
+    pub fn client_with(&self, timeout_ms: u64, transport: Option<DataOpType>) -> Client {
+        Client::connect(&ClientConfig {
+            timeout_ms,
+            transport,
+            ..self.client_config()
+        })
+        .expect("client connects")
+    }
+
+    /// The index in `locals` of the service with this rank.
+    pub fn local_of(&self, rank: u32) -> usize {
+        self.locals
+            .iter()
+            .position(|l| l.rank == rank)
+            .unwrap_or_else(|| panic!("no local service has rank {rank}"))
+    }
+
     /// A client with a local service of `dram` bytes inside this test process.
     pub fn embedded_client(&self, dram: u64) -> Client {
         let local = LocalConfig {
@@ -207,6 +227,19 @@ impl Cluster {
     pub fn signal_meta(&self, signal: &str) {
         signal_pid(self.meta.id(), signal);
     }
+}
+
+/// Wait for `cond`, checked every 10 ms, at most `limit`; returns how long it took.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
 }
 
 fn signal_pid(pid: u32, signal: &str) {

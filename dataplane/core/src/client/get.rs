@@ -1,11 +1,18 @@
 //! Get: look up (one meta round trip, which takes a read lease per key), read one replica of each
 //! object into the caller's memory, fall over to the next replica when a copy fails, check the
 //! lease held until the copies finished, release the leases (one-way).
+//!
+//! A copy from a frozen service neither fails nor finishes; so that it cannot eat the whole call
+//! while another replica could answer, a round of copies in which some key still has replicas
+//! left gets only an equal share of the time left before the deadline or the lease's end
+//! ([`GetOp::transfer_deadline_ms`]): with two replicas, half. A copy that times out at that
+//! earlier deadline falls over to its key's next replica; a key with no other replica, cut short
+//! only for another key's sake, reads the same replica again with the time that is left.
 
 use mmc_controlplane::msg::{Replica, Reply, Request, ServiceAddr};
 use mmc_controlplane::{Error, Result};
 use mmc_hal::fence::Fence;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::keys::{lend, restore};
 use super::{
@@ -50,6 +57,8 @@ pub struct GetOp {
     /// When the lookup was sent: leases count from there.
     started_ms: u64,
     deadline_ms: u64,
+    /// When the copies of the current round give up (at most `deadline_ms`).
+    round_deadline_ms: u64,
 }
 
 impl GetOp {
@@ -86,6 +95,7 @@ impl GetOp {
             lease_ms: 0,
             started_ms: now_ms,
             deadline_ms: now_ms.saturating_add(timeout_ms),
+            round_deadline_ms: now_ms.saturating_add(timeout_ms),
         })
     }
 
@@ -129,6 +139,15 @@ impl GetOp {
 
     pub fn deadline_ms(&self) -> u64 {
         self.deadline_ms
+    }
+
+    /// When the copies of the current round ([`GetOp::transfers`]) should give up: the call's
+    /// deadline, or earlier when a key of the round has other replicas to try (an equal share,
+    /// per replica left, of the time left before the deadline or the end of the read lease). A
+    /// driver that can abandon a copy at that time (its buffers untouched afterwards) reports it
+    /// as a timeout; one that cannot may wait for the call's deadline instead.
+    pub fn transfer_deadline_ms(&self) -> u64 {
+        self.round_deadline_ms
     }
 
     pub fn transfers(&self) -> &[Transfer] {
@@ -219,13 +238,16 @@ impl GetOp {
     }
 
     /// A read of the next untried replica for every key still without its bytes.
-    fn plan_reads(&mut self, _now_ms: u64) {
+    fn plan_reads(&mut self, now_ms: u64) {
         self.transfers.clear();
+        // Attempts left for the key with the most, this one included.
+        let mut attempts = 1;
         for (i, f) in self.found.iter().enumerate() {
             let Some(f) = f else { continue };
             if self.results[i].is_err() || f.tried >= f.replicas.len() {
                 continue;
             }
+            attempts = attempts.max(f.replicas.len() - f.tried);
             let r = f.replicas[f.tried];
             let addr = service(&self.services, r.rank).expect("order() keeps addressed replicas");
             debug_assert_eq!(r.len, f.size);
@@ -248,6 +270,15 @@ impl GetOp {
             .iter()
             .enumerate()
             .all(|(n, t)| self.transfers[..n].iter().all(|u| u.item != t.item)));
+        self.round_deadline_ms = if attempts > 1 {
+            // A copy that ends after the lease is refused anyway: share the time it leaves.
+            let useful = self
+                .deadline_ms
+                .min(self.started_ms.saturating_add(self.lease_ms));
+            now_ms + useful.saturating_sub(now_ms) / attempts as u64
+        } else {
+            self.deadline_ms
+        };
         self.state = if self.transfers.is_empty() {
             self.finish_state()
         } else {
@@ -272,6 +303,7 @@ impl GetOp {
             "one outcome per transfer"
         );
         let mut again = false;
+        let cut_short = self.round_deadline_ms < self.deadline_ms;
         let transfers = std::mem::take(&mut self.transfers);
         for (t, outcome) in transfers.iter().zip(outcomes) {
             let f = self.found[t.item]
@@ -280,9 +312,18 @@ impl GetOp {
             f.tried += 1;
             self.suspects.note(t, &outcome);
             if let Err(e) = outcome {
-                if f.tried < f.replicas.len() && now_ms < self.deadline_ms {
+                let time_left = now_ms < self.deadline_ms;
+                if f.tried < f.replicas.len() && time_left {
                     warn!(key = %self.keys[t.item], rank = t.fence.rank, error = %e,
                         "get: copy failed, trying the next replica");
+                    again = true;
+                } else if cut_short && time_left && matches!(e, Error::Timeout { .. }) {
+                    // Its round ended early for another key's sake: the same replica again,
+                    // with the time left. Each cut round moves some key to its next replica,
+                    // so this repeats at most once per replica of the batch.
+                    debug!(key = %self.keys[t.item], rank = t.fence.rank,
+                        "get: copy cut short, reading the same replica again");
+                    f.tried -= 1;
                     again = true;
                 } else {
                     self.results[t.item] = Err(e);

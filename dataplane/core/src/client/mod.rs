@@ -17,7 +17,7 @@ mod put;
 pub use get::GetOp;
 pub use keys::{check_key, check_keys, check_lengths, key_error, unexpected, CloneError};
 pub use meta_op::{Info, MetaKind, MetaOp};
-pub use put::{PutOp, PutOptions};
+pub use put::{PutOp, PutOptions, REPLACE_MAX};
 
 use mmc_controlplane::msg::{Request, ServiceAddr};
 use mmc_hal::fence::Fence;

@@ -1,6 +1,9 @@
 //! Put: allocate (one meta round trip), write every replica, commit (one meta round trip). Keys
 //! that found no room while read leases held space are tried again after a back-off, within the
-//! deadline.
+//! deadline. A key whose write failed because its service could not be reached (refused, reset,
+//! closed, fenced off: the service died or registered again) is committed as failed, which frees
+//! it, and allocated again at once (at most [`REPLACE_MAX`] times, within the deadline): the
+//! service was reported as a suspect first, so the meta service places it elsewhere.
 
 use mmc_controlplane::msg::{self, AllocRequest, CommitItem, Replica, Reply, Request, ServiceAddr};
 use mmc_controlplane::{Code, Error, Result};
@@ -15,6 +18,9 @@ use super::{
 
 /// Back-off between tries of a put that waits for leased space to be released.
 pub const NO_SPACE_RETRY_MS: u64 = 20;
+
+/// Most new allocations for one key whose write found its service unreachable.
+pub const REPLACE_MAX: u8 = 2;
 
 /// Where and how to place a put (`mmc_put_options`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +79,10 @@ pub struct PutOp {
     placed: Vec<(usize, u64)>,
     /// Keys of this round to try again after the back-off.
     retry: Vec<usize>,
+    /// Keys of this round whose write found a service unreachable, to allocate again.
+    replace: Vec<usize>,
+    /// New allocations made so far per key for that reason.
+    replaced: Vec<u8>,
     transfers: Vec<Transfer>,
     services: Vec<ServiceAddr>,
     fatal: Option<Error>,
@@ -144,6 +154,8 @@ impl PutOp {
             todo,
             placed: Vec::new(),
             retry: Vec::new(),
+            replace: Vec::new(),
+            replaced: vec![0; keys.len()],
             transfers: Vec::new(),
             services: Vec::new(),
             fatal: None,
@@ -228,8 +240,7 @@ impl PutOp {
             }
             State::Backoff { until_ms } if now_ms < until_ms => Action::Sleep { until_ms },
             State::Backoff { .. } => {
-                self.todo = std::mem::take(&mut self.retry);
-                self.state = State::Alloc;
+                self.next_round();
                 self.poll(now_ms)
             }
             State::AwaitAlloc | State::AwaitWrite | State::AwaitCommit => Action::Wait {
@@ -294,6 +305,19 @@ impl PutOp {
         for (&i, item) in todo.iter().zip(&items) {
             if item.code == Code::ExceedCapacity.as_i32() && item.retry {
                 self.retry.push(i);
+            } else if item.code == Code::ExceedCapacity.as_i32() && self.opts.replicas > 1 {
+                // Say what could not be met: the replicas need as many live services with room.
+                let n = self.opts.replicas;
+                let e = Error::Remote {
+                    code: Code::ExceedCapacity,
+                    context: format!(
+                        "key {:?}: no room for {n} replicas of {} bytes, each on a different live \
+                         local service (fewer live services than replicas, or too little space)",
+                        self.keys[i], self.sizes[i]
+                    ),
+                };
+                warn!(key = %self.keys[i], replicas = n, "{e}");
+                self.results[i] = Err(e);
             } else if item.code != 0 {
                 self.results[i] = Err(key_error(item.code, &self.keys[i]));
             } else {
@@ -389,6 +413,12 @@ impl PutOp {
                         self.results[i] = Err(key_error(code, &self.keys[i]));
                     }
                     self.confirmed[i] = code == 0;
+                    // Aborted (the key is free again) because a service was out of reach.
+                    let unreachable =
+                        matches!(self.results[i], Err(Error::LocalUnreachable { .. }));
+                    if code == 0 && unreachable && self.replaced[i] < REPLACE_MAX {
+                        self.replace.push(i);
+                    }
                 }
             }
             Ok(other) => return self.fail(unexpected(&other)),
@@ -404,21 +434,48 @@ impl PutOp {
         self.state = self.after_round_state(now_ms);
     }
 
-    /// After a round: back off and try the keys that waited for space, or finish.
+    /// After a round: allocate again the keys whose service was out of reach, back off and try
+    /// the keys that waited for space, or finish. Keys that cannot be tried again in time keep
+    /// their error.
     fn after_round_state(&mut self, now_ms: u64) -> State {
-        if self.retry.is_empty() {
-            return State::Done;
+        if now_ms + self.margin_ms >= self.deadline_ms {
+            self.replace.clear();
         }
-        if now_ms + NO_SPACE_RETRY_MS + self.margin_ms >= self.deadline_ms {
+        if !self.retry.is_empty() && now_ms + NO_SPACE_RETRY_MS + self.margin_ms >= self.deadline_ms
+        {
             for &i in &self.retry {
                 self.results[i] = Err(key_error(Code::ExceedCapacity.as_i32(), &self.keys[i]));
             }
             self.retry.clear();
+        }
+        if !self.retry.is_empty() {
+            // The keys to replace wait with them.
+            return State::Backoff {
+                until_ms: now_ms + NO_SPACE_RETRY_MS,
+            };
+        }
+        if self.replace.is_empty() {
             return State::Done;
         }
-        State::Backoff {
-            until_ms: now_ms + NO_SPACE_RETRY_MS,
+        self.next_round();
+        State::Alloc
+    }
+
+    /// The keys of the next allocation round: those that waited for space and those to place
+    /// again (their failure forgotten: they start over).
+    fn next_round(&mut self) {
+        debug_assert!(self.todo.is_empty());
+        for &i in &self.replace {
+            warn!(key = %self.keys[i], error = ?self.results[i].as_ref().err(),
+                "put: a service was out of reach, allocating again");
+            self.replaced[i] += 1;
+            self.results[i] = Ok(());
+            self.confirmed[i] = false;
         }
+        self.todo = std::mem::take(&mut self.retry);
+        self.todo.append(&mut self.replace);
+        self.todo.sort_unstable();
+        self.state = State::Alloc;
     }
 
     fn time_out(&mut self) {
