@@ -25,5 +25,5 @@ pub mod transport;
 pub fn checksum<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
     parts
         .into_iter()
-        .fold(0, |crc, part| crc32c::crc32c_append(crc, part))
+        .fold(0, crc32c::crc32c_append)
 }
