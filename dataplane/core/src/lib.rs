@@ -23,7 +23,5 @@ pub mod transport;
 /// CRC-32C (Castagnoli) of an object's bytes given as consecutive parts: the checksum every
 /// object carries from its put (hardware-accelerated where the CPU has it).
 pub fn checksum<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
-    parts
-        .into_iter()
-        .fold(0, crc32c::crc32c_append)
+    parts.into_iter().fold(0, crc32c::crc32c_append)
 }
