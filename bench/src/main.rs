@@ -99,6 +99,10 @@ struct Args {
     /// beside the repository).
     #[arg(long, value_name = "DIR")]
     mooncake_dir: Option<PathBuf>,
+    /// Every client checks each get's bytes against the object's CRC-32C (`verify_reads`): run
+    /// with and without to see its cost.
+    #[arg(long)]
+    verify_reads: bool,
     /// Client timeout per call, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
@@ -301,8 +305,14 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         meta_url: meta.clone(),
         timeout_ms: args.timeout_ms,
         log_level: level,
+        verify_reads: args.verify_reads,
         ..ClientConfig::default()
     };
+    notes.push(if args.verify_reads {
+        "verify_reads on: every get checks its bytes against the object's CRC-32C".into()
+    } else {
+        "verify_reads off (the default); puts always compute the CRC-32C".into()
+    });
     // The ranks of the local services the host and tcp placements write to.
     let remote_ranks: Vec<u32> = match &cluster {
         Some(c) => c.locals.iter().map(|l| l.rank).collect(),
@@ -539,7 +549,11 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         } else {
             "blocking calls".to_string()
         }
-    );
+    ) + if args.verify_reads {
+        "; verify_reads"
+    } else {
+        ""
+    };
 
     println!();
     println!(

@@ -135,6 +135,19 @@ pub enum Error {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A read's bytes do not match the object's checksum (`verify_reads`): the replica is corrupt.
+    #[error(
+        "object {key:?}: replica on rank {rank} (segment {segment}, offset {offset}) has CRC-32C \
+         {actual:#010x}, the object's is {expected:#010x}"
+    )]
+    Checksum {
+        key: String,
+        rank: u32,
+        segment: u32,
+        offset: u64,
+        expected: u32,
+        actual: u32,
+    },
 }
 
 impl Error {
@@ -156,6 +169,7 @@ impl Error {
             Error::Memory(_) => Code::NotEnoughMemory,
             Error::Io { .. } => Code::Error,
             Error::Internal(_) => Code::Error,
+            Error::Checksum { .. } => Code::UnmatchedRet,
         }
     }
 
@@ -223,6 +237,15 @@ mod tests {
         };
         assert_eq!(local.code().as_i32(), -3018);
         assert_eq!(Error::ClientNotInit.code().as_i32(), -3019);
+        let corrupt = Error::Checksum {
+            key: "k".into(),
+            rank: 1,
+            segment: 2,
+            offset: 3,
+            expected: 4,
+            actual: 5,
+        };
+        assert_eq!(corrupt.code().as_i32(), -3103);
         assert_eq!(
             Error::Timeout {
                 ms: 1,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::table::{self, Int, Key, Level, OptInt, TcpUrl};
+use crate::table::{self, Bool, Int, Key, Level, OptInt, TcpUrl};
 use crate::{config_key, config_struct};
 use crate::{
     load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig, OCK_LOG_LEVEL,
@@ -67,6 +67,11 @@ pub static CLIENT_KEYS: &[Key<ClientConfig>] = &[
         doc: "Spin this long for each reply before blocking; 0 = block.",
     }),
     config_key!(ClientConfig {
+        name: "verify_reads", ock: "ock.mmc.client.verify_reads", kind: Bool,
+        field: verify_reads, default: "false",
+        doc: "Check every get's bytes against the object's CRC-32C; a corrupt replica falls over to the next, none left = -3103.",
+    }),
+    config_key!(ClientConfig {
         name: "log_level", ock: OCK_LOG_LEVEL, kind: Level, field: log_level, default: "info",
         doc: "Log level.",
     }),
@@ -92,6 +97,10 @@ config_struct! {
         pub transport: Option<DataOpType>,
         /// Busy-poll this long for each reply before blocking; 0 = block at once.
         pub busy_poll_us: u64,
+        /// After each get's copy, check the bytes against the object's CRC-32C (set by its
+        /// writer): a mismatch tries the next replica, and fails the key (-3103) when none
+        /// matches.
+        pub verify_reads: bool,
         pub log_level: LogLevel,
         pub tls: TlsConfig,
     }

@@ -34,6 +34,7 @@ const FULL_OCK: &str = "# mmc-local.conf\n\
     ock.mmc.client.timeout.seconds = 30\n\
     ock.mmc.client.read_thread_pool.size = 4\n\
     ock.mmc.client.write_thread_pool.size = 5\n\
+    ock.mmc.client.verify_reads = true\n\
     ock.mmc.tls.enable = false\n\
     ock.mmc.tls.cert.path = \"/etc/cert.pem\"\n";
 
@@ -71,6 +72,7 @@ fn full_client() -> ClientConfig {
         write_threads: 5,
         transport: None,
         busy_poll_us: 0,
+        verify_reads: true,
         log_level: LogLevel::Debug,
         tls: TlsConfig {
             cert_path: "/etc/cert.pem".into(),
@@ -89,6 +91,20 @@ fn client_transport_from_toml_and_ock() {
         Some(DataOpType::Shm)
     );
     assert_eq!(ClientConfig::default().transport, None);
+}
+
+#[test]
+fn client_verify_reads_from_toml_and_ock_default_off() {
+    assert!(!ClientConfig::default().verify_reads);
+    let c = ClientConfig::from_toml_str("[client]\nverify_reads = true").unwrap();
+    assert!(c.verify_reads);
+    let c = ClientConfig::from_toml_str("verify_reads = false").unwrap();
+    assert!(!c.verify_reads);
+    let ock = OckFile::parse("ock.mmc.client.verify_reads = true").unwrap();
+    assert!(ClientConfig::from_ock(&ock).unwrap().verify_reads);
+    let bad = OckFile::parse("ock.mmc.client.verify_reads = maybe").unwrap();
+    let e = ClientConfig::from_ock(&bad).unwrap_err().to_string();
+    assert!(e.contains("verify_reads"), "{e}");
 }
 
 #[test]
@@ -195,7 +211,7 @@ fn local_and_client_from_ock() {
     assert_eq!(ClientConfig::from_ock(&ock).unwrap(), full_client());
     assert_eq!(
         ock.unknown_keys(is_local_or_client_ock_key),
-        vec![("ock.mmc.local_service.future_knob", 21)]
+        vec![("ock.mmc.local_service.future_knob", 22)]
     );
 
     // Empty rank id = not fixed; timeout 0 = default.
@@ -250,11 +266,11 @@ fn local_and_client_from_ock() {
 fn client_from_toml() {
     let text = "meta_url = \"tcp://10.0.0.1:5000\"\nrank_id = 3\ntimeout_seconds = 30\n\
         read_thread_pool_size = 4\nwrite_thread_pool_size = 5\nlog_level = \"debug\"\n\
-        [tls]\ncert_path = \"/etc/cert.pem\"\n";
+        verify_reads = true\n[tls]\ncert_path = \"/etc/cert.pem\"\n";
     assert_eq!(ClientConfig::from_toml_str(text).unwrap(), full_client());
     let text = "[client]\ndiscovery_url = \"tcp://10.0.0.1:5000\"\nrank_id = 3\n\
         timeout_ms = 30000\nread_thread_pool_size = 4\nwrite_thread_pool_size = 5\n\
-        log_level = 0\n[client.tls]\ncert_path = \"/etc/cert.pem\"\n";
+        log_level = 0\nverify_reads = true\n[client.tls]\ncert_path = \"/etc/cert.pem\"\n";
     assert_eq!(ClientConfig::from_toml_str(text).unwrap(), full_client());
     assert_eq!(
         ClientConfig::from_toml_str("timeout_ms = 0")
@@ -547,7 +563,7 @@ fn unknown_keys_name_the_closest_known_key() {
     let ock = OckFile::parse(&text).unwrap();
     assert_eq!(
         ock.unknown_keys(is_local_or_client_ock_key),
-        vec![("ock.mmc.local_service.dram_size", 21)]
+        vec![("ock.mmc.local_service.dram_size", 22)]
     );
     assert_eq!(ock.warn_unknown("test", &local_and_client_ock_keys()), 1);
     assert_eq!(

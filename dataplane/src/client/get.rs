@@ -1,7 +1,9 @@
 //! Get, driven: the sans-IO [`GetOp`] decides (look up with a read lease, which replica to read
 //! and which next when a copy fails, whether the lease held, release); this driver makes its meta
 //! calls and hands its transfers, resolved to the caller's buffers, to the transport backends
-//! (`crate::transport`), which fill them in place.
+//! (`crate::transport`), which fill them in place. With `verify_reads`, every form of get checks
+//! the bytes each copy delivered against the object's checksum ([`GetOp::verify`]) before the
+//! operation sees the outcome: a corrupt replica is a failed copy.
 
 use mmc_controlplane::Result;
 use mmc_core::client::{check_lengths, Action, GetOp};
@@ -94,7 +96,10 @@ impl Client {
         // may end before the call's deadline and fall over to other replicas.
         let deadline = self.instant(op.transfer_deadline_ms());
         let jobs = read_jobs(op.transfers(), bufs);
-        let outcomes = self.transports.run(jobs, op.services(), deadline);
+        let mut outcomes = self.transports.run(jobs, op.services(), deadline);
+        if self.verify_reads {
+            op.verify(bufs, &mut outcomes);
+        }
         op.on_transfers(self.now_ms(), outcomes);
     }
 }

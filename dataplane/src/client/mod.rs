@@ -52,6 +52,8 @@ pub struct Client {
     /// The backends that move bytes, and the chooser that picks one per service.
     transports: Transports,
     busy_poll: Duration,
+    /// `verify_reads`: check each get's bytes against the object's CRC-32C after the copy.
+    verify_reads: bool,
     /// Test hook run between a meta reply and the first byte moved (see
     /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
     transfer_hook: OnceLock<TransferHook>,
@@ -114,6 +116,7 @@ impl Client {
                 Duration::from_micros(config.busy_poll_us),
             ),
             busy_poll: Duration::from_micros(config.busy_poll_us),
+            verify_reads: config.verify_reads,
             transfer_hook: OnceLock::new(),
         };
         // Prove the meta service answers now, so init fails early and clearly.
@@ -124,7 +127,7 @@ impl Client {
         client.put_meta_conn(conn);
         client._session = client.open_session(deadline);
         info!(meta = %meta_addr, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
-            embedded = client.local_rank(), "client connected");
+            embedded = client.local_rank(), verify_reads = client.verify_reads, "client connected");
         Ok(client)
     }
 
@@ -153,6 +156,11 @@ impl Client {
         self.timeout
     }
 
+    /// Whether gets check their bytes against each object's checksum (`verify_reads`).
+    pub fn verify_reads(&self) -> bool {
+        self.verify_reads
+    }
+
     /// The driver's clock for the sans-IO operations: milliseconds since this client started.
     pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
@@ -174,7 +182,8 @@ impl Client {
     }
 
     /// Carry out an operation's action other than a transfer or the end: a meta round trip, a
-    /// one-way request, a back-off.
+    /// one-way request, a back-off (a put waiting for leased space; any operation the meta
+    /// service answered `Busy` while it rebuilds its directory).
     pub(crate) fn control_step(&self, op: &mut impl Operation, action: Action) {
         match action {
             Action::Meta(req) => {

@@ -1,6 +1,8 @@
-//! Get: look up (one meta round trip, which takes a read lease per key), read one replica of each
-//! object into the caller's memory, fall over to the next replica when a copy fails, check the
-//! lease held until the copies finished, release the leases (one-way).
+//! Get: look up (one meta round trip, which takes a read lease per key; looked up again after a
+//! back-off while the meta service answers `Busy`), read one replica of each object into the
+//! caller's memory, fall over to the next replica when a copy fails (or, with `verify_reads`, its
+//! bytes do not match the object's checksum), check the lease held until the copies finished,
+//! release the leases (one-way).
 //!
 //! A copy from a frozen service neither fails nor finishes; so that it cannot eat the whole call
 //! while another replica could answer, a round of copies in which some key still has replicas
@@ -12,26 +14,32 @@
 use mmc_controlplane::msg::{Replica, Reply, Request, ServiceAddr};
 use mmc_controlplane::{Error, Result};
 use mmc_hal::fence::Fence;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::keys::{lend, restore};
 use super::{
-    check_keys, check_lengths, key_error, service, unexpected, Action, Dir, Suspects, Transfer,
+    busy_timeout, busy_until, check_keys, check_lengths, key_error, runs, service, unexpected,
+    Action, Dir, Suspects, Transfer,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Lookup,
     AwaitLookup,
+    /// The meta service answered `Busy`: look up again at `until_ms`.
+    Backoff {
+        until_ms: u64,
+    },
     Read,
     AwaitRead,
     Release,
     Done,
 }
 
-/// A found object: its size, its lease, the replicas in the order they are tried.
+/// A found object: its size, checksum and lease, the replicas in the order they are tried.
 struct Found {
     size: u64,
+    crc: u32,
     lease: u64,
     replicas: Vec<Replica>,
     tried: usize,
@@ -59,6 +67,9 @@ pub struct GetOp {
     deadline_ms: u64,
     /// When the copies of the current round give up (at most `deadline_ms`).
     round_deadline_ms: u64,
+    timeout_ms: u64,
+    /// The message of the last `Busy` answer, until a lookup is answered.
+    busy: Option<String>,
 }
 
 impl GetOp {
@@ -96,6 +107,8 @@ impl GetOp {
             started_ms: now_ms,
             deadline_ms: now_ms.saturating_add(timeout_ms),
             round_deadline_ms: now_ms.saturating_add(timeout_ms),
+            timeout_ms,
+            busy: None,
         })
     }
 
@@ -116,6 +129,11 @@ impl GetOp {
                     .collect();
                 let keys = lend(&mut self.keys, &self.sent);
                 Action::Meta(Request::Lookup { keys })
+            }
+            State::Backoff { until_ms } if now_ms < until_ms => Action::Sleep { until_ms },
+            State::Backoff { .. } => {
+                self.state = State::Lookup;
+                self.poll(now_ms)
             }
             State::Read => {
                 self.state = State::AwaitRead;
@@ -163,6 +181,59 @@ impl GetOp {
         self.found[item].as_ref().map(|f| f.size)
     }
 
+    /// The object's CRC-32C as its writer computed it, once the lookup found it.
+    pub fn crc(&self, item: usize) -> Option<u32> {
+        self.found[item].as_ref().map(|f| f.crc)
+    }
+
+    /// `verify_reads`: check the bytes each successful copy of the last [`Action::Transfer`]
+    /// delivered (in `bufs`, as handed to the transports) against the object's checksum. A
+    /// mismatch becomes that copy's outcome ([`Error::Checksum`], -3103, logged with the key, the
+    /// replica and both checksums), so that [`GetOp::on_transfers`] falls over to the next replica
+    /// as for a failed copy. Call between the copies and `on_transfers`.
+    pub fn verify(&self, bufs: &[&mut [&mut [u8]]], outcomes: &mut [Result<()>]) {
+        assert_eq!(
+            outcomes.len(),
+            self.transfers.len(),
+            "one outcome per transfer"
+        );
+        for (t, outcome) in self.transfers.iter().zip(outcomes.iter_mut()) {
+            if outcome.is_err() {
+                continue;
+            }
+            let Some(expected) = self.crc(t.item) else {
+                continue;
+            };
+            let parts = &bufs[t.item];
+            let actual = crate::checksum(
+                runs(parts.iter().map(|p| p.len() as u64), t.item_offset, t.len)
+                    .map(|(p, off, n)| &parts[p][off as usize..(off + n) as usize]),
+            );
+            if let Err(e) = self.check(t, expected, actual) {
+                *outcome = Err(e);
+            }
+        }
+    }
+
+    /// The error for a copy `t` whose bytes have checksum `actual`, if not `expected`.
+    fn check(&self, t: &Transfer, expected: u32, actual: u32) -> Result<()> {
+        if actual == expected {
+            return Ok(());
+        }
+        let key = &self.keys[t.item];
+        error!(key = %key, rank = t.fence.rank, segment = t.fence.segment, offset = t.offset,
+            expected = format_args!("{expected:#010x}"), actual = format_args!("{actual:#010x}"),
+            "get: replica bytes do not match the object's checksum");
+        Err(Error::Checksum {
+            key: key.clone(),
+            rank: t.fence.rank,
+            segment: t.fence.segment,
+            offset: t.offset,
+            expected,
+            actual,
+        })
+    }
+
     pub fn on_meta(&mut self, now_ms: u64, request: Request, reply: Result<Reply>) {
         let sent = std::mem::take(&mut self.sent);
         match request {
@@ -183,6 +254,14 @@ impl GetOp {
                 services,
                 lease_ms,
             }) => (items, services, lease_ms),
+            Ok(Reply::Busy { retry_ms, message }) => {
+                // No lease was granted: nothing to release.
+                let until_ms = busy_until(now_ms, retry_ms, self.deadline_ms);
+                debug!(retry_ms, until_ms, %message, "get: the meta service is busy, looking up again");
+                self.busy = Some(message);
+                self.state = State::Backoff { until_ms };
+                return;
+            }
             Ok(other) => return self.fail(unexpected(&other)),
             Err(e) => return self.fail(e),
         };
@@ -193,6 +272,7 @@ impl GetOp {
                 items.len()
             )));
         }
+        self.busy = None;
         self.services = services;
         self.lease_ms = lease_ms;
         let mut items = items.into_iter();
@@ -208,6 +288,7 @@ impl GetOp {
             // The lease is released whatever happens next.
             let mut found = Found {
                 size: item.size,
+                crc: item.crc,
                 lease: item.lease,
                 replicas: order(item.replicas, self.own_rank, &self.services),
                 tried: 0,
@@ -372,7 +453,7 @@ impl GetOp {
     }
 
     fn time_out(&mut self) {
-        let ms = self.deadline_ms;
+        let ms = self.timeout_ms;
         let reading = self.state == State::AwaitRead || self.state == State::Read;
         for (i, r) in self.results.iter_mut().enumerate() {
             // Keys whose copies finished keep their result only if no copy is still out.
@@ -381,9 +462,12 @@ impl GetOp {
                 None => true,
             };
             if r.is_ok() && pending {
-                *r = Err(Error::Timeout {
-                    ms,
-                    what: "get did not finish before its deadline".into(),
+                *r = Err(match &self.busy {
+                    Some(message) => busy_timeout(ms, message),
+                    None => Error::Timeout {
+                        ms,
+                        what: "get did not finish before its deadline".into(),
+                    },
                 });
             }
         }

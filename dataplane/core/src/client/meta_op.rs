@@ -1,10 +1,12 @@
-//! Exist, query and remove: one meta round trip for any number of keys, no bytes moved.
+//! Exist, query and remove: one meta round trip for any number of keys, no bytes moved (sent
+//! again after a back-off while the meta service answers `Busy`).
 
 use mmc_controlplane::msg::{Replica, Reply, Request};
 use mmc_controlplane::{Error, Result};
+use tracing::debug;
 
 use super::keys::{lend, restore};
-use super::{check_keys, key_error, unexpected, Action};
+use super::{busy_timeout, busy_until, check_keys, key_error, unexpected, Action};
 
 /// Which metadata call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +27,10 @@ pub struct Info {
 enum State {
     Send,
     Await,
+    /// The meta service answered `Busy`: send again at `until_ms`.
+    Backoff {
+        until_ms: u64,
+    },
     Done,
 }
 
@@ -38,6 +44,9 @@ pub struct MetaOp {
     fatal: Option<Error>,
     state: State,
     deadline_ms: u64,
+    timeout_ms: u64,
+    /// The message of the last `Busy` answer.
+    busy: Option<String>,
 }
 
 impl MetaOp {
@@ -66,6 +75,8 @@ impl MetaOp {
             fatal: None,
             state,
             deadline_ms: now_ms.saturating_add(timeout_ms),
+            timeout_ms,
+            busy: None,
         })
     }
 
@@ -74,11 +85,9 @@ impl MetaOp {
     }
 
     pub fn poll(&mut self, now_ms: u64) -> Action {
-        if self.state == State::Await && now_ms >= self.deadline_ms {
-            self.fail(Error::Timeout {
-                ms: self.deadline_ms,
-                what: "no reply from the meta service before the deadline".into(),
-            });
+        if matches!(self.state, State::Await | State::Backoff { .. }) && now_ms >= self.deadline_ms
+        {
+            self.time_out();
         }
         match self.state {
             State::Send => {
@@ -97,11 +106,16 @@ impl MetaOp {
             State::Await => Action::Wait {
                 deadline_ms: self.deadline_ms,
             },
+            State::Backoff { until_ms } if now_ms < until_ms => Action::Sleep { until_ms },
+            State::Backoff { .. } => {
+                self.state = State::Send;
+                self.poll(now_ms)
+            }
             State::Done => Action::Done,
         }
     }
 
-    pub fn on_meta(&mut self, _now_ms: u64, request: Request, reply: Result<Reply>) {
+    pub fn on_meta(&mut self, now_ms: u64, request: Request, reply: Result<Reply>) {
         let sent = std::mem::take(&mut self.sent);
         match request {
             Request::Exist { keys } | Request::Query { keys } | Request::Remove { keys } => {
@@ -110,6 +124,14 @@ impl MetaOp {
             other => panic!("a metadata call handed back {other:?}"),
         }
         if self.state != State::Await {
+            return;
+        }
+        if let Ok(Reply::Busy { retry_ms, message }) = reply {
+            let until_ms = busy_until(now_ms, retry_ms, self.deadline_ms);
+            debug!(kind = ?self.kind, retry_ms, until_ms, %message,
+                "the meta service is busy, sending again");
+            self.busy = Some(message);
+            self.state = State::Backoff { until_ms };
             return;
         }
         let asked = sent.len();
@@ -149,6 +171,21 @@ impl MetaOp {
             } else {
                 Err(key_error(code, key))
             };
+        }
+        self.state = State::Done;
+    }
+
+    /// The deadline passed. While the meta service answered `Busy`, every key sent fails with
+    /// the timeout (-3004, naming the rebuild); with no reply at all, the whole call does.
+    fn time_out(&mut self) {
+        let Some(message) = &self.busy else {
+            return self.fail(Error::Timeout {
+                ms: self.timeout_ms,
+                what: "no reply from the meta service before the deadline".into(),
+            });
+        };
+        for r in self.results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(busy_timeout(self.timeout_ms, message));
         }
         self.state = State::Done;
     }

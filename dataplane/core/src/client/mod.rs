@@ -146,6 +146,27 @@ impl Suspects {
     }
 }
 
+/// Longest back-off after a [`Reply::Busy`](mmc_controlplane::msg::Reply::Busy), whatever
+/// `retry_ms` it asks for: a rebuild that ends early is noticed within this.
+pub const BUSY_RETRY_MAX_MS: u64 = 200;
+
+/// When to send again a request the meta service answered `Busy { retry_ms }`: after `retry_ms`
+/// (at least 1 ms, at most [`BUSY_RETRY_MAX_MS`]), never past the deadline (the operation then
+/// times out).
+pub(crate) fn busy_until(now_ms: u64, retry_ms: u64, deadline_ms: u64) -> u64 {
+    now_ms
+        .saturating_add(retry_ms.clamp(1, BUSY_RETRY_MAX_MS))
+        .min(deadline_ms)
+}
+
+/// The error of a key whose deadline passed while the meta service answered `Busy` (-3004).
+pub(crate) fn busy_timeout(timeout_ms: u64, message: &str) -> mmc_controlplane::Error {
+    mmc_controlplane::Error::Timeout {
+        ms: timeout_ms,
+        what: format!("the meta service was rebuilding its directory ({message})"),
+    }
+}
+
 /// The address of `rank` in a meta reply's service list.
 pub fn service(services: &[ServiceAddr], rank: u32) -> Option<&ServiceAddr> {
     services.iter().find(|s| s.rank == rank)
@@ -180,3 +201,5 @@ pub fn runs(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_busy_verify;

@@ -1,19 +1,21 @@
 //! Put: allocate (one meta round trip), write every replica, commit (one meta round trip). Keys
 //! that found no room while read leases held space are tried again after a back-off, within the
-//! deadline. A key whose write failed because its service could not be reached (refused, reset,
-//! closed, fenced off: the service died or registered again) is committed as failed, which frees
-//! it, and allocated again at once (at most [`REPLACE_MAX`] times, within the deadline): the
-//! service was reported as a suspect first, so the meta service places it elsewhere.
+//! deadline; so is an allocation or a commit the meta service answered `Busy` (rebuilding its
+//! directory after a restart). A key whose write failed because its service could not be reached
+//! (refused, reset, closed, fenced off: the service died or registered again) is committed as
+//! failed, which frees it, and allocated again at once (at most [`REPLACE_MAX`] times, within the
+//! deadline): the service was reported as a suspect first, so the meta service places it
+//! elsewhere.
 
 use mmc_controlplane::msg::{self, AllocRequest, CommitItem, Replica, Reply, Request, ServiceAddr};
 use mmc_controlplane::{Code, Error, Result};
 use mmc_hal::fence::Fence;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::keys::{lend, restore};
 use super::{
-    check_keys, check_lengths, key_error, service, unexpected, Action, CloneError, Dir, Suspects,
-    Transfer,
+    busy_timeout, busy_until, check_keys, check_lengths, key_error, service, unexpected, Action,
+    CloneError, Dir, Suspects, Transfer,
 };
 
 /// Back-off between tries of a put that waits for leased space to be released.
@@ -54,8 +56,20 @@ enum State {
     AwaitWrite,
     Commit,
     AwaitCommit,
-    Backoff { until_ms: u64 },
+    /// Wait until `until_ms`, then allocate for the keys in `retry` (no room yet, or the meta
+    /// service was busy) or, after a `Busy` commit, send the same commit again.
+    Backoff {
+        until_ms: u64,
+        then: Then,
+    },
     Done,
+}
+
+/// What a [`State::Backoff`] leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    Alloc,
+    Commit,
 }
 
 /// One batch put (create-only: an existing key is `Error::Exists`).
@@ -90,7 +104,10 @@ pub struct PutOp {
     suspects: Suspects,
     state: State,
     deadline_ms: u64,
+    timeout_ms: u64,
     margin_ms: u64,
+    /// The message of the last `Busy` answer, until the meta service answers again.
+    busy: Option<String>,
 }
 
 impl PutOp {
@@ -162,6 +179,8 @@ impl PutOp {
             suspects: Suspects::default(),
             state,
             deadline_ms: now_ms.saturating_add(timeout_ms),
+            timeout_ms,
+            busy: None,
             // Leave room for one more round trip, so that a put that found no room answers -3013,
             // not a timeout.
             margin_ms: (timeout_ms / 10).min(200),
@@ -238,9 +257,17 @@ impl PutOp {
                         .collect(),
                 })
             }
-            State::Backoff { until_ms } if now_ms < until_ms => Action::Sleep { until_ms },
-            State::Backoff { .. } => {
+            State::Backoff { until_ms, .. } if now_ms < until_ms => Action::Sleep { until_ms },
+            State::Backoff {
+                then: Then::Alloc, ..
+            } => {
                 self.next_round();
+                self.poll(now_ms)
+            }
+            State::Backoff {
+                then: Then::Commit, ..
+            } => {
+                self.state = State::Commit;
                 self.poll(now_ms)
             }
             State::AwaitAlloc | State::AwaitWrite | State::AwaitCommit => Action::Wait {
@@ -272,6 +299,14 @@ impl PutOp {
             }
             other => panic!("a put handed back {other:?}"),
         }
+        if let (State::AwaitAlloc | State::AwaitCommit, Ok(Reply::Busy { retry_ms, message })) =
+            (self.state, &reply)
+        {
+            return self.on_busy(now_ms, *retry_ms, message);
+        }
+        if self.state != State::Done {
+            self.busy = None;
+        }
         match self.state {
             State::AwaitAlloc => self.on_alloc(now_ms, reply),
             State::AwaitCommit => self.on_commit(now_ms, reply),
@@ -279,6 +314,24 @@ impl PutOp {
             State::Done => {}
             s => panic!("meta reply in state {s:?}"),
         }
+    }
+
+    /// The meta service is rebuilding its directory: send the same request again after the
+    /// back-off it asks for (bounded), within the deadline. An allocation answered `Busy` placed
+    /// nothing; a commit answered `Busy` committed nothing (its space stays pending meanwhile).
+    fn on_busy(&mut self, now_ms: u64, retry_ms: u64, message: &str) {
+        let until_ms = busy_until(now_ms, retry_ms, self.deadline_ms);
+        debug!(retry_ms, until_ms, message, state = ?self.state,
+            "put: the meta service is busy, sending again");
+        self.busy = Some(message.to_string());
+        let then = if self.state == State::AwaitAlloc {
+            debug_assert!(self.retry.is_empty(), "no keys wait for space mid-round");
+            self.retry = std::mem::take(&mut self.todo);
+            Then::Alloc
+        } else {
+            Then::Commit
+        };
+        self.state = State::Backoff { until_ms, then };
     }
 
     fn on_alloc(&mut self, now_ms: u64, reply: Result<Reply>) {
@@ -452,6 +505,7 @@ impl PutOp {
             // The keys to replace wait with them.
             return State::Backoff {
                 until_ms: now_ms + NO_SPACE_RETRY_MS,
+                then: Then::Alloc,
             };
         }
         if self.replace.is_empty() {
@@ -480,12 +534,15 @@ impl PutOp {
 
     fn time_out(&mut self) {
         assert_ne!(self.state, State::Done, "timed out twice");
-        let ms = self.deadline_ms;
+        let ms = self.timeout_ms;
         for (r, confirmed) in self.results.iter_mut().zip(&self.confirmed) {
             if r.is_ok() && !confirmed {
-                *r = Err(Error::Timeout {
-                    ms,
-                    what: "put did not finish before its deadline".into(),
+                *r = Err(match &self.busy {
+                    Some(message) => busy_timeout(ms, message),
+                    None => Error::Timeout {
+                        ms,
+                        what: "put did not finish before its deadline".into(),
+                    },
                 });
             }
         }

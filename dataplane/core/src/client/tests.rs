@@ -2,7 +2,7 @@ use super::*;
 use mmc_controlplane::msg::{AllocItem, CommitItem, LookupItem, Replica, Reply};
 use mmc_controlplane::{Code, Error};
 
-fn addr(rank: u32, incarnation: u64) -> ServiceAddr {
+pub(super) fn addr(rank: u32, incarnation: u64) -> ServiceAddr {
     ServiceAddr {
         rank,
         incarnation,
@@ -12,7 +12,7 @@ fn addr(rank: u32, incarnation: u64) -> ServiceAddr {
     }
 }
 
-fn replica(rank: u32, segment: u32, offset: u64, len: u64) -> Replica {
+pub(super) fn replica(rank: u32, segment: u32, offset: u64, len: u64) -> Replica {
     Replica {
         rank,
         segment,
@@ -23,7 +23,7 @@ fn replica(rank: u32, segment: u32, offset: u64, len: u64) -> Replica {
 }
 
 /// The request of an [`Action::Meta`].
-fn meta(a: Action) -> Request {
+pub(super) fn meta(a: Action) -> Request {
     match a {
         Action::Meta(r) => r,
         other => panic!("expected a meta request, got {other:?}"),
@@ -328,7 +328,7 @@ fn put_past_its_deadline_times_out_unconfirmed_keys() {
     assert_eq!(r[0].as_ref().unwrap_err().code(), Code::Timeout);
 }
 
-fn lookup(items: Vec<LookupItem>, services: Vec<ServiceAddr>) -> Result<Reply, Error> {
+pub(super) fn lookup(items: Vec<LookupItem>, services: Vec<ServiceAddr>) -> Result<Reply, Error> {
     Ok(Reply::Lookup {
         lease_ms: 100,
         items,
