@@ -74,7 +74,7 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         name: "rebuild_window_ms", ock: "ock.mmc.meta.rebuild_window_ms",
         flag: Flag::Value("rebuild-window-ms"), kind: Int<u64>, field: rebuild_window_ms,
         default: "2000",
-        doc: "After a start, gets, exists and removes of keys the directory does not know yet, and puts, wait up to this long (within the caller's timeout) for the local services to rejoin with their indexes (0 = no wait). Ends early when a brand-new local service registers before any rejoined.",
+        doc: "After a start, gets, exists and removes of keys the directory does not know yet wait up to this long (within the caller's timeout) for the local services to rejoin with their indexes (0 = no wait). Ends early when a brand-new local service registers before any rejoined.",
     }),
 ];
 

@@ -17,10 +17,12 @@
 //!   (past its grace, or replaced): its index is stale, so it registers afresh and its index is
 //!   reset.
 //! - For `rebuild_window_ms` after the start, requests whose answer depends on a key the
-//!   directory does not know (lookups, queries, exists, removes of unknown keys; every put) are
-//!   answered [`Reply::Busy`]: the caller retries within its own deadline instead of hearing
-//!   -3007 for an object that exists. The window closes early when a brand-new service registers
-//!   before any service rejoined: a fresh cluster, not a restart.
+//!   directory does not know (lookups, queries, exists, removes of unknown keys) are answered
+//!   [`Reply::Busy`]: the caller retries within its own deadline instead of hearing -3007 for an
+//!   object that exists. Puts go ahead: a put of a key that a service has not reported yet gets a
+//!   later version, so it replaces that object when the service rejoins (instead of -3006). The
+//!   window closes early when a brand-new service registers before any service rejoined: a fresh
+//!   cluster, not a restart.
 
 use std::collections::BTreeMap;
 
@@ -87,7 +89,6 @@ impl MetaCore {
             | Request::Query { keys }
             | Request::Exist { keys }
             | Request::Remove { keys } => unknown(keys),
-            Request::Alloc(_) => true,
             _ => false,
         };
         busy.then(|| {

@@ -5,6 +5,7 @@ mod admission;
 mod index;
 mod membership;
 mod pause;
+mod rebuild;
 mod simulation;
 mod suspect;
 mod writer;
