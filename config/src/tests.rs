@@ -308,6 +308,7 @@ fn meta_from_toml() {
             member_timeout_ms: 3,
             member_grace_ms: 4,
             rebuild_window_ms: 2000,
+            replica_policy: crate::ReplicaPolicy::Strict,
         }
     );
     c.validate().unwrap();
@@ -380,6 +381,7 @@ fn meta_from_ock() {
             member_timeout_ms: 3000,
             member_grace_ms: 20_000,
             rebuild_window_ms: 2000,
+            replica_policy: crate::ReplicaPolicy::Strict,
         }
     );
     // The unknown key is a warning, not an error.
