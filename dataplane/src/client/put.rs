@@ -59,6 +59,7 @@ impl Client {
         // Small batches: checksums first, inline. Large ones: computed on a second thread while
         // the first round of writes runs (on a multi-core host the pass over the bytes then
         // costs little time); the commit needs them, not the writes.
+        self.renew_session(self.deadline());
         let total: u64 = sizes.iter().sum();
         let inline = total < PARALLEL_CHECKSUM_MIN_BYTES;
         let crcs = inline.then(|| checksums(values));
