@@ -594,3 +594,47 @@ fn render_metrics(shared: &Shared) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn death_detection_settings_reach_the_core_and_the_prober() {
+        let defaults = MetaConfig::default();
+        assert_eq!(meta_params(&defaults).heartbeat_ms, 1_000);
+        assert_eq!(
+            probe_settings(&defaults),
+            Some(ProbeSettings {
+                attempts: 3,
+                interval: Duration::from_millis(100),
+            })
+        );
+        let tuned = MetaConfig {
+            member_timeout_ms: 1_000,
+            heartbeat_ms: 300,
+            probe_attempts: 5,
+            probe_interval_ms: 20,
+            ..MetaConfig::default()
+        };
+        tuned.validate().unwrap();
+        assert_eq!(meta_params(&tuned).heartbeat_ms, 300);
+        assert_eq!(
+            probe_settings(&tuned),
+            Some(ProbeSettings {
+                attempts: 5,
+                interval: Duration::from_millis(20),
+            })
+        );
+        let derived = MetaConfig {
+            member_timeout_ms: 1_000,
+            ..MetaConfig::default()
+        };
+        assert_eq!(meta_params(&derived).heartbeat_ms, 200);
+        let off = MetaConfig {
+            probe_dead: false,
+            ..MetaConfig::default()
+        };
+        assert_eq!(probe_settings(&off), None);
+    }
+}
