@@ -92,7 +92,7 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         name: "probe_dead", ock: "ock.mmc.meta.probe_dead",
         flag: Flag::Value("probe-dead"), kind: Bool, field: probe_dead,
         default: "true",
-        doc: "After a hint (its connection closed, a client's report) pauses a local service, connect to its data endpoint: refused on every attempt = its process is gone, dropped with its objects at once; accepted or unanswered = it stays paused (lease and grace decide).",
+        doc: "After a hint (its connection closed, a client's report) pauses a local service, connect to its data endpoint: refused (or reset) on every attempt = its process is gone, dropped with its objects at once; accepted and held open, or unanswered = it stays paused (lease and grace decide).",
     }),
     config_key!(MetaConfig {
         name: "probe_attempts", ock: "ock.mmc.meta.probe_attempts",

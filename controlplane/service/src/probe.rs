@@ -7,23 +7,29 @@
 //! - every connect refused (an RST: the host answered, nothing listens on that port) means the
 //!   process that served it is gone: the driver calls `MetaCore::member_dead`, which drops the
 //!   member (and its objects with no other replica) if it is still paused at that incarnation;
-//! - a connect that succeeds means a process listens there (a frozen one still accepts: its
-//!   kernel completes the handshake), and a timeout or any other error (a partition, a host that
-//!   is down) tells nothing: the member stays paused and its lease and grace decide as before.
+//! - a connect that succeeds and stays open for an interval means a process listens there (a
+//!   frozen one too: its kernel completes the handshake and queues the connection), and a timeout
+//!   or any other error (a partition, a host that is down) tells nothing: the member stays paused
+//!   and its lease and grace decide as before.
+//!
+//! A killed process's kernel closes its files one by one: the heartbeat connection's close (the
+//! hint) can be seen while its listener still completes handshakes. Such a connection is reset
+//! when the listener closes, which is why an accepted connect must stay open for an interval to
+//! count as a live process; one reset within it counts as refused.
 //!
 //! Probes run on their own threads, never under the core's lock; at most one per member (rank and
 //! incarnation) is in flight, and at most [`PROBES_MAX`] in all (a hint past that is left to the
 //! lease and grace).
 
 use std::collections::HashSet;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Most probes in flight at once, over all members.
 pub const PROBES_MAX: usize = 32;
@@ -50,9 +56,9 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// Connect to `addr` up to `settings.attempts` times; stops at the first connect that is not
+/// Connect to `addr` up to `settings.attempts` times; stops at the first attempt that is not
 /// refused (the answer is then known) and when `stop` is set. Blocks for at most about
-/// `2 * attempts * interval`.
+/// `3 * attempts * interval`.
 pub fn probe(addr: SocketAddr, settings: ProbeSettings, stop: &AtomicBool) -> Outcome {
     for attempt in 0..settings.attempts {
         if attempt > 0 {
@@ -61,14 +67,38 @@ pub fn probe(addr: SocketAddr, settings: ProbeSettings, stop: &AtomicBool) -> Ou
         if stop.load(Ordering::Acquire) {
             return Outcome::Cancelled;
         }
-        match TcpStream::connect_timeout(&addr, settings.interval) {
-            // Closed at once: a frozen service accepts it on waking and reads an end of stream.
-            Ok(_) => return Outcome::Accepted,
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
-            Err(_) => return Outcome::Unanswered,
+        let outcome = match TcpStream::connect_timeout(&addr, settings.interval) {
+            Ok(stream) => held_open(stream, settings.interval),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => Outcome::Refused,
+            Err(_) => Outcome::Unanswered,
+        };
+        if outcome != Outcome::Refused {
+            return outcome;
         }
     }
     Outcome::Refused
+}
+
+/// A connect succeeded: wait up to `interval` for the connection to be reset (the listener
+/// closed with it still queued: a process that was exiting) rather than held open (a process
+/// listens, running or frozen). Sends nothing; the connection is closed on return (a frozen
+/// service accepts it on waking and reads an end of stream).
+fn held_open(mut stream: TcpStream, interval: Duration) -> Outcome {
+    if stream.set_read_timeout(Some(interval)).is_err() {
+        return Outcome::Unanswered;
+    }
+    match stream.read(&mut [0u8; 1]) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Outcome::Accepted
+        }
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+            debug!("probe: accepted, then reset: the listener closed (a process exiting)");
+            Outcome::Refused
+        }
+        // An end of stream or bytes: a running process answered.
+        Ok(_) => Outcome::Accepted,
+        Err(_) => Outcome::Unanswered,
+    }
 }
 
 /// The probes in flight and what they found (for `/metrics`).
@@ -196,6 +226,7 @@ mod tests {
     #[test]
     fn a_closed_port_is_refused_and_a_listening_one_accepted() {
         let stop = AtomicBool::new(false);
+        // Never accepted, as by a frozen process: its kernel holds the connection open.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         assert_eq!(probe(addr, QUICK, &stop), Outcome::Accepted);
@@ -203,6 +234,25 @@ mod tests {
         assert_eq!(probe(addr, QUICK, &stop), Outcome::Refused);
         stop.store(true, Ordering::Release);
         assert_eq!(probe(addr, QUICK, &stop), Outcome::Cancelled);
+    }
+
+    #[test]
+    fn a_listener_that_closes_during_the_probe_is_refused() {
+        // An exiting process: its listener completes the first handshake, then closes, which
+        // resets the queued connection; the next connects are refused.
+        let stop = AtomicBool::new(false);
+        let slow = ProbeSettings {
+            attempts: 3,
+            interval: Duration::from_millis(500),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(listener);
+        });
+        assert_eq!(probe(addr, slow, &stop), Outcome::Refused);
+        closer.join().unwrap();
     }
 
     #[test]
