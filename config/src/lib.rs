@@ -40,7 +40,7 @@ pub use local_client::{
     local_and_client_ock_keys, ClientConfig, DataOpType, DataPoller, LocalConfig, OptProtocol,
     Poller, Protocol, CLIENT_KEYS, DEFAULT_CLIENT_TIMEOUT_MS, LOCAL_CONFIG_ENV, LOCAL_KEYS,
 };
-pub use meta::{MetaConfig, META_KEYS};
+pub use meta::{MetaConfig, ReplicaPolicy, META_KEYS};
 pub use ock::OckFile;
 pub use table::Key;
 pub use tls::{TlsConfig, TLS_KEYS};

@@ -7,6 +7,41 @@ use super::{load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig};
 use super::{META_CONFIG_ENV, OCK_LOG_LEVEL, OCK_META_SERVICE_URL};
 use crate::{config_key, config_struct};
 
+/// What a put asking for more replicas than there are live services gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplicaPolicy {
+    /// It fails with -3013 (the contract's behaviour).
+    #[default]
+    Strict,
+    /// It stores one replica per live service (at least one); repair adds the rest later.
+    BestEffort,
+}
+
+impl ReplicaPolicy {
+    /// `strict` or `best_effort` (case-insensitive, `-` for `_` accepted).
+    pub fn parse(s: &str) -> Result<ReplicaPolicy, ConfigError> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "strict" => Ok(ReplicaPolicy::Strict),
+            "best_effort" => Ok(ReplicaPolicy::BestEffort),
+            _ => Err(ConfigError::value(
+                s,
+                "expected a replica policy: strict or best_effort",
+            )),
+        }
+    }
+}
+
+/// A [`ReplicaPolicy`].
+pub struct Policy;
+
+impl table::Kind for Policy {
+    type Value = ReplicaPolicy;
+    const NAME: &'static str = "`strict` or `best_effort`";
+    fn from_text(s: &str) -> Result<ReplicaPolicy, ConfigError> {
+        ReplicaPolicy::parse(s)
+    }
+}
+
 /// The meta service's keys (TOML names at the top level; `[tls]` holds [`TLS_KEYS`](super::TLS_KEYS)).
 pub static META_KEYS: &[Key<MetaConfig>] = &[
     config_key!(MetaConfig {
@@ -71,6 +106,12 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         doc: "A paused local service that heartbeats again within this long after its timeout is re-admitted with its objects; past it they are dropped (0 = drop at the timeout).",
     }),
     config_key!(MetaConfig {
+        name: "replica_policy", ock: "ock.mmc.meta.replica_policy",
+        flag: Flag::Value("replica-policy"), kind: Policy, field: replica_policy,
+        default: "strict",
+        doc: "A put asking for more replicas than there are live local services: `strict` fails it with -3013; `best_effort` stores one replica per live service and repairs the rest when services return. Either way, an object that lost a replica with a dead service is repaired onto a live one with room.",
+    }),
+    config_key!(MetaConfig {
         name: "rebuild_window_ms", ock: "ock.mmc.meta.rebuild_window_ms",
         flag: Flag::Value("rebuild-window-ms"), kind: Int<u64>, field: rebuild_window_ms,
         default: "2000",
@@ -132,6 +173,8 @@ config_struct! {
         pub member_timeout_ms: u64,
         /// ... and dropped with its objects when silent this much longer.
         pub member_grace_ms: u64,
+        /// Puts asking for more replicas than there are live services: fail, or store fewer.
+        pub replica_policy: ReplicaPolicy,
         /// After a start, requests about unknown keys wait this long for services to rejoin.
         pub rebuild_window_ms: u64,
         /// The heartbeat period asked of local services; 0 = derived from `member_timeout_ms`.

@@ -313,6 +313,7 @@ fn meta_from_toml() {
             probe_dead: true,
             probe_attempts: 3,
             probe_interval_ms: 100,
+            replica_policy: crate::ReplicaPolicy::Strict,
         }
     );
     c.validate().unwrap();
@@ -390,6 +391,7 @@ fn meta_from_ock() {
             probe_dead: true,
             probe_attempts: 3,
             probe_interval_ms: 100,
+            replica_policy: crate::ReplicaPolicy::Strict,
         }
     );
     // The unknown key is a warning, not an error.

@@ -20,6 +20,8 @@ pub const BATCH_KEYS_MAX: usize = 16384;
 pub const REPLICAS_MAX: usize = 8;
 /// Most index changes one heartbeat reply carries (with 255-byte keys, about 1.2 MB of payload).
 pub const INDEX_CHANGES_MAX: usize = 4096;
+/// Most repair tasks one heartbeat reply carries, and repair outcomes one heartbeat reports.
+pub const REPAIRS_MAX: usize = 64;
 
 pub fn media_name(media: u16) -> &'static str {
     match media {
@@ -89,6 +91,9 @@ pub enum Request {
         index_seq: u64,
         /// The service found the changes inconsistent with its index and asks for a resync.
         index_resync: bool,
+        /// Outcomes of repair tasks ([`RepairTask`]) this incarnation carried out since its
+        /// last acknowledged heartbeat (at most [`REPAIRS_MAX`]).
+        repaired: Vec<RepairDone>,
     },
     Unregister {
         rank: u32,
@@ -202,6 +207,30 @@ pub enum IndexChange {
     },
 }
 
+/// Copy one replica of an object from another service into this service's pools: the meta
+/// service reserved `offset..offset + len` of `segment` (this incarnation's) for it. The service
+/// reads the source replica over the data path, checks its CRC-32C, writes it, and reports the
+/// outcome on a later heartbeat; only then does the meta service add the replica.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RepairTask {
+    pub token: u64,
+    pub segment: u32,
+    pub offset: u64,
+    pub len: u64,
+    pub crc: u32,
+    /// A live service holding the object, at its incarnation.
+    pub source: ServiceAddr,
+    pub source_segment: u32,
+    pub source_offset: u64,
+}
+
+/// The outcome of a [`RepairTask`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct RepairDone {
+    pub token: u64,
+    pub ok: bool,
+}
+
 /// How to reach a local service.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ServiceAddr {
@@ -280,6 +309,8 @@ pub enum Reply {
         index_changes: Vec<IndexChange>,
         /// More changes wait: heartbeat again soon.
         index_more: bool,
+        /// Replicas to copy here (at most [`REPAIRS_MAX`]).
+        repairs: Vec<RepairTask>,
     },
     /// Unregister outcome, or a refused heartbeat (`code != 0`: unknown rank or incarnation).
     Ack {

@@ -102,6 +102,7 @@ pub fn meta_params(c: &MetaConfig) -> MetaParams {
         member_timeout_ms: c.member_timeout_ms,
         member_grace_ms: c.member_grace_ms,
         rebuild_window_ms: c.rebuild_window_ms,
+        best_effort_replicas: c.replica_policy == mmc_config::ReplicaPolicy::BestEffort,
         // Half a timeout, but well above the ticker's period: a late tick is not a stall.
         meta_stall_ms: (c.member_timeout_ms / 2).max(4 * TICK_MS),
         heartbeat_ms: c.heartbeat_period_ms(),

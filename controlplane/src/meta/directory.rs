@@ -68,6 +68,9 @@ impl MetaCore {
         }
         let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);
         let replicas = placed.iter().map(|(r, _)| *r).collect();
+        let want = (a.replicas.max(1) as usize)
+            .max(placed.len())
+            .min(msg::REPLICAS_MAX) as u16;
         self.objects.insert(
             oid,
             Object {
@@ -81,6 +84,7 @@ impl MetaCore {
                 client_id: a.client_id,
                 version: oid,
                 crc: 0,
+                want,
             },
         );
         let fresh = self.pending.insert((deadline_ms, oid));
@@ -145,6 +149,7 @@ impl MetaCore {
             debug!(key, "put committed on paused members only");
         }
         self.index_added(item.token);
+        self.note_replicas(item.token);
         Code::Ok
     }
 
@@ -353,6 +358,7 @@ impl MetaCore {
     /// entry and its leases: no index may outlive the object. The key must already be unlinked.
     pub(super) fn free_object(&mut self, oid: u64) {
         let obj = self.objects.remove(&oid).expect("free of a live object");
+        self.under.remove(&oid);
         assert_ne!(
             self.keys.get(&obj.key),
             Some(&oid),

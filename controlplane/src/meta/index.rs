@@ -263,6 +263,7 @@ impl MetaCore {
             index_first_seq: outbox.first_seq,
             index_changes,
             index_more: n < outbox.changes.len() || outbox.resyncing,
+            repairs: Vec::new(),
         }
     }
 

@@ -141,18 +141,39 @@ impl MetaCore {
                 ranges.len() as u64,
                 "segment {id} object count"
             );
-            let used: u64 = ranges.iter().map(|r| r.1).sum();
-            assert_eq!(used, seg.space.used_bytes(), "segment {id} used bytes");
-            let mut ranges = ranges;
-            ranges.sort_unstable();
-            for w in ranges.windows(2) {
-                assert!(
-                    w[0].0 + w[0].1 <= w[1].0,
-                    "allocations overlap in segment {id}"
-                );
-            }
         }
         assert!(per_segment.is_empty(), "replicas on unknown segments");
+        // Repairs in flight hold space too: it overlaps nothing.
+        let mut reserved: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        for obj in self.objects.values() {
+            for (r, space) in &obj.replicas {
+                reserved
+                    .entry(r.segment)
+                    .or_default()
+                    .push((space.offset, space.reserved));
+            }
+        }
+        for (segment, offset, len) in self.repair_spaces() {
+            assert!(
+                self.segments.contains_key(&segment) || self.paused_segments.contains_key(&segment),
+                "a repair on a dead segment"
+            );
+            reserved.entry(segment).or_default().push((offset, len));
+        }
+        for (id, seg) in self.segments.iter().chain(&self.paused_segments) {
+            let mut ranges = reserved.remove(id).unwrap_or_default();
+            let used: u64 = ranges.iter().map(|r| r.1).sum();
+            assert_eq!(
+                used,
+                seg.space.used_bytes(),
+                "segment {id} used bytes, repairs included"
+            );
+            ranges.sort_unstable();
+            assert!(
+                ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0),
+                "overlap in {id}"
+            );
+        }
     }
 
     /// `pending` indexes exactly the pending objects, by deadline; a pending object holds its key

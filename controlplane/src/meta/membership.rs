@@ -259,6 +259,7 @@ impl MetaCore {
         incarnation: u64,
         index_seq: u64,
         index_resync: bool,
+        repaired: &[crate::msg::RepairDone],
     ) -> Reply {
         if self
             .paused
@@ -272,7 +273,12 @@ impl MetaCore {
                 // `handle` ticks first with the same `now_ms`, so time never runs backwards here.
                 debug_assert!(m.last_seen_ms <= now_ms);
                 m.last_seen_ms = now_ms;
-                self.index_heartbeat(rank, index_seq, index_resync)
+                self.repairs_done(rank, repaired);
+                let mut reply = self.index_heartbeat(rank, index_seq, index_resync);
+                if let Reply::Heartbeat { repairs, .. } = &mut reply {
+                    *repairs = self.repairs_for(now_ms, rank);
+                }
+                reply
             }
             _ => Reply::Ack {
                 code: Code::LinkNotFound.as_i32(),
@@ -328,9 +334,11 @@ impl MetaCore {
             // One path for both: first out of placement and the LRU, then gone.
             self.pause(rank, "is leaving");
         }
-        let Some(member) = self.paused.remove(&rank) else {
+        if !self.paused.contains_key(&rank) {
             return;
-        };
+        }
+        self.drop_repairs_on(rank);
+        let member = self.paused.remove(&rank).expect("checked above");
         for seg in &member.segments {
             let s = self
                 .paused_segments
@@ -359,6 +367,8 @@ impl MetaCore {
                 }
                 // Also drops its pending entry and leases; it was out of the LRU (paused above).
                 self.free_object(oid);
+            } else {
+                self.note_replicas(oid);
             }
         }
         if lost > 0 {

@@ -8,6 +8,7 @@ mod invariants;
 mod membership;
 mod placement;
 mod rebuild;
+mod repair;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use index::{IndexOutboxView, INDEX_OUTBOX_MAX};
 pub use rebuild::{BUSY_RETRY_MS, REJOINS_MAX};
+pub use repair::REPAIRS_INFLIGHT_MAX;
 pub use view::CommittedView;
 
 use mmc_hal::{Space, SpaceAllocator};
@@ -76,6 +78,10 @@ pub struct MetaParams {
     pub index_batch_max: usize,
     /// Most unacknowledged index changes kept per member; past it, the service resyncs.
     pub index_outbox_max: usize,
+    /// `replica_policy = best_effort`: a put asking for more replicas than there are live services
+    /// with its media stores one per live service (at least one) instead of failing with -3013;
+    /// repair adds the others as services come back.
+    pub best_effort_replicas: bool,
 }
 
 impl Default for MetaParams {
@@ -93,6 +99,7 @@ impl Default for MetaParams {
             evict_threshold_low: 80,
             index_batch_max: msg::INDEX_CHANGES_MAX,
             index_outbox_max: INDEX_OUTBOX_MAX,
+            best_effort_replicas: false,
         }
     }
 }
@@ -141,6 +148,9 @@ struct Object {
     version: u64,
     /// CRC-32C of the bytes, from the writer's commit (0 while pending).
     crc: u32,
+    /// Replicas its put asked for: repair adds replicas (on live services with room) while it
+    /// has fewer.
+    want: u16,
 }
 
 /// The meta service's whole state.
@@ -175,6 +185,11 @@ pub struct MetaCore {
     /// Pending puts of writers that are gone: unlinked (`removed`), space held until their
     /// deadline.
     abandoned: usize,
+    /// Repairs in flight, the objects that may lack replicas, the scan's cursor, repairs done.
+    repairs: repair::Repairs,
+    under: BTreeSet<u64>,
+    repair_cursor: u64,
+    repaired_total: u64,
     /// Rejoins whose last chunk has not arrived yet.
     rejoins: rebuild::Rejoins,
     rebuild: rebuild::Rebuild,
@@ -233,6 +248,10 @@ impl MetaCore {
             now_ms_last: 0,
             stall_end_ms: None,
             abandoned: 0,
+            repairs: repair::Repairs::new(),
+            under: BTreeSet::new(),
+            repair_cursor: 0,
+            repaired_total: 0,
             rejoins: rebuild::Rejoins::new(),
             rebuild: rebuild::Rebuild::default(),
         }
@@ -259,7 +278,15 @@ impl MetaCore {
                 incarnation,
                 index_seq,
                 index_resync,
-            } => self.heartbeat(now_ms, rank, incarnation, index_seq, index_resync),
+                repaired,
+            } => self.heartbeat(
+                now_ms,
+                rank,
+                incarnation,
+                index_seq,
+                index_resync,
+                &repaired,
+            ),
             Request::Unregister { rank, incarnation } => self.unregister(rank, incarnation),
             Request::Alloc(a) => self.alloc(now_ms, a),
             Request::Commit { items } => self.commit(items),
@@ -293,6 +320,7 @@ impl MetaCore {
         self.now_ms_last = now_ms;
         self.rebuild_started(now_ms);
         self.expire_rejoins(now_ms);
+        self.expire_repairs(now_ms);
         while let Some(&(until, id)) = self.lease_expiry.first() {
             if until > now_ms {
                 break;

@@ -124,6 +124,21 @@ impl MetaCore {
             Wanted::Copies(a.replicas.max(1) as usize)
         };
         let media = self.resolve_media(a.media, size);
+        let wanted = match wanted {
+            Wanted::Copies(n) if n > 1 && self.params.best_effort_replicas => {
+                let live = self.candidates(media, a.writer_rank).len();
+                if live < n {
+                    debug!(
+                        key,
+                        asked = n,
+                        live,
+                        "best effort: fewer replicas, repaired later"
+                    );
+                }
+                Wanted::Copies(n.min(live).max(1))
+            }
+            w => w,
+        };
         match self.place_on(media, &wanted, a.writer_rank, key, size) {
             // "Highest tier with room": a tier that can never hold the put yields to the other.
             Err(r) if r.admission && !r.retry && a.media == msg::MEDIA_NONE => {
@@ -311,6 +326,12 @@ impl MetaCore {
                     State::Committed => &mut room.evictable,
                 };
                 *held = held.saturating_add(space.reserved);
+            }
+        }
+        // Space reserved for repairs in flight: held like a pending put's.
+        for (segment, _, reserved) in self.repair_spaces() {
+            if let Some(room) = rooms.iter_mut().find(|room| room.segment == segment) {
+                room.pending = room.pending.saturating_add(reserved);
             }
         }
         for (room, seg) in rooms

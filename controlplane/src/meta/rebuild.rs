@@ -350,6 +350,7 @@ impl MetaCore {
                 let recency = obj.recency;
                 let obj = self.objects.get_mut(&oid).expect("looked up above");
                 obj.replicas.push((replica, space));
+                obj.want = obj.want.max(obj.replicas.len() as u16);
                 if !live {
                     // Its other replicas are on paused members: it was out of the LRU.
                     let previous = self.lru.insert(recency, oid);
@@ -377,6 +378,7 @@ impl MetaCore {
                 client_id: 0,
                 version: e.version,
                 crc: e.crc,
+                want: 1,
             },
         );
         assert!(previous.is_none(), "object ids are unique");

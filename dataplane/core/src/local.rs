@@ -72,6 +72,9 @@ pub enum LocalOutput {
     WaitDrain { until_ms: u64 },
     /// Open the fence at this incarnation.
     OpenFence(u64),
+    /// Copy a replica here from another service (see [`msg::RepairTask`]), then report with
+    /// [`LocalCore::on_repaired`].
+    Repair(msg::RepairTask),
 }
 
 /// Why a transfer request was refused.
@@ -151,6 +154,9 @@ pub struct LocalCore {
     /// The rejoin chunk in flight.
     chunk: u32,
     rejoin_refusals: u32,
+    /// Repair outcomes to report, and how many of them the heartbeat in flight carries.
+    repaired: Vec<msg::RepairDone>,
+    repaired_sent: usize,
 }
 
 impl LocalCore {
@@ -174,6 +180,8 @@ impl LocalCore {
             rejoin: Vec::new(),
             chunk: 0,
             rejoin_refusals: 0,
+            repaired: Vec::new(),
+            repaired_sent: 0,
         }
     }
 
@@ -239,11 +247,13 @@ impl LocalCore {
                 }
                 if now_ms >= self.next_heartbeat_ms {
                     let m = self.membership.as_ref().expect("a member has a membership");
+                    self.repaired_sent = self.repaired.len().min(msg::REPAIRS_MAX);
                     let request = Request::Heartbeat {
                         rank: m.rank,
                         incarnation: m.incarnation,
                         index_seq: self.index.applied_seq(),
                         index_resync: self.index.resync_wanted(),
+                        repaired: self.repaired[..self.repaired_sent].to_vec(),
                     };
                     let period = self.params.heartbeat_ms.min(m.heartbeat_ms).max(10);
                     let id = self.send(request, out);
@@ -302,7 +312,15 @@ impl LocalCore {
                         index_first_seq,
                         index_changes,
                         index_more,
+                        repairs,
                     }) => {
+                        // The outcomes it carried arrived.
+                        self.repaired
+                            .drain(..self.repaired_sent.min(self.repaired.len()));
+                        self.repaired_sent = 0;
+                        for task in repairs.into_iter().take(msg::REPAIRS_MAX) {
+                            out.push(LocalOutput::Repair(task));
+                        }
                         let before = self.index.applied_seq();
                         if let Err(e) = self.index.apply(index_first_seq, &index_changes) {
                             warn!(error = %e, "index changes refused: asking for a resync");
@@ -386,6 +404,23 @@ impl LocalCore {
             );
         }
         self.register(now_ms, self.params.register.clone(), out);
+    }
+
+    /// A repair task ended. Reported on the next heartbeats until one is answered; dropped if
+    /// the service registered again meanwhile (the task was the old incarnation's).
+    pub fn on_repaired(&mut self, incarnation: u64, token: u64, ok: bool) {
+        if self.membership.as_ref().map(|m| m.incarnation) != Some(incarnation) {
+            debug!(
+                token,
+                "repair of an earlier incarnation ended: not reported"
+            );
+            return;
+        }
+        // Bounded: the meta service hands out at most REPAIRS_MAX per reply and frees
+        // unreported ones at their deadline.
+        if self.repaired.len() < 16 * msg::REPAIRS_MAX {
+            self.repaired.push(msg::RepairDone { token, ok });
+        }
     }
 
     /// Leave: unregister (when registered) and close the fence. Later events are ignored.
@@ -593,6 +628,8 @@ impl LocalCore {
             self.index.start(segments.iter().copied().zip(pools));
         }
         self.rejoin = Vec::new();
+        self.repaired.clear();
+        self.repaired_sent = 0;
         assert_eq!(self.index.applied_seq(), 0);
         self.membership = Some(Membership {
             rank,

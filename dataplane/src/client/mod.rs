@@ -47,8 +47,10 @@ pub struct Client {
     /// A meta connection held open for the client's life and never used for calls, that has
     /// announced `client_id`: pooled connections come and go (one over the pool's bound is
     /// closed), and the close of the one that carried a put's allocation must not read as the
-    /// client's death. Dropped with the client (or by the process's death).
-    _session: Option<MetaConn>,
+    /// client's death. Dropped with the client (or by the process's death). Opened again before
+    /// the next put once a meta call found the meta service restarted (`session_stale`).
+    session: Mutex<Option<MetaConn>>,
+    session_stale: std::sync::atomic::AtomicBool,
     /// The backends that move bytes, and the chooser that picks one per service.
     transports: Transports,
     busy_poll: Duration,
@@ -108,7 +110,8 @@ impl Client {
             timeout,
             meta_conns: Mutex::new(Vec::new()),
             client_id: session_id(),
-            _session: None,
+            session: Mutex::new(None),
+            session_stale: std::sync::atomic::AtomicBool::new(false),
             transports: Transports::new(
                 embedded,
                 config.transport,
@@ -125,7 +128,7 @@ impl Client {
             warn!(url = %config.meta_url, error = %e, "client init: meta service unreachable");
         })?;
         client.put_meta_conn(conn);
-        client._session = client.open_session(deadline);
+        *client.session.get_mut().expect("not shared yet") = client.open_session(deadline);
         info!(meta = %meta_addr, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
             embedded = client.local_rank(), verify_reads = client.verify_reads, "client connected");
         Ok(client)
@@ -230,6 +233,9 @@ impl Client {
             }
             Err(Error::MetaUnreachable { .. }) if was_pooled => {
                 debug!("pooled meta connection was stale: reconnecting");
+                // The meta service restarted: the session connection died with it.
+                self.session_stale
+                    .store(true, std::sync::atomic::Ordering::Release);
                 let mut conn = self.connect_meta(deadline)?;
                 let reply = conn.call(req, deadline)?;
                 self.put_meta_conn(conn);
@@ -241,6 +247,24 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Before a put: open the session connection again if the meta service restarted since.
+    pub(crate) fn renew_session(&self, deadline: Instant) {
+        if !self
+            .session_stale
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let renewed = self.open_session(deadline);
+        if renewed.is_some() {
+            debug!("client session connection opened again after a meta restart");
+        }
+        *self
+            .session
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated") = renewed;
     }
 
     /// Open the session connection: an allocation of no keys that names `client_id`. Best

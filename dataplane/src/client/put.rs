@@ -8,6 +8,18 @@ use mmc_core::transport::write_jobs;
 
 use super::{Client, PutOptions};
 
+/// Batches of at least this many bytes compute their checksums on a second thread while the
+/// writes run.
+const PARALLEL_CHECKSUM_MIN_BYTES: u64 = 1 << 20;
+
+/// CRC-32C of each value (its parts concatenated).
+fn checksums(values: &[&[&[u8]]]) -> Vec<u32> {
+    values
+        .iter()
+        .map(|v| mmc_core::checksum(v.iter().copied()))
+        .collect()
+}
+
 impl Client {
     /// Put one object from one buffer. Create-only: an existing key is `Error::Exists`.
     pub fn put(&self, key: &str, data: &[u8], opts: &PutOptions) -> Result<()> {
@@ -44,14 +56,17 @@ impl Client {
             .iter()
             .map(|v| v.iter().map(|p| p.len() as u64).sum())
             .collect();
-        let crcs: Vec<u32> = values
-            .iter()
-            .map(|v| mmc_core::checksum(v.iter().copied()))
-            .collect();
+        // Small batches: checksums first, inline. Large ones: computed on a second thread while
+        // the first round of writes runs (on a multi-core host the pass over the bytes then
+        // costs little time); the commit needs them, not the writes.
+        self.renew_session(self.deadline());
+        let total: u64 = sizes.iter().sum();
+        let inline = total < PARALLEL_CHECKSUM_MIN_BYTES;
+        let crcs = inline.then(|| checksums(values));
         let mut op = PutOp::new(
             keys,
             &sizes,
-            &crcs,
+            crcs.as_deref(),
             opts,
             self.local_rank(),
             self.now_ms(),
@@ -64,10 +79,22 @@ impl Client {
                     self.before_transfer();
                     let deadline = self.instant(op.deadline_ms());
                     let jobs = write_jobs(op.transfers(), values);
-                    let outcomes = self.transports.run(jobs, op.services(), deadline);
+                    let outcomes = if op.has_crcs() {
+                        self.transports.run(jobs, op.services(), deadline)
+                    } else {
+                        let services = op.services();
+                        let (outcomes, crcs) = std::thread::scope(|s| {
+                            let sums = s.spawn(|| checksums(values));
+                            let outcomes = self.transports.run(jobs, services, deadline);
+                            (outcomes, sums.join().expect("checksum thread panicked"))
+                        });
+                        op.set_crcs(crcs);
+                        outcomes
+                    };
                     op.on_transfers(self.now_ms(), outcomes);
                 }
                 Action::Done => return op.results(),
+                // A commit only follows writes, so the checksums are set by then.
                 other => self.control_step(&mut op, other),
             }
         }

@@ -126,6 +126,10 @@ impl Driver {
                     );
                 }
                 LocalOutput::OpenFence(incarnation) => inner.fence.publish(incarnation),
+                LocalOutput::Repair(task) => {
+                    let incarnation = inner.membership().map_or(0, |m| m.incarnation);
+                    super::repair::submit(inner, inner.repairs.get(), incarnation, task);
+                }
             }
             todo.extend(more);
         }

@@ -7,6 +7,7 @@
 
 mod data_server;
 mod member;
+mod repair;
 mod shards;
 pub(crate) mod shm_server;
 
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     meta_addr: SocketAddr,
     /// The core's clock starts here.
     started: Instant,
+    /// The repair worker's queue (set once it runs).
+    repairs: std::sync::OnceLock<std::sync::mpsc::SyncSender<repair::Queued>>,
 }
 
 impl Inner {
@@ -197,6 +200,7 @@ impl LocalService {
             busy_poll: Duration::from_micros(config.busy_poll_us),
             meta_addr,
             started: Instant::now(),
+            repairs: std::sync::OnceLock::new(),
         };
         let mut driver = member::Driver::new();
         let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
@@ -221,6 +225,10 @@ impl LocalService {
         threads.push(spawn("mmc-local-shm", move || {
             shm_server::accept_loop(shm_listener, i)
         }));
+        let (tx, rx) = std::sync::mpsc::sync_channel(repair::QUEUE);
+        let _ = inner.repairs.set(tx);
+        let i = inner.clone();
+        threads.push(spawn("mmc-local-repair", move || repair::run(i, rx)));
         let i = inner.clone();
         threads.push(spawn("mmc-local-member", move || driver.run(&i)));
         Ok(LocalService {

@@ -35,11 +35,13 @@ impl Service {
             incarnation: self.incarnation,
             index_seq: self.applied,
             index_resync: false,
+            repaired: Vec::new(),
         };
         let Reply::Heartbeat {
             index_first_seq: first,
             index_changes: changes,
             index_more: more,
+            ..
         } = c.handle(c.now_ms_last, hb)
         else {
             panic!("heartbeat refused");
@@ -180,6 +182,7 @@ fn lost_replies_are_sent_again_until_acknowledged() {
         incarnation: s.incarnation,
         index_seq: 1,
         index_resync: false,
+        repaired: Vec::new(),
     };
     assert!(matches!(
         c.handle(0, stale),
@@ -234,6 +237,7 @@ fn a_full_outbox_resets_and_a_snapshot_follows_in_batches() {
         incarnation: s.incarnation,
         index_seq: s.applied + 100,
         index_resync: false,
+        repaired: Vec::new(),
     };
     let Reply::Heartbeat { index_changes, .. } = c.handle(0, bogus) else {
         panic!()
@@ -251,6 +255,7 @@ fn a_full_outbox_resets_and_a_snapshot_follows_in_batches() {
         incarnation: s.incarnation,
         index_seq: applied,
         index_resync: true,
+        repaired: Vec::new(),
     };
     let Reply::Heartbeat {
         index_first_seq: reset_seq,
@@ -289,6 +294,7 @@ fn a_new_incarnation_starts_with_an_empty_outbox() {
         incarnation: s.incarnation,
         index_seq: 0,
         index_resync: false,
+        repaired: Vec::new(),
     };
     assert!(matches!(c.handle(0, old), Reply::Ack { code } if code != 0));
     // Replicas on two services: each one's outbox gets the object.

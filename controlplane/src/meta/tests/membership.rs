@@ -18,6 +18,7 @@ fn dead_members_leave_placement_and_take_their_objects() {
             incarnation: inc_a,
             index_seq: 0,
             index_resync: false,
+            repaired: Vec::new(),
         },
     );
     advance(&mut c, t, t + 10);
@@ -32,6 +33,7 @@ fn dead_members_leave_placement_and_take_their_objects() {
             incarnation: 2,
             index_seq: 0,
             index_resync: false,
+            repaired: Vec::new(),
         },
     ) {
         Reply::Ack { code } => assert_eq!(code, Code::LinkNotFound.as_i32()),
@@ -127,6 +129,7 @@ fn incarnations_grow_across_meta_restarts() {
         incarnation: last,
         index_seq: 0,
         index_resync: false,
+        repaired: Vec::new(),
     };
     match new.handle(0, stale) {
         Reply::Ack { code } => assert_eq!(code, Code::LinkNotFound.as_i32()),

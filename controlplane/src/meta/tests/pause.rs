@@ -34,6 +34,7 @@ fn heartbeat(core: &mut MetaCore, now: u64, rank: u32, incarnation: u64) -> Repl
             incarnation,
             index_seq: 0,
             index_resync: false,
+            repaired: Vec::new(),
         },
     )
 }

@@ -91,6 +91,7 @@ fn simulated_cluster_with_member_faults_keeps_invariants() {
                     incarnation: *inc,
                     index_seq: *seq,
                     index_resync: false,
+                    repaired: Vec::new(),
                 };
                 let at_risk = pending_on(&c, *rank);
                 match c.handle(now, hb) {

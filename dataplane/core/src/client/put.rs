@@ -78,8 +78,8 @@ pub struct PutOp {
     /// Indexes of the keys lent to the request in flight, in its order.
     sent: Vec<usize>,
     sizes: Vec<u64>,
-    /// CRC-32C of each value, sent with the commit.
-    crcs: Vec<u32>,
+    /// CRC-32C of each value, sent with the commit (set by then: see [`PutOp::set_crcs`]).
+    crcs: Option<Vec<u32>>,
     opts: PutOptions,
     writer_rank: Option<u32>,
     /// The client session sent with each allocation (0 = unknown), see `with_client_id`.
@@ -112,19 +112,22 @@ pub struct PutOp {
 
 impl PutOp {
     /// A put of `keys[i]` with `sizes[i]` bytes each, whose CRC-32C is `crcs[i]` (see
-    /// [`crate::checksum`]). `Err` when the batch itself is refused (too
+    /// [`crate::checksum`]); `None`: the driver computes them while the writes run and hands them
+    /// over with [`PutOp::set_crcs`] before the commit. `Err` when the batch itself is refused (too
     /// many keys, mismatched lengths, too many replicas); per-key refusals land in the results.
     pub fn new<K: AsRef<str>>(
         keys: &[K],
         sizes: &[u64],
-        crcs: &[u32],
+        crcs: Option<&[u32]>,
         opts: &PutOptions,
         writer_rank: Option<u32>,
         now_ms: u64,
         timeout_ms: u64,
     ) -> Result<PutOp> {
         check_lengths(keys.len(), sizes.len(), "values")?;
-        check_lengths(keys.len(), crcs.len(), "checksums")?;
+        if let Some(crcs) = crcs {
+            check_lengths(keys.len(), crcs.len(), "checksums")?;
+        }
         if opts.replicas as usize > msg::REPLICAS_MAX {
             return Err(Error::InvalidParam(format!(
                 "{} replicas, the limit is {}",
@@ -162,7 +165,7 @@ impl PutOp {
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
             sent: Vec::new(),
             sizes: sizes.to_vec(),
-            crcs: crcs.to_vec(),
+            crcs: crcs.map(<[u32]>::to_vec),
             opts: opts.clone(),
             writer_rank,
             client_id: 0,
@@ -185,6 +188,17 @@ impl PutOp {
             // not a timeout.
             margin_ms: (timeout_ms / 10).min(200),
         })
+    }
+
+    /// The values' CRC-32C, when `new` was not given them. Must come before the commit.
+    pub fn set_crcs(&mut self, crcs: Vec<u32>) {
+        assert_eq!(crcs.len(), self.keys.len(), "one checksum per key");
+        self.crcs = Some(crcs);
+    }
+
+    /// Whether the checksums are set.
+    pub fn has_crcs(&self) -> bool {
+        self.crcs.is_some()
     }
 
     /// Name the client session this put belongs to (random per client, nonzero): should every
@@ -235,6 +249,10 @@ impl PutOp {
             }
             State::Commit => {
                 debug_assert!(!self.placed.is_empty());
+                let crcs = self
+                    .crcs
+                    .as_ref()
+                    .expect("the driver sets the checksums before the commit");
                 self.state = State::AwaitCommit;
                 debug_assert!(self.sent.is_empty());
                 self.sent = self.placed.iter().map(|&(i, _)| i).collect();
@@ -250,7 +268,7 @@ impl PutOp {
                                 CommitItem {
                                     token,
                                     ok,
-                                    crc: self.crcs[i],
+                                    crc: crcs[i],
                                 },
                             )
                         })

@@ -48,7 +48,7 @@ fn put_allocates_writes_every_replica_then_commits() {
     let mut op = PutOp::new(
         &["a", "", "b"],
         &[8, 8, 0],
-        &[1, 2, 3],
+        Some(&[1, 2, 3]),
         &opts,
         Some(1),
         0,
@@ -122,7 +122,7 @@ fn unreachable() -> Result<(), Error> {
 
 #[test]
 fn put_with_a_failed_write_commits_it_as_failed_and_places_it_again() {
-    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 1000).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[7]), &PutOptions::default(), None, 0, 1000).unwrap();
     let req = meta(op.poll(0));
     op.on_meta(0, req, placed_on(3, 1));
     op.poll(0);
@@ -183,7 +183,7 @@ fn put_with_a_failed_write_commits_it_as_failed_and_places_it_again() {
 #[test]
 fn put_places_a_key_again_at_most_twice_and_only_for_unreachable_services() {
     // Unreachable every time: the first placement and REPLACE_MAX more, then the error.
-    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 1000).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[7]), &PutOptions::default(), None, 0, 1000).unwrap();
     let mut allocs = 0;
     let mut now = 0;
     loop {
@@ -207,7 +207,7 @@ fn put_places_a_key_again_at_most_twice_and_only_for_unreachable_services() {
     assert_eq!(r[0].as_ref().unwrap_err().code(), Code::NotConnectLocal);
 
     // Not when the deadline leaves no room for another round.
-    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 100).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[7]), &PutOptions::default(), None, 0, 100).unwrap();
     let req = meta(op.poll(0));
     op.on_meta(0, req, placed_on(3, 1));
     op.poll(0);
@@ -231,7 +231,7 @@ fn put_places_a_key_again_at_most_twice_and_only_for_unreachable_services() {
         },
     ] {
         let code = failure.code();
-        let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 1000).unwrap();
+        let mut op = PutOp::new(&["a"], &[8], Some(&[7]), &PutOptions::default(), None, 0, 1000).unwrap();
         let req = meta(op.poll(0));
         op.on_meta(0, req, placed_on(3, 1));
         op.poll(0);
@@ -246,7 +246,7 @@ fn put_places_a_key_again_at_most_twice_and_only_for_unreachable_services() {
 
 #[test]
 fn put_waiting_for_leased_space_retries_then_answers_no_space() {
-    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 1000).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[7]), &PutOptions::default(), None, 0, 1000).unwrap();
     let no_room = || {
         Ok(Reply::Alloc {
             items: vec![AllocItem {
@@ -291,7 +291,7 @@ fn put_with_more_replicas_than_live_services_says_so() {
         replicas: 2,
         ..PutOptions::default()
     };
-    let mut op = PutOp::new(&["a"], &[8], &[7], &opts, None, 0, 1000).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[7]), &opts, None, 0, 1000).unwrap();
     let req = meta(op.poll(0));
     op.on_meta(
         0,
@@ -318,7 +318,7 @@ fn put_with_more_replicas_than_live_services_says_so() {
 
 #[test]
 fn put_past_its_deadline_times_out_unconfirmed_keys() {
-    let mut op = PutOp::new(&["a"], &[8], &[7], &PutOptions::default(), None, 0, 100).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[7]), &PutOptions::default(), None, 0, 100).unwrap();
     let req = meta(op.poll(0));
     assert!(matches!(op.poll(50), Action::Wait { deadline_ms: 100 }));
     assert!(matches!(op.poll(100), Action::Done));
@@ -647,7 +647,7 @@ fn timeouts_and_coded_refusals_are_not_reported_as_suspects() {
     let mut op = PutOp::new(
         &["a", "b"],
         &[8, 8],
-        &[7, 8],
+        Some(&[7, 8]),
         &PutOptions::default(),
         None,
         0,

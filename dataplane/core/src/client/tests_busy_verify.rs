@@ -128,7 +128,7 @@ fn alloc_ok(token: u64) -> mmc_controlplane::Result<Reply> {
 
 #[test]
 fn put_sends_alloc_and_commit_again_after_busy() {
-    let mut op = PutOp::new(&["a"], &[8], &[9], &PutOptions::default(), None, 0, 1000).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[9]), &PutOptions::default(), None, 0, 1000).unwrap();
     let req = meta(op.poll(0));
     op.on_meta(0, req, busy(0));
     assert!(matches!(op.poll(0), Action::Sleep { until_ms: 1 }));
@@ -163,7 +163,7 @@ fn put_busy_until_the_deadline_times_out_naming_the_rebuild() {
     let mut op = PutOp::new(
         &["a", "b"],
         &[8, 8],
-        &[1, 2],
+        Some(&[1, 2]),
         &PutOptions::default(),
         None,
         0,
@@ -177,7 +177,7 @@ fn put_busy_until_the_deadline_times_out_naming_the_rebuild() {
     assert_busy_timeout(&r[1]);
 
     // A commit that stays busy: the written key times out too (its space is reclaimed as pending).
-    let mut op = PutOp::new(&["a"], &[8], &[9], &PutOptions::default(), None, 0, 300).unwrap();
+    let mut op = PutOp::new(&["a"], &[8], Some(&[9]), &PutOptions::default(), None, 0, 300).unwrap();
     let req = meta(op.poll(0));
     op.on_meta(0, req, alloc_ok(3));
     op.poll(0);

@@ -71,6 +71,7 @@ impl Rig {
                 LocalOutput::CloseFence => self.fence.close(),
                 LocalOutput::WaitDrain { until_ms } => self.draining = Some(*until_ms),
                 LocalOutput::OpenFence(inc) => self.fence.publish(*inc),
+                LocalOutput::Repair(_) => {}
             }
             self.log.push(o);
         }

@@ -156,7 +156,7 @@ impl Sim {
                     .map(|v| crate::checksum([v.as_slice()]))
                     .collect();
                 run.op = Op::Put(
-                    PutOp::new(&run.keys, &sizes, &crcs, &opts, None, now, timeout)
+                    PutOp::new(&run.keys, &sizes, Some(&crcs), &opts, None, now, timeout)
                         .expect("valid batch")
                         .with_client_id(c.session),
                 );

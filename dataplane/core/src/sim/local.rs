@@ -23,6 +23,8 @@ pub struct SimLocal {
     /// The drain the core asked for ends at this time (or when no copy is in flight).
     drain_until_ms: Option<u64>,
     out: Vec<LocalOutput>,
+    /// Repair tasks the core handed out, for the simulator to run.
+    pub repairs: Vec<msg::RepairTask>,
 }
 
 impl SimLocal {
@@ -52,6 +54,7 @@ impl SimLocal {
             membership: None,
             drain_until_ms: None,
             out: Vec::new(),
+            repairs: Vec::new(),
         }
     }
 
@@ -64,6 +67,7 @@ impl SimLocal {
                 LocalOutput::CloseFence => self.fence.close(),
                 LocalOutput::WaitDrain { until_ms } => self.drain_until_ms = Some(until_ms),
                 LocalOutput::OpenFence(incarnation) => self.fence.publish(incarnation),
+                LocalOutput::Repair(task) => self.repairs.push(task),
             }
         }
         self.membership = self
@@ -113,6 +117,11 @@ impl SimLocal {
         let reply = reply.map_err(|e| e.code());
         self.core.on_meta_reply(now_ms, id, reply, &mut self.out);
         self.apply()
+    }
+
+    /// A repair task ended.
+    pub fn on_repaired(&mut self, incarnation: u64, token: u64, ok: bool) {
+        self.core.on_repaired(incarnation, token, ok);
     }
 
     /// The objects the core believes this service holds.

@@ -17,6 +17,7 @@ mod observe;
 mod oracle;
 mod pause_check;
 mod rebuild_check;
+mod repair;
 mod rng;
 mod transport;
 
@@ -90,6 +91,11 @@ pub struct Summary {
     /// Services that rejoined a restarted meta core with their index, and the objects rebuilt.
     pub rejoins: u64,
     pub objects_rebuilt: u64,
+    /// Repair tasks run by local services, and those that held.
+    pub repairs_run: u64,
+    pub repairs_ok: u64,
+    /// ... that read bytes not matching the checksum (the source object was gone meanwhile).
+    pub repairs_mismatched: u64,
 }
 
 /// An invariant that did not hold.
@@ -166,6 +172,13 @@ pub(crate) enum Ev {
     Fault,
     LocalRestart(usize),
     ClientRestart(usize),
+    /// A repair task runs at a local service.
+    Repair {
+        local: usize,
+        gen: u64,
+        incarnation: u64,
+        task: mmc_controlplane::msg::RepairTask,
+    },
 }
 
 pub(crate) struct Node<T> {
@@ -231,6 +244,8 @@ pub(crate) fn meta_params(epoch: u64) -> MetaParams {
         // Small, so that batches split and outboxes overflow into resyncs.
         index_batch_max: 4,
         index_outbox_max: 16,
+        // The first run stores fewer replicas when services are missing; restarted ones refuse.
+        best_effort_replicas: epoch % 2 == 1,
     }
 }
 
@@ -484,6 +499,12 @@ impl Sim {
             Ev::ShmEnd(c) => self.shm_end(c),
             Ev::ClientWake { client, gen } => self.client_wake(client, gen),
             Ev::LocalTimer { local, gen } => self.local_timer(local, gen),
+            Ev::Repair {
+                local,
+                gen,
+                incarnation,
+                task,
+            } => self.run_repair(local, gen, incarnation, task),
             Ev::MetaTick => {
                 if self.meta_frozen_until <= self.now {
                     self.meta.tick(self.now);
@@ -605,6 +626,7 @@ impl Sim {
 
     /// Send the meta requests local service `i`'s core asked for (ids are the core's own).
     pub(crate) fn local_out(&mut self, i: usize, sends: Vec<(u64, Request)>) {
+        self.local_repairs(i);
         let gen = self.locals[i].gen;
         for (seq, req) in sends {
             self.send(Ev::MetaReq {

@@ -101,7 +101,7 @@ impl SimTransport<'_> {
 impl Sim {
     /// The incarnation under which the meta core places objects in `rank`'s pool now, if the
     /// service runs it (else writes there cannot touch what the directory describes).
-    fn placing_incarnation(&self, rank: u32) -> Option<u64> {
+    pub(crate) fn placing_incarnation(&self, rank: u32) -> Option<u64> {
         let inc = self.meta.member_incarnation(rank)?;
         let l = self.locals.get(rank as usize)?.state.as_ref()?;
         match &l.membership {
