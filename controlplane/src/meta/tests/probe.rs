@@ -11,6 +11,7 @@ fn heartbeat(core: &mut MetaCore, now: u64, (rank, incarnation): (u32, u64)) -> 
             incarnation,
             index_seq: 0,
             index_resync: false,
+            repaired: Vec::new(),
         },
     )
 }
