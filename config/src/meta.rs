@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::table::{self, Flag, Int, Key, Level, MetricsUrl, TcpUrl, TomlApplier};
+use super::table::{self, Bool, Flag, Int, Key, Level, MetricsUrl, TcpUrl, TomlApplier};
 use super::{load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig};
 use super::{META_CONFIG_ENV, OCK_LOG_LEVEL, OCK_META_SERVICE_URL};
 use crate::{config_key, config_struct};
@@ -117,6 +117,36 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         default: "2000",
         doc: "After a start, gets, exists and removes of keys the directory does not know yet wait up to this long (within the caller's timeout) for the local services to rejoin with their indexes (0 = no wait). Ends early when a brand-new local service registers before any rejoined.",
     }),
+    config_key!(MetaConfig {
+        name: "heartbeat_ms", ock: "ock.mmc.meta.heartbeat_ms",
+        flag: Flag::Value("heartbeat-ms"), kind: Int<u64>, field: heartbeat_ms,
+        default: "0",
+        doc: "The heartbeat period the meta service asks of local services (a service's own `heartbeat_ms` may make it shorter); at least 10 and at most half of `member_timeout_ms`. 0 = `member_timeout_ms` / 5, clamped to 50..1000.",
+    }),
+    config_key!(MetaConfig {
+        name: "suspect_on_close", ock: "ock.mmc.meta.suspect_on_close",
+        flag: Flag::Value("suspect-on-close"), kind: Bool, field: suspect_on_close,
+        default: "true",
+        doc: "Pause a local service at once when its heartbeat connection closes (a killed process's socket is closed by its kernel); false = only its lease and clients' reports pause it.",
+    }),
+    config_key!(MetaConfig {
+        name: "probe_dead", ock: "ock.mmc.meta.probe_dead",
+        flag: Flag::Value("probe-dead"), kind: Bool, field: probe_dead,
+        default: "true",
+        doc: "After a hint (its connection closed, a client's report) pauses a local service, connect to its data endpoint: refused (or reset) on every attempt = its process is gone, dropped with its objects at once; accepted and held open, or unanswered = it stays paused (lease and grace decide).",
+    }),
+    config_key!(MetaConfig {
+        name: "probe_attempts", ock: "ock.mmc.meta.probe_attempts",
+        flag: Flag::Value("probe-attempts"), kind: Int<u32>, field: probe_attempts,
+        default: "3", min: 1, max: 10,
+        doc: "Connects one probe makes (every one must be refused to confirm a death).",
+    }),
+    config_key!(MetaConfig {
+        name: "probe_interval_ms", ock: "ock.mmc.meta.probe_interval_ms",
+        flag: Flag::Value("probe-interval-ms"), kind: Int<u64>, field: probe_interval_ms,
+        default: "100", min: 1, max: 1000,
+        doc: "Time between a probe's connects, and each connect's timeout.",
+    }),
 ];
 
 config_struct! {
@@ -147,6 +177,16 @@ config_struct! {
         pub replica_policy: ReplicaPolicy,
         /// After a start, requests about unknown keys wait this long for services to rejoin.
         pub rebuild_window_ms: u64,
+        /// The heartbeat period asked of local services; 0 = derived from `member_timeout_ms`.
+        pub heartbeat_ms: u64,
+        /// Pause a local service whose heartbeat connection closes.
+        pub suspect_on_close: bool,
+        /// Probe a local service paused by a hint; drop it if nothing listens at its endpoint.
+        pub probe_dead: bool,
+        /// Connects per probe.
+        pub probe_attempts: u32,
+        /// Time between a probe's connects, and each connect's timeout.
+        pub probe_interval_ms: u64,
     }
 }
 
@@ -213,7 +253,9 @@ impl MetaConfig {
     }
 
     /// Checks every key by kind and range (URLs parse and fit the C arrays, percentages, timeouts
-    /// above zero), that `evict_threshold_low < evict_threshold_high`, and the TLS settings.
+    /// above zero), that `evict_threshold_low < evict_threshold_high`, that an explicit
+    /// `heartbeat_ms` is at least 10 and at most half of `member_timeout_ms`, and the TLS
+    /// settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         table::validate(META_KEYS, self, "")?;
         let (low, high) = (self.evict_threshold_low, self.evict_threshold_high);
@@ -223,6 +265,38 @@ impl MetaConfig {
                 reason: format!("{low} must be below evict_threshold_high ({high})"),
             });
         }
+        let (beat, timeout) = (self.heartbeat_ms, self.member_timeout_ms);
+        if beat != 0 && beat < HEARTBEAT_MS_MIN {
+            return Err(ConfigError::Invalid {
+                key: "heartbeat_ms".to_string(),
+                reason: format!(
+                    "{beat} ms is below {HEARTBEAT_MS_MIN} ms, the shortest period a local \
+                     service heartbeats at (0 = derived from member_timeout_ms)"
+                ),
+            });
+        }
+        if beat != 0 && beat.saturating_mul(2) > timeout {
+            return Err(ConfigError::Invalid {
+                key: "heartbeat_ms".to_string(),
+                reason: format!(
+                    "{beat} ms must be at most half of member_timeout_ms ({timeout} ms), so that \
+                     one late heartbeat does not pause a local service (0 = derived)"
+                ),
+            });
+        }
         self.tls.validate()
     }
+
+    /// The heartbeat period asked of local services: `heartbeat_ms`, or when 0,
+    /// `member_timeout_ms` / 5 clamped to 50..1000 ms.
+    pub fn heartbeat_period_ms(&self) -> u64 {
+        match self.heartbeat_ms {
+            0 => (self.member_timeout_ms / 5).clamp(50, 1_000),
+            ms => ms,
+        }
+    }
 }
+
+/// The shortest heartbeat period a local service uses, whatever it is asked (`mmc-local` floors
+/// its period at 10 ms).
+const HEARTBEAT_MS_MIN: u64 = 10;

@@ -308,6 +308,11 @@ fn meta_from_toml() {
             member_timeout_ms: 3,
             member_grace_ms: 4,
             rebuild_window_ms: 2000,
+            heartbeat_ms: 0,
+            suspect_on_close: true,
+            probe_dead: true,
+            probe_attempts: 3,
+            probe_interval_ms: 100,
             replica_policy: crate::ReplicaPolicy::Strict,
         }
     );
@@ -381,6 +386,11 @@ fn meta_from_ock() {
             member_timeout_ms: 3000,
             member_grace_ms: 20_000,
             rebuild_window_ms: 2000,
+            heartbeat_ms: 0,
+            suspect_on_close: true,
+            probe_dead: true,
+            probe_attempts: 3,
+            probe_interval_ms: 100,
             replica_policy: crate::ReplicaPolicy::Strict,
         }
     );
@@ -540,6 +550,75 @@ fn format_detection_and_load() {
         e.contains("invalid.toml") && e.contains("evict_threshold_low"),
         "{e}"
     );
+}
+
+#[test]
+fn meta_death_detection_keys() {
+    let c = MetaConfig::from_toml_str(
+        "member_timeout_ms = 1000\nheartbeat_ms = 200\nsuspect_on_close = false\n\
+         probe_dead = false\nprobe_attempts = 5\nprobe_interval_ms = 50\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        (c.heartbeat_ms, c.suspect_on_close, c.probe_dead),
+        (200, false, false)
+    );
+    assert_eq!((c.probe_attempts, c.probe_interval_ms), (5, 50));
+    assert_eq!(c.heartbeat_period_ms(), 200);
+    let ock = OckFile::parse(
+        "ock.mmc.meta.heartbeat_ms = 300\nock.mmc.meta.suspect_on_close = false\n\
+         ock.mmc.meta.probe_dead = false\nock.mmc.meta.probe_attempts = 2\n\
+         ock.mmc.meta.probe_interval_ms = 20\n",
+    )
+    .unwrap();
+    let o = MetaConfig::from_ock(&ock).unwrap();
+    assert_eq!(ock.unknown_keys(MetaConfig::is_ock_key), vec![]);
+    assert_eq!(
+        (o.heartbeat_ms, o.suspect_on_close, o.probe_dead),
+        (300, false, false)
+    );
+    assert_eq!((o.probe_attempts, o.probe_interval_ms), (2, 20));
+    // 0 keeps the derivation from the member timeout: / 5, clamped to 50..1000 ms.
+    let derived = |timeout: u64| MetaConfig {
+        member_timeout_ms: timeout,
+        ..MetaConfig::default()
+    };
+    assert_eq!(MetaConfig::default().heartbeat_period_ms(), 1000);
+    assert_eq!(derived(2000).heartbeat_period_ms(), 400);
+    assert_eq!(derived(100).heartbeat_period_ms(), 50);
+    assert_eq!(derived(60_000).heartbeat_period_ms(), 1000);
+    let d = MetaConfig::default();
+    assert!(d.suspect_on_close && d.probe_dead && d.heartbeat_ms == 0);
+    // Combinations and ranges: each error names the key and says why.
+    for (toml, key, why) in [
+        (
+            "heartbeat_ms = 3000",
+            "heartbeat_ms",
+            "half of member_timeout_ms",
+        ),
+        (
+            "member_timeout_ms = 500\nheartbeat_ms = 251",
+            "heartbeat_ms",
+            "half of member_timeout_ms (500 ms)",
+        ),
+        ("heartbeat_ms = 5", "heartbeat_ms", "below 10 ms"),
+        ("probe_attempts = 0", "probe_attempts", ""),
+        ("probe_attempts = 11", "probe_attempts", ""),
+        ("probe_interval_ms = 0", "probe_interval_ms", ""),
+        ("probe_interval_ms = 1001", "probe_interval_ms", ""),
+    ] {
+        let e = MetaConfig::from_toml_str(toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(why), "{toml}: {e}");
+    }
+    let edge = "member_timeout_ms = 500\nheartbeat_ms = 250";
+    MetaConfig::from_toml_str(edge).unwrap().validate().unwrap();
+    let e = MetaConfig::from_toml_str("probe_dead = \"maybe\"").unwrap_err();
+    assert!(e.to_string().contains("probe_dead"), "{e}");
 }
 
 /// The only test that touches `MMC_META_CONFIG_PATH` (environment variables are process-wide).

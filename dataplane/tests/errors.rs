@@ -226,7 +226,8 @@ fn meta_unreachable_is_3017() {
 
 #[test]
 fn local_service_unreachable_is_3018() {
-    let mut cluster = Cluster::start(&["16MB", "16MB"], &[]);
+    // Without the probe, which would soon drop the dead service and its object (-3007 then).
+    let mut cluster = Cluster::start(&["16MB", "16MB"], &["--probe-dead", "false"]);
     let c = cluster.client();
     let victim = cluster.locals[0].rank;
     let opts = PutOptions {

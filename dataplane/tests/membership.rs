@@ -34,9 +34,20 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn a_dead_local_service_leaves_placement() {
+    // The slow path alone: no hint from the closed connection and no probe, so only its silence
+    // (the lease) pauses it and only the grace drops it.
     let mut cluster = Cluster::start(
         &["16MB", "16MB"],
-        &["--member-timeout-ms", "600", "--member-grace-ms", "1500"],
+        &[
+            "--member-timeout-ms",
+            "600",
+            "--member-grace-ms",
+            "1500",
+            "--suspect-on-close",
+            "false",
+            "--probe-dead",
+            "false",
+        ],
     );
     let c = cluster.client();
     let victim = cluster.locals[0].rank;
@@ -46,6 +57,7 @@ fn a_dead_local_service_leaves_placement() {
         ..PutOptions::default()
     };
     c.put("lost", b"gone with its service", &on_victim).unwrap();
+    let killed = Instant::now();
     cluster.kill_local(0);
     let alive = |c: &mmc_dataplane::Client| {
         let s = c.status().unwrap();
@@ -54,6 +66,13 @@ fn a_dead_local_service_leaves_placement() {
     wait_for("silence detection", Duration::from_secs(10), || {
         alive(&c) == 1
     });
+    // Its last heartbeat was at most one period (120 ms) before the kill: nothing but the lease
+    // (600 ms) paused it. (With `suspect_on_close` its closed connection pauses it at once.)
+    let paused = killed.elapsed();
+    assert!(
+        paused >= Duration::from_millis(400),
+        "paused {paused:?} after the kill: by a hint, not its lease"
+    );
     // Paused first: out of placement, its objects kept but not reachable. Every new put lands
     // on the survivor.
     assert!(matches!(

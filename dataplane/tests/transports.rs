@@ -118,7 +118,8 @@ fn batches_split_across_services_and_pieces() {
 /// using it when the service dies.
 #[test]
 fn shared_memory_follows_the_service_lifetime() {
-    let mut cluster = Cluster::start(&["32MB"], &[]);
+    // Without the probe, which would soon drop the dead service and its object (-3007 then).
+    let mut cluster = Cluster::start(&["32MB"], &["--probe-dead", "false"]);
     let c = client(&cluster, None);
     let tcp = client(&cluster, Some(DataOpType::Tcp));
     c.put("k", &pattern("k", 5000), &PutOptions::default())

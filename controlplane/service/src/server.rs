@@ -18,6 +18,8 @@ use mmc_controlplane::meta::{MetaCore, MetaParams, EPOCH_MAX};
 use mmc_controlplane::msg::{Reply, Request};
 use mmc_controlplane::wire::{self, Kind, WireError};
 
+use crate::probe::{self, Outcome, ProbeSettings, Prober};
+
 /// How often the ticker expires leases, reclaims pending puts and checks heartbeats.
 const TICK_MS: u64 = 100;
 /// Open connections (each has a thread); more are refused until some close.
@@ -36,6 +38,10 @@ struct Shared {
     /// client session id -> how many open connections carried it (an allocation naming it).
     /// When the last one closes the client is gone and the core reclaims its pending puts.
     clients: Mutex<HashMap<u64, usize>>,
+    /// `suspect_on_close`: a closed heartbeat connection pauses its member.
+    suspect_on_close: bool,
+    /// Probes of members paused by a hint (`probe_dead`).
+    prober: Prober,
 }
 
 /// What a poisoned core lock means: crash rather than serve a half-updated directory.
@@ -78,6 +84,14 @@ pub struct MetaServer {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// How the driver probes suspects, from a validated config (None: `probe_dead = false`).
+pub fn probe_settings(c: &MetaConfig) -> Option<ProbeSettings> {
+    c.probe_dead.then(|| ProbeSettings {
+        attempts: c.probe_attempts,
+        interval: Duration::from_millis(c.probe_interval_ms),
+    })
+}
+
 /// The meta core's tunables from a validated config; `epoch` is 0: [`MetaServer::start`] sets it
 /// from the wall clock.
 pub fn meta_params(c: &MetaConfig) -> MetaParams {
@@ -91,7 +105,7 @@ pub fn meta_params(c: &MetaConfig) -> MetaParams {
         best_effort_replicas: c.replica_policy == mmc_config::ReplicaPolicy::BestEffort,
         // Half a timeout, but well above the ticker's period: a late tick is not a stall.
         meta_stall_ms: (c.member_timeout_ms / 2).max(4 * TICK_MS),
-        heartbeat_ms: (c.member_timeout_ms / 5).clamp(50, 1_000),
+        heartbeat_ms: c.heartbeat_period_ms(),
         evict_threshold_high: c.evict_threshold_high,
         evict_threshold_low: c.evict_threshold_low,
         index_batch_max: mmc_controlplane::msg::INDEX_CHANGES_MAX,
@@ -121,6 +135,8 @@ impl MetaServer {
             next_conn: AtomicU64::new(1),
             carriers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            suspect_on_close: config.suspect_on_close,
+            prober: Prober::new(probe_settings(config)),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -144,7 +160,10 @@ impl MetaServer {
             threads.push(spawn("mmc-meta-metrics", move || metrics_loop(l, s)));
             info!(%maddr, "metrics and health on http://{maddr}/metrics and /health");
         }
-        info!(%addr, high = config.evict_threshold_high, low = config.evict_threshold_low, "meta service listening");
+        info!(%addr, high = config.evict_threshold_high, low = config.evict_threshold_low,
+            heartbeat_ms = config.heartbeat_period_ms(), member_timeout_ms = config.member_timeout_ms,
+            suspect_on_close = config.suspect_on_close, probe_dead = config.probe_dead,
+            "meta service listening");
         Ok(MetaServer {
             addr,
             metrics_addr,
@@ -187,6 +206,7 @@ impl MetaServer {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.shared.prober.join_all();
         info!(addr = %self.addr, "meta service stopped");
     }
 }
@@ -267,7 +287,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
-            connection_lost(&s, id, &carried.ranks);
+            let suspects = connection_lost(&s, id, &carried.ranks);
+            start_probes(&s, suspects);
             clients_lost(&s, &carried.clients);
         }));
     }
@@ -341,28 +362,99 @@ fn note_client(shared: &Shared, client_id: u64, carried: &mut Vec<u64>) {
     debug_assert!(carried.len() <= CLIENTS_MAX);
 }
 
-/// Connection `id` closed: tell the core about each member whose heartbeats it carried last.
-fn connection_lost(shared: &Shared, id: u64, carried: &[u32]) {
+/// A member to probe: rank, incarnation, data endpoint.
+type Suspect = (u32, u64, String);
+
+/// Connection `id` closed: tell the core about each member whose heartbeats it carried last
+/// (when `suspect_on_close`). Returns the members to probe: those paused now at that
+/// incarnation, by this hint or an earlier one.
+fn connection_lost(shared: &Shared, id: u64, carried: &[u32]) -> Vec<Suspect> {
     if carried.is_empty() || shared.stop.load(Ordering::Acquire) {
-        return;
+        return Vec::new();
     }
     shared.with_core(|core, now| {
         let mut carriers = shared.carriers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut suspects = Vec::new();
         for rank in carried {
             match carriers.get(rank) {
                 Some(&(conn, incarnation)) if conn == id => {
                     carriers.remove(rank);
+                    if !shared.suspect_on_close {
+                        debug!(
+                            rank,
+                            incarnation, "meta connection closed: no hint (suspect_on_close off)"
+                        );
+                        continue;
+                    }
                     if core.member_connection_lost(now, *rank, incarnation) {
                         info!(
                             rank,
                             incarnation, "local service's meta connection closed: paused"
                         );
                     }
+                    if let Some(endpoint) = core.probe_target(*rank, incarnation) {
+                        suspects.push((*rank, incarnation, endpoint.to_owned()));
+                    }
                 }
                 _ => {}
             }
         }
-    });
+        suspects
+    })
+}
+
+/// Probe each suspect's data endpoint on a thread of its own (at most one per member, rank and incarnation, in flight,
+/// [`probe::PROBES_MAX`] in all), outside the core's lock; a probe whose every connect is refused
+/// drops the member if it is still paused at that incarnation.
+fn start_probes(shared: &Arc<Shared>, suspects: Vec<Suspect>) {
+    for (rank, incarnation, endpoint) in suspects {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(settings) = shared.prober.claim(rank, incarnation) else {
+            continue;
+        };
+        let addr: SocketAddr = match endpoint.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(rank, incarnation, %endpoint, error = %e, "suspect's data endpoint is no ip:port: not probed");
+                shared.prober.release(rank, incarnation);
+                continue;
+            }
+        };
+        debug!(rank, incarnation, %addr, "probing a suspect's data endpoint");
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mmc-meta-probe".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = probe::probe(addr, settings, &s.stop);
+                let probe_ms = started.elapsed().as_millis() as u64;
+                let dropped = outcome == Outcome::Refused
+                    && !s.stop.load(Ordering::Acquire)
+                    && s.with_core(|core, now| core.member_dead(now, rank, incarnation));
+                s.prober.record(outcome, dropped);
+                match outcome {
+                    Outcome::Refused if dropped => info!(rank, incarnation, %addr, probe_ms,
+                        "probe: connection refused every time: the local service is gone, dropped"),
+                    Outcome::Refused => debug!(rank, incarnation, %addr, probe_ms,
+                        "probe: refused, but the member is no longer paused at that incarnation"),
+                    Outcome::Accepted => info!(rank, incarnation, %addr, probe_ms,
+                        "probe: a process accepts at the suspect's endpoint (alive, perhaps frozen): it stays paused"),
+                    Outcome::Unanswered => info!(rank, incarnation, %addr, probe_ms,
+                        "probe: no answer (partition or host down?): it stays paused, its lease and grace decide"),
+                    Outcome::Cancelled => {}
+                }
+                s.prober.release(rank, incarnation);
+            });
+        match spawned {
+            Ok(t) => shared.prober.keep(t),
+            Err(e) => {
+                warn!(rank, error = %e, "probe thread not started: the suspect is left to its grace");
+                shared.prober.release(rank, incarnation);
+            }
+        }
+    }
 }
 
 /// Remember that connection `id` carries `rank` at `incarnation`, if the core took the request
@@ -399,7 +491,7 @@ fn note_carrier(shared: &Shared, id: u64, reply: &Reply, req: &Request, carried:
 
 fn serve_conn(
     mut stream: TcpStream,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     id: u64,
     carried: &mut Carried,
 ) -> std::result::Result<(), WireError> {
@@ -416,8 +508,16 @@ fn serve_conn(
         }
         let req: Request = wire::decode_payload(&buf)?;
         let membership = matches!(req, Request::Register(_) | Request::Heartbeat { .. });
+        let mut suspects = Vec::new();
         let reply = shared.with_core(|core, now| {
-            if membership {
+            if let Request::Suspect { rank, incarnation } = req {
+                // A client's report: probe the member if it is paused at that incarnation now.
+                let reply = core.handle(now, req);
+                if let Some(endpoint) = core.probe_target(rank, incarnation) {
+                    suspects.push((rank, incarnation, endpoint.to_owned()));
+                }
+                reply
+            } else if membership {
                 // Noted under the core's lock, so a close seen later finds the latest carrier.
                 let reply = core.handle(now, req.clone());
                 note_carrier(shared, id, &reply, &req, &mut carried.ranks);
@@ -430,6 +530,7 @@ fn serve_conn(
                 core.handle(now, req)
             }
         });
+        start_probes(shared, suspects);
         if header.kind == Kind::MetaOneway {
             continue;
         }
@@ -467,7 +568,7 @@ fn render_metrics(shared: &Shared) -> String {
     let Reply::Status(s) = shared.with_core(|core, now| core.handle(now, Request::Status)) else {
         return String::new();
     };
-    let mut out = String::new();
+    let mut out = shared.prober.metrics();
     out.push_str(&format!(
         "mmc_objects {}\nmmc_pending_puts {}\nmmc_read_leases {}\nmmc_evicted_total {}\n",
         s.objects, s.pending, s.leases, s.evicted_total
@@ -493,4 +594,48 @@ fn render_metrics(shared: &Shared) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn death_detection_settings_reach_the_core_and_the_prober() {
+        let defaults = MetaConfig::default();
+        assert_eq!(meta_params(&defaults).heartbeat_ms, 1_000);
+        assert_eq!(
+            probe_settings(&defaults),
+            Some(ProbeSettings {
+                attempts: 3,
+                interval: Duration::from_millis(100),
+            })
+        );
+        let tuned = MetaConfig {
+            member_timeout_ms: 1_000,
+            heartbeat_ms: 300,
+            probe_attempts: 5,
+            probe_interval_ms: 20,
+            ..MetaConfig::default()
+        };
+        tuned.validate().unwrap();
+        assert_eq!(meta_params(&tuned).heartbeat_ms, 300);
+        assert_eq!(
+            probe_settings(&tuned),
+            Some(ProbeSettings {
+                attempts: 5,
+                interval: Duration::from_millis(20),
+            })
+        );
+        let derived = MetaConfig {
+            member_timeout_ms: 1_000,
+            ..MetaConfig::default()
+        };
+        assert_eq!(meta_params(&derived).heartbeat_ms, 200);
+        let off = MetaConfig {
+            probe_dead: false,
+            ..MetaConfig::default()
+        };
+        assert_eq!(probe_settings(&off), None);
+    }
 }

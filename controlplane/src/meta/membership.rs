@@ -12,7 +12,8 @@
 //!   with every object, at the same incarnation: plans made before the pause stay valid.
 //! - Its objects are dropped only once its process is known gone: it registers again (the same
 //!   rank, or any registration from its host and data endpoint: one process serves an address),
-//!   it unregisters, or the grace runs out.
+//!   it unregisters, the driver's probe after a hint finds nothing listening at its data endpoint
+//!   (`member_dead`), or the grace runs out.
 //! - A gap longer than `meta_stall_ms` between two calls into the core is the core's own stall:
 //!   every member's `last_seen_ms` moves forward by it, so the stall counts against nobody.
 
@@ -93,6 +94,45 @@ impl MetaCore {
             return false;
         }
         self.suspect(rank, incarnation, "its meta connection closed")
+    }
+
+    /// Where the driver may probe `rank` to confirm that its process is gone: the data endpoint
+    /// of a member paused at `incarnation` (None when it is live, paused at another incarnation,
+    /// unknown, or has no data endpoint). The driver asks after a hint (a lost connection, a
+    /// client's report), never after a plain lease timeout, which may be a partition.
+    pub fn probe_target(&self, rank: u32, incarnation: u64) -> Option<&str> {
+        self.paused
+            .get(&rank)
+            .filter(|m| m.incarnation == incarnation && !m.data_endpoint.is_empty())
+            .map(|m| m.data_endpoint.as_str())
+    }
+
+    /// The driver's probe found nothing listening at the data endpoint of `rank` (every connect
+    /// refused: the host answered, no process listens there), so the process that served it at
+    /// `incarnation` is gone: drop the member and its objects now rather than at the end of its
+    /// grace. Applied only if `rank` is still paused at `incarnation`: a member re-admitted
+    /// meanwhile (its heartbeat came back), registered again or already dropped is left alone.
+    /// Returns whether it was dropped.
+    pub fn member_dead(&mut self, now_ms: u64, rank: u32, incarnation: u64) -> bool {
+        self.tick(now_ms);
+        let Some(endpoint) = self.probe_target(rank, incarnation).map(str::to_owned) else {
+            debug!(
+                rank,
+                incarnation,
+                "probe result for a member no longer paused at that incarnation: ignored"
+            );
+            return false;
+        };
+        warn!(
+            rank,
+            incarnation,
+            endpoint = %endpoint,
+            "nothing listens at the paused local service's data endpoint (connection refused): \
+             its process is gone, dropping it"
+        );
+        self.drop_member(rank);
+        debug_assert!(!self.is_member(rank));
+        true
     }
 
     /// Pause the live member `rank` if `incarnation` is its current one: a hint that its process

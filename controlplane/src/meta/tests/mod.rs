@@ -5,6 +5,7 @@ mod admission;
 mod index;
 mod membership;
 mod pause;
+mod probe;
 mod rebuild;
 mod simulation;
 mod suspect;
