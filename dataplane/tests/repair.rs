@@ -90,8 +90,9 @@ fn best_effort_puts_store_fewer_replicas_and_repair_adds_the_rest() {
 
 #[test]
 fn under_the_strict_policy_a_lost_replica_is_repaired_on_a_live_service() {
-    // No grace: a dead service is dropped at its timeout (a paused one's replicas still count,
-    // since it may come back with them).
+    // The meta service's probe drops a killed service within about 0.2 s (no grace: should the
+    // probe not confirm it, the member timeout does). A paused one's replicas still count, since
+    // it may come back with them.
     let mut cluster = Cluster::start(
         &["64MB", "64MB", "64MB"],
         &["--member-timeout-ms", "1000", "--member-grace-ms", "0"],
