@@ -21,6 +21,9 @@ pub(crate) fn exist_code(r: &Result<(), codes::Error>) -> i32 {
     }
 }
 
+/// A batch put's or get's `direct` and `replicateConfig` arguments.
+pub(crate) type CallArgs<'a, 'py> = (Option<&'a Bound<'py, PyAny>>, Option<&'a Bound<'py, PyAny>>);
+
 impl DistributedObjectStore {
     /// Put or get prepared items (after classifying their buffers under `SMEMB_COPY_AUTO`).
     pub(crate) fn transfer(
@@ -74,8 +77,7 @@ impl DistributedObjectStore {
         keys: &Bound<'_, PyAny>,
         ptrs: Option<&Bound<'_, PyAny>>,
         sizes: Option<&Bound<'_, PyAny>>,
-        direct: Option<&Bound<'_, PyAny>>,
-        replicate: Option<&Bound<'_, PyAny>>,
+        (direct, replicate): CallArgs<'_, '_>,
         op: Op,
     ) -> Vec<i32> {
         let Some(client) = self.client() else {
@@ -115,8 +117,7 @@ impl DistributedObjectStore {
         keys: &Bound<'_, PyAny>,
         ptrs_list: Option<&Bound<'_, PyAny>>,
         sizes_list: Option<&Bound<'_, PyAny>>,
-        direct: Option<&Bound<'_, PyAny>>,
-        replicate: Option<&Bound<'_, PyAny>>,
+        (direct, replicate): CallArgs<'_, '_>,
         op: Op,
     ) -> Vec<i32> {
         let Some(client) = self.client() else {

@@ -268,7 +268,7 @@ impl DistributedObjectStore {
         values: Option<&Bound<'_, PyAny>>,
         replicateConfig: Option<&Bound<'_, PyAny>>,
     ) -> Vec<i32> {
-        self.batch_flat(py, keys, values, None, None, replicateConfig, Op::Put)
+        self.batch_flat(py, keys, values, None, (None, replicateConfig), Op::Put)
     }
 
     /// Store ``size`` bytes at ``buffer_ptr`` under ``key`` (create-only).
@@ -332,8 +332,7 @@ impl DistributedObjectStore {
             keys,
             buffer_ptrs,
             sizes,
-            direct,
-            replicateConfig,
+            (direct, replicateConfig),
             Op::Put,
         )
     }
@@ -397,8 +396,7 @@ impl DistributedObjectStore {
             keys,
             buffer_ptrs_list,
             sizes_list,
-            direct,
-            replicateConfig,
+            (direct, replicateConfig),
             Op::Put,
         )
     }
@@ -554,7 +552,7 @@ impl DistributedObjectStore {
         sizes: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
     ) -> Vec<i32> {
-        self.batch_flat(py, keys, buffer_ptrs, sizes, direct, None, Op::Get)
+        self.batch_flat(py, keys, buffer_ptrs, sizes, (direct, None), Op::Get)
     }
 
     /// Read one object into several pieces (layers), filled in order: piece 0 gets the first
@@ -610,8 +608,7 @@ impl DistributedObjectStore {
             keys,
             buffer_ptrs_list,
             sizes_list,
-            direct,
-            None,
+            (direct, None),
             Op::Get,
         )
     }
