@@ -17,13 +17,16 @@ class MmcCopyDirect(Enum):
 
     SMEMB_COPY_L2G (0): device -> pool; SMEMB_COPY_G2L (1): pool -> device;
     SMEMB_COPY_G2H (2): pool -> host (default for gets); SMEMB_COPY_H2G (3): host -> pool
-    (default for puts). Device directions return -3000 in this build (no device backend).
+    (default for puts); SMEMB_COPY_AUTO (9): the pointer decides (host memory: registered or
+    mapped in this process; anything else -3000). Device directions return -3000 in this build
+    (no device backend).
     """
 
     SMEMB_COPY_L2G = 0
     SMEMB_COPY_G2L = 1
     SMEMB_COPY_G2H = 2
     SMEMB_COPY_H2G = 3
+    SMEMB_COPY_AUTO = 9
     @property
     def value(self) -> int: ...
     @property
@@ -34,23 +37,84 @@ SMEMB_COPY_L2G: Final[MmcCopyDirect]
 SMEMB_COPY_G2L: Final[MmcCopyDirect]
 SMEMB_COPY_G2H: Final[MmcCopyDirect]
 SMEMB_COPY_H2G: Final[MmcCopyDirect]
+SMEMB_COPY_AUTO: Final[MmcCopyDirect]
+L2G: Final[MmcCopyDirect]
+G2L: Final[MmcCopyDirect]
+G2H: Final[MmcCopyDirect]
+H2G: Final[MmcCopyDirect]
+AUTO: Final[MmcCopyDirect]
+
+class ReplicateConfig:
+    """Replicas of a put (0 or 1 = one, at most 8) and the local services to place them on."""
+
+    replicaNum: int
+    preferredLocalServiceIDs: List[int]
+    def __init__(
+        self, replicaNum: int = 0, preferredLocalServiceIDs: Optional[List[int]] = None
+    ) -> None: ...
+
+class KeyInfo:
+    """Size and replica locations of an object (size 0, empty lists: no such key)."""
+
+    def size(self) -> int: ...
+    def gva_list(self) -> List[int]:
+        """One ``rank << 48 | segment << 40 | offset`` per replica (-1: does not fit)."""
+    def loc_list(self) -> List[int]:
+        """The local service id of each replica."""
+    def type_list(self) -> List[int]:
+        """The medium of each replica: 0 HBM, 1 DRAM."""
+
+class MetaService:
+    """A meta service inside this process."""
+
+    @staticmethod
+    def setup(config: object) -> int:
+        """Settings (an ``mmc.MetaConfig``) for the next ``main``; 0 or -3000."""
+    @staticmethod
+    def main() -> int:
+        """Run until SIGINT (then raise KeyboardInterrupt); a negative code if it cannot start."""
+
+RC = Optional[ReplicateConfig]
 
 class DistributedObjectStore:
     """A MemCache client. ``init(device_id)`` first; return codes are 0 or negative."""
 
     def __init__(self) -> None: ...
-    def init(self, device_id: int = 0) -> int:
-        """Read ``$MMC_LOCAL_CONFIG_PATH`` and connect to the meta service; 0 on success.
+    def setup(self, config: object) -> int:
+        """Settings (an ``mmc.LocalConfig``) for the next ``init``; 0 or -3000."""
+    def init(self, device_id: int = 0, init_bm: bool = True) -> int:
+        """Read ``setup``'s settings or ``$MMC_LOCAL_CONFIG_PATH``; connect; 0 on success.
 
         When the file gives the local service a DRAM/HBM size, a local service runs inside this
         process and contributes that memory.
         """
-    def close(self) -> None:
-        """Close the client; later calls return -3019 (``get``: ``b""``) until ``init``."""
-    def put(self, key: str, data: _Buffer) -> int:
-        """Store ``data`` under ``key`` (create-only: -3006 if it exists); 0 on success."""
+    def close(self) -> int:
+        """Close the client (0); later calls return -3019 (``get``: ``b""``) until ``init``."""
+    def get_local_service_id(self) -> int:
+        """The embedded local service's id; 2**32 - 1 without one."""
+    def register_buffer(self, buffer_ptr: int, size: int) -> int:
+        """Name a host buffer (checked and remembered); 0 or -3000."""
+    def unregister_buffer(self, buffer_ptr: int, size: int) -> int:
+        """Forget a registered buffer; 0 or -3000."""
+    def put(self, key: str, data: _Buffer, replicateConfig: RC = None) -> int:
+        """Store ``data`` under ``key`` (create-only: 0 also if it exists); 0 on success."""
+    def put_batch(
+        self, keys: Sequence[str], values: Sequence[_Buffer], replicateConfig: RC = None
+    ) -> List[int]:
+        """Store one buffer object per key; one code per key."""
+    def get_batch(self, keys: Sequence[str]) -> List[bytes]:
+        """The objects' bytes, ``b""`` per failed key."""
+    def get_key_info(self, key: str) -> KeyInfo:
+        """Size and replica locations."""
+    def batch_get_key_info(self, keys: Sequence[str]) -> List[KeyInfo]:
+        """``get_key_info`` per key."""
     def put_from(
-        self, key: str, buffer_ptr: Pointer, size: Size = None, direct: Direct = None
+        self,
+        key: str,
+        buffer_ptr: Pointer,
+        size: Size = None,
+        direct: Direct = None,
+        replicateConfig: RC = None,
     ) -> int:
         """Store ``size`` bytes at ``buffer_ptr`` (default direction SMEMB_COPY_H2G)."""
     def batch_put_from(
@@ -59,6 +123,7 @@ class DistributedObjectStore:
         buffer_ptrs: Sequence[Pointer],
         sizes: Optional[Sequence[int]] = None,
         direct: Direct = None,
+        replicateConfig: RC = None,
     ) -> List[int]:
         """Store one buffer per key in one batch; one code per key."""
     def put_from_layers(
@@ -67,6 +132,7 @@ class DistributedObjectStore:
         buffer_ptrs: Sequence[Pointer],
         sizes: Optional[Sequence[int]] = None,
         direct: Direct = None,
+        replicateConfig: RC = None,
     ) -> int:
         """Store one object made of the pieces concatenated in order; 0 on success."""
     def batch_put_from_layers(
@@ -75,6 +141,7 @@ class DistributedObjectStore:
         buffer_ptrs_list: Sequence[Sequence[Pointer]],
         sizes_list: Optional[Sequence[Sequence[int]]] = None,
         direct: Direct = None,
+        replicateConfig: RC = None,
     ) -> List[int]:
         """Store one layered object per key in one batch; one code per key."""
     def get(self, key: str) -> bytes:

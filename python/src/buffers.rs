@@ -111,7 +111,7 @@ pub fn size_arg(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<usize>, i32> {
 
 /// A pointer argument given as an int (`array.ctypes.data`, `tensor.data_ptr()`, numpy integer
 /// scalars): `Ok(Some(addr))`; `Ok(None)` when `obj` is not an int at all; `Err` for bad ints.
-fn ptr_int(obj: &Bound<'_, PyAny>) -> Result<Option<usize>, i32> {
+pub(crate) fn ptr_int(obj: &Bound<'_, PyAny>) -> Result<Option<usize>, i32> {
     if obj.is_none() || obj.is_instance_of::<PyBool>() {
         return Err(INVALID);
     }

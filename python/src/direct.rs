@@ -13,8 +13,13 @@ use crate::codes::INVALID;
 /// - ``SMEMB_COPY_G2H`` (2): global pool -> host memory (default for gets)
 /// - ``SMEMB_COPY_G2L`` (1): global pool -> device memory
 ///
+/// - ``SMEMB_COPY_AUTO`` (9): the pointer decides (puts and gets)
+///
 /// Device directions (L2G, G2L) need a device backend; this build has none and returns -3000 for
-/// them. Methods taking ``direct`` accept a member of this enum or its int value.
+/// them. ``AUTO`` classifies each buffer: memory inside a buffer given to ``register_buffer`` or
+/// mapped readable (for gets: writable) in this process is host memory and is copied as with
+/// H2G / G2H; a pointer it cannot classify is -3000 (with no device backend, nothing is classified
+/// as device memory). Methods taking ``direct`` accept a member of this enum or its int value.
 #[pyclass(eq, eq_int, hash, frozen, module = "mmc", name = "MmcCopyDirect")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MmcCopyDirect {
@@ -26,6 +31,8 @@ pub enum MmcCopyDirect {
     G2H = 2,
     #[pyo3(name = "SMEMB_COPY_H2G")]
     H2G = 3,
+    #[pyo3(name = "SMEMB_COPY_AUTO")]
+    Auto = 9,
 }
 
 impl MmcCopyDirect {
@@ -35,6 +42,7 @@ impl MmcCopyDirect {
             1 => Some(MmcCopyDirect::G2L),
             2 => Some(MmcCopyDirect::G2H),
             3 => Some(MmcCopyDirect::H2G),
+            9 => Some(MmcCopyDirect::Auto),
             _ => None,
         }
     }
@@ -45,6 +53,7 @@ impl MmcCopyDirect {
             MmcCopyDirect::G2L => "SMEMB_COPY_G2L",
             MmcCopyDirect::G2H => "SMEMB_COPY_G2H",
             MmcCopyDirect::H2G => "SMEMB_COPY_H2G",
+            MmcCopyDirect::Auto => "SMEMB_COPY_AUTO",
         }
     }
 }
@@ -70,9 +79,19 @@ pub(crate) enum Op {
     Get,
 }
 
-/// Check `direct` for `op`: host directions pass; device directions are -3000 (no device
-/// backend); a direction of the other kind, or no direction at all, is -3000.
-pub(crate) fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<(), i32> {
+/// How the buffers of a call are to be read or written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Host memory (H2G / G2H, the defaults).
+    Host,
+    /// `SMEMB_COPY_AUTO`: each buffer is classified first (`crate::memory::classify`).
+    Auto,
+}
+
+/// Check `direct` for `op`: host directions pass; `AUTO` passes as [`Mode::Auto`]; device
+/// directions are -3000 (no device backend); a direction of the other kind, or no direction at
+/// all, is -3000.
+pub(crate) fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<Mode, i32> {
     let host = match op {
         Op::Put => MmcCopyDirect::H2G,
         Op::Get => MmcCopyDirect::G2H,
@@ -97,7 +116,8 @@ pub(crate) fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<(), i3
         }
     };
     match (op, d) {
-        (Op::Put, MmcCopyDirect::H2G) | (Op::Get, MmcCopyDirect::G2H) => Ok(()),
+        (Op::Put, MmcCopyDirect::H2G) | (Op::Get, MmcCopyDirect::G2H) => Ok(Mode::Host),
+        (_, MmcCopyDirect::Auto) => Ok(Mode::Auto),
         (Op::Put, MmcCopyDirect::L2G) | (Op::Get, MmcCopyDirect::G2L) => {
             warn!(
                 direct = d.py_name(),

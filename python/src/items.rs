@@ -1,10 +1,11 @@
 //! One key's input to a batch call (its key and caller memory), and the put/get loops over them.
 
+use mmc_controlplane::msg::BATCH_KEYS_MAX;
 use mmc_dataplane::{Client, PutOptions};
 use pyo3::prelude::*;
 
 use crate::buffers::{any_overlap, key_arg, region, seq, BufGuard, Region};
-use crate::codes::{self, INVALID, OK};
+use crate::codes::{self, EXISTS, INVALID, OK};
 use tracing::warn;
 
 /// One key's input: its key and its pieces of caller memory.
@@ -29,11 +30,15 @@ pub(crate) fn ready(items: Vec<Result<Item, i32>>) -> Vec<(usize, Item)> {
         .collect()
 }
 
-/// Put every ready item in one batch, with the GIL released; one code per item.
+/// Put every ready item in one batch, with the GIL released; one code per item. A key that
+/// already exists is 0 here (the Python layer's convention, as the original's: a key names one
+/// KV block, so a second put of it is a no-op; the stored value is unchanged). The C API keeps
+/// -3006.
 pub(crate) fn put_items(
     py: Python<'_>,
     client: &Client,
     items: Vec<Result<Item, i32>>,
+    opts: &PutOptions,
 ) -> Vec<i32> {
     let mut out = initial_codes(&items);
     let todo = ready(items);
@@ -57,12 +62,15 @@ pub(crate) fn put_items(
             })
             .collect();
         let views: Vec<&[&[u8]]> = parts.iter().map(Vec::as_slice).collect();
-        client.batch_put_parts(&keys, &views, &PutOptions::default())
+        client.batch_put_parts(&keys, &views, opts)
     });
     match results {
         Ok(rs) => {
             for ((i, _), r) in todo.iter().zip(rs) {
-                out[*i] = codes::of_result(&r);
+                out[*i] = match codes::of_result(&r) {
+                    EXISTS => OK,
+                    c => c,
+                };
             }
         }
         Err(e) => {
@@ -199,9 +207,19 @@ pub(crate) fn layers_item<'py>(
     Ok(Item { key, parts })
 }
 
-/// The keys of a batch call; `Err` when `keys` is not a list at all.
+/// The keys of a batch call; `Err` when `keys` is not a list at all, or has more than
+/// [`BATCH_KEYS_MAX`] keys (the call then returns one `[-3000]`).
 pub(crate) fn batch_keys<'py>(keys: &Bound<'py, PyAny>) -> Result<Vec<Bound<'py, PyAny>>, i32> {
-    seq(keys).inspect_err(|_| warn!("batch call: keys must be a list of str"))
+    let v = seq(keys).inspect_err(|_| warn!("batch call: keys must be a list of str"))?;
+    if v.len() > BATCH_KEYS_MAX {
+        warn!(
+            keys = v.len(),
+            max = BATCH_KEYS_MAX,
+            "batch call: too many keys"
+        );
+        return Err(INVALID);
+    }
+    Ok(v)
 }
 
 /// The list a batch call returns when it fails as a whole: one `code` per key (one element when

@@ -6,107 +6,36 @@
 //! codes; `get` returns `b""` on failure; `is_exist` 1/0/negative. Every call releases the GIL
 //! while it waits on I/O.
 
+mod batch;
 mod buffers;
 mod codes;
+mod compat;
 mod direct;
-
-pub use direct::MmcCopyDirect;
-use direct::{direction, Op};
+mod inner;
 mod items;
+mod memory;
+mod meta;
 mod setup;
 
-use std::sync::{Arc, Mutex, RwLock, Weak};
+pub use compat::{KeyInfo, ReplicateConfig};
+pub use direct::MmcCopyDirect;
+pub use meta::MetaService;
+
+use std::sync::{Arc, Mutex, Weak};
 
 use mmc_config::LogLevel;
 use mmc_dataplane::Client;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes};
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
-use buffers::key_arg;
-use codes::{Code, INVALID, NOT_INIT, OK};
-use items::{all, batch_keys, get_items, layers_item, one_item, per_key, put_items, Item};
-use setup::{init_logging, load_config};
-
-// ---------------------------------------------------------------------------------------------
-// The store
-// ---------------------------------------------------------------------------------------------
-
-struct Inner {
-    client: RwLock<Option<Arc<Client>>>,
-    /// Serializes `init` and `close` (never held with the GIL).
-    lifecycle: Mutex<()>,
-}
-
-impl Inner {
-    fn client(&self) -> Option<Arc<Client>> {
-        self.client
-            .read()
-            .expect("lock poisoned: a panic left this state half-updated")
-            .clone()
-    }
-
-    fn init(&self, device_id: u32) -> i32 {
-        let _l = self
-            .lifecycle
-            .lock()
-            .expect("lock poisoned: a panic left this state half-updated");
-        if self.client().is_some() {
-            info!("DistributedObjectStore.init: already initialized");
-            return OK;
-        }
-        let (client_cfg, local_cfg) = match load_config(device_id) {
-            Ok(c) => c,
-            Err(e) => {
-                init_logging(LogLevel::Info);
-                error!("DistributedObjectStore.init: {e}");
-                return INVALID;
-            }
-        };
-        let made = match &local_cfg {
-            None => Client::connect(&client_cfg),
-            Some(local) => Client::with_local_service(&client_cfg, local),
-        };
-        match made {
-            Ok(c) => {
-                info!(
-                    meta = %client_cfg.meta_url,
-                    local_service = ?c.local_rank(),
-                    dram = local_cfg.as_ref().map(|l| l.dram_bytes),
-                    "DistributedObjectStore initialized"
-                );
-                *self
-                    .client
-                    .write()
-                    .expect("lock poisoned: a panic left this state half-updated") =
-                    Some(Arc::new(c));
-                OK
-            }
-            Err(e) => {
-                error!(meta = %client_cfg.meta_url, error = %e, "DistributedObjectStore.init failed");
-                codes::of(&e)
-            }
-        }
-    }
-
-    /// Drop the client (the embedded local service unregisters and stops). Calls in flight keep
-    /// their own reference and finish first.
-    fn close(&self) {
-        let _l = self
-            .lifecycle
-            .lock()
-            .expect("lock poisoned: a panic left this state half-updated");
-        let client = self
-            .client
-            .write()
-            .expect("lock poisoned: a panic left this state half-updated")
-            .take();
-        if client.is_some() {
-            drop(client);
-            info!("DistributedObjectStore closed");
-        }
-    }
-}
+use batch::exist_code;
+use buffers::{key_arg, size_arg};
+use codes::{INVALID, NOT_INIT, OK};
+use direct::Op;
+use inner::Inner;
+use items::{batch_keys, layers_item, one_item};
+use setup::{init_logging, ock_text};
 
 /// Every store of this process, closed at interpreter exit (`mmc/__init__.py` registers
 /// `_close_all` with `atexit`) so that embedded local services unregister cleanly.
@@ -121,13 +50,15 @@ static STORES: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
 /// wherever a pointer is, with ``size`` then optional (default: the whole buffer).
 ///
 /// Return conventions: ``0`` on success or a negative error code (-3000 invalid parameter,
-/// -3006 object exists, -3007 object does not exist, -3013 no space, -3019 not initialized,
-/// ...); batch calls return one code per key; ``get`` returns ``b""`` on failure; ``is_exist``
-/// returns 1 / 0 / a negative code. Puts are create-only. Every call releases the GIL while it
-/// waits, so threads can share one store.
+/// -3007 object does not exist, -3013 no space, -3019 not initialized, ...); batch calls return
+/// one code per key (``[]`` for no keys, one ``[-3000]`` for more than 16,384 keys or a keys
+/// argument that is not a list); ``get`` returns ``b""`` on failure; ``is_exist`` returns 1 / 0 /
+/// a negative code. Puts are create-only: a put of a key that exists returns 0 and leaves the
+/// stored value unchanged (the C API says -3006). Every call releases the GIL while it waits, so
+/// threads can share one store.
 #[pyclass(frozen, weakref, module = "mmc", name = "DistributedObjectStore")]
 pub struct DistributedObjectStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl DistributedObjectStore {
@@ -153,10 +84,7 @@ impl DistributedObjectStore {
     /// Create an uninitialized store; call ``init`` before anything else.
     #[new]
     fn new() -> Self {
-        let inner = Arc::new(Inner {
-            client: RwLock::new(None),
-            lifecycle: Mutex::new(()),
-        });
+        let inner = Arc::new(Inner::default());
         let mut stores = STORES
             .lock()
             .expect("lock poisoned: a panic left this state half-updated");
@@ -165,25 +93,63 @@ impl DistributedObjectStore {
         DistributedObjectStore { inner }
     }
 
+    /// Give the settings of the next ``init`` (instead of the file named by
+    /// ``$MMC_LOCAL_CONFIG_PATH``).
+    ///
+    /// Args:
+    ///     config: an ``mmc.LocalConfig``.
+    ///
+    /// Returns:
+    ///     0, or -3000 when a setting is invalid (the log says which).
+    #[pyo3(signature = (config))]
+    fn setup(&self, config: &Bound<'_, PyAny>) -> i32 {
+        let text = match ock_text(config) {
+            Ok(t) => t,
+            Err(e) => {
+                init_logging(LogLevel::Info);
+                warn!("DistributedObjectStore.setup: {e}");
+                return INVALID;
+            }
+        };
+        if let Err(e) = setup::config_from_text(&text, 0) {
+            init_logging(LogLevel::Info);
+            error!("DistributedObjectStore.setup: {e}");
+            return INVALID;
+        }
+        *self
+            .inner
+            .setup
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated") = Some(text);
+        OK
+    }
+
     /// Initialize the client.
     ///
-    /// Reads the client settings (and optionally an embedded local service's) from the file
-    /// named by ``$MMC_LOCAL_CONFIG_PATH`` (TOML, or Ascend MemCache's ``ock.mmc.*`` key=value
-    /// format; without the variable: defaults, meta service at tcp://127.0.0.1:5000) and connects
-    /// to the meta service, which must already run. When the file gives the local service a DRAM
-    /// (or HBM) size (``dram_size`` / ``ock.mmc.local_service.dram.size``), a local service runs
-    /// inside this process and contributes that memory to the pool.
+    /// Takes the settings given by ``setup(LocalConfig)``, else those of the file named by
+    /// ``$MMC_LOCAL_CONFIG_PATH`` (TOML, or Ascend MemCache's ``ock.mmc.*`` key=value format;
+    /// without the variable: defaults, meta service at tcp://127.0.0.1:5000) and connects to the
+    /// meta service, which must already run. When the settings give the local service a DRAM
+    /// (or HBM) size (``dram_size`` / ``ock.mmc.local_service.dram.size``) and ``init_bm`` is
+    /// true, a local service runs inside this process and contributes that memory to the pool.
     ///
     /// Args:
     ///     device_id: the NPU/GPU id used with HBM (mapped through
     ///         ``$ASCEND_RT_VISIBLE_DEVICES``); an int >= 0.
+    ///     init_bm: whether to start the embedded local service (default True); False makes
+    ///         this process a pure client whatever the settings say.
     ///
     /// Returns:
     ///     0 on success (also when already initialized), else a negative code (-3000 bad
     ///     argument or config file, -3017 meta service unreachable, ...).
-    #[pyo3(signature = (device_id = None))]
-    #[pyo3(text_signature = "($self, device_id=0)")]
-    fn init(&self, py: Python<'_>, device_id: Option<&Bound<'_, PyAny>>) -> i32 {
+    #[pyo3(signature = (device_id = None, init_bm = None))]
+    #[pyo3(text_signature = "($self, device_id=0, init_bm=True)")]
+    fn init(
+        &self,
+        py: Python<'_>,
+        device_id: Option<&Bound<'_, PyAny>>,
+        init_bm: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
         let device = match device_id.filter(|d| !d.is_none()) {
             None => Ok(0),
             Some(d) if d.is_instance_of::<PyBool>() => Err(()),
@@ -194,16 +160,72 @@ impl DistributedObjectStore {
             warn!("DistributedObjectStore.init: device_id must be an int >= 0");
             return INVALID;
         };
+        let init_bm = match init_bm.filter(|b| !b.is_none()) {
+            None => true,
+            Some(b) => match b.is_truthy() {
+                Ok(v) => v,
+                Err(_) => return INVALID,
+            },
+        };
         let inner = self.inner.clone();
-        py.detach(move || inner.init(device))
+        py.detach(move || inner.init(device, init_bm))
     }
 
     /// Close the client and release its resources (an embedded local service unregisters and
-    /// its memory leaves the pool). Calls made afterwards return -3019 (``get``: ``b""``) until
-    /// ``init`` is called again. Safe to call more than once.
-    fn close(&self, py: Python<'_>) {
+    /// its memory leaves the pool; registered buffers are forgotten). Calls made afterwards
+    /// return -3019 (``get``: ``b""``) until ``init`` is called again. Safe to call more than
+    /// once.
+    ///
+    /// Returns:
+    ///     0.
+    fn close(&self, py: Python<'_>) -> i32 {
         let inner = self.inner.clone();
         py.detach(move || inner.close());
+        OK
+    }
+
+    /// The id (rank) of the local service embedded in this process: what
+    /// ``ReplicateConfig.preferredLocalServiceIDs`` and ``KeyInfo.loc_list()`` name.
+    ///
+    /// Returns:
+    ///     the id; 4294967295 (2**32 - 1) for a pure client or before ``init``.
+    fn get_local_service_id(&self) -> u32 {
+        self.client()
+            .and_then(|c| c.local_rank())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Name a host buffer that later calls will use (the original registers it for RDMA; here
+    /// it is checked and remembered, and ``SMEMB_COPY_AUTO`` classifies pointers inside it as
+    /// host memory). Registering is optional: every call accepts unregistered host memory.
+    ///
+    /// Returns:
+    ///     0; -3000 for a null pointer, a zero size or a range that wraps; -3019 if not
+    ///     initialized.
+    #[pyo3(signature = (buffer_ptr, size))]
+    fn register_buffer(&self, buffer_ptr: &Bound<'_, PyAny>, size: &Bound<'_, PyAny>) -> i32 {
+        if self.client().is_none() {
+            return NOT_INIT;
+        }
+        match (buffers::ptr_int(buffer_ptr), size_arg(Some(size))) {
+            (Ok(Some(p)), Ok(Some(n))) => self.inner.registry.register(p, n),
+            _ => INVALID,
+        }
+    }
+
+    /// Forget a buffer given to ``register_buffer`` (the same pointer and size).
+    ///
+    /// Returns:
+    ///     0; -3000 when no such buffer is registered; -3019 if not initialized.
+    #[pyo3(signature = (buffer_ptr, size))]
+    fn unregister_buffer(&self, buffer_ptr: &Bound<'_, PyAny>, size: &Bound<'_, PyAny>) -> i32 {
+        if self.client().is_none() {
+            return NOT_INIT;
+        }
+        match (buffers::ptr_int(buffer_ptr), size_arg(Some(size))) {
+            (Ok(Some(p)), Ok(Some(n))) => self.inner.registry.unregister(p, n),
+            _ => INVALID,
+        }
     }
 
     /// Store ``data`` under ``key`` (create-only).
@@ -211,20 +233,42 @@ impl DistributedObjectStore {
     /// Args:
     ///     key: str of 1..255 bytes (UTF-8).
     ///     data: bytes, or any object with the buffer protocol (C-contiguous), at least 1 byte.
+    ///     replicateConfig: an optional ``mmc.ReplicateConfig`` (replicas, placement).
     ///
     /// Returns:
-    ///     0 on success; -3006 if the key exists (the stored value is unchanged); -3000 for a
-    ///     bad key or value; -3013 if no space; -3019 if not initialized; other negative codes.
-    #[pyo3(signature = (key, data))]
-    fn put(&self, py: Python<'_>, key: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> i32 {
-        let Some(client) = self.client() else {
-            return NOT_INIT;
-        };
-        let mut guards = Vec::new();
-        let item = one_item(key, data, None, false, &mut guards);
-        let code = put_items(py, &client, vec![item])[0];
-        drop(guards);
-        code
+    ///     0 on success, also when the key exists (the stored value is then unchanged); -3000
+    ///     for a bad key, value or config; -3013 if no space; -3019 if not initialized; other
+    ///     negative codes.
+    #[pyo3(signature = (key, data, replicateConfig = None))]
+    #[allow(non_snake_case)]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        replicateConfig: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
+        self.single(py, Op::Put, None, replicateConfig, |g| {
+            one_item(key, data, None, false, g)
+        })
+    }
+
+    /// Store several objects, each from one buffer object (bytes, bytearray, memoryview, numpy
+    /// array), in one batch (create-only).
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0 (also for a key that exists) or a negative code. Lists
+    ///     of different lengths make every entry -3000.
+    #[pyo3(signature = (keys, values, replicateConfig = None))]
+    #[allow(non_snake_case)]
+    fn put_batch(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        values: Option<&Bound<'_, PyAny>>,
+        replicateConfig: Option<&Bound<'_, PyAny>>,
+    ) -> Vec<i32> {
+        self.batch_flat(py, keys, values, None, (None, replicateConfig), Op::Put)
     }
 
     /// Store ``size`` bytes at ``buffer_ptr`` under ``key`` (create-only).
@@ -234,13 +278,16 @@ impl DistributedObjectStore {
     ///     buffer_ptr: address as an int (``arr.ctypes.data``, ``tensor.data_ptr()``), valid
     ///         for ``size`` bytes during the call; or a buffer-protocol object.
     ///     size: bytes to store (> 0); optional with a buffer object (default: all of it).
-    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (device memory: -3000 in
-    ///         this build, which has no device backend).
+    ///     direct: ``SMEMB_COPY_H2G`` (default), ``SMEMB_COPY_AUTO`` (host memory only in this
+    ///         build) or ``SMEMB_COPY_L2G`` (device memory: -3000 in this build, which has no
+    ///         device backend).
+    ///     replicateConfig: an optional ``mmc.ReplicateConfig``.
     ///
     /// Returns:
-    ///     0 on success, else a negative code (-3006 exists, -3000 bad argument, -3019 not
-    ///     initialized, ...).
-    #[pyo3(signature = (key, buffer_ptr, size = None, direct = None))]
+    ///     0 on success (also when the key exists), else a negative code (-3000 bad argument,
+    ///     -3019 not initialized, ...).
+    #[pyo3(signature = (key, buffer_ptr, size = None, direct = None, replicateConfig = None))]
+    #[allow(non_snake_case)]
     fn put_from(
         &self,
         py: Python<'_>,
@@ -248,33 +295,29 @@ impl DistributedObjectStore {
         buffer_ptr: &Bound<'_, PyAny>,
         size: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
+        replicateConfig: Option<&Bound<'_, PyAny>>,
     ) -> i32 {
-        let Some(client) = self.client() else {
-            return NOT_INIT;
-        };
-        if let Err(c) = direction(direct, Op::Put) {
-            return c;
-        }
-        let mut guards = Vec::new();
-        let item = one_item(key, buffer_ptr, size, false, &mut guards);
-        let code = put_items(py, &client, vec![item])[0];
-        drop(guards);
-        code
+        self.single(py, Op::Put, direct, replicateConfig, |g| {
+            one_item(key, buffer_ptr, size, false, g)
+        })
     }
 
     /// Store many objects, each from one buffer, in one batch (create-only).
     ///
     /// Args:
-    ///     keys: list of str.
+    ///     keys: list of str (at most 16,384).
     ///     buffer_ptrs: list of int addresses (or buffer objects), one per key.
     ///     sizes: list of sizes in bytes, one per key (may be None when every buffer is a
     ///         buffer object taken whole).
-    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (-3000 in this build).
+    ///     direct: ``SMEMB_COPY_H2G`` (default), ``SMEMB_COPY_AUTO`` or ``SMEMB_COPY_L2G``
+    ///         (-3000 in this build).
+    ///     replicateConfig: an optional ``mmc.ReplicateConfig``, for every key.
     ///
     /// Returns:
-    ///     list of int, one per key: 0 or a negative code (-3006 for a key that exists, ...).
-    ///     Lists of different lengths make every entry -3000.
-    #[pyo3(signature = (keys, buffer_ptrs, sizes = None, direct = None))]
+    ///     list of int, one per key: 0 (also for a key that exists) or a negative code. Lists
+    ///     of different lengths make every entry -3000.
+    #[pyo3(signature = (keys, buffer_ptrs, sizes = None, direct = None, replicateConfig = None))]
+    #[allow(non_snake_case)]
     fn batch_put_from(
         &self,
         py: Python<'_>,
@@ -282,8 +325,16 @@ impl DistributedObjectStore {
         buffer_ptrs: Option<&Bound<'_, PyAny>>,
         sizes: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
+        replicateConfig: Option<&Bound<'_, PyAny>>,
     ) -> Vec<i32> {
-        self.batch_flat(py, keys, buffer_ptrs, sizes, direct, Op::Put)
+        self.batch_flat(
+            py,
+            keys,
+            buffer_ptrs,
+            sizes,
+            (direct, replicateConfig),
+            Op::Put,
+        )
     }
 
     /// Store one object whose bytes are the given pieces (layers) concatenated, in order.
@@ -293,11 +344,14 @@ impl DistributedObjectStore {
     ///     buffer_ptrs: list of int addresses (or buffer objects), one per layer.
     ///     sizes: list of sizes, one per layer (> 0 each); None when every piece is a buffer
     ///         object taken whole.
-    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (-3000 in this build).
+    ///     direct: ``SMEMB_COPY_H2G`` (default), ``SMEMB_COPY_AUTO`` or ``SMEMB_COPY_L2G``
+    ///         (-3000 in this build).
+    ///     replicateConfig: an optional ``mmc.ReplicateConfig``.
     ///
     /// Returns:
-    ///     0 on success, else a negative code.
-    #[pyo3(signature = (key, buffer_ptrs, sizes = None, direct = None))]
+    ///     0 on success (also when the key exists), else a negative code.
+    #[pyo3(signature = (key, buffer_ptrs, sizes = None, direct = None, replicateConfig = None))]
+    #[allow(non_snake_case)]
     fn put_from_layers(
         &self,
         py: Python<'_>,
@@ -305,33 +359,29 @@ impl DistributedObjectStore {
         buffer_ptrs: &Bound<'_, PyAny>,
         sizes: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
+        replicateConfig: Option<&Bound<'_, PyAny>>,
     ) -> i32 {
-        let Some(client) = self.client() else {
-            return NOT_INIT;
-        };
-        if let Err(c) = direction(direct, Op::Put) {
-            return c;
-        }
-        let mut guards = Vec::new();
-        let item = layers_item(key, buffer_ptrs, sizes, false, &mut guards);
-        let code = put_items(py, &client, vec![item])[0];
-        drop(guards);
-        code
+        self.single(py, Op::Put, direct, replicateConfig, |g| {
+            layers_item(key, buffer_ptrs, sizes, false, g)
+        })
     }
 
     /// Store many layered objects in one batch: object ``i`` is the pieces
     /// ``buffer_ptrs_list[i]`` (sizes ``sizes_list[i]``) concatenated.
     ///
     /// Args:
-    ///     keys: list of str.
+    ///     keys: list of str (at most 16,384).
     ///     buffer_ptrs_list: list (one per key) of lists of int addresses or buffer objects.
     ///     sizes_list: list (one per key) of lists of sizes; None when every piece is a buffer
     ///         object taken whole.
-    ///     direct: ``SMEMB_COPY_H2G`` (default) or ``SMEMB_COPY_L2G`` (-3000 in this build).
+    ///     direct: ``SMEMB_COPY_H2G`` (default), ``SMEMB_COPY_AUTO`` or ``SMEMB_COPY_L2G``
+    ///         (-3000 in this build).
+    ///     replicateConfig: an optional ``mmc.ReplicateConfig``, for every key.
     ///
     /// Returns:
-    ///     list of int, one per key: 0 or a negative code.
-    #[pyo3(signature = (keys, buffer_ptrs_list, sizes_list = None, direct = None))]
+    ///     list of int, one per key: 0 (also for a key that exists) or a negative code.
+    #[pyo3(signature = (keys, buffer_ptrs_list, sizes_list = None, direct = None, replicateConfig = None))]
+    #[allow(non_snake_case)]
     fn batch_put_from_layers(
         &self,
         py: Python<'_>,
@@ -339,8 +389,16 @@ impl DistributedObjectStore {
         buffer_ptrs_list: Option<&Bound<'_, PyAny>>,
         sizes_list: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
+        replicateConfig: Option<&Bound<'_, PyAny>>,
     ) -> Vec<i32> {
-        self.batch_layers(py, keys, buffer_ptrs_list, sizes_list, direct, Op::Put)
+        self.batch_layers(
+            py,
+            keys,
+            buffer_ptrs_list,
+            sizes_list,
+            (direct, replicateConfig),
+            Op::Put,
+        )
     }
 
     /// Read the whole object stored under ``key``.
@@ -363,6 +421,88 @@ impl DistributedObjectStore {
         }
     }
 
+    /// Read many whole objects.
+    ///
+    /// Returns:
+    ///     list of bytes, one per key: the object's bytes, ``b""`` for a key that failed
+    ///     (missing, bad key, not initialized); ``[]`` when ``keys`` is empty, not a list, or
+    ///     longer than 16,384.
+    #[pyo3(signature = (keys))]
+    fn get_batch<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> Vec<Bound<'py, PyBytes>> {
+        let Ok(keys) = batch_keys(keys) else {
+            return Vec::new();
+        };
+        let client = self.client();
+        let parsed: Vec<Option<String>> = keys.iter().map(|k| key_arg(k).ok()).collect();
+        let values: Vec<Option<Vec<u8>>> = py.detach(|| {
+            parsed
+                .iter()
+                .map(|k| match (&client, k) {
+                    (Some(c), Some(k)) => c.get(k).ok(),
+                    _ => None,
+                })
+                .collect()
+        });
+        values
+            .iter()
+            .map(|v| PyBytes::new(py, v.as_deref().unwrap_or(b"")))
+            .collect()
+    }
+
+    /// Size and replica locations of the object under ``key``.
+    ///
+    /// Returns:
+    ///     an ``mmc.KeyInfo``; for a missing key (or any failure) one whose ``size()`` is 0 and
+    ///     whose lists are empty.
+    #[pyo3(signature = (key))]
+    fn get_key_info(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> KeyInfo {
+        let (Some(client), Ok(key)) = (self.client(), key_arg(key)) else {
+            return KeyInfo::default();
+        };
+        match py.detach(|| client.query(&key)) {
+            Ok(info) => KeyInfo::of(info),
+            Err(_) => KeyInfo::default(),
+        }
+    }
+
+    /// ``get_key_info`` of many keys in one request.
+    ///
+    /// Returns:
+    ///     list of ``mmc.KeyInfo``, one per key (size 0 for a missing or bad key); ``[]`` when
+    ///     ``keys`` is empty, not a list, or longer than 16,384.
+    #[pyo3(signature = (keys))]
+    fn batch_get_key_info(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> Vec<KeyInfo> {
+        let Ok(keys) = batch_keys(keys) else {
+            return Vec::new();
+        };
+        let parsed: Vec<Option<String>> = keys.iter().map(|k| key_arg(k).ok()).collect();
+        let mut out = vec![KeyInfo::default(); parsed.len()];
+        let Some(client) = self.client() else {
+            return out;
+        };
+        let todo: Vec<(usize, &str)> = parsed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.as_deref().map(|k| (i, k)))
+            .collect();
+        if todo.is_empty() {
+            return out;
+        }
+        let keys: Vec<&str> = todo.iter().map(|(_, k)| *k).collect();
+        if let Ok(results) = py.detach(|| client.batch_query(&keys)) {
+            for ((i, _), r) in todo.iter().zip(results) {
+                if let Ok(info) = r {
+                    out[*i] = KeyInfo::of(info);
+                }
+            }
+        }
+        out
+    }
+
     /// Read the object stored under ``key`` into a buffer.
     ///
     /// Args:
@@ -371,7 +511,8 @@ impl DistributedObjectStore {
     ///         call; or a writable buffer-protocol object (bytearray, numpy array, ...).
     ///     size: the buffer's capacity in bytes; must be at least the object's size (else
     ///         -3000 and nothing is copied). Bytes past the object are left untouched.
-    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///     direct: ``SMEMB_COPY_G2H`` (default), ``SMEMB_COPY_AUTO`` (host memory only in this
+    ///         build) or ``SMEMB_COPY_G2L`` (-3000 in this build).
     ///
     /// Returns:
     ///     0 on success (not a byte count); -3007 if the key does not exist; -3000 for a bad
@@ -385,26 +526,19 @@ impl DistributedObjectStore {
         size: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
     ) -> i32 {
-        let Some(client) = self.client() else {
-            return NOT_INIT;
-        };
-        if let Err(c) = direction(direct, Op::Get) {
-            return c;
-        }
-        let mut guards = Vec::new();
-        let item = one_item(key, buffer_ptr, size, true, &mut guards);
-        let code = get_items(py, &client, vec![item])[0];
-        drop(guards);
-        code
+        self.single(py, Op::Get, direct, None, |g| {
+            one_item(key, buffer_ptr, size, true, g)
+        })
     }
 
     /// Read many objects, each into one buffer, in one batch.
     ///
     /// Args:
-    ///     keys: list of str.
+    ///     keys: list of str (at most 16,384).
     ///     buffer_ptrs: list of int addresses (or writable buffer objects), one per key.
     ///     sizes: list of capacities, one per key (None when every buffer is a buffer object).
-    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///     direct: ``SMEMB_COPY_G2H`` (default), ``SMEMB_COPY_AUTO`` or ``SMEMB_COPY_G2L``
+    ///         (-3000 in this build).
     ///
     /// Returns:
     ///     list of int, one per key: 0, -3007 for a missing key, -3000 for a too small
@@ -418,7 +552,7 @@ impl DistributedObjectStore {
         sizes: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
     ) -> Vec<i32> {
-        self.batch_flat(py, keys, buffer_ptrs, sizes, direct, Op::Get)
+        self.batch_flat(py, keys, buffer_ptrs, sizes, (direct, None), Op::Get)
     }
 
     /// Read one object into several pieces (layers), filled in order: piece 0 gets the first
@@ -428,7 +562,8 @@ impl DistributedObjectStore {
     ///     key: str.
     ///     buffer_ptrs: list of int addresses (or writable buffer objects), one per layer.
     ///     sizes: list of sizes, one per layer; None when every piece is a buffer object.
-    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///     direct: ``SMEMB_COPY_G2H`` (default), ``SMEMB_COPY_AUTO`` or ``SMEMB_COPY_G2L``
+    ///         (-3000 in this build).
     ///
     /// Returns:
     ///     0 on success, else a negative code.
@@ -441,28 +576,21 @@ impl DistributedObjectStore {
         sizes: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
     ) -> i32 {
-        let Some(client) = self.client() else {
-            return NOT_INIT;
-        };
-        if let Err(c) = direction(direct, Op::Get) {
-            return c;
-        }
-        let mut guards = Vec::new();
-        let item = layers_item(key, buffer_ptrs, sizes, true, &mut guards);
-        let code = get_items(py, &client, vec![item])[0];
-        drop(guards);
-        code
+        self.single(py, Op::Get, direct, None, |g| {
+            layers_item(key, buffer_ptrs, sizes, true, g)
+        })
     }
 
     /// Read many layered objects in one batch: object ``i`` fills the pieces
     /// ``buffer_ptrs_list[i]`` (sizes ``sizes_list[i]``) in order.
     ///
     /// Args:
-    ///     keys: list of str.
+    ///     keys: list of str (at most 16,384).
     ///     buffer_ptrs_list: list (one per key) of lists of int addresses or buffer objects.
     ///     sizes_list: list (one per key) of lists of sizes; None when every piece is a buffer
     ///         object.
-    ///     direct: ``SMEMB_COPY_G2H`` (default) or ``SMEMB_COPY_G2L`` (-3000 in this build).
+    ///     direct: ``SMEMB_COPY_G2H`` (default), ``SMEMB_COPY_AUTO`` or ``SMEMB_COPY_G2L``
+    ///         (-3000 in this build).
     ///
     /// Returns:
     ///     list of int, one per key: 0 or a negative code.
@@ -475,7 +603,14 @@ impl DistributedObjectStore {
         sizes_list: Option<&Bound<'_, PyAny>>,
         direct: Option<&Bound<'_, PyAny>>,
     ) -> Vec<i32> {
-        self.batch_layers(py, keys, buffer_ptrs_list, sizes_list, direct, Op::Get)
+        self.batch_layers(
+            py,
+            keys,
+            buffer_ptrs_list,
+            sizes_list,
+            (direct, None),
+            Op::Get,
+        )
     }
 
     /// Remove ``key``: it is invisible at once; its space is reused after reads in flight end.
@@ -526,170 +661,6 @@ impl DistributedObjectStore {
     }
 }
 
-/// `is_exist`'s convention: 1 present, 0 absent, else the code.
-fn exist_code(r: &Result<(), codes::Error>) -> i32 {
-    match r {
-        Ok(()) => 1,
-        Err(e) if e.code() == Code::ObjectNotExists => 0,
-        Err(e) => codes::of(e),
-    }
-}
-
-impl DistributedObjectStore {
-    /// A batch of one buffer per key (`batch_put_from`, `batch_get_into`).
-    fn batch_flat(
-        &self,
-        py: Python<'_>,
-        keys: &Bound<'_, PyAny>,
-        ptrs: Option<&Bound<'_, PyAny>>,
-        sizes: Option<&Bound<'_, PyAny>>,
-        direct: Option<&Bound<'_, PyAny>>,
-        op: Op,
-    ) -> Vec<i32> {
-        let Some(client) = self.client() else {
-            return all(keys, NOT_INIT);
-        };
-        let Ok(keys_v) = batch_keys(keys) else {
-            return vec![INVALID];
-        };
-        let n = keys_v.len();
-        if let Err(c) = direction(direct, op) {
-            return vec![c; n];
-        }
-        let (ptrs, sizes) = match (per_key(ptrs, n, "buffer_ptrs"), per_key(sizes, n, "sizes")) {
-            (Ok(p), Ok(s)) => (p, s),
-            _ => return vec![INVALID; n],
-        };
-        let writable = op == Op::Get;
-        let mut guards = Vec::new();
-        let items: Vec<Result<Item, i32>> = keys_v
-            .iter()
-            .zip(ptrs.iter().zip(&sizes))
-            .map(|(k, (p, s))| match p {
-                Some(p) => one_item(k, p, s.as_ref(), writable, &mut guards),
-                None => Err(INVALID),
-            })
-            .collect();
-        let out = match op {
-            Op::Put => put_items(py, &client, items),
-            Op::Get => get_items(py, &client, items),
-        };
-        drop(guards);
-        out
-    }
-
-    /// A batch of several pieces per key (`batch_put_from_layers`, `batch_get_into_layers`).
-    fn batch_layers(
-        &self,
-        py: Python<'_>,
-        keys: &Bound<'_, PyAny>,
-        ptrs_list: Option<&Bound<'_, PyAny>>,
-        sizes_list: Option<&Bound<'_, PyAny>>,
-        direct: Option<&Bound<'_, PyAny>>,
-        op: Op,
-    ) -> Vec<i32> {
-        let Some(client) = self.client() else {
-            return all(keys, NOT_INIT);
-        };
-        let Ok(keys_v) = batch_keys(keys) else {
-            return vec![INVALID];
-        };
-        let n = keys_v.len();
-        if let Err(c) = direction(direct, op) {
-            return vec![c; n];
-        }
-        let (ptrs, sizes) = match (
-            per_key(ptrs_list, n, "buffer_ptrs_list"),
-            per_key(sizes_list, n, "sizes"),
-        ) {
-            (Ok(p), Ok(s)) => (p, s),
-            _ => return vec![INVALID; n],
-        };
-        let writable = op == Op::Get;
-        let mut guards = Vec::new();
-        let items: Vec<Result<Item, i32>> = keys_v
-            .iter()
-            .zip(ptrs.iter().zip(&sizes))
-            .map(|(k, (p, s))| match p {
-                Some(p) => layers_item(k, p, s.as_ref(), writable, &mut guards),
-                None => Err(INVALID),
-            })
-            .collect();
-        let out = match op {
-            Op::Put => put_items(py, &client, items),
-            Op::Get => get_items(py, &client, items),
-        };
-        drop(guards);
-        out
-    }
-
-    /// A single-key metadata call (`remove`, `is_exist`).
-    fn keyed_one(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        call: impl FnOnce(&Client, &str) -> i32 + Send,
-    ) -> i32 {
-        let Some(client) = self.client() else {
-            return NOT_INIT;
-        };
-        let Ok(key) = key_arg(key) else {
-            warn!("key must be a str");
-            return INVALID;
-        };
-        py.detach(|| call(&client, &key))
-    }
-
-    /// A batch metadata call (`remove_batch`, `batch_is_exist`): invalid keys get -3000, the
-    /// rest go in one request.
-    fn keyed_batch(
-        &self,
-        py: Python<'_>,
-        keys: &Bound<'_, PyAny>,
-        call: impl FnOnce(&Client, &[&str]) -> Result<Vec<Result<(), codes::Error>>, codes::Error>
-            + Send,
-        code: fn(&Result<(), codes::Error>) -> i32,
-    ) -> Vec<i32> {
-        let Some(client) = self.client() else {
-            return all(keys, NOT_INIT);
-        };
-        let Ok(keys_v) = batch_keys(keys) else {
-            return vec![INVALID];
-        };
-        let parsed: Vec<Result<String, i32>> = keys_v.iter().map(key_arg).collect();
-        let mut out: Vec<i32> = parsed
-            .iter()
-            .map(|k| k.as_ref().err().copied().unwrap_or(OK))
-            .collect();
-        let todo: Vec<(usize, String)> = parsed
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, k)| k.ok().map(|k| (i, k)))
-            .collect();
-        if todo.is_empty() {
-            return out;
-        }
-        let results = py.detach(|| {
-            let keys: Vec<&str> = todo.iter().map(|(_, k)| k.as_str()).collect();
-            call(&client, &keys)
-        });
-        match results {
-            Ok(rs) => {
-                for ((i, _), r) in todo.iter().zip(rs) {
-                    out[*i] = code(&r);
-                }
-            }
-            Err(e) => {
-                let c = codes::of(&e);
-                for (i, _) in &todo {
-                    out[*i] = c;
-                }
-            }
-        }
-        out
-    }
-}
-
 /// Close every store of this process (registered with `atexit` by the `mmc` package).
 #[pyfunction]
 fn _close_all(py: Python<'_>) {
@@ -711,13 +682,18 @@ fn _close_all(py: Python<'_>) {
 fn _mmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DistributedObjectStore>()?;
     m.add_class::<MmcCopyDirect>()?;
-    for d in [
-        MmcCopyDirect::L2G,
-        MmcCopyDirect::G2L,
-        MmcCopyDirect::G2H,
-        MmcCopyDirect::H2G,
+    m.add_class::<ReplicateConfig>()?;
+    m.add_class::<KeyInfo>()?;
+    m.add_class::<MetaService>()?;
+    for (short, d) in [
+        ("L2G", MmcCopyDirect::L2G),
+        ("G2L", MmcCopyDirect::G2L),
+        ("G2H", MmcCopyDirect::G2H),
+        ("H2G", MmcCopyDirect::H2G),
+        ("AUTO", MmcCopyDirect::Auto),
     ] {
         m.add(d.py_name(), d)?;
+        m.add(short, d)?;
     }
     m.add_function(wrap_pyfunction!(_close_all, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

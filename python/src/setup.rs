@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::sync::Once;
 
+use mmc_config::{client_and_local_from_text, load_client_and_local, ClientConfig, LocalConfig};
 use mmc_config::{config_path, load_text, Format, Key, LogLevel, OckFile};
-use mmc_config::{load_client_and_local, ClientConfig, LocalConfig, LOCAL_CONFIG_ENV, LOCAL_KEYS};
+use mmc_config::{LOCAL_CONFIG_ENV, LOCAL_KEYS};
+use pyo3::prelude::*;
 use tracing::{info, warn};
 
 /// Environment variable that maps the logical device ids of `init` to physical ones.
@@ -26,13 +28,18 @@ pub(crate) fn pool_sizes_set(path: &Path) -> (bool, bool) {
     let Ok((text, format)) = load_text(path) else {
         return (false, false);
     };
+    pool_sizes_in(&text, format)
+}
+
+/// [`pool_sizes_set`] of a config text.
+fn pool_sizes_in(text: &str, format: Format) -> (bool, bool) {
     let key = |name: &str| {
         let k = LOCAL_KEYS.iter().find(|k| k.name == name);
         k.expect("the local service has this key")
     };
     let (dram, hbm) = (key("dram_size"), key("hbm_size"));
     match format {
-        Format::Ock => match OckFile::parse(&text) {
+        Format::Ock => match OckFile::parse(text) {
             Ok(f) => {
                 let has = |k: &Key<LocalConfig>| k.ock.is_some_and(|o| f.get(o).is_some());
                 (has(dram), has(hbm))
@@ -79,6 +86,49 @@ pub(crate) fn physical_device(device_id: u32) -> u32 {
     }
 }
 
+/// The `ock.mmc.*` text of an `mmc.LocalConfig` / `mmc.MetaConfig` (its `_ock_text()`).
+pub(crate) fn ock_text(config: &Bound<'_, PyAny>) -> Result<String, String> {
+    config
+        .call_method0("_ock_text")
+        .and_then(|t| t.extract::<String>())
+        .map_err(|e| format!("expected an mmc.LocalConfig / mmc.MetaConfig: {e}"))
+}
+
+/// Settings given by `setup(local_config)`: `ock.mmc.*` text.
+pub(crate) fn config_from_text(
+    text: &str,
+    device_id: u32,
+) -> Result<(ClientConfig, Option<LocalConfig>), String> {
+    let (client, mut local) =
+        client_and_local_from_text(text, Format::Ock).map_err(|e| e.to_string())?;
+    client.validate().map_err(|e| e.to_string())?;
+    local.validate().map_err(|e| e.to_string())?;
+    init_logging(client.log_level);
+    let (dram_set, hbm_set) = pool_sizes_in(text, Format::Ock);
+    Ok(finish(client, &mut local, dram_set, hbm_set, device_id))
+}
+
+fn finish(
+    client: ClientConfig,
+    local: &mut LocalConfig,
+    dram_set: bool,
+    hbm_set: bool,
+    device_id: u32,
+) -> (ClientConfig, Option<LocalConfig>) {
+    if !dram_set {
+        local.dram_bytes = 0;
+    }
+    if !hbm_set {
+        local.hbm_bytes = 0;
+    }
+    local.device_id = physical_device(device_id);
+    if local.is_pure_client() {
+        (client, None)
+    } else {
+        (client, Some(local.clone()))
+    }
+}
+
 /// The client and (if any) embedded local service settings from `$MMC_LOCAL_CONFIG_PATH`.
 pub(crate) fn load_config(device_id: u32) -> Result<(ClientConfig, Option<LocalConfig>), String> {
     let path = config_path(None, LOCAL_CONFIG_ENV);
@@ -92,16 +142,5 @@ pub(crate) fn load_config(device_id: u32) -> Result<(ClientConfig, Option<LocalC
         return Ok((client, None));
     };
     let (dram_set, hbm_set) = pool_sizes_set(&path);
-    if !dram_set {
-        local.dram_bytes = 0;
-    }
-    if !hbm_set {
-        local.hbm_bytes = 0;
-    }
-    local.device_id = physical_device(device_id);
-    if local.is_pure_client() {
-        Ok((client, None))
-    } else {
-        Ok((client, Some(local)))
-    }
+    Ok(finish(client, &mut local, dram_set, hbm_set, device_id))
 }

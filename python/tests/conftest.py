@@ -111,6 +111,30 @@ class Cluster:
         self.locals.append((proc, endpoint, int(rank)))
         return int(rank)
 
+    def restart_meta(self):
+        """Kill the meta service and start a new one at the same address (it forgets every
+        member; the local services rejoin)."""
+        old = self.procs[0]
+        old.kill()
+        old.wait(timeout=10)
+        addr_file = self.dir / f"meta-{uuid.uuid4().hex[:6]}.addr"
+        meta = subprocess.Popen(
+            [
+                binary("mmc-meta"),
+                "--listen",
+                self.meta_url,
+                "--log-level",
+                "error",
+                "--rebuild-window-ms",
+                "0",
+                "--addr-file",
+                str(addr_file),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.procs[0] = meta
+        _wait_addr(addr_file, meta, "mmc-meta")
+
     def cli(self, *args):
         """Run the `mmc` command-line client against this cluster."""
         return subprocess.run(

@@ -27,6 +27,8 @@ METHODS = [
     "init", "close", "put", "put_from", "batch_put_from", "put_from_layers",
     "batch_put_from_layers", "get", "get_into", "batch_get_into", "get_into_layers",
     "batch_get_into_layers", "remove", "remove_batch", "is_exist", "batch_is_exist",
+    "setup", "put_batch", "get_batch", "get_key_info", "batch_get_key_info", "register_buffer",
+    "unregister_buffer", "get_local_service_id",
 ]
 
 

@@ -56,10 +56,15 @@ impl Driver {
         })
     }
 
-    /// Heartbeat and re-register until the service stops.
+    /// Heartbeat and re-register until the service stops. Each step holds `driver_turn` and
+    /// looks at the stop flag under it, so that no step runs after [`stop`] began.
     pub(super) fn run(mut self, inner: &Inner) {
-        while !inner.stop.load(Ordering::Acquire) {
+        loop {
             std::thread::sleep(IDLE_POLL);
+            let _turn = inner.driver_turn.lock().expect(POISONED);
+            if inner.stop.load(Ordering::Acquire) {
+                return;
+            }
             self.tick(inner, &mut None);
         }
     }
@@ -154,8 +159,13 @@ impl Driver {
     }
 }
 
-/// Leave: the core unregisters and closes the fence.
+/// Leave: the core unregisters and closes the fence. Called after the stop flag is set; first
+/// waits for the driver's step in flight to end. Without that wait, a stop during a
+/// re-registration (after the meta service forgot this member) found no membership to
+/// unregister, and the registration then landed: the service stayed listed until its lease ran
+/// out.
 pub(super) fn stop(inner: &Inner, timeout: Duration) {
+    let _turn = inner.driver_turn.lock().expect(POISONED);
     let mut out = Vec::new();
     inner
         .core

@@ -51,6 +51,9 @@ pub(crate) struct Inner {
     /// map too.
     pub(crate) fence: SharedFence,
     pub(crate) stop: AtomicBool,
+    /// Held by the member driver for each of its steps and by `member::stop`: a stop waits for a
+    /// step in flight (a registration included) to end, and no step starts after it.
+    pub(crate) driver_turn: Mutex<()>,
     pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
     /// Busy-poll for each next request this long before blocking.
     pub(crate) busy_poll: Duration,
@@ -196,6 +199,7 @@ impl LocalService {
             core: RwLock::new(LocalCore::new(params, 0)),
             fence,
             stop: AtomicBool::new(false),
+            driver_turn: Mutex::new(()),
             conns: Mutex::new(HashMap::new()),
             busy_poll: Duration::from_micros(config.busy_poll_us),
             meta_addr,
