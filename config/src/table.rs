@@ -299,10 +299,20 @@ pub fn toml_names<C: 'static>(keys: &[Key<C>]) -> impl Iterator<Item = &'static 
         .flat_map(|k| std::iter::once(k.name).chain(k.aliases.iter().copied()))
 }
 
+/// A name longer than this is compared by its first this many bytes: no key is nearly that long,
+/// and each comparison costs the name's length times the key's.
+pub const CLOSEST_NAME_MAX: usize = 128;
+
 /// The known name closest to `name`: the smallest Levenshtein distance less the length of the
 /// common prefix (a mistyped key usually starts right: `read_threads` is closer to
-/// `read_thread_pool_size` than to `create_id`), the first on a tie.
+/// `read_thread_pool_size` than to `create_id`), the first on a tie. Only the first
+/// [`CLOSEST_NAME_MAX`] bytes of `name` count, so a huge unknown key costs no more than a long one.
 pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut end = name.len().min(CLOSEST_NAME_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = &name[..end];
     let score = |k: &str| {
         let prefix = name
             .bytes()

@@ -64,6 +64,34 @@ fn closest_known_key() {
     assert_eq!(closest("x", std::iter::empty()), None);
 }
 
+/// Found by the `config_ock` fuzz target: the closest-key hint compared the whole of an unknown
+/// key with every known one, so a 1 MiB key took seconds per table (6 s for one file read as
+/// meta, local and client settings). Only the first `CLOSEST_NAME_MAX` bytes count now.
+#[test]
+fn a_huge_unknown_key_costs_no_more_than_a_long_one() {
+    let known = MetaConfig::ock_keys();
+    let c = |k: &str| closest(k, known.iter().copied()).unwrap();
+    let head = format!("ock.mmc.meta.lease_m{}", "é".repeat(60));
+    let huge = format!("{head}{}", "x".repeat(4 << 20));
+    assert_eq!(c(&huge), c(&head));
+    assert_eq!(c(&huge), "ock.mmc.meta.lease_ms");
+    // A two-byte character across the cut (byte 128 falls inside an `é`).
+    let across = format!("a{}", "é".repeat(100));
+    assert!(!across.is_char_boundary(table::CLOSEST_NAME_MAX));
+    assert_eq!(c(&across), c(&across[..table::CLOSEST_NAME_MAX - 1]));
+
+    let text = format!("{huge} = 1\n");
+    let start = std::time::Instant::now();
+    assert!(MetaConfig::from_text(&text, Format::Ock).is_ok());
+    assert!(client_and_local_from_text(&text, Format::Ock).is_ok());
+    let toml = format!("{} = 1\n", "x".repeat(4 << 20));
+    assert!(MetaConfig::from_text(&toml, Format::Toml).is_err());
+    let took = start.elapsed();
+    println!("a 4 MiB unknown key, read four ways: {took:?}");
+    // About 25 s before the cut (dev profile); milliseconds after. A generous bound.
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+}
+
 #[test]
 fn unknown_toml_keys_are_errors_naming_the_closest_key() {
     let e = MetaConfig::from_toml_str("lease_msx = 1").unwrap_err();
