@@ -117,9 +117,13 @@ impl OckFile {
     }
 
     /// Logs a warning for each key not in `known`, naming it and the closest known key (`what`
-    /// names the reader, as in "meta service"); returns how many there were.
+    /// names the reader, as in "meta service"); returns how many there were. The closest key is
+    /// only looked for when warnings are logged.
     pub fn warn_unknown(&self, what: &str, known: &[&str]) -> usize {
         let unknown = self.unknown_keys(|k| known.contains(&k));
+        if !tracing::enabled!(tracing::Level::WARN) {
+            return unknown.len();
+        }
         for (key, line) in &unknown {
             let closest = super::table::closest(key, known.iter().copied()).unwrap_or("");
             tracing::warn!(
