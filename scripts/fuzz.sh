@@ -42,13 +42,18 @@ else
     run=("$target")
 fi
 
-# What cargo-fuzz passes, less the sanitizer (-Zsanitizer needs nightly): libFuzzer's coverage
-# counters, its table of PCs and comparison tracing. Host-only build scripts and proc macros are
-# left alone because --target is given.
+# What `cargo fuzz build --sanitizer none` passes (cargo-fuzz 0.13): libFuzzer's coverage
+# counters, its table of PCs, comparison tracing, stack depth, no branch folding, one codegen unit
+# (inlining survives the coverage pass). No sanitizer: -Zsanitizer needs nightly; the harness's
+# allocation cap and the targets' checks stand in for what matters here. Build scripts and proc
+# macros are left alone because --target is given. Debug assertions and overflow checks are on in
+# fuzz/Cargo.toml's release profile.
 triple=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
+-Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Cllvm-args=-sanitizer-coverage-stack-depth \
+-Ccodegen-units=1"
 export CARGO_INCREMENTAL=0
 start=$(date +%s)
 cargo build --release --locked --target "$triple" --bins

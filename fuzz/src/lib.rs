@@ -117,11 +117,11 @@ pub unsafe fn numeric_getaddrinfo(
     }
     // SAFETY: libc's `getaddrinfo` has exactly the signature `Real`.
     let real: Real = unsafe { std::mem::transmute::<*mut libc::c_void, Real>(real) };
-    // SAFETY: `hints` is null or points to a valid addrinfo (the caller's contract); a zeroed
-    // addrinfo is the documented "no hints" value.
     let mut h: libc::addrinfo = if hints.is_null() {
+        // SAFETY: addrinfo is plain data; all zeros (null pointers, no flags) means "no hints".
         unsafe { std::mem::zeroed() }
     } else {
+        // SAFETY: a non-null `hints` points to a valid addrinfo (the caller's contract).
         unsafe { std::ptr::read(hints) }
     };
     h.ai_flags |= libc::AI_NUMERICHOST;
@@ -205,7 +205,7 @@ impl Read for Trickle<'_> {
         self.reads += 1;
         // A timeout after every `stall_every` reads, never twice in a row: a caller that retries
         // after a timeout always makes progress.
-        if self.stall_every != 0 && self.reads % (self.stall_every + 1) == 0 {
+        if self.stall_every != 0 && self.reads.is_multiple_of(self.stall_every + 1) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = buf.len().min(self.chunk).min(self.data.len() - self.pos);
