@@ -324,7 +324,7 @@ impl MetaCore {
         debug_assert!(self
             .paused
             .values()
-            .all(|m| m.data_endpoint != data_endpoint));
+            .all(|m| m.host != host || m.data_endpoint != data_endpoint));
     }
 
     /// Remove a member (live or paused) and its segments; objects left with no replica are
