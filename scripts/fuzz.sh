@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
-TARGETS=(frame msg config_toml config_ock config_values)
+TARGETS=(frame msg meta_requests config_toml config_ock config_values)
 
 usage() {
     sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2

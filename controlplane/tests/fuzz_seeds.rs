@@ -472,6 +472,169 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
+/// One record of the `meta_requests` target: a time step (x 40 ms), the payload's length, the
+/// payload.
+fn record(step: u8, req: &Request) -> Vec<u8> {
+    let payload = encode(req);
+    let len = u16::try_from(payload.len()).expect("a seed request fits a record");
+    [&[step][..], &len.to_le_bytes(), &payload].concat()
+}
+
+fn register(rank: u32, host: &str, capacity: u64) -> Request {
+    Request::Register(Register {
+        rank: Some(rank),
+        create_id: 0,
+        host: host.into(),
+        data_endpoint: format!("127.0.0.1:{}", 7000 + rank),
+        shm_endpoint: String::new(),
+        segments: vec![SegmentSpec {
+            media: MEDIA_DRAM,
+            capacity,
+        }],
+    })
+}
+
+fn alloc(items: &[(&str, u64)], replicas: u16) -> Request {
+    Request::Alloc(AllocRequest {
+        writer_rank: Some(0),
+        client_id: 77,
+        media: MEDIA_NONE,
+        policy: NATIVE_AFFINITY,
+        replicas,
+        preferred: vec![],
+        items: items.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+    })
+}
+
+fn commit(items: &[(&str, u64)]) -> Request {
+    Request::Commit {
+        items: items
+            .iter()
+            .map(|(k, token)| {
+                (
+                    k.to_string(),
+                    CommitItem {
+                        token: *token,
+                        ok: true,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The seeds of the `meta_requests` target: request sequences a cluster sends (MetaCore's ids
+/// start at 1 with epoch 0: incarnations, put tokens and leases alike), so the fuzzer starts
+/// from a core with members and objects.
+fn meta_requests_seeds() -> Vec<(String, Vec<u8>)> {
+    let two_members = [
+        record(0, &register(0, "host-a", 1 << 20)),
+        record(0, &register(1, "host-b", 1 << 20)),
+    ]
+    .concat();
+    let put_get = [
+        two_members.clone(),
+        record(1, &alloc(&[("a", 4096), ("b", 100_000)], 2)),
+        record(1, &commit(&[("a", 1), ("b", 2)])),
+        record(
+            1,
+            &Request::Lookup {
+                keys: vec!["a".into(), "b".into(), "c".into()],
+            },
+        ),
+        record(1, &Request::Release { leases: vec![1] }),
+        record(
+            1,
+            &Request::Query {
+                keys: vec!["b".into()],
+            },
+        ),
+        record(
+            1,
+            &Request::Exist {
+                keys: vec!["a".into()],
+            },
+        ),
+        record(
+            1,
+            &Request::Remove {
+                keys: vec!["a".into()],
+            },
+        ),
+        record(0, &Request::Status),
+    ]
+    .concat();
+    // Puts that fill the pools past the watermark (eviction), one that can never fit, then time
+    // passing: pending puts reclaimed, a member silent past its timeout and grace.
+    let evict_and_time = [
+        two_members.clone(),
+        record(0, &alloc(&[("x", 600_000)], 1)),
+        record(0, &commit(&[("x", 1)])),
+        record(0, &alloc(&[("y", 600_000)], 1)),
+        record(0, &commit(&[("y", 2)])),
+        record(0, &alloc(&[("z", 900_000), ("huge", 1 << 40)], 1)),
+        record(0, &alloc(&[("pending", 1000)], 1)),
+        record(
+            100,
+            &Request::Heartbeat {
+                rank: 0,
+                incarnation: 1,
+                index_seq: 0,
+                index_resync: false,
+            },
+        ),
+        record(
+            255,
+            &Request::Lookup {
+                keys: vec!["x".into(), "y".into()],
+            },
+        ),
+        record(255, &Request::Status),
+    ]
+    .concat();
+    let membership = [
+        two_members,
+        record(0, &alloc(&[("m", 5000)], 2)),
+        record(0, &commit(&[("m", 1)])),
+        record(
+            0,
+            &Request::Suspect {
+                rank: 1,
+                incarnation: 2,
+            },
+        ),
+        record(
+            1,
+            &Request::Heartbeat {
+                rank: 1,
+                incarnation: 2,
+                index_seq: 1,
+                index_resync: true,
+            },
+        ),
+        record(
+            1,
+            &Request::Unregister {
+                rank: 0,
+                incarnation: 1,
+            },
+        ),
+        record(1, &register(0, "host-a", 1 << 20)),
+        record(
+            1,
+            &Request::Lookup {
+                keys: vec!["m".into()],
+            },
+        ),
+    ]
+    .concat();
+    vec![
+        ("put-get-remove".into(), put_get),
+        ("evict-and-time".into(), evict_and_time),
+        ("membership".into(), membership),
+    ]
+}
+
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")
@@ -542,6 +705,38 @@ fn msg_seeds_are_current() {
         assert!(ok, "seed {name} does not decode");
     }
     write_or_check("msg", &seeds);
+}
+
+#[test]
+fn meta_requests_seeds_are_current() {
+    use mmc_controlplane::meta::{MetaCore, MetaParams};
+    let seeds = meta_requests_seeds();
+    // The sequences do what they say on a fresh core: both members register, the puts commit.
+    for (name, bytes) in &seeds {
+        let mut core = MetaCore::new(MetaParams::default());
+        let (mut rest, mut now) = (&bytes[..], 0u64);
+        let mut replies = Vec::new();
+        while let [step, lo, hi, tail @ ..] = rest {
+            let len = usize::from(u16::from_le_bytes([*lo, *hi]));
+            let mut payload = AlignedVec::<16>::new();
+            payload.extend_from_slice(&tail[..len]);
+            rest = &tail[len..];
+            now += u64::from(*step) * 40;
+            let req: Request = wire::decode_payload(&payload).unwrap();
+            replies.push(core.handle(now, req));
+            core.check_invariants();
+        }
+        let registered = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Registered { .. }))
+            .count();
+        assert!(registered >= 2, "{name}: {replies:?}");
+        let committed = replies.iter().any(|r| {
+            matches!(r, Reply::Commit { codes } if !codes.is_empty() && codes.iter().all(|c| *c == 0))
+        });
+        assert!(committed, "{name}: no commit succeeded: {replies:?}");
+    }
+    write_or_check("meta_requests", &seeds);
 }
 
 #[test]
