@@ -389,13 +389,17 @@ impl MetaCore {
         }
     }
 
-    /// (capacity, used) bytes of a tier's live segments.
+    /// (capacity, used) bytes of a tier's live segments. Saturating: registrations may claim
+    /// capacities that add up past 2^64 bytes.
     pub(super) fn tier_usage(&self, media: u16) -> (u64, u64) {
         self.segments
             .values()
             .filter(|s| s.media == media)
-            .fold((0, 0), |(c, u), s| {
-                (c + s.space.capacity_bytes(), u + s.space.used_bytes())
+            .fold((0u64, 0u64), |(c, u), s| {
+                (
+                    c.saturating_add(s.space.capacity_bytes()),
+                    u.saturating_add(s.space.used_bytes()),
+                )
             })
     }
 
