@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing (libFuzzer) of the frame decoder, every message type and the config
-# parsers, on the stable toolchain: the targets in fuzz/ are built by plain cargo with LLVM's
+# Coverage-guided fuzzing (libFuzzer) of the frame decoder, every message type, the meta core and
+# the config parsers, on the stable toolchain: the targets in fuzz/ are built by plain cargo with LLVM's
 # sanitizer-coverage instrumentation (stable -C flags, no nightly, no cargo-fuzz), then run.
 #
 # Usage: scripts/fuzz.sh TARGET SECONDS [libFuzzer flags...]   one target, for SECONDS
@@ -12,12 +12,13 @@
 # harness's cap, or an input that runs longer than 10 s fails the run: the input is saved under
 # fuzz/artifacts/TARGET/ and the script prints how to replay it.
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../fuzz"
 
 TARGETS=(frame msg meta_requests config_toml config_ock config_values)
 
 usage() {
-    sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '6,8p' "$self" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -40,6 +41,12 @@ else
         exit 2
     }
     run=("$target")
+fi
+
+# libFuzzer itself is C++, built by libfuzzer-sys's build script.
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+    echo "installing g++ (libFuzzer is C++)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
 fi
 
 # What `cargo fuzz build --sanitizer none` passes (cargo-fuzz 0.13): libFuzzer's coverage
