@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing (libFuzzer) of the frame decoder, every message type, the meta core and
-# the config parsers, on the stable toolchain: the targets in fuzz/ are built by plain cargo with LLVM's
-# sanitizer-coverage instrumentation (stable -C flags, no nightly, no cargo-fuzz), then run.
+# Coverage-guided fuzzing (libFuzzer) of the frame decoder, every message type, the meta core
+# and the config parsers, on the stable toolchain: the targets in fuzz/ are built by plain cargo
+# with LLVM's sanitizer-coverage instrumentation (stable -C flags, no nightly, no cargo-fuzz).
 #
 # Usage: scripts/fuzz.sh TARGET SECONDS [libFuzzer flags...]   one target, for SECONDS
 #        scripts/fuzz.sh all SECONDS                           every target, SECONDS each
