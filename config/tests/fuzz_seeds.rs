@@ -118,10 +118,19 @@ fn ock_seeds() -> Vec<(String, String)> {
 
 fn value_seeds() -> Vec<(String, String)> {
     let mut seeds: Vec<(String, String)> = Vec::new();
+    // One seed per distinct value, under a name no other seed has.
     let mut add = |name: String, value: &str| {
-        if !seeds.iter().any(|(_, v)| v == value) {
-            seeds.push((name, value.to_string()));
+        if seeds.iter().any(|(_, v)| v == value) {
+            return;
         }
+        let mut unique = name.clone();
+        for n in 2.. {
+            if !seeds.iter().any(|(s, _)| *s == unique) {
+                break;
+            }
+            unique = format!("{name}-{n}");
+        }
+        seeds.push((unique, value.to_string()));
     };
     macro_rules! defaults {
         ($($keys:expr),*) => {$(

@@ -4,11 +4,13 @@
 //! change to the messages' encoding shows up here; regenerate with
 //! `MMC_WRITE_FUZZ_SEEDS=1 cargo test -p mmc-controlplane --test fuzz_seeds` and commit.
 
-use std::path::{Path, PathBuf};
-
 use mmc_controlplane::msg::*;
 use mmc_controlplane::wire::{self, Header, Kind, META_BYTES_MAX, RAW_BYTES_MAX};
 use rkyv::util::AlignedVec;
+
+#[path = "common/seed_files.rs"]
+mod seed_files;
+use seed_files::write_or_check;
 
 fn replica(rank: u32, offset: u64) -> Replica {
     Replica {
@@ -67,6 +69,13 @@ fn requests() -> Vec<(&'static str, Request)> {
                 incarnation: 7,
                 index_seq: 12,
                 index_resync: false,
+                repaired: vec![
+                    RepairDone { token: 5, ok: true },
+                    RepairDone {
+                        token: 6,
+                        ok: false,
+                    },
+                ],
             },
         ),
         (
@@ -92,12 +101,20 @@ fn requests() -> Vec<(&'static str, Request)> {
             "commit",
             Request::Commit {
                 items: vec![
-                    ("k".into(), CommitItem { token: 9, ok: true }),
+                    (
+                        "k".into(),
+                        CommitItem {
+                            token: 9,
+                            ok: true,
+                            crc: 0x1234_5678,
+                        },
+                    ),
                     (
                         "big".into(),
                         CommitItem {
                             token: 10,
                             ok: false,
+                            crc: 0,
                         },
                     ),
                 ],
@@ -114,6 +131,33 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("exist", Request::Exist { keys: keys() }),
         ("remove", Request::Remove { keys: vec![] }),
         ("status", Request::Status),
+        (
+            "rejoin",
+            Request::Rejoin(Rejoin {
+                register: Register {
+                    rank: Some(1),
+                    create_id: 3,
+                    host: "host-a".into(),
+                    data_endpoint: "127.0.0.1:7001".into(),
+                    shm_endpoint: String::new(),
+                    segments: vec![SegmentSpec {
+                        media: MEDIA_DRAM,
+                        capacity: 1 << 30,
+                    }],
+                },
+                previous: 7,
+                chunk: 0,
+                last: true,
+                entries: vec![RejoinEntry {
+                    key: "k".into(),
+                    pool: 0,
+                    offset: 4096,
+                    len: 100,
+                    version: 9,
+                    crc: 0x1234_5678,
+                }],
+            }),
+        ),
         (
             "suspect",
             Request::Suspect {
@@ -146,6 +190,8 @@ fn replies() -> Vec<(&'static str, Reply)> {
                         segment: 2,
                         offset: 0,
                         len: 4096,
+                        version: 9,
+                        crc: 0x1234_5678,
                     },
                     IndexChange::Removed {
                         key: "old".into(),
@@ -154,6 +200,16 @@ fn replies() -> Vec<(&'static str, Reply)> {
                     },
                 ],
                 index_more: true,
+                repairs: vec![RepairTask {
+                    token: 5,
+                    segment: 2,
+                    offset: 8192,
+                    len: 4096,
+                    crc: 0x1234_5678,
+                    source: service(2),
+                    source_segment: 4,
+                    source_offset: 0,
+                }],
             },
         ),
         ("ack", Reply::Ack { code: 0 }),
@@ -190,6 +246,7 @@ fn replies() -> Vec<(&'static str, Reply)> {
                 items: vec![LookupItem {
                     code: 0,
                     size: 4096,
+                    crc: 0x1234_5678,
                     lease: 44,
                     replicas: vec![replica(1, 0)],
                 }],
@@ -234,6 +291,13 @@ fn replies() -> Vec<(&'static str, Reply)> {
                 evict_threshold_high: 90,
                 evict_threshold_low: 80,
             }),
+        ),
+        (
+            "busy",
+            Reply::Busy {
+                retry_ms: 1000,
+                message: "rebuilding".into(),
+            },
         ),
         (
             "error",
@@ -472,219 +536,6 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
-/// One record of the `meta_requests` target: a time step (x 40 ms), the payload's length, the
-/// payload.
-fn record(step: u8, req: &Request) -> Vec<u8> {
-    let payload = encode(req);
-    let len = u16::try_from(payload.len()).expect("a seed request fits a record");
-    [&[step][..], &len.to_le_bytes(), &payload].concat()
-}
-
-fn register(rank: u32, host: &str, capacity: u64) -> Request {
-    Request::Register(Register {
-        rank: Some(rank),
-        create_id: 0,
-        host: host.into(),
-        data_endpoint: format!("127.0.0.1:{}", 7000 + rank),
-        shm_endpoint: String::new(),
-        segments: vec![SegmentSpec {
-            media: MEDIA_DRAM,
-            capacity,
-        }],
-    })
-}
-
-fn alloc(items: &[(&str, u64)], replicas: u16) -> Request {
-    Request::Alloc(AllocRequest {
-        writer_rank: Some(0),
-        client_id: 77,
-        media: MEDIA_NONE,
-        policy: NATIVE_AFFINITY,
-        replicas,
-        preferred: vec![],
-        items: items.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
-    })
-}
-
-fn commit(items: &[(&str, u64)]) -> Request {
-    Request::Commit {
-        items: items
-            .iter()
-            .map(|(k, token)| {
-                (
-                    k.to_string(),
-                    CommitItem {
-                        token: *token,
-                        ok: true,
-                    },
-                )
-            })
-            .collect(),
-    }
-}
-
-/// The seeds of the `meta_requests` target: request sequences a cluster sends (MetaCore's ids
-/// start at 1 with epoch 0: incarnations, put tokens and leases alike), so the fuzzer starts
-/// from a core with members and objects.
-fn meta_requests_seeds() -> Vec<(String, Vec<u8>)> {
-    let two_members = [
-        record(0, &register(0, "host-a", 1 << 20)),
-        record(0, &register(1, "host-b", 1 << 20)),
-    ]
-    .concat();
-    let put_get = [
-        two_members.clone(),
-        record(1, &alloc(&[("a", 4096), ("b", 100_000)], 2)),
-        record(1, &commit(&[("a", 1), ("b", 2)])),
-        record(
-            1,
-            &Request::Lookup {
-                keys: vec!["a".into(), "b".into(), "c".into()],
-            },
-        ),
-        record(1, &Request::Release { leases: vec![1] }),
-        record(
-            1,
-            &Request::Query {
-                keys: vec!["b".into()],
-            },
-        ),
-        record(
-            1,
-            &Request::Exist {
-                keys: vec!["a".into()],
-            },
-        ),
-        record(
-            1,
-            &Request::Remove {
-                keys: vec!["a".into()],
-            },
-        ),
-        record(0, &Request::Status),
-    ]
-    .concat();
-    // Puts that fill the pools past the watermark (eviction), one that can never fit, then time
-    // passing: pending puts reclaimed, a member silent past its timeout and grace.
-    let evict_and_time = [
-        two_members.clone(),
-        record(0, &alloc(&[("x", 600_000)], 1)),
-        record(0, &commit(&[("x", 1)])),
-        record(0, &alloc(&[("y", 600_000)], 1)),
-        record(0, &commit(&[("y", 2)])),
-        record(0, &alloc(&[("z", 900_000), ("huge", 1 << 40)], 1)),
-        record(0, &alloc(&[("pending", 1000)], 1)),
-        record(
-            100,
-            &Request::Heartbeat {
-                rank: 0,
-                incarnation: 1,
-                index_seq: 0,
-                index_resync: false,
-            },
-        ),
-        record(
-            255,
-            &Request::Lookup {
-                keys: vec!["x".into(), "y".into()],
-            },
-        ),
-        record(255, &Request::Status),
-    ]
-    .concat();
-    let membership = [
-        two_members,
-        record(0, &alloc(&[("m", 5000)], 2)),
-        record(0, &commit(&[("m", 1)])),
-        record(
-            0,
-            &Request::Suspect {
-                rank: 1,
-                incarnation: 2,
-            },
-        ),
-        record(
-            1,
-            &Request::Heartbeat {
-                rank: 1,
-                incarnation: 2,
-                index_seq: 1,
-                index_resync: true,
-            },
-        ),
-        record(
-            1,
-            &Request::Unregister {
-                rank: 0,
-                incarnation: 1,
-            },
-        ),
-        record(1, &register(0, "host-a", 1 << 20)),
-        record(
-            1,
-            &Request::Lookup {
-                keys: vec!["m".into()],
-            },
-        ),
-    ]
-    .concat();
-    vec![
-        ("put-get-remove".into(), put_get),
-        ("evict-and-time".into(), evict_and_time),
-        ("membership".into(), membership),
-    ]
-}
-
-fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
-
-/// With `MMC_WRITE_FUZZ_SEEDS` set, writes `seeds` as `seed-NAME` files of the target's corpus
-/// (removing other `seed-*` files); without, checks that the committed ones are exactly these.
-fn write_or_check(target: &str, seeds: &[(String, Vec<u8>)]) {
-    let dir = corpus_dir(target);
-    let want: Vec<(String, &Vec<u8>)> = seeds
-        .iter()
-        .map(|(n, b)| (format!("seed-{n}"), b))
-        .collect();
-    let committed = |dir: &Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("seed-"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    };
-    if std::env::var_os("MMC_WRITE_FUZZ_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for name in committed(&dir) {
-            std::fs::remove_file(dir.join(name)).unwrap();
-        }
-        for (name, bytes) in &want {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-        return;
-    }
-    let hint =
-        "run MMC_WRITE_FUZZ_SEEDS=1 cargo test -p mmc-controlplane --test fuzz_seeds and commit";
-    let mut names: Vec<String> = want.iter().map(|(n, _)| n.clone()).collect();
-    names.sort();
-    assert_eq!(
-        committed(&dir),
-        names,
-        "seed files of {target} differ; {hint}"
-    );
-    for (name, bytes) in &want {
-        let got = std::fs::read(dir.join(name)).unwrap();
-        assert!(&got == *bytes, "{target}/{name} is stale; {hint}");
-    }
-}
-
 #[test]
 fn msg_seeds_are_current() {
     let seeds = msg_seeds();
@@ -705,38 +556,6 @@ fn msg_seeds_are_current() {
         assert!(ok, "seed {name} does not decode");
     }
     write_or_check("msg", &seeds);
-}
-
-#[test]
-fn meta_requests_seeds_are_current() {
-    use mmc_controlplane::meta::{MetaCore, MetaParams};
-    let seeds = meta_requests_seeds();
-    // The sequences do what they say on a fresh core: both members register, the puts commit.
-    for (name, bytes) in &seeds {
-        let mut core = MetaCore::new(MetaParams::default());
-        let (mut rest, mut now) = (&bytes[..], 0u64);
-        let mut replies = Vec::new();
-        while let [step, lo, hi, tail @ ..] = rest {
-            let len = usize::from(u16::from_le_bytes([*lo, *hi]));
-            let mut payload = AlignedVec::<16>::new();
-            payload.extend_from_slice(&tail[..len]);
-            rest = &tail[len..];
-            now += u64::from(*step) * 40;
-            let req: Request = wire::decode_payload(&payload).unwrap();
-            replies.push(core.handle(now, req));
-            core.check_invariants();
-        }
-        let registered = replies
-            .iter()
-            .filter(|r| matches!(r, Reply::Registered { .. }))
-            .count();
-        assert!(registered >= 2, "{name}: {replies:?}");
-        let committed = replies.iter().any(|r| {
-            matches!(r, Reply::Commit { codes } if !codes.is_empty() && codes.iter().all(|c| *c == 0))
-        });
-        assert!(committed, "{name}: no commit succeeded: {replies:?}");
-    }
-    write_or_check("meta_requests", &seeds);
 }
 
 #[test]

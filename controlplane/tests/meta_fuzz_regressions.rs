@@ -102,7 +102,14 @@ fn capacities_adding_up_past_u64_do_not_overflow() {
     let commit = core.handle(
         2,
         Request::Commit {
-            items: vec![("k".into(), CommitItem { token, ok: true })],
+            items: vec![(
+                "k".into(),
+                CommitItem {
+                    token,
+                    ok: true,
+                    crc: 0,
+                },
+            )],
         },
     );
     assert!(

@@ -22,7 +22,12 @@ const REQUESTS_MAX: usize = 64;
 const STEP_MS: u64 = 40;
 
 fuzz_target!(|data: &[u8]| {
-    let mut core = MetaCore::new(MetaParams::default());
+    // Epoch 1: ids start at 2^16 + 1, so a rejoining service's earlier incarnation can be below
+    // them (a service of an earlier run: its objects rebuild the directory) or not.
+    let mut core = MetaCore::new(MetaParams {
+        epoch: 1,
+        ..MetaParams::default()
+    });
     let mut now_ms = 0u64;
     let mut rest = data;
     let mut payload = AlignedVec::<16>::new();
