@@ -3,7 +3,8 @@
 
 use mmc_controlplane::meta::{MetaCore, MetaParams};
 use mmc_controlplane::msg::{
-    AllocRequest, CommitItem, Register, Reply, Request, SegmentSpec, MEDIA_DRAM, MEDIA_NONE,
+    AllocRequest, CommitItem, Register, Rejoin, RejoinEntry, Reply, Request, SegmentSpec,
+    MEDIA_DRAM, MEDIA_NONE,
 };
 
 fn register(rank: u32, host: &str, data_endpoint: &str) -> Request {
@@ -118,4 +119,80 @@ fn capacities_adding_up_past_u64_do_not_overflow() {
     );
     core.check_invariants();
     assert!(matches!(core.handle(3, Request::Status), Reply::Status(_)));
+}
+
+/// A rejoining service reported an object with version u64::MAX: the next id was raised past it
+/// (saturating at u64::MAX), so making the next object overflowed the id counter (a panic in debug
+/// builds; ids wrapping to 0 in release). Versions past the ids any run hands out are refused now;
+/// the service's other objects are rebuilt and puts go on.
+#[test]
+fn a_rejoin_entry_with_a_version_past_every_id_is_refused() {
+    let mut core = MetaCore::new(MetaParams {
+        epoch: 1,
+        ..MetaParams::default()
+    });
+    let Request::Register(register) = register(0, "host-a", "10.0.0.1:7000") else {
+        unreachable!()
+    };
+    let entry = |key: &str, offset, version| RejoinEntry {
+        key: key.into(),
+        pool: 0,
+        offset,
+        len: 4096,
+        version,
+        crc: 7,
+    };
+    let rejoined = core.handle(
+        0,
+        Request::Rejoin(Rejoin {
+            register,
+            previous: 5,
+            chunk: 0,
+            last: true,
+            entries: vec![entry("bad", 0, u64::MAX), entry("good", 4096, 3)],
+        }),
+    );
+    assert!(matches!(rejoined, Reply::Registered { .. }), "{rejoined:?}");
+    core.check_invariants();
+    let keys: Vec<String> = core
+        .committed_objects()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["good"]);
+    // The ids go on: a put after the rebuild commits.
+    let alloc = core.handle(
+        1,
+        Request::Alloc(AllocRequest {
+            writer_rank: Some(0),
+            client_id: 1,
+            media: MEDIA_NONE,
+            policy: 0,
+            replicas: 1,
+            preferred: vec![],
+            items: vec![("new".into(), 100)],
+        }),
+    );
+    let Reply::Alloc { items, .. } = &alloc else {
+        panic!("{alloc:?}");
+    };
+    assert_eq!(items[0].code, 0, "{alloc:?}");
+    let commit = core.handle(
+        2,
+        Request::Commit {
+            items: vec![(
+                "new".into(),
+                CommitItem {
+                    token: items[0].token,
+                    ok: true,
+                    crc: 0,
+                },
+            )],
+        },
+    );
+    assert!(
+        matches!(&commit, Reply::Commit { codes } if codes == &[0]),
+        "{commit:?}"
+    );
+    core.check_invariants();
 }

@@ -37,6 +37,10 @@ use crate::msg::{self, IndexChange, Rejoin, RejoinEntry, Reply, Request};
 pub const REJOINS_MAX: usize = 64;
 /// How soon a caller answered `Busy` tries again, at most.
 pub const BUSY_RETRY_MS: u64 = 50;
+/// The largest version a rejoin entry may carry: the ids of runs started before the year 4200
+/// (epoch < 2^46 ms). A larger one is refused: raising the next id to it would leave too few ids
+/// above it, and the next put, repair or rebuilt object would overflow the id counter.
+pub const VERSION_MAX: u64 = 1 << 62;
 
 /// The chunks of one rejoin received so far.
 pub(super) struct RejoinBuf {
@@ -245,7 +249,12 @@ impl MetaCore {
                 .reset();
             refused = entries.len() as u64;
         } else {
-            let max_version = entries.iter().map(|e| e.version).max().unwrap_or(0);
+            let max_version = entries
+                .iter()
+                .map(|e| e.version)
+                .filter(|v| *v <= VERSION_MAX)
+                .max()
+                .unwrap_or(0);
             self.next_oid = self.next_oid.max(max_version.saturating_add(1));
             for (e, place) in entries.into_iter().zip(places) {
                 let outcome = match place {
@@ -318,6 +327,9 @@ impl MetaCore {
     ) -> Result<(), (Space, &'static str)> {
         if check_key(&e.key).is_err() {
             return Err((space, "empty or over-long key"));
+        }
+        if e.version > VERSION_MAX {
+            return Err((space, "a version past the ids any run hands out"));
         }
         let media = self.segments[&segment].media;
         let replica = msg::Replica {
