@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use mmc_controlplane::wire::{self, WireError};
 use rkyv::util::AlignedVec;
 
-/// No single allocation may exceed this. Inputs are at most a few MiB (libFuzzer's `-max_len`,
-/// see scripts/fuzz.sh), so memory that follows the bytes received stays far below it, and a
-/// buffer sized from a length field (a frame header may claim 64 MiB) crosses it.
+/// No single allocation may exceed this. Inputs are a few KiB (libFuzzer's `-max_len`: 4096 bytes
+/// or the largest seed, unless given), so memory that follows the bytes received stays far below
+/// it, and a buffer sized from a length field (a frame header may claim 64 MiB) crosses it.
 pub const ALLOC_MAX: usize = 32 << 20;
 /// Nor may all live allocations together.
 pub const LIVE_MAX: usize = 256 << 20;
