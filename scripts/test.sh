@@ -55,7 +55,7 @@ if bash scripts/sim.sh --seed 1 --seeds 4 --steps 200000 --canary; then
 fi
 echo "canary failed as it must"
 
-step "fuzzing (libFuzzer on stable: frame decoder, messages, config parsers; ${MMC_FUZZ_SECONDS:-10} s per target)"
+step "fuzzing (libFuzzer on stable: frame decoder, messages, meta core, config parsers; ${MMC_FUZZ_SECONDS:-10} s per target)"
 bash scripts/fuzz.sh all "${MMC_FUZZ_SECONDS:-10}"
 
 step "C API (gcc, g++, static and shared, valgrind)"
