@@ -166,6 +166,8 @@ pub struct RejoinEntry {
     pub len: u64,
     pub version: u64,
     pub crc: u32,
+    /// Replicas its put asked for.
+    pub want: u16,
 }
 
 /// Where one replica lives.
@@ -198,6 +200,8 @@ pub enum IndexChange {
         version: u64,
         /// CRC-32C of the object's bytes.
         crc: u32,
+        /// Replicas its put asked for (repair restores them after a meta restart too).
+        want: u16,
     },
     /// The replica left the directory (removed or evicted); its space is or will soon be free.
     Removed {

@@ -155,6 +155,7 @@ fn requests() -> Vec<(&'static str, Request)> {
                     len: 100,
                     version: 9,
                     crc: 0x1234_5678,
+                    want: 2,
                 }],
             }),
         ),
@@ -192,6 +193,7 @@ fn replies() -> Vec<(&'static str, Reply)> {
                         len: 4096,
                         version: 9,
                         crc: 0x1234_5678,
+                        want: 2,
                     },
                     IndexChange::Removed {
                         key: "old".into(),

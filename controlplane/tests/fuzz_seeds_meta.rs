@@ -78,6 +78,7 @@ fn rejoin(
                 len,
                 version,
                 crc: 0xabcd,
+                want: 2,
             })
             .collect(),
     })

@@ -141,6 +141,7 @@ fn a_rejoin_entry_with_a_version_past_every_id_is_refused() {
         len: 4096,
         version,
         crc: 7,
+        want: 1,
     };
     let rejoined = core.handle(
         0,

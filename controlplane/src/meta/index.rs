@@ -19,6 +19,9 @@ use tracing::{debug, warn};
 use super::{MetaCore, State};
 use crate::msg::{self, IndexChange, Reply};
 
+/// A snapshot entry: key, replica, version, checksum, wanted replicas.
+type SnapshotEntry = (String, msg::Replica, u64, u32, u16);
+
 /// Default bound of one member's outbox of unacknowledged index changes.
 pub const INDEX_OUTBOX_MAX: usize = 65_536;
 
@@ -179,7 +182,7 @@ impl MetaCore {
         let obj = &self.objects[&oid];
         assert!(obj.state == State::Committed && !obj.removed);
         let key = obj.key.clone();
-        let (version, crc) = (obj.version, obj.crc);
+        let (version, crc, want) = (obj.version, obj.crc, obj.want);
         let replicas: Vec<msg::Replica> = obj.replicas.iter().map(|(r, _)| *r).collect();
         for r in replicas {
             debug_assert_eq!(r.len, self.objects[&oid].size);
@@ -190,6 +193,7 @@ impl MetaCore {
                 len: r.len,
                 version,
                 crc,
+                want,
             });
         }
     }
@@ -239,7 +243,7 @@ impl MetaCore {
                 outbox.snapshot_after = Some(key.clone());
             }
             debug!(rank, entries = next.len(), done, "index snapshot queued");
-            for (key, r, version, crc) in next {
+            for (key, r, version, crc, want) in next {
                 outbox.changes.push_back(IndexChange::Added {
                     key,
                     segment: r.segment,
@@ -247,6 +251,7 @@ impl MetaCore {
                     len: r.len,
                     version,
                     crc,
+                    want,
                 });
             }
             if done {
@@ -274,9 +279,9 @@ impl MetaCore {
         rank: u32,
         after: Option<&str>,
         room: usize,
-    ) -> (Vec<(String, msg::Replica, u64, u32)>, bool) {
+    ) -> (Vec<SnapshotEntry>, bool) {
         assert!(room > 0);
-        let mut next: Vec<(&String, msg::Replica, u64, u32)> = self
+        let mut next: Vec<(&String, msg::Replica, u64, u32, u16)> = self
             .keys
             .iter()
             .filter(|(key, _)| after.is_none_or(|a| key.as_str() > a))
@@ -286,7 +291,7 @@ impl MetaCore {
                     return None;
                 }
                 let r = obj.replicas.iter().find(|(r, _)| r.rank == rank)?;
-                Some((key, r.0, obj.version, obj.crc))
+                Some((key, r.0, obj.version, obj.crc, obj.want))
             })
             .collect();
         let done = next.len() <= room;
@@ -296,9 +301,9 @@ impl MetaCore {
             next.truncate(room);
         }
         next.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let next: Vec<(String, msg::Replica, u64, u32)> = next
+        let next: Vec<SnapshotEntry> = next
             .into_iter()
-            .map(|(k, r, v, c)| (k.clone(), r, v, c))
+            .map(|(k, r, v, c, w)| (k.clone(), r, v, c, w))
             .collect();
         debug_assert!(next.windows(2).all(|w| w[0].0 < w[1].0));
         (next, done)

@@ -362,13 +362,15 @@ impl MetaCore {
                 let recency = obj.recency;
                 let obj = self.objects.get_mut(&oid).expect("looked up above");
                 obj.replicas.push((replica, space));
-                obj.want = obj.want.max(obj.replicas.len() as u16);
+                obj.want = obj.want.max(e.want).max(obj.replicas.len() as u16);
+                obj.want = obj.want.min(msg::REPLICAS_MAX as u16);
                 if !live {
                     // Its other replicas are on paused members: it was out of the LRU.
                     let previous = self.lru.insert(recency, oid);
                     assert!(previous.is_none(), "a dormant object is not in the LRU");
                 }
                 self.count_replica(segment);
+                self.note_replicas(oid);
                 return Ok(());
             }
             debug!(key = %e.key, "a later version of the key replaces the one known");
@@ -390,7 +392,7 @@ impl MetaCore {
                 client_id: 0,
                 version: e.version,
                 crc: e.crc,
-                want: 1,
+                want: e.want.clamp(1, msg::REPLICAS_MAX as u16),
             },
         );
         assert!(previous.is_none(), "object ids are unique");
@@ -399,6 +401,8 @@ impl MetaCore {
         let fresh = self.lru.insert(recency, oid);
         assert!(fresh.is_none(), "recency values are unique");
         self.count_replica(segment);
+        // Fewer replicas reported than the put asked for: repair adds the rest.
+        self.note_replicas(oid);
         Ok(())
     }
 

@@ -178,7 +178,7 @@ impl MetaCore {
             let live = self.has_live_replica(&self.objects[&rep.oid]);
             let obj = self.objects.get_mut(&rep.oid).expect("checked above");
             let (key, recency) = (obj.key.clone(), obj.recency);
-            let (version, crc) = (obj.version, obj.crc);
+            let (version, crc, want) = (obj.version, obj.crc, obj.want);
             obj.replicas.push((rep.replica, rep.space));
             let seg = self
                 .segments
@@ -198,6 +198,7 @@ impl MetaCore {
                 len: r.len,
                 version,
                 crc,
+                want,
             });
             self.repaired_total += 1;
             self.note_replicas(rep.oid);

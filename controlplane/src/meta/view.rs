@@ -12,6 +12,7 @@ pub struct CommittedView {
     pub replicas: Vec<Replica>,
     pub version: u64,
     pub crc: u32,
+    pub want: u16,
 }
 
 impl MetaCore {
@@ -29,6 +30,7 @@ impl MetaCore {
                     replicas: obj.replicas.iter().map(|(r, _)| *r).collect(),
                     version: obj.version,
                     crc: obj.crc,
+                    want: obj.want,
                 })
             })
             .collect();

@@ -38,6 +38,7 @@ fn entry(key: &str, offset: u64, len: u64, version: u64) -> RejoinEntry {
         len,
         version,
         crc: 9,
+        want: 1,
     }
 }
 
@@ -256,5 +257,51 @@ fn a_rejoin_in_chunks_must_come_in_order() {
         Reply::Registered { .. }
     ));
     assert_eq!(c.committed_objects().len(), 2);
+    c.check_invariants();
+}
+
+#[test]
+fn a_rebuilt_object_missing_replicas_is_repaired() {
+    let mut c = restarted();
+    // Two replicas were asked for; only one service rejoins with it.
+    let mut e = entry("two", 0, 64, 3);
+    e.want = 2;
+    let (r0, inc0, _) = rejoin(&mut c, 0, 0, OLD, vec![e]);
+    let (r1, inc1, _) = rejoin(&mut c, 1, 1, OLD + 1, vec![]);
+    c.check_invariants();
+    let hb = |rank, incarnation| Request::Heartbeat {
+        rank,
+        incarnation,
+        index_seq: 0,
+        index_resync: false,
+        repaired: Vec::new(),
+    };
+    let Reply::Heartbeat { repairs, .. } = c.handle(10, hb(r1, inc1)) else {
+        panic!("heartbeat refused");
+    };
+    assert_eq!(
+        repairs.len(),
+        1,
+        "the second replica is repaired onto the other service"
+    );
+    assert_eq!((repairs[0].source.rank, repairs[0].len), (r0, 64));
+    c.check_invariants();
+    let done = Request::Heartbeat {
+        rank: r1,
+        incarnation: inc1,
+        index_seq: 0,
+        index_resync: false,
+        repaired: vec![msg::RepairDone {
+            token: repairs[0].token,
+            ok: true,
+        }],
+    };
+    assert!(matches!(c.handle(20, done), Reply::Heartbeat { .. }));
+    assert_eq!(lookup(&mut c, 30, &["two"])[0].replicas.len(), 2);
+    // Nothing more to repair.
+    let Reply::Heartbeat { repairs, .. } = c.handle(40, hb(r0, inc0)) else {
+        panic!("heartbeat refused");
+    };
+    assert!(repairs.is_empty());
     c.check_invariants();
 }

@@ -32,6 +32,8 @@ pub struct IndexEntry {
     pub version: u64,
     /// CRC-32C of the object's bytes.
     pub crc: u32,
+    /// Replicas its put asked for.
+    pub want: u16,
 }
 
 /// Why a change from the meta service was not applied. Each one is the meta service's fault (or
@@ -171,6 +173,7 @@ impl Index {
                 len: e.len,
                 version: e.version,
                 crc: e.crc,
+                want: e.want,
             })
             .collect();
         out.sort_by_key(|e| (e.pool, e.offset));
@@ -257,6 +260,7 @@ impl Index {
                 len,
                 version,
                 crc,
+                want,
             } => {
                 let entry = IndexEntry {
                     segment: *segment,
@@ -264,6 +268,7 @@ impl Index {
                     len: *len,
                     version: *version,
                     crc: *crc,
+                    want: *want,
                 };
                 self.add(seq, key, entry)?
             }

@@ -17,6 +17,7 @@ fn added(key: &str, segment: u32, offset: u64, len: u64) -> IndexChange {
         len,
         version: 1,
         crc: 0,
+        want: 1,
     }
 }
 
@@ -46,6 +47,7 @@ fn changes_apply_in_order_exactly_once() {
             len: 10,
             version: 1,
             crc: 0,
+            want: 1,
         })
     );
     // An empty batch changes nothing; a new incarnation starts empty.
