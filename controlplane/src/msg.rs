@@ -123,6 +123,9 @@ pub enum Request {
     Remove {
         keys: Vec<String>,
     },
+    /// Remove every committed object (`remove_all`); answered `Removed`. Objects being read stay
+    /// until their readers release them, as with `Remove`; pending puts are not touched.
+    RemoveAll,
     Status,
     /// One-way, from a client whose transfer to this member failed at the connection level
     /// (refused, reset, closed): a hint that the process is gone. The meta service takes the
@@ -339,6 +342,10 @@ pub enum Reply {
         codes: Vec<i32>,
     },
     Status(Status),
+    /// `RemoveAll` unlinked this many objects.
+    Removed {
+        count: u64,
+    },
     /// Not now: try the same request again after `retry_ms` (within the caller's deadline).
     /// Answered while a restarted meta service rebuilds its directory, to requests whose answer
     /// depends on keys it does not know yet.

@@ -181,6 +181,8 @@ class DistributedObjectStore:
         """Remove the key; 0, or -3007 if it does not exist."""
     def remove_batch(self, keys: Iterable[str]) -> List[int]:
         """Remove many keys; one code per key."""
+    def remove_all(self) -> int:
+        """Remove every object in the cluster; 0 or a negative code."""
     def is_exist(self, key: str) -> int:
         """1 if the key exists, 0 if not, negative on error."""
     def batch_is_exist(self, keys: Iterable[str]) -> List[int]:

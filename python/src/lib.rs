@@ -631,6 +631,19 @@ impl DistributedObjectStore {
         self.keyed_batch(py, keys, |c, k| c.batch_remove(k), codes::of_result)
     }
 
+    /// Remove every object in the cluster (objects being read go once their readers finish;
+    /// puts still being written are not touched).
+    ///
+    /// Returns:
+    ///     0 on success; a negative code on error (-3019 not initialized, -3004 if a restarted
+    ///     meta service was still rebuilding its directory at the timeout, ...).
+    fn remove_all(&self, py: Python<'_>) -> i32 {
+        let Some(client) = self.client() else {
+            return codes::NOT_INIT;
+        };
+        py.detach(|| codes::of_result(&client.remove_all().map(|_| ())))
+    }
+
     /// Whether ``key`` exists (committed; an object being written does not exist yet).
     ///
     /// Returns:

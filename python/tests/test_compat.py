@@ -427,3 +427,24 @@ def test_meta_service_bad_settings():
     cfg.evict_threshold_high = 50
     cfg.evict_threshold_low = 70
     assert mmc.MetaService.setup(cfg) == INVALID
+
+
+def test_remove_all_removes_every_object(tmp_path):
+    """remove_all() on a cluster of its own: every committed object is gone afterwards, from
+    every client, and new puts work again."""
+    c = Cluster(tmp_path, local_drams=("64MB",))
+    try:
+        store = open_store(c.toml_config())
+        keys = [f"all-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
+        for i, k in enumerate(keys):
+            assert store.put(k, rand(1024, i)) == OK
+        assert store.batch_is_exist(keys) == [1] * len(keys)
+        assert store.remove_all() == OK
+        assert store.batch_is_exist(keys) == [0] * len(keys)
+        assert store.remove_all() == OK, "nothing left to remove is not an error"
+        assert store.put(keys[0], rand(1024, 99)) == OK
+        assert store.is_exist(keys[0]) == 1
+        assert store.close() == OK
+        assert mmc.DistributedObjectStore().remove_all() == NOT_INIT
+    finally:
+        c.stop()

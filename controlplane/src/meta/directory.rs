@@ -284,6 +284,23 @@ impl MetaCore {
         Reply::Codes { codes }
     }
 
+    /// Unlink every committed object (freed now, or at its last reader's release).
+    pub(super) fn remove_all(&mut self) -> Reply {
+        let visible: Vec<u64> = self
+            .keys
+            .values()
+            .copied()
+            .filter(|oid| self.objects[oid].state == State::Committed)
+            .collect();
+        for &oid in &visible {
+            self.unlink(oid);
+        }
+        warn!(objects = visible.len(), "every object removed (remove_all)");
+        Reply::Removed {
+            count: visible.len() as u64,
+        }
+    }
+
     /// The object a reader may see under `key`: committed and linked. Never a pending one.
     pub(super) fn visible(&self, key: &str) -> Result<u64, Code> {
         check_key(key)

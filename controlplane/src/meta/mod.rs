@@ -300,6 +300,7 @@ impl MetaCore {
             Request::Query { keys } => self.query(keys),
             Request::Exist { keys } => self.exist(keys),
             Request::Remove { keys } => self.remove(keys),
+            Request::RemoveAll => self.remove_all(),
             Request::Status => self.status(),
             Request::Suspect { rank, incarnation } => {
                 self.suspect(rank, incarnation, "a client could not reach it");

@@ -93,6 +93,8 @@ impl MetaCore {
             | Request::Query { keys }
             | Request::Exist { keys }
             | Request::Remove { keys } => unknown(keys),
+            // Objects of services that have not rejoined yet would survive it.
+            Request::RemoveAll => true,
             _ => false,
         };
         busy.then(|| {

@@ -396,6 +396,35 @@ impl Client {
         self.batch_remove(&[key])?.remove(0)
     }
 
+    /// Remove every committed object in the cluster; returns how many. While a restarted meta
+    /// service rebuilds its directory it waits (within the client's timeout), so that no object
+    /// of a service that has not rejoined yet survives.
+    pub fn remove_all(&self) -> Result<u64> {
+        let deadline = self.deadline();
+        loop {
+            match self.meta_call(&Request::RemoveAll, deadline)? {
+                Reply::Removed { count } => return Ok(count),
+                Reply::Busy { retry_ms, message } => {
+                    let wake = Instant::now() + Duration::from_millis(retry_ms.clamp(1, 200));
+                    if wake >= deadline {
+                        return Err(Error::Timeout {
+                            ms: self.timeout.as_millis() as u64,
+                            what: format!("remove_all: {message}"),
+                        });
+                    }
+                    std::thread::sleep(wake - Instant::now());
+                }
+                Reply::Error { code, message } => {
+                    return Err(Error::Remote {
+                        code: mmc_controlplane::Code::from_i32(code),
+                        context: message,
+                    })
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
     /// Local services, their pools and use, and object counts.
     pub fn status(&self) -> Result<msg::Status> {
         match self.meta_call(&Request::Status, self.deadline())? {

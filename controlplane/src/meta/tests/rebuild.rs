@@ -305,3 +305,44 @@ fn a_rebuilt_object_missing_replicas_is_repaired() {
     assert!(repairs.is_empty());
     c.check_invariants();
 }
+
+#[test]
+fn remove_all_unlinks_every_committed_object_and_waits_for_the_rebuild() {
+    let mut c = restarted();
+    assert!(
+        matches!(c.handle(0, Request::RemoveAll), Reply::Busy { .. }),
+        "services may still rejoin with objects"
+    );
+    rejoin(
+        &mut c,
+        1,
+        0,
+        OLD,
+        vec![entry("a", 0, 64, 1), entry("b", 64, 64, 2)],
+    );
+    let leased = lookup(&mut c, 2, &["a"])[0].lease;
+    let pending = alloc(&mut c, 3, alloc_req(&[("p", 64)], None));
+    assert_eq!(pending[0].code, 0);
+    // Past the rebuild window.
+    advance(&mut c, 3, 2_100);
+    assert_eq!(
+        c.handle(2_100, Request::RemoveAll),
+        Reply::Removed { count: 2 }
+    );
+    c.check_invariants();
+    assert!(!exists(&mut c, 2_100, "a") && !exists(&mut c, 2_100, "b"));
+    // The pending put is untouched; the leased object goes at its release.
+    assert_eq!(c.committed_objects().len(), 0);
+    assert_eq!(c.pending.len(), 1);
+    c.handle(
+        2_200,
+        Request::Release {
+            leases: vec![leased],
+        },
+    );
+    c.check_invariants();
+    assert_eq!(
+        c.handle(2_300, Request::RemoveAll),
+        Reply::Removed { count: 0 }
+    );
+}
