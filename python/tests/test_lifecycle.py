@@ -26,7 +26,7 @@ NOT_CONNECTED_META = -3017
 METHODS = [
     "init", "close", "put", "put_from", "batch_put_from", "put_from_layers",
     "batch_put_from_layers", "get", "get_into", "batch_get_into", "get_into_layers",
-    "batch_get_into_layers", "remove", "remove_batch", "is_exist", "batch_is_exist",
+    "batch_get_into_layers", "remove", "remove_batch", "remove_all", "is_exist", "batch_is_exist",
     "setup", "put_batch", "get_batch", "get_key_info", "batch_get_key_info", "register_buffer",
     "unregister_buffer", "get_local_service_id",
 ]
