@@ -185,11 +185,10 @@ pub struct MetaCore {
     /// Pending puts of writers that are gone: unlinked (`removed`), space held until their
     /// deadline.
     abandoned: usize,
-    /// Repairs in flight, the objects that may lack replicas, the scan's cursor, repairs done.
+    /// Repairs in flight, the objects that may lack replicas, the scan's cursor.
     repairs: repair::Repairs,
     under: BTreeSet<u64>,
     repair_cursor: u64,
-    repaired_total: u64,
     /// Rejoins whose last chunk has not arrived yet.
     rejoins: rebuild::Rejoins,
     rebuild: rebuild::Rebuild,
@@ -251,7 +250,6 @@ impl MetaCore {
             repairs: repair::Repairs::new(),
             under: BTreeSet::new(),
             repair_cursor: 0,
-            repaired_total: 0,
             rejoins: rebuild::Rejoins::new(),
             rebuild: rebuild::Rebuild::default(),
         }

@@ -403,7 +403,7 @@ impl MetaCore {
             })
     }
 
-    fn segment_of(&self, rank: u32, media: u16) -> Option<u32> {
+    pub(super) fn segment_of(&self, rank: u32, media: u16) -> Option<u32> {
         self.members
             .get(&rank)?
             .segments

@@ -59,9 +59,6 @@ pub(super) struct Rebuild {
     fresh: bool,
     /// Services that rejoined with an index from an earlier run.
     rejoined: u64,
-    /// Objects rebuilt from their indexes, and entries refused.
-    pub(super) objects: u64,
-    pub(super) refused: u64,
 }
 
 impl MetaCore {
@@ -280,8 +277,6 @@ impl MetaCore {
             }
             self.rebuild.rejoined += 1;
         }
-        self.rebuild.objects += kept;
-        self.rebuild.refused += refused;
         info!(
             rank,
             incarnation,

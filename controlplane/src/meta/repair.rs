@@ -83,7 +83,7 @@ impl MetaCore {
                 continue;
             };
             let (size, version, crc, media) = (obj.size, obj.version, obj.crc, source.media);
-            let Some(seg) = self.segment_of_media(rank, media) else {
+            let Some(seg) = self.segment_of(rank, media) else {
                 continue;
             };
             let Some(space) = self
@@ -200,7 +200,6 @@ impl MetaCore {
                 crc,
                 want,
             });
-            self.repaired_total += 1;
             self.note_replicas(rep.oid);
             info!(key, rank, "replica repaired");
         }
@@ -238,16 +237,6 @@ impl MetaCore {
             .or(self.paused_segments.get_mut(&rep.replica.segment))
             .expect("a repair's segment lives while its member does");
         seg.space.free(rep.space);
-    }
-
-    /// The segment of a live member on this tier.
-    fn segment_of_media(&self, rank: u32, media: u16) -> Option<u32> {
-        self.members
-            .get(&rank)?
-            .segments
-            .iter()
-            .copied()
-            .find(|id| self.segments[id].media == media)
     }
 
     /// Spaces reserved by repairs in flight, as (segment, offset, reserved): for the invariants.
