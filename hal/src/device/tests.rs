@@ -27,7 +27,7 @@ fn sim_round_trip_and_offsets() {
     assert_eq!(d.classify(a), PtrKind::Device(1));
     assert_eq!(d.classify(a + 9_999), PtrKind::Device(1));
     assert_eq!(d.classify(b + 5), PtrKind::Device(0));
-    let host = vec![7u8; 16];
+    let host = [7u8; 16];
     assert_eq!(d.classify(host.as_ptr() as u64), PtrKind::Host);
     let src: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
     let mut out = vec![0u8; 4096];
