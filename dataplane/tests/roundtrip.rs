@@ -269,14 +269,14 @@ fn concurrent_threads_share_one_client() {
     assert_eq!(c.status().unwrap().objects, 320);
 }
 
-/// A local service with an HBM pool (host-backed stand-in) and a DRAM pool: media requests land on
+/// A local service with an HBM pool (on the simulated device) and a DRAM pool: media requests land on
 /// the tier asked for, and "any" takes the highest tier with room.
 #[test]
 fn media_tiers_are_honoured() {
     use mmc_controlplane::msg::{MEDIA_DRAM, MEDIA_HBM, MEDIA_NONE};
     let mut cluster = Cluster::start(&[], &[]);
-    cluster.add_local_with(&["--dram", "32MB", "--hbm", "16MB"]);
-    let c = cluster.client();
+    cluster.add_local_with(&["--dram", "32MB", "--hbm", "16MB", "--device-backend", "sim"]);
+    let c = cluster.client_with(30_000, Some(mmc_config::DataOpType::Tcp));
     for (key, media, want) in [
         ("h", MEDIA_HBM, MEDIA_HBM),
         ("d", MEDIA_DRAM, MEDIA_DRAM),

@@ -9,7 +9,7 @@ use crate::{
     OCK_META_SERVICE_URL,
 };
 
-use super::types::{Poller, Protocol};
+use super::types::{DeviceBackendName, Poller, Protocol};
 use super::LOCAL_CONFIG_ENV;
 use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType, DataPoller};
 
@@ -40,7 +40,7 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "hbm_size", ock: "ock.mmc.local_service.hbm.size", flag: Flag::Value("hbm"),
         kind: Size, field: hbm_bytes, default: "0",
-        doc: "Device memory this service gives the pool (a host-backed stand-in for now).",
+        doc: "Device memory (HBM) this service gives the pool, on `device_id`, through the device backend.",
     }),
     config_key!(LocalConfig {
         name: "rank_id", ock: "ock.mmc.local_service.rank_id", flag: Flag::Value("rank"),
@@ -59,6 +59,12 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "device_id", ock: "ock.mmc.local_service.device_id", kind: Int<u32>,
         field: device_id, default: "0", doc: "The device id (the C `deviceId`).",
+    }),
+    config_key!(LocalConfig {
+        name: "device_backend", ock: "ock.mmc.local_service.device_backend",
+        flag: Flag::Value("device-backend"), kind: DeviceBackendName, field: device_backend,
+        default: "auto",
+        doc: "Device memory backend (`auto` probes cuda, then ascend); `MMC_DEVICE_BACKEND` overrides it.",
     }),
     config_key!(LocalConfig {
         name: "protocol", ock: "ock.mmc.local_service.protocol", flag: Flag::Value("protocol"),
@@ -119,6 +125,8 @@ config_struct! {
         /// An id the caller gives this instance, shown in logs and status.
         pub create_id: i32,
         pub device_id: u32,
+        /// The device backend: `auto`, `none`, `sim`, `cuda` or `ascend`.
+        pub device_backend: String,
         pub protocol: DataOpType,
         pub log_level: LogLevel,
         pub tls: TlsConfig,

@@ -5,6 +5,7 @@
 //! the local services that hold them, through the transport backends (`crate::transport`: the
 //! client's own embedded service, same-host mapped pools, TCP), chosen per service.
 
+mod device;
 mod get;
 mod put;
 

@@ -294,7 +294,7 @@ fn resolve(
         );
         let pool =
             LocalCore::resolve(m, segment, offset, len, &inner.pool_lens).map_err(refused)?;
-        debug_assert!(offset + len <= inner.pools[pool].arena.len());
+        debug_assert!(offset + len <= inner.pools[pool].mem.len());
         total += len; // cannot overflow: every piece lies inside a pool of at most 2^63 bytes
         out.push((pool, offset, len));
     }
@@ -333,7 +333,7 @@ fn fill(
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
         inner.pools[pool]
-            .arena
+            .mem
             .fill_from(runs, s)
             .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))
     })
@@ -347,7 +347,7 @@ fn drain(
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
         inner.pools[pool]
-            .arena
+            .mem
             .drain_to(runs, s)
             .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))
     })

@@ -187,7 +187,7 @@ fn verify_entry(inner: &Inner, pool: usize, e: &IndexEntry) -> bool {
     let mut at = 0u64;
     while at < e.len {
         let n = CHUNK.min(e.len - at) as usize;
-        if p.arena.copy_out(e.offset + at, &mut buf[..n]).is_err() {
+        if p.mem.copy_out(e.offset + at, &mut buf[..n]).is_err() {
             return false;
         }
         crc = crc32c::crc32c_append(crc, &buf[..n]);

@@ -34,6 +34,7 @@
 //! a Rust reference, so nothing in safe code can dereference it on the host.
 
 pub mod ascend;
+mod batch;
 pub mod cuda;
 mod loader;
 pub mod none;
@@ -47,6 +48,8 @@ use std::sync::OnceLock;
 use tracing::{info, warn};
 
 use crate::error::HalError;
+
+pub use batch::{Batch, PinnedBuf};
 
 /// The environment variable that chooses the backend (overrides the config files' key).
 pub const BACKEND_ENV: &str = "MMC_DEVICE_BACKEND";
@@ -102,15 +105,13 @@ impl FromStr for BackendChoice {
             "sim" => BackendChoice::Only(BackendKind::Sim),
             "cuda" => BackendChoice::Only(BackendKind::Cuda),
             "ascend" => BackendChoice::Only(BackendKind::Ascend),
-            other => {
-                return Err(HalError::Device {
-                    backend: "-",
-                    op: "choose a backend",
-                    reason: format!(
-                        "unknown device backend {other:?} (expected auto, none, sim, cuda or ascend)"
-                    ),
-                })
-            }
+            other => return Err(HalError::Device {
+                backend: "-",
+                op: "choose a backend",
+                reason: format!(
+                    "unknown device backend {other:?} (expected auto, none, sim, cuda or ascend)"
+                ),
+            }),
         })
     }
 }

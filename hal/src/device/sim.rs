@@ -396,10 +396,9 @@ impl Device for SimDevice {
                 format!("{ptr:#x} is not the start of a live allocation"),
             )
         })?;
-        let fd = a
-            .fd
-            .try_clone()
-            .map_err(|e| err("export", format!("dup: {e}")))?;
+        let fd =
+            a.fd.try_clone()
+                .map_err(|e| err("export", format!("dup: {e}")))?;
         Ok(IpcHandle::Fd { fd, len: a.len })
     }
 
@@ -409,9 +408,7 @@ impl Device for SimDevice {
         let IpcHandle::Fd { fd, len } = handle else {
             return Err(err(OP, "not a sim device handle (expected a memfd)"));
         };
-        let fd = fd
-            .try_clone()
-            .map_err(|e| err(OP, format!("dup: {e}")))?;
+        let fd = fd.try_clone().map_err(|e| err(OP, format!("dup: {e}")))?;
         let host = Self::map(&fd, *len, OP)?;
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         let va = self.take_va(&mut st, *len, OP)?;

@@ -127,7 +127,10 @@ fn sim_pointer_faults_on_the_host() {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFSIGNALED(status), "the child exited normally: {status:#x}");
+    assert!(
+        libc::WIFSIGNALED(status),
+        "the child exited normally: {status:#x}"
+    );
     assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV);
 }
 
@@ -142,7 +145,10 @@ fn none_refuses_with_a_reason() {
 
 #[test]
 fn choices_parse() {
-    assert_eq!("auto".parse::<BackendChoice>().unwrap(), BackendChoice::Auto);
+    assert_eq!(
+        "auto".parse::<BackendChoice>().unwrap(),
+        BackendChoice::Auto
+    );
     assert_eq!(
         "SIM".parse::<BackendChoice>().unwrap(),
         BackendChoice::Only(BackendKind::Sim)
