@@ -15,11 +15,13 @@ use crate::codes::INVALID;
 ///
 /// - ``SMEMB_COPY_AUTO`` (9): the pointer decides (puts and gets)
 ///
-/// Device directions (L2G, G2L) need a device backend; this build has none and returns -3000 for
-/// them. ``AUTO`` classifies each buffer: memory inside a buffer given to ``register_buffer`` or
-/// mapped readable (for gets: writable) in this process is host memory and is copied as with
-/// H2G / G2H; a pointer it cannot classify is -3000 (with no device backend, nothing is classified
-/// as device memory). Methods taking ``direct`` accept a member of this enum or its int value.
+/// Device directions (L2G, G2L) take device memory of the process's device backend
+/// (``mmc.device_backend()``: cuda, ascend or sim; with none loaded they return -3000). ``AUTO``
+/// classifies each buffer: device memory of the backend is copied as with L2G / G2L; memory inside
+/// a buffer given to ``register_buffer`` or mapped readable (for gets: writable) in this process is
+/// host memory and is copied as with H2G / G2H; one key mixing both, or a pointer it cannot
+/// classify, is -3000. A host direction given device memory is -3000 too. Methods taking
+/// ``direct`` accept a member of this enum or its int value.
 #[pyclass(eq, eq_int, hash, frozen, module = "mmc", name = "MmcCopyDirect")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MmcCopyDirect {
@@ -86,11 +88,14 @@ pub(crate) enum Mode {
     Host,
     /// `SMEMB_COPY_AUTO`: each buffer is classified first (`crate::memory::classify`).
     Auto,
+    /// Device memory (L2G / G2L): every buffer must be device memory of the device backend.
+    Device,
 }
 
-/// Check `direct` for `op`: host directions pass; `AUTO` passes as [`Mode::Auto`]; device
-/// directions are -3000 (no device backend); a direction of the other kind, or no direction at
-/// all, is -3000.
+/// Check `direct` for `op`: host directions pass as [`Mode::Host`]; `AUTO` as [`Mode::Auto`];
+/// device directions as [`Mode::Device`] (each buffer is then checked with the device backend:
+/// with none loaded, -3000 and a log line saying so); a direction of the other kind, or no
+/// direction at all, is -3000.
 pub(crate) fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<Mode, i32> {
     let host = match op {
         Op::Put => MmcCopyDirect::H2G,
@@ -118,14 +123,7 @@ pub(crate) fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<Mode, 
     match (op, d) {
         (Op::Put, MmcCopyDirect::H2G) | (Op::Get, MmcCopyDirect::G2H) => Ok(Mode::Host),
         (_, MmcCopyDirect::Auto) => Ok(Mode::Auto),
-        (Op::Put, MmcCopyDirect::L2G) | (Op::Get, MmcCopyDirect::G2L) => {
-            warn!(
-                direct = d.py_name(),
-                "device memory copy refused: this build has no device backend (CUDA/Ascend); \
-                 use host memory with SMEMB_COPY_H2G / SMEMB_COPY_G2H"
-            );
-            Err(INVALID)
-        }
+        (Op::Put, MmcCopyDirect::L2G) | (Op::Get, MmcCopyDirect::G2L) => Ok(Mode::Device),
         _ => {
             warn!(direct = d.py_name(), op = ?op, "copy direction does not fit this operation");
             Err(INVALID)

@@ -10,6 +10,7 @@ mod batch;
 mod buffers;
 mod codes;
 mod compat;
+mod device;
 mod direct;
 mod inner;
 mod items;
@@ -134,8 +135,8 @@ impl DistributedObjectStore {
     /// true, a local service runs inside this process and contributes that memory to the pool.
     ///
     /// Args:
-    ///     device_id: the NPU/GPU id used with HBM (mapped through
-    ///         ``$ASCEND_RT_VISIBLE_DEVICES``); an int >= 0.
+    ///     device_id: the NPU/GPU used for HBM, a logical id (the device runtime applies
+    ///         ``$CUDA_VISIBLE_DEVICES`` / ``$ASCEND_RT_VISIBLE_DEVICES``); an int >= 0.
     ///     init_bm: whether to start the embedded local service (default True); False makes
     ///         this process a pure client whatever the settings say.
     ///
@@ -709,6 +710,10 @@ fn _mmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(short, d)?;
     }
     m.add_function(wrap_pyfunction!(_close_all, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_alloc, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_free, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_memcpy, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -105,13 +105,15 @@ impl FromStr for BackendChoice {
             "sim" => BackendChoice::Only(BackendKind::Sim),
             "cuda" => BackendChoice::Only(BackendKind::Cuda),
             "ascend" => BackendChoice::Only(BackendKind::Ascend),
-            other => return Err(HalError::Device {
-                backend: "-",
-                op: "choose a backend",
-                reason: format!(
+            other => {
+                return Err(HalError::Device {
+                    backend: "-",
+                    op: "choose a backend",
+                    reason: format!(
                     "unknown device backend {other:?} (expected auto, none, sim, cuda or ascend)"
                 ),
-            }),
+                })
+            }
         })
     }
 }
