@@ -281,3 +281,63 @@ fn hbm_without_a_device_backend_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no device backend"), "{err}");
 }
+
+/// HBM full -> its least recently used objects move down to DRAM (byte-exact) -> DRAM full ->
+/// DRAM's oldest are dropped; at every step each object is either whole or gone.
+#[test]
+fn eviction_moves_down_a_tier_then_drops() {
+    use std::time::{Duration, Instant};
+    sim();
+    let mut cluster = Cluster::start(&[], &[]);
+    cluster.add_local_with(&["--dram", "12MB", "--hbm", "8MB", "--device-backend", "sim"]);
+    let c = cluster.client_with(30_000, Some(DataOpType::Tcp));
+    let keys: Vec<String> = (0..28).map(|i| format!("tier-{i}")).collect();
+    let data: Vec<Vec<u8>> = keys.iter().map(|k| pattern(k, MIB as usize)).collect();
+    let check = |upto: usize| -> (usize, usize, usize) {
+        let (mut hbm, mut dram, mut gone) = (0, 0, 0);
+        for i in 0..upto {
+            match c.query(&keys[i]) {
+                Ok(info) => {
+                    match info.replicas[0].media {
+                        MEDIA_HBM => hbm += 1,
+                        _ => dram += 1,
+                    }
+                    assert!(c.get(&keys[i]).unwrap() == data[i], "{} corrupt", keys[i]);
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Code::ObjectNotExists, "{}", keys[i]);
+                    gone += 1;
+                }
+            }
+        }
+        (hbm, dram, gone)
+    };
+    let mut demoted_seen = false;
+    for i in 0..keys.len() {
+        c.put(&keys[i], &data[i], &PutOptions::default()).unwrap();
+        // Give the heartbeats (1 s) time to move objects down while HBM is over its watermark.
+        if i % 7 == 6 {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(4) {
+                let (_, dram, _) = check(i + 1);
+                if dram > 0 {
+                    demoted_seen = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        check(i + 1);
+    }
+    let (hbm, dram, gone) = check(keys.len());
+    println!(
+        "after {} puts of 1 MiB: {hbm} on HBM, {dram} on DRAM, {gone} dropped",
+        keys.len()
+    );
+    assert!(demoted_seen && dram > 0, "objects moved down to DRAM");
+    assert!(gone > 0, "DRAM, the last tier, dropped its oldest");
+    assert!(hbm > 0);
+    // The newest object is still there (the checks' reads keep every object recently used, so
+    // which older ones went depends on the order of the reads).
+    assert!(c.exist(keys.last().unwrap()).is_ok());
+}

@@ -21,13 +21,15 @@ pub const REPAIRS_INFLIGHT_MAX: usize = 256;
 /// Most under-replicated objects looked at per heartbeat.
 const SCAN_MAX: usize = 256;
 
-/// A repair in flight: space reserved for one more replica of object `oid`.
+/// A repair in flight: space reserved for one more replica of object `oid` (or, for a demotion,
+/// for the DRAM replica that replaces its HBM replica `demote`).
 pub(super) struct Repair {
-    oid: u64,
-    version: u64,
-    replica: Replica,
-    space: Space,
-    deadline_ms: u64,
+    pub(super) oid: u64,
+    pub(super) version: u64,
+    pub(super) replica: Replica,
+    pub(super) space: Space,
+    pub(super) deadline_ms: u64,
+    pub(super) demote: Option<Replica>,
 }
 
 /// Repairs in flight, by token.
@@ -128,6 +130,7 @@ impl MetaCore {
                     replica,
                     space,
                     deadline_ms,
+                    demote: None,
                 },
             );
         }
@@ -153,6 +156,18 @@ impl MetaCore {
                     rank, "repair outcome from another service: ignored"
                 );
                 self.repairs.insert(d.token, rep);
+                continue;
+            }
+            if let Some(upper) = rep.demote {
+                if d.ok {
+                    self.demotion_done(rep, upper);
+                } else {
+                    warn!(
+                        token = d.token,
+                        rank, "demotion copy failed: DRAM space freed"
+                    );
+                    self.free_repair(rep);
+                }
                 continue;
             }
             let fits = d.ok
@@ -230,7 +245,7 @@ impl MetaCore {
         self.repairs.retain(|_, r| r.replica.rank != rank);
     }
 
-    fn free_repair(&mut self, rep: Repair) {
+    pub(super) fn free_repair(&mut self, rep: Repair) {
         let seg = self
             .segments
             .get_mut(&rep.replica.segment)
