@@ -64,7 +64,7 @@ impl Shared {
 
 /// This run's epoch for incarnation numbers: wall-clock milliseconds since the UNIX epoch, so
 /// incarnations handed out after a restart are above every one handed out before it.
-fn epoch_now() -> u64 {
+pub fn epoch_now() -> u64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) => u64::try_from(d.as_millis())
             .unwrap_or(u64::MAX)
@@ -115,6 +115,12 @@ pub fn meta_params(c: &MetaConfig) -> MetaParams {
 
 impl MetaServer {
     pub fn start(config: &MetaConfig) -> Result<MetaServer> {
+        MetaServer::start_with_epoch(config, epoch_now())
+    }
+
+    /// [`MetaServer::start`] with the epoch its incarnations, put tokens and lease ids start from
+    /// (an elected leader's, kept monotonic across leaders in etcd: see [`crate::ha`]).
+    pub fn start_with_epoch(config: &MetaConfig, epoch: u64) -> Result<MetaServer> {
         config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -126,7 +132,7 @@ impl MetaServer {
             .map_err(|e| Error::io("local_addr", e))?;
         let shared = Arc::new(Shared {
             core: Mutex::new(MetaCore::new(MetaParams {
-                epoch: epoch_now(),
+                epoch: epoch.min(EPOCH_MAX),
                 ..meta_params(config)
             })),
             started: Instant::now(),

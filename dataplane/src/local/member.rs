@@ -148,11 +148,15 @@ impl Driver {
     ) -> Result<mmc_controlplane::msg::Reply> {
         let deadline = deadline.max(Instant::now() + Duration::from_millis(100));
         if self.conn.is_none() {
-            self.conn = Some(MetaConn::connect(inner.meta_addr, deadline)?);
+            self.conn = Some(inner.meta.connect(deadline)?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         let reply = conn.call(request, deadline);
-        if reply.is_err() {
+        if let Err(e) = &reply {
+            if matches!(e, mmc_controlplane::Error::MetaUnreachable { .. }) {
+                // Behind etcd: the leader may have changed; ask again at the next connect.
+                inner.meta.forget(conn.addr());
+            }
             self.conn = None;
         }
         reply
