@@ -187,4 +187,31 @@ mod tests {
         ));
         assert!(parse_meta_url("http://127.0.0.1:2379").is_err());
     }
+
+    #[test]
+    fn meta_ha_settings_are_checked() {
+        use crate::MetaConfig;
+        let c = MetaConfig::from_toml_str(
+            "listen_url = \"tcp://0.0.0.0:5000\"\netcd_url = \"etcd://10.0.0.1:2379\"\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("advertise_url"), "{e}");
+        let c = MetaConfig {
+            advertise_url: "tcp://10.0.0.5:5000".into(),
+            ..c
+        };
+        c.validate().unwrap();
+        assert!(MetaConfig::from_toml_str("etcd_url = \"tcp://10.0.0.1:2379\"").is_err());
+        assert!(MetaConfig::from_toml_str("etcd_lease_s = 0")
+            .unwrap()
+            .validate()
+            .is_err());
+        // Local services and clients take either form of meta_url.
+        let text = "meta_url = \"etcd://10.0.0.1:2379,10.0.0.2:2379/a\"\n";
+        let c = crate::ClientConfig::from_toml_str(text).unwrap();
+        let l = crate::LocalConfig::from_toml_str(text).unwrap();
+        c.validate().unwrap();
+        l.validate().unwrap();
+    }
 }
