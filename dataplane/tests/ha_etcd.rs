@@ -37,7 +37,7 @@ fn a_standby_meta_takes_over_through_etcd_and_rebuilds_every_object() {
         println!("SKIPPED: no etcd binary (apt-get install etcd-server, or set MMC_ETCD)");
         return;
     };
-    let first = cluster.wait_leader(Duration::from_secs(15));
+    let first = cluster.wait_leader(None, Duration::from_secs(15));
     println!(
         "meta {first} elected first, at {:?}",
         cluster.leader_in_etcd()
@@ -78,7 +78,7 @@ fn a_standby_meta_takes_over_through_etcd_and_rebuilds_every_object() {
     cluster.kill_meta(first);
 
     // A standby is elected once the lease expires.
-    let second = cluster.wait_leader(Duration::from_secs(LEASE_S + 10));
+    let second = cluster.wait_leader(Some(first), Duration::from_secs(LEASE_S + 10));
     let elected_in = killed_at.elapsed();
     assert_ne!(second, first, "the killed meta service cannot lead");
     let elected = clock.now();
@@ -190,5 +190,53 @@ fn a_standby_meta_takes_over_through_etcd_and_rebuilds_every_object() {
     assert!(
         readable_in < Duration::from_secs(LEASE_S + 6),
         "readable again {readable_in:?} after the kill"
+    );
+}
+
+/// A leader stopped by a signal releases its lease: a standby serves at once, not a lease later.
+/// A leader cut off from etcd (etcd frozen) stops serving before its lease can expire, so two
+/// leaders never serve at once; once etcd is back, one is elected again.
+#[test]
+fn a_leader_hands_over_on_stop_and_steps_down_without_etcd() {
+    let Some(mut cluster) = HaCluster::start(2, &["--etcd-lease-s", &LEASE_S.to_string()]) else {
+        println!("SKIPPED: no etcd binary (apt-get install etcd-server, or set MMC_ETCD)");
+        return;
+    };
+    let first = cluster.wait_leader(None, Duration::from_secs(15));
+    let stopped_at = Instant::now();
+    cluster.signal_meta(first, "TERM");
+    let second = cluster.wait_leader(Some(first), Duration::from_secs(LEASE_S + 10));
+    let handed_over = stopped_at.elapsed();
+    assert_ne!(second, first);
+    println!(
+        "leader (meta {first}) stopped by SIGTERM: meta {second} serving {handed_over:.2?} later"
+    );
+    assert!(
+        handed_over < Duration::from_secs(LEASE_S),
+        "a stopped leader must release its lease, not let it expire: {handed_over:?}"
+    );
+    cluster.kill_meta(first);
+
+    // etcd frozen: the leader cannot renew its lease and must stop serving within 2/3 of it.
+    cluster.signal_etcd("STOP");
+    let stepped_down = common::wait_until(
+        "the leader steps down without etcd",
+        Duration::from_secs(LEASE_S + 5),
+        || cluster.leaders().is_empty(),
+    );
+    cluster.signal_etcd("CONT");
+    println!(
+        "etcd frozen: the leader stopped serving {stepped_down:.2?} after the freeze (lease {LEASE_S} s)"
+    );
+    assert!(
+        stepped_down < Duration::from_millis(LEASE_S * 1000),
+        "the leader served {stepped_down:?} without renewing its {LEASE_S} s lease"
+    );
+    let again = cluster.wait_leader(None, Duration::from_secs(LEASE_S + 15));
+    println!("etcd back: meta {again} leads again");
+    let c = Client::connect(&cluster.client_config(TIMEOUT_MS)).expect("client connects");
+    assert!(
+        c.batch_exist(&["nothing"]).is_ok(),
+        "the new leader answers"
     );
 }

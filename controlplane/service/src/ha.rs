@@ -80,6 +80,10 @@ pub fn run(config: &MetaConfig, stop: &AtomicBool, mut on_role: impl FnMut(Role)
                 on_role(Role::Leader(addr));
                 lead(&etcd, server, lease, epoch, ttl_s, stop);
                 on_role(Role::Standby);
+                if !stop.load(Ordering::Acquire) {
+                    // Lost: release the key at once if etcd answers again (best effort).
+                    let _ = etcd.revoke(lease, deadline(ttl_s));
+                }
             }
             Ok(None) => {}
             Err(CampaignError::Fatal(e)) => return Err(e),
@@ -168,14 +172,27 @@ fn campaign(
     Ok(Some((server, lease, epoch)))
 }
 
-/// Serve until the lease is lost or `stop` is set.
+/// Serve until the lease is lost or `stop` is set; stops the server. On a stop, revokes the lease
+/// (a standby takes over at once); after losing it, the caller revokes it once it has heard.
 fn lead(etcd: &Etcd, server: MetaServer, lease: i64, epoch: u64, ttl_s: u64, stop: &AtomicBool) {
     let ttl = Duration::from_secs(ttl_s);
     let started = Instant::now();
-    let mut renewed = Instant::now();
     let renew_every = ttl / 3;
+    // Counted from before the renewal was sent, so etcd's own expiry is later still.
+    let mut renewed = started;
+    let mut failing = false;
     loop {
-        sleep_unless(stop, renew_every);
+        let step_down_at = renewed + ttl * 2 / 3;
+        let next = if failing {
+            Instant::now() + RETRY.min(renew_every)
+        } else {
+            renewed + renew_every
+        };
+        sleep_unless(
+            stop,
+            next.min(step_down_at)
+                .saturating_duration_since(Instant::now()),
+        );
         if stop.load(Ordering::Acquire) {
             server.stop();
             match etcd.revoke(lease, Instant::now() + Duration::from_secs(1)) {
@@ -186,9 +203,18 @@ fn lead(etcd: &Etcd, server: MetaServer, lease: i64, epoch: u64, ttl_s: u64, sto
             }
             return;
         }
-        match etcd.keep_alive(lease, Instant::now() + renew_every) {
+        let sent = Instant::now();
+        if sent >= step_down_at {
+            warn!(
+                lease_s = ttl_s,
+                "leader lease not renewed for two thirds of its TTL: stepping down"
+            );
+            break;
+        }
+        match etcd.keep_alive(lease, (sent + renew_every).min(step_down_at)) {
             Ok(left) if left > 0 => {
-                renewed = Instant::now();
+                renewed = sent;
+                failing = false;
                 let served = started.elapsed().as_millis() as u64;
                 raise_epoch_floor(etcd, epoch + served + 1000 * ttl_s, ttl_s);
             }
@@ -197,16 +223,12 @@ fn lead(etcd: &Etcd, server: MetaServer, lease: i64, epoch: u64, ttl_s: u64, sto
                 break;
             }
             Err(e) => {
-                if renewed.elapsed() >= ttl * 2 / 3 {
-                    warn!(error = %e, "leader lease not renewed for two thirds of its TTL: stepping down");
-                    break;
-                }
+                failing = true;
                 warn!(error = %e, "leader lease renewal failed: trying again");
             }
         }
     }
     server.stop();
-    let _ = etcd.revoke(lease, Instant::now() + Duration::from_secs(1));
 }
 
 /// Raise the epoch key to at least `floor` (best effort: a failure only narrows the margin).

@@ -11,7 +11,7 @@ use mmc_config::parse_etcd_url;
 use mmc_dataplane::ClientConfig;
 use mmc_meta_service::etcd::Etcd;
 
-use super::{bin, wait_file, wait_until, Local};
+use super::{bin, signal_pid, wait_file, wait_until, Local};
 
 /// The `etcd` binary: `$MMC_ETCD`, else `etcd` on the PATH, else /usr/bin/etcd. None when absent
 /// (the caller skips with a printed reason).
@@ -152,13 +152,19 @@ impl HaCluster {
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
     }
 
-    /// Wait (bounded) until exactly one meta service leads and etcd names it; its index.
-    pub fn wait_leader(&self, limit: Duration) -> usize {
+    /// Wait (bounded) until exactly one meta service other than `not` leads and etcd names it;
+    /// its index.
+    pub fn wait_leader(&self, not: Option<usize>, limit: Duration) -> usize {
         let mut leader = None;
         wait_until("one meta leader", limit, || {
             let l = self.leaders();
             leader = match l.as_slice() {
-                [(i, addr)] if self.leader_in_etcd() == Some(format!("tcp://{addr}")) => Some(*i),
+                [(i, addr)]
+                    if Some(*i) != not
+                        && self.leader_in_etcd() == Some(format!("tcp://{addr}")) =>
+                {
+                    Some(*i)
+                }
                 _ => None,
             };
             leader.is_some()
@@ -171,6 +177,16 @@ impl HaCluster {
         if let Some(mut c) = self.metas[i].take() {
             kill(&mut c);
         }
+    }
+
+    /// Send `signal` (`TERM`, `STOP`, ...) to meta service `i`.
+    pub fn signal_meta(&self, i: usize, signal: &str) {
+        signal_pid(self.metas[i].as_ref().expect("meta runs").id(), signal);
+    }
+
+    /// Send `signal` (`STOP`, `CONT`) to etcd.
+    pub fn signal_etcd(&self, signal: &str) {
+        signal_pid(self.etcd.id(), signal);
     }
 
     /// An `mmc-local` of `dram` that finds the meta service through etcd.
