@@ -247,3 +247,52 @@ fn decode_kv(kv: &Value) -> Option<KeyValue> {
         lease: int_field(kv, "lease").unwrap_or(0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_json_decodes() {
+        // As etcd 3.4's gateway writes them: 64-bit integers as strings, bytes in base64,
+        // zero fields left out.
+        let kv: Value = serde_json::from_str(
+            r#"{"key":"L21tYy9tZXRhL2xlYWRlcg==","create_revision":"2","mod_revision":"7",
+                "version":"1","value":"dGNwOi8vMTI3LjAuMC4xOjUwMDA=","lease":"2324035707374189831"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            decode_kv(&kv),
+            Some(KeyValue {
+                value: b"tcp://127.0.0.1:5000".to_vec(),
+                mod_revision: 7,
+                lease: 2324035707374189831,
+            })
+        );
+        let empty: Value = serde_json::from_str(r#"{"key":"YQ==","mod_revision":"3"}"#).unwrap();
+        assert_eq!(decode_kv(&empty).map(|k| k.value), Some(Vec::new()));
+        let bad: Value = serde_json::from_str(r#"{"value":"not base64!"}"#).unwrap();
+        assert_eq!(decode_kv(&bad), None);
+        let n: Value = serde_json::from_str(r#"{"ID":7,"TTL":"3","x":true}"#).unwrap();
+        assert_eq!(int_field(&n, "ID"), Some(7));
+        assert_eq!(int_field(&n, "TTL"), Some(3));
+        assert_eq!(int_field(&n, "x"), None);
+        assert_eq!(int_field(&n, "missing"), None);
+    }
+
+    #[test]
+    fn no_endpoint_answering_is_unreachable() {
+        // A port nothing listens on: bind one, then close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url = mmc_config::parse_etcd_url(&format!("etcd://127.0.0.1:{port}")).unwrap();
+        let etcd = Etcd::new(url);
+        let e = etcd
+            .get("/mmc/meta/leader", Instant::now() + Duration::from_secs(2))
+            .unwrap_err();
+        assert!(matches!(e, EtcdError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains(&port.to_string()), "{e}");
+    }
+}

@@ -13,9 +13,10 @@
 //!   the lease can expire and a standby take over: then campaign again. A stop signal revokes the
 //!   lease, so a standby takes over at once.
 //! - **Epoch**: incarnations, put tokens and lease ids start at `epoch << 16`. A leader starts at
-//!   `max(its clock, the epoch key + 1)`, writes that to the epoch key, and while it leads raises
-//!   the key to `epoch + ms served + TTL` at each renewal, so the next leader's numbers are above
-//!   every one this leader handed out even when the two hosts' clocks disagree.
+//!   `max(its clock, the epoch key + 1)`, writes that to the epoch key, and while it leads keeps
+//!   the key above `epoch + ms served + TTL` (raising it a minute ahead when it gets close), so
+//!   the next leader's numbers are above every one this leader handed out even when the two
+//!   hosts' clocks disagree.
 //!
 //! A new leader rebuilds its directory from the local services' rejoins, as after a restart.
 
@@ -34,6 +35,8 @@ use crate::server::{epoch_now, MetaServer};
 
 /// How often a standby reads the leader key.
 pub const STANDBY_POLL: Duration = Duration::from_millis(100);
+/// How far ahead of the numbers it hands out a leader keeps the epoch key (see [`lead`]).
+const EPOCH_AHEAD_MS: u64 = 60_000;
 /// Pause after a failed etcd call before the next attempt.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -54,11 +57,16 @@ pub fn run(config: &MetaConfig, stop: &AtomicBool, mut on_role: impl FnMut(Role)
     let etcd = Etcd::new(url);
     let ttl_s = config.etcd_lease_s.max(1);
     let mut last_leader: Option<Vec<u8>> = None;
+    // Whether the last etcd call failed (warn once per outage, not at every retry).
+    let mut etcd_down = false;
     info!(etcd = %config.etcd_url, lease_s = ttl_s, "meta service standing by: campaigning through etcd");
     while !stop.load(Ordering::Acquire) {
         // Stand by while someone holds the leader key.
         match etcd.get(&etcd.url().leader_key(), deadline(ttl_s)) {
             Ok(Some(kv)) => {
+                if std::mem::take(&mut etcd_down) {
+                    info!("etcd answers again");
+                }
                 if last_leader.as_ref() != Some(&kv.value) {
                     info!(leader = %String::from_utf8_lossy(&kv.value), "standing by: another meta service leads");
                     last_leader = Some(kv.value);
@@ -66,9 +74,11 @@ pub fn run(config: &MetaConfig, stop: &AtomicBool, mut on_role: impl FnMut(Role)
                 sleep_unless(stop, STANDBY_POLL);
                 continue;
             }
-            Ok(None) => {}
+            Ok(None) => etcd_down = false,
             Err(e) => {
-                warn!(error = %e, "standing by: etcd unreachable");
+                if !std::mem::replace(&mut etcd_down, true) {
+                    warn!(error = %e, "standing by: etcd unreachable (trying every 250 ms)");
+                }
                 sleep_unless(stop, RETRY);
                 continue;
             }
@@ -88,7 +98,9 @@ pub fn run(config: &MetaConfig, stop: &AtomicBool, mut on_role: impl FnMut(Role)
             Ok(None) => {}
             Err(CampaignError::Fatal(e)) => return Err(e),
             Err(CampaignError::Etcd(e)) => {
-                warn!(error = %e, "campaign failed: etcd");
+                if !std::mem::replace(&mut etcd_down, true) {
+                    warn!(error = %e, "campaign failed: etcd unreachable (trying every 250 ms)");
+                }
                 sleep_unless(stop, RETRY);
             }
         }
@@ -181,6 +193,9 @@ fn lead(etcd: &Etcd, server: MetaServer, lease: i64, epoch: u64, ttl_s: u64, sto
     // Counted from before the renewal was sent, so etcd's own expiry is later still.
     let mut renewed = started;
     let mut failing = false;
+    // The epoch key is kept this far ahead of the numbers handed out, so that it is written
+    // about once a minute (every write is an etcd revision), not at every renewal.
+    let mut floor = epoch;
     loop {
         let step_down_at = renewed + ttl * 2 / 3;
         let next = if failing {
@@ -215,8 +230,11 @@ fn lead(etcd: &Etcd, server: MetaServer, lease: i64, epoch: u64, ttl_s: u64, sto
             Ok(left) if left > 0 => {
                 renewed = sent;
                 failing = false;
-                let served = started.elapsed().as_millis() as u64;
-                raise_epoch_floor(etcd, epoch + served + 1000 * ttl_s, ttl_s);
+                let reach = epoch + started.elapsed().as_millis() as u64 + 1000 * ttl_s;
+                if reach >= floor {
+                    floor = reach + EPOCH_AHEAD_MS;
+                    raise_epoch_floor(etcd, floor, ttl_s);
+                }
             }
             Ok(_) => {
                 warn!("leader lease expired: stepping down");
