@@ -114,7 +114,16 @@ pub fn meta_params(c: &MetaConfig) -> MetaParams {
 }
 
 impl MetaServer {
+    /// A single meta service. Refused when `etcd_url` is set: a highly available one serves only
+    /// while elected ([`crate::ha::run`], which `mmc-meta` runs).
     pub fn start(config: &MetaConfig) -> Result<MetaServer> {
+        if !config.etcd_url.is_empty() {
+            return Err(Error::Config(format!(
+                "etcd_url is set ({}): a highly available meta service runs through \
+                 mmc_meta_service::ha::run (mmc-meta), not as a single server",
+                config.etcd_url
+            )));
+        }
         MetaServer::start_with_epoch(config, epoch_now())
     }
 
