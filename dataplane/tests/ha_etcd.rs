@@ -249,3 +249,74 @@ fn a_leader_hands_over_on_stop_and_steps_down_without_etcd() {
         "the new leader answers"
     );
 }
+
+/// A leader frozen (SIGSTOP) past its lease: a standby takes over, and clients and the local
+/// service leave the frozen one after at most one call's timeout. Woken (SIGCONT), the old leader
+/// answers nothing (its lease lapsed) and stands by.
+#[test]
+fn a_frozen_leader_is_replaced_and_stands_by_when_it_wakes() {
+    let Some(mut cluster) = HaCluster::start(2, &["--etcd-lease-s", &LEASE_S.to_string()]) else {
+        println!("SKIPPED: no etcd binary (apt-get install etcd-server, or set MMC_ETCD)");
+        return;
+    };
+    let first = cluster.wait_leader(None, Duration::from_secs(15));
+    let first_addr = cluster.leader_in_etcd().expect("a leader");
+    cluster.add_local("32MB");
+    let timeout_ms = 2_000;
+    let c = Client::connect(&cluster.client_config(timeout_ms)).expect("client connects");
+    let keys = load::preload(&c, "frozen", 20, OBJECT_BYTES, 1);
+    std::thread::sleep(Duration::from_millis(2 * HEARTBEAT_MS + 500));
+
+    cluster.signal_meta(first, "STOP");
+    let frozen_at = Instant::now();
+    let other = 1 - first;
+    let elected = common::wait_until(
+        "a standby elected while the leader is frozen",
+        Duration::from_secs(LEASE_S + 10),
+        || {
+            let named = cluster.leader_in_etcd();
+            named.is_some()
+                && named != Some(first_addr.clone())
+                && cluster.leaders().iter().any(|(i, _)| *i == other)
+        },
+    );
+    // The client's pooled connections lead to the frozen process, whose kernel still accepts:
+    // each call may wait out its timeout once before the client asks etcd again.
+    let mut failed = 0;
+    let readable = common::wait_until(
+        "every object readable through the new leader",
+        Duration::from_secs(20),
+        || {
+            let ok = keys.iter().all(|k| {
+                c.get(k)
+                    .is_ok_and(|b| b == common::pattern(k, OBJECT_BYTES))
+            });
+            failed += usize::from(!ok);
+            ok
+        },
+    );
+    cluster.signal_meta(first, "CONT");
+    let stood_by = common::wait_until(
+        "the woken leader stands by",
+        Duration::from_secs(LEASE_S + 5),
+        || !cluster.leaders().iter().any(|(i, _)| *i == first),
+    );
+    println!(
+        "leader (meta {first}) frozen: meta {other} elected {elected:.2?} later; all 20 objects \
+         read back {:.2?} after the freeze ({failed} rounds failed); woken after {:.2?}, it stood \
+         by within {stood_by:.2?}",
+        elected + readable,
+        frozen_at.elapsed()
+    );
+    assert_ne!(
+        cluster.leader_in_etcd(),
+        Some(first_addr),
+        "the woken leader took the key back"
+    );
+    for k in &keys {
+        assert_eq!(
+            c.get(k).expect("get after the wake"),
+            common::pattern(k, OBJECT_BYTES)
+        );
+    }
+}

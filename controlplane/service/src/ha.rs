@@ -10,8 +10,10 @@
 //!   client that reaches its address is refused at once and asks etcd again.
 //! - **Lead**: renew the lease every third of its TTL. A renewal answered with TTL 0 (the lease
 //!   expired), or no renewal for two thirds of the TTL (etcd unreachable), stops the server before
-//!   the lease can expire and a standby take over: then campaign again. A stop signal revokes the
-//!   lease, so a standby takes over at once.
+//!   the lease can expire and a standby take over: then campaign again. The server itself refuses
+//!   (closes) requests past two thirds of the lease since its last renewal, so a leader frozen
+//!   past its lease (SIGSTOP, swap) answers nothing on waking. A stop signal revokes the lease,
+//!   so a standby takes over at once.
 //! - **Epoch**: incarnations, put tokens and lease ids start at `epoch << 16`. A leader starts at
 //!   `max(its clock, the epoch key + 1)`, writes that to the epoch key, and while it leads keeps
 //!   the key above `epoch + ms served + TTL` (raising it a minute ahead when it gets close), so
@@ -84,11 +86,17 @@ pub fn run(config: &MetaConfig, stop: &AtomicBool, mut on_role: impl FnMut(Role)
             }
         }
         match campaign(config, &etcd, ttl_s) {
-            Ok(Some((server, lease, epoch))) => {
+            Ok(Some((server, lease, epoch, granted))) => {
                 last_leader = None;
                 let addr = server.local_addr();
                 on_role(Role::Leader(addr));
-                lead(&etcd, server, lease, epoch, ttl_s, stop);
+                let term = Term {
+                    lease,
+                    epoch,
+                    ttl_s,
+                    granted,
+                };
+                lead(&etcd, server, term, stop);
                 on_role(Role::Standby);
                 if !stop.load(Ordering::Acquire) {
                     // Lost: release the key at once if etcd answers again (best effort).
@@ -108,6 +116,14 @@ pub fn run(config: &MetaConfig, stop: &AtomicBool, mut on_role: impl FnMut(Role)
     Ok(())
 }
 
+/// A won election: the lease, the epoch the server started with, when the lease was asked for.
+struct Term {
+    lease: i64,
+    epoch: u64,
+    ttl_s: u64,
+    granted: Instant,
+}
+
 enum CampaignError {
     Etcd(EtcdError),
     Fatal(Error),
@@ -119,12 +135,13 @@ impl From<EtcdError> for CampaignError {
     }
 }
 
-/// One attempt at the leader key. Some((server, lease, epoch)) when won.
+/// One attempt at the leader key. Some((server, lease, epoch, when the lease was asked for))
+/// when won.
 fn campaign(
     config: &MetaConfig,
     etcd: &Etcd,
     ttl_s: u64,
-) -> std::result::Result<Option<(MetaServer, i64, u64)>, CampaignError> {
+) -> std::result::Result<Option<(MetaServer, i64, u64, Instant)>, CampaignError> {
     let epoch_key = etcd.url().epoch_key();
     let stored = etcd.get(&epoch_key, deadline(ttl_s))?;
     let (floor, rev) = match &stored {
@@ -132,9 +149,13 @@ fn campaign(
         None => (0, 0),
     };
     let epoch = epoch_now().max(floor.saturating_add(1)).min(EPOCH_MAX);
+    let granted = Instant::now();
     let lease = etcd.grant(ttl_s, deadline(ttl_s))?;
     let server = match MetaServer::start_with_epoch(config, epoch) {
-        Ok(s) => s,
+        Ok(s) => {
+            s.serve_until(granted + Duration::from_secs(ttl_s) * 2 / 3);
+            s
+        }
         Err(e) => {
             let _ = etcd.revoke(lease, deadline(ttl_s));
             return Err(CampaignError::Fatal(e));
@@ -181,17 +202,23 @@ fn campaign(
         }
     }
     info!(advertised = %advertised, epoch, lease_s = ttl_s, "elected meta leader: serving (directory rebuilt from the local services' rejoins)");
-    Ok(Some((server, lease, epoch)))
+    Ok(Some((server, lease, epoch, granted)))
 }
 
 /// Serve until the lease is lost or `stop` is set; stops the server. On a stop, revokes the lease
 /// (a standby takes over at once); after losing it, the caller revokes it once it has heard.
-fn lead(etcd: &Etcd, server: MetaServer, lease: i64, epoch: u64, ttl_s: u64, stop: &AtomicBool) {
+fn lead(etcd: &Etcd, server: MetaServer, term: Term, stop: &AtomicBool) {
+    let Term {
+        lease,
+        epoch,
+        ttl_s,
+        granted,
+    } = term;
     let ttl = Duration::from_secs(ttl_s);
     let started = Instant::now();
     let renew_every = ttl / 3;
-    // Counted from before the renewal was sent, so etcd's own expiry is later still.
-    let mut renewed = started;
+    // Counted from before the request was sent, so etcd's own expiry is later still.
+    let mut renewed = granted;
     let mut failing = false;
     // The epoch key is kept this far ahead of the numbers handed out, so that it is written
     // about once a minute (every write is an etcd revision), not at every renewal.
@@ -229,6 +256,7 @@ fn lead(etcd: &Etcd, server: MetaServer, lease: i64, epoch: u64, ttl_s: u64, sto
         match etcd.keep_alive(lease, (sent + renew_every).min(step_down_at)) {
             Ok(left) if left > 0 => {
                 renewed = sent;
+                server.serve_until(sent + ttl * 2 / 3);
                 failing = false;
                 let reach = epoch + started.elapsed().as_millis() as u64 + 1000 * ttl_s;
                 if reach >= floor {

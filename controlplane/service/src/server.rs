@@ -42,6 +42,10 @@ struct Shared {
     suspect_on_close: bool,
     /// Probes of members paused by a hint (`probe_dead`).
     prober: Prober,
+    /// Requests are served until this many ms after `started` (u64::MAX: always). An elected
+    /// leader sets it to where its etcd lease may have lapsed, so a leader frozen past its lease
+    /// closes the connections it finds on waking instead of answering (see [`crate::ha`]).
+    serve_until_ms: AtomicU64,
 }
 
 /// What a poisoned core lock means: crash rather than serve a half-updated directory.
@@ -152,6 +156,7 @@ impl MetaServer {
             clients: Mutex::new(HashMap::new()),
             suspect_on_close: config.suspect_on_close,
             prober: Prober::new(probe_settings(config)),
+            serve_until_ms: AtomicU64::new(u64::MAX),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -193,6 +198,17 @@ impl MetaServer {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Serve requests only until `until` (an elected leader's lease, see [`crate::ha`]); a
+    /// request read later closes its connection unanswered, so its sender asks etcd again.
+    pub fn serve_until(&self, until: Instant) {
+        let ms = until
+            .saturating_duration_since(self.shared.started)
+            .as_millis();
+        self.shared
+            .serve_until_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// Stop accepting, close every connection, join every thread.
@@ -522,6 +538,10 @@ fn serve_conn(
             )));
         }
         let req: Request = wire::decode_payload(&buf)?;
+        if shared.now_ms() >= shared.serve_until_ms.load(Ordering::Acquire) {
+            debug!("request after this leader's lease may have lapsed: connection closed");
+            return Err(WireError::Closed);
+        }
         let membership = matches!(req, Request::Register(_) | Request::Heartbeat { .. });
         let mut suspects = Vec::new();
         let reply = shared.with_core(|core, now| {

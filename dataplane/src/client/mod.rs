@@ -249,7 +249,13 @@ impl Client {
                 self.put_meta_conn(conn);
                 Err(e)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if matches!(e, Error::Timeout { .. } | Error::MetaUnreachable { .. }) {
+                    // Behind etcd: a frozen leader may have been replaced; ask again next time.
+                    self.meta.forget(conn.addr());
+                }
+                Err(e)
+            }
         }
     }
 

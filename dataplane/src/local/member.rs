@@ -153,8 +153,10 @@ impl Driver {
         let conn = self.conn.as_mut().expect("connected above");
         let reply = conn.call(request, deadline);
         if let Err(e) = &reply {
-            if matches!(e, mmc_controlplane::Error::MetaUnreachable { .. }) {
-                // Behind etcd: the leader may have changed; ask again at the next connect.
+            use mmc_controlplane::Error::{MetaUnreachable, Timeout};
+            if matches!(e, MetaUnreachable { .. } | Timeout { .. }) {
+                // Behind etcd: the leader may have changed (or be frozen and replaced); ask
+                // again at the next connect.
                 inner.meta.forget(conn.addr());
             }
             self.conn = None;
