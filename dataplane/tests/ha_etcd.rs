@@ -73,6 +73,7 @@ fn a_standby_meta_takes_over_through_etcd_and_rebuilds_every_object() {
         .collect();
     let clock = &loads[0].1;
     std::thread::sleep(Duration::from_millis(KILL_AT_MS).saturating_sub(clock.now()));
+    let epoch_before = cluster.epoch_in_etcd();
     let killed = clock.now();
     let killed_at = Instant::now();
     cluster.kill_meta(first);
@@ -82,6 +83,12 @@ fn a_standby_meta_takes_over_through_etcd_and_rebuilds_every_object() {
     let elected_in = killed_at.elapsed();
     assert_ne!(second, first, "the killed meta service cannot lead");
     let elected = clock.now();
+    // The new leader numbers incarnations and put tokens above every one the old leader used.
+    let epoch_after = cluster.epoch_in_etcd();
+    assert!(
+        epoch_after > epoch_before,
+        "epoch {epoch_after} not above the old leader's floor {epoch_before}"
+    );
 
     // Every object readable: one batch exist waits (Busy) while the directory is rebuilt.
     let checker = Client::connect(&cluster.client_config(TIMEOUT_MS)).expect("checker connects");

@@ -152,6 +152,19 @@ impl HaCluster {
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
     }
 
+    /// The epoch key: the floor above which the next leader numbers incarnations and tokens.
+    pub fn epoch_in_etcd(&self) -> u64 {
+        let key = self.etcd_client.url().epoch_key();
+        let kv = self
+            .etcd_client
+            .get(&key, Instant::now() + Duration::from_secs(1))
+            .expect("etcd answers")
+            .expect("a leader wrote the epoch key");
+        String::from_utf8_lossy(&kv.value)
+            .parse()
+            .expect("the epoch key holds a number")
+    }
+
     /// Wait (bounded) until exactly one meta service other than `not` leads and etcd names it;
     /// its index.
     pub fn wait_leader(&self, not: Option<usize>, limit: Duration) -> usize {
