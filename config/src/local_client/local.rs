@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::discovery::DiscoveryUrl;
 use crate::table::{self, Bool, Flag, Int, Key, Level, OptInt, OptTcpUrl, Size, TcpUrl};
 use crate::{config_key, config_struct};
 use crate::{
@@ -18,8 +19,8 @@ use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType, D
 pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "meta_url", aliases: ["discovery_url"], ock: OCK_META_SERVICE_URL,
-        flag: Flag::Value("meta"), kind: TcpUrl, field: meta_url,
-        default: "tcp://127.0.0.1:5000", doc: "Where to find the meta service.",
+        flag: Flag::Value("meta"), kind: DiscoveryUrl, field: meta_url,
+        default: "tcp://127.0.0.1:5000", doc: "Where to find the meta service: its address, or the etcd cluster in which the meta leader publishes its own (high availability).",
     }),
     config_key!(LocalConfig {
         name: "data_url", aliases: ["hcom_url"], ock: "ock.mmc.local_service.hcom_url",

@@ -9,14 +9,13 @@ mod device;
 mod get;
 mod put;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use mmc_config::parse_tcp_url;
 use mmc_controlplane::msg::{self, AllocRequest, Replica, Reply, Request};
 use mmc_controlplane::{Error, Result};
 use mmc_meta_service::rpc::MetaConn;
+use mmc_meta_service::MetaLocator;
 use tracing::{debug, info, warn};
 
 use crate::local::LocalService;
@@ -39,7 +38,8 @@ pub struct ObjectInfo {
 pub struct Client {
     /// Where the operations' millisecond clock starts.
     started: Instant,
-    meta_addr: SocketAddr,
+    /// The meta service: a fixed address, or the leader etcd names (followed on failure).
+    meta: MetaLocator,
     timeout: Duration,
     meta_conns: Mutex<Vec<MetaConn>>,
     /// This client's session id (random, nonzero), sent with every put's allocation: when every
@@ -98,8 +98,7 @@ impl Client {
     }
 
     fn build(config: &ClientConfig, embedded: Option<Arc<LocalService>>) -> Result<Client> {
-        let meta_addr =
-            parse_tcp_url(&config.meta_url).map_err(|e| Error::Config(e.to_string()))?;
+        let meta = MetaLocator::new(&config.meta_url)?;
         let timeout = Duration::from_millis(if config.timeout_ms == 0 {
             60_000
         } else {
@@ -107,7 +106,7 @@ impl Client {
         });
         let mut client = Client {
             started: Instant::now(),
-            meta_addr,
+            meta,
             timeout,
             meta_conns: Mutex::new(Vec::new()),
             client_id: session_id(),
@@ -125,12 +124,13 @@ impl Client {
         };
         // Prove the meta service answers now, so init fails early and clearly.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
-        let conn = MetaConn::connect(meta_addr, deadline).inspect_err(|e| {
+        let conn = client.connect_meta(deadline).inspect_err(|e| {
             warn!(url = %config.meta_url, error = %e, "client init: meta service unreachable");
         })?;
+        let meta_addr = conn.addr();
         client.put_meta_conn(conn);
         *client.session.get_mut().expect("not shared yet") = client.open_session(deadline);
-        info!(meta = %meta_addr, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
+        info!(meta = %meta_addr, url = %config.meta_url, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
             embedded = client.local_rank(), verify_reads = client.verify_reads, "client connected");
         Ok(client)
     }
@@ -234,11 +234,15 @@ impl Client {
             }
             Err(Error::MetaUnreachable { .. }) if was_pooled => {
                 debug!("pooled meta connection was stale: reconnecting");
+                // Behind etcd: the leader may have changed; ask again.
+                self.meta.forget(conn.addr());
                 // The meta service restarted: the session connection died with it.
                 self.session_stale
                     .store(true, std::sync::atomic::Ordering::Release);
                 let mut conn = self.connect_meta(deadline)?;
-                let reply = conn.call(req, deadline)?;
+                let reply = conn
+                    .call(req, deadline)
+                    .inspect_err(|_| self.meta.forget(conn.addr()))?;
                 self.put_meta_conn(conn);
                 Ok(reply)
             }
@@ -246,7 +250,13 @@ impl Client {
                 self.put_meta_conn(conn);
                 Err(e)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if matches!(e, Error::Timeout { .. } | Error::MetaUnreachable { .. }) {
+                    // Behind etcd: a frozen leader may have been replaced; ask again next time.
+                    self.meta.forget(conn.addr());
+                }
+                Err(e)
+            }
         }
     }
 
@@ -261,6 +271,10 @@ impl Client {
         let renewed = self.open_session(deadline);
         if renewed.is_some() {
             debug!("client session connection opened again after a meta restart");
+        } else {
+            // Still down (a restart or a leader change in progress): try again before the next put.
+            self.session_stale
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         *self
             .session
@@ -292,7 +306,7 @@ impl Client {
     }
 
     fn connect_meta(&self, deadline: Instant) -> Result<MetaConn> {
-        let mut conn = MetaConn::connect(self.meta_addr, deadline)?;
+        let mut conn = self.meta.connect(deadline)?;
         conn.set_busy_poll(self.busy_poll);
         Ok(conn)
     }

@@ -148,11 +148,17 @@ impl Driver {
     ) -> Result<mmc_controlplane::msg::Reply> {
         let deadline = deadline.max(Instant::now() + Duration::from_millis(100));
         if self.conn.is_none() {
-            self.conn = Some(MetaConn::connect(inner.meta_addr, deadline)?);
+            self.conn = Some(inner.meta.connect(deadline)?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         let reply = conn.call(request, deadline);
-        if reply.is_err() {
+        if let Err(e) = &reply {
+            use mmc_controlplane::Error::{MetaUnreachable, Timeout};
+            if matches!(e, MetaUnreachable { .. } | Timeout { .. }) {
+                // Behind etcd: the leader may have changed (or be frozen and replaced); ask
+                // again at the next connect.
+                inner.meta.forget(conn.addr());
+            }
             self.conn = None;
         }
         reply

@@ -61,7 +61,8 @@ pub(crate) struct Inner {
     pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
     /// Busy-poll for each next request this long before blocking.
     pub(crate) busy_poll: Duration,
-    meta_addr: SocketAddr,
+    /// The meta service: a fixed address, or the leader etcd names (followed on failure).
+    pub(crate) meta: mmc_meta_service::MetaLocator,
     /// The core's clock starts here.
     started: Instant,
     /// The repair worker's queue (set once it runs).
@@ -161,8 +162,7 @@ impl LocalService {
                 "a local service needs a DRAM or HBM size above 0".into(),
             ));
         }
-        let meta_addr =
-            parse_tcp_url(&config.meta_url).map_err(|e| Error::Config(e.to_string()))?;
+        let meta = mmc_meta_service::MetaLocator::new(&config.meta_url)?;
         let listen = parse_tcp_url(&config.data_url).map_err(|e| Error::Config(e.to_string()))?;
         if config.device_backend != "auto" {
             // Chosen explicitly: start it now (a bad choice fails here, not at the first copy).
@@ -245,7 +245,7 @@ impl LocalService {
             driver_turn: Mutex::new(()),
             conns: Mutex::new(HashMap::new()),
             busy_poll: Duration::from_micros(config.busy_poll_us),
-            meta_addr,
+            meta,
             started: Instant::now(),
             repairs: std::sync::OnceLock::new(),
         };
@@ -311,9 +311,9 @@ impl LocalService {
         self.data_addr
     }
 
-    /// The meta service this local service registered with.
-    pub fn meta_addr(&self) -> SocketAddr {
-        self.inner.meta_addr
+    /// Whether this local service registers with the meta service that `meta_url` names.
+    pub fn uses_meta(&self, meta_url: &str) -> bool {
+        self.inner.meta.same_as(meta_url)
     }
 
     /// Copy `src` into the pool that holds `f.segment` (the embedded client's fast path), inside
