@@ -179,7 +179,9 @@ impl Api {
                 mem_host_register: sym(lib, BACKEND, "cuMemHostRegister_v2")?,
                 mem_host_unregister: sym(lib, BACKEND, "cuMemHostUnregister")?,
                 ipc_get_mem_handle: sym(lib, BACKEND, "cuIpcGetMemHandle")?,
-                ipc_open_mem_handle: sym(lib, BACKEND, "cuIpcOpenMemHandle_v2")?,
+                // `_v2` since CUDA 11.0; the same signature under the plain name before.
+                ipc_open_mem_handle: sym(lib, BACKEND, "cuIpcOpenMemHandle_v2")
+                    .or_else(|_| sym(lib, BACKEND, "cuIpcOpenMemHandle"))?,
                 ipc_close_mem_handle: sym(lib, BACKEND, "cuIpcCloseMemHandle")?,
                 get_error_name: sym(lib, BACKEND, "cuGetErrorName")?,
                 get_error_string: sym(lib, BACKEND, "cuGetErrorString")?,
@@ -365,12 +367,21 @@ impl Cuda {
 
     /// The calling thread's current context, put back when the guard drops.
     fn save_current(&self) -> Restore<'_> {
-        let mut prev: CuContext = std::ptr::null_mut();
-        // SAFETY: writes one CUcontext (null when none is current).
-        unsafe { (self.api.ctx_get_current)(&mut prev) };
         Restore {
             api: &self.api,
-            prev,
+            prev: self.current_ctx(),
+        }
+    }
+
+    /// The calling thread's current context (null when none is).
+    fn current_ctx(&self) -> CuContext {
+        let mut ctx: CuContext = std::ptr::null_mut();
+        // SAFETY: writes one CUcontext (null when none is current).
+        let r = unsafe { (self.api.ctx_get_current)(&mut ctx) };
+        if r == CUDA_SUCCESS {
+            ctx
+        } else {
+            std::ptr::null_mut()
         }
     }
 
@@ -393,10 +404,15 @@ impl Cuda {
     }
 
     fn classify_inner(&self, ptr: u64) -> PtrKind {
+        // The driver answers from a context: a thread with none gets device 0's primary context
+        // (what the CUDA runtime would make current there), and keeps it.
+        if self.current_ctx().is_null() && self.enter(0, "classify").is_err() {
+            return PtrKind::Host;
+        }
         let (mut r, mut mt) = self.attribute::<c_uint>(CU_POINTER_ATTRIBUTE_MEMORY_TYPE, ptr);
         let _restore;
         if r == CUDA_ERROR_INVALID_CONTEXT || r == CUDA_ERROR_NOT_INITIALIZED {
-            // No context on this thread: ask again from device 0's primary context.
+            // The current context is unusable (not ours): ask again from device 0's.
             _restore = self.save_current();
             if self.enter(0, "classify").is_err() {
                 return PtrKind::Host;
