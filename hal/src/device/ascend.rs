@@ -17,6 +17,7 @@
 //!   allocators may be unknown, a copy trusts its explicit kind for the device side and runs it on
 //!   the device the pointer is known to belong to, else the calling thread's current device.
 //! - **Optional symbols** (older CANN lacks them): `aclrtPointerGetAttributes`,
+//!   `aclrtDeviceEnablePeerAccess` (called once per pair of devices a copy crosses),
 //!   `aclrtHostRegister` / `aclrtHostUnregister` (without them `register_host` answers
 //!   `Ok(false)`), `aclrtIpcMemGetExportKey` / `aclrtIpcMemImportByKey` / `aclrtIpcMemClose`
 //!   (without them export and import fail naming the missing symbol), `aclGetRecentErrMsg`.
@@ -29,7 +30,7 @@
 //! `acl/acl_base.h`); `aclInit` and `aclGetRecentErrMsg` are in `acl/acl.h` in CANN releases
 //! before the runtime headers were split out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
 
@@ -143,6 +144,8 @@ struct Api {
     ipc_close: Option<unsafe extern "C" fn(*const c_char) -> AclError>,
     /// `const char *aclGetRecentErrMsg();`
     recent_err_msg: Option<unsafe extern "C" fn() -> *const c_char>,
+    /// `aclError aclrtDeviceEnablePeerAccess(int32_t peerDeviceId, uint32_t flags);`
+    enable_peer_access: Option<unsafe extern "C" fn(i32, u32) -> AclError>,
 }
 
 impl Api {
@@ -167,6 +170,7 @@ impl Api {
                 ipc_import: sym(lib, BACKEND, "aclrtIpcMemImportByKey").ok(),
                 ipc_close: sym(lib, BACKEND, "aclrtIpcMemClose").ok(),
                 recent_err_msg: sym(lib, BACKEND, "aclGetRecentErrMsg").ok(),
+                enable_peer_access: sym(lib, BACKEND, "aclrtDeviceEnablePeerAccess").ok(),
             })
         }
     }
@@ -237,6 +241,8 @@ pub struct Ascend {
     streams: Vec<OnceLock<usize>>,
     create: Mutex<()>,
     tables: Mutex<Tables>,
+    /// (device, peer) pairs whose peer access this backend enabled.
+    peers: Mutex<HashSet<(u32, u32)>>,
 }
 
 impl std::fmt::Debug for Ascend {
@@ -294,6 +300,7 @@ impl Ascend {
             streams: (0..count).map(|_| OnceLock::new()).collect(),
             create: Mutex::new(()),
             tables: Mutex::new(Tables::default()),
+            peers: Mutex::new(HashSet::new()),
         })
     }
 
@@ -355,6 +362,11 @@ impl Ascend {
             }
         }
         let f = self.api.pointer_get_attributes?;
+        // The runtime answers from a device context: a thread with none gets device 0 (and
+        // keeps it, as after its own first aclrtSetDevice).
+        if self.current().is_none() && self.enter(0, "classify").is_err() {
+            return None;
+        }
         let mut a = AclrtPtrAttributes::default();
         // SAFETY: writes one aclrtPtrAttributes; `ptr` is only looked up, never dereferenced.
         let r = unsafe { f(ptr as *const c_void, &mut a) };
@@ -398,6 +410,11 @@ impl Ascend {
             CopyKind::DeviceToDevice => (self.device_side(c.dst), ACL_MEMCPY_DEVICE_TO_DEVICE),
         };
         let stream = self.enter(device, op)?;
+        if c.kind == CopyKind::DeviceToDevice {
+            if let Some(src) = self.lookup(c.src).filter(|&s| s != device) {
+                self.enable_peer(device, src);
+            }
+        }
         let len = c.len as usize;
         // SAFETY: host ranges are valid for `len` bytes until the batch returns (the caller's
         // contract) and the batch synchronizes before returning; device ranges are checked by
@@ -413,6 +430,25 @@ impl Ascend {
             )
         };
         self.api.check(r, op, "aclrtMemcpyAsync").map(|()| device)
+    }
+}
+
+impl Ascend {
+    /// Let `device` (current on this thread) reach `peer`'s memory, once per pair. A failure is
+    /// logged, not returned: the copy that needs it reports the runtime's error.
+    fn enable_peer(&self, device: u32, peer: u32) {
+        let Some(enable) = self.api.enable_peer_access else {
+            return;
+        };
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if !peers.insert((device, peer)) {
+            return;
+        }
+        // SAFETY: `peer` is a valid device id (it owns a known allocation); flags must be 0.
+        let r = unsafe { enable(peer as i32, 0) };
+        if let Err(e) = self.api.check(r, "copy", "aclrtDeviceEnablePeerAccess") {
+            debug!(device, peer, error = %e, "ascend: enabling peer access");
+        }
     }
 }
 

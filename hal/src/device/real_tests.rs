@@ -11,18 +11,21 @@ use super::cuda::Cuda;
 use super::sim::SimDevice;
 use super::*;
 
+#[path = "fake_tests.rs"]
+mod fake_tests;
+
 /// Set in the child process of the IPC check: `<handle hex>:<len>`.
 const IPC_CHILD_ENV: &str = "MMC_DEVICE_IPC_CHILD";
 /// This test's name, for the child process to run.
 const REAL_TEST: &str = "device::real_tests::real_device_round_trip_offsets_ipc";
 
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
+pub(super) fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
         .map(|i| (i.wrapping_mul(31).wrapping_add(seed) % 251) as u8)
         .collect()
 }
 
-fn h2d(dst: u64, src: &[u8]) -> DeviceCopy {
+pub(super) fn h2d(dst: u64, src: &[u8]) -> DeviceCopy {
     DeviceCopy {
         dst,
         src: src.as_ptr() as u64,
@@ -31,7 +34,7 @@ fn h2d(dst: u64, src: &[u8]) -> DeviceCopy {
     }
 }
 
-fn d2h(dst: &mut [u8], src: u64) -> DeviceCopy {
+pub(super) fn d2h(dst: &mut [u8], src: u64) -> DeviceCopy {
     DeviceCopy {
         dst: dst.as_mut_ptr() as u64,
         src,
@@ -42,7 +45,7 @@ fn d2h(dst: &mut [u8], src: u64) -> DeviceCopy {
 
 /// Bytes through host -> device -> (other) device -> host, at offsets, in one batch and in
 /// several; sizes from 1 byte to 4 MiB; classification of every pointer.
-fn check_round_trip(d: &dyn Device) {
+pub(super) fn check_round_trip(d: &dyn Device) {
     let n = d.device_count().unwrap();
     assert!(n > 0, "{} sees no device", d.kind());
     let last = n - 1;
@@ -72,7 +75,10 @@ fn check_round_trip(d: &dyn Device) {
         ])
         .unwrap();
     }
-    assert_eq!(out, src, "h2d -> d2d (device 0 -> {last}) -> d2h");
+    assert!(
+        out == src,
+        "h2d -> d2d (device 0 -> {last}) -> d2h: bytes differ"
+    );
 
     // One byte, an odd size, and a large buffer, each at an offset; a batch of many copies.
     for (len, off) in [(1usize, 0u64), (1, 4095), (777, 3), (4 << 20, 1 << 20)] {
@@ -81,7 +87,7 @@ fn check_round_trip(d: &dyn Device) {
         let mut back = vec![0u8; len];
         // SAFETY: live vectors.
         unsafe { d.copy(&[h2d(buf + off, &src), d2h(&mut back, buf + off)]) }.unwrap();
-        assert_eq!(back, src, "{len} bytes at offset {off}");
+        assert!(back == src, "{len} bytes at offset {off}: bytes differ");
         d.free(buf).unwrap();
     }
     let pieces: Vec<Vec<u8>> = (0..64).map(|i| pattern(97 + i, i as u32)).collect();
@@ -99,7 +105,10 @@ fn check_round_trip(d: &dyn Device) {
     let down: Vec<DeviceCopy> = backs.iter_mut().zip(&at).map(|(b, &o)| d2h(b, o)).collect();
     // SAFETY: live vectors, not otherwise referenced until the copy returns.
     unsafe { d.copy(&down) }.unwrap();
-    assert_eq!(backs, pieces, "a batch of 64 copies at uneven offsets");
+    assert!(
+        backs == pieces,
+        "a batch of 64 copies at uneven offsets: bytes differ"
+    );
     d.free(big).unwrap();
 
     d.bind(last).unwrap();
@@ -109,7 +118,7 @@ fn check_round_trip(d: &dyn Device) {
 
 /// What every backend refuses: double frees, foreign pointers, bad device ids, a device
 /// pointer named as the host side of a copy, unregistering what was never registered.
-fn check_refusals(d: &dyn Device) {
+pub(super) fn check_refusals(d: &dyn Device) {
     let n = d.device_count().unwrap();
     let a = d.alloc(0, 4096).unwrap();
     let host = [0u8; 64];
@@ -141,7 +150,7 @@ fn check_refusals(d: &dyn Device) {
 }
 
 /// Registered host memory copies like any other (where the backend can register).
-fn check_pinned(d: &dyn Device) {
+pub(super) fn check_pinned(d: &dyn Device) {
     // Page-aligned, as some runtimes want registered memory to be.
     let mut buf = memmap2::MmapMut::map_anon(1 << 20).unwrap();
     let want = pattern(1 << 20, 5);
@@ -175,7 +184,7 @@ fn check_pinned(d: &dyn Device) {
 
 /// Export an allocation; `open` maps the handle (in this process for sim, another process for
 /// the real runtimes), checks bytes at 4096.. and writes `pattern(4096, 9)` at 8192.
-fn check_ipc(d: &dyn Device, open: impl FnOnce(&IpcHandle)) {
+pub(super) fn check_ipc(d: &dyn Device, open: impl FnOnce(&IpcHandle)) {
     let a = d.alloc(0, 1 << 20).unwrap();
     let src = pattern(4096, 3);
     // SAFETY: live vector.
@@ -188,19 +197,25 @@ fn check_ipc(d: &dyn Device, open: impl FnOnce(&IpcHandle)) {
     let mut out = vec![0u8; 4096];
     // SAFETY: live vector.
     unsafe { d.copy(&[d2h(&mut out, a + 8192)]) }.unwrap();
-    assert_eq!(out, pattern(4096, 9), "bytes written by the importer");
+    assert!(
+        out == pattern(4096, 9),
+        "bytes written by the importer differ"
+    );
     assert!(d.export(a + 1).is_err(), "not the start of an allocation");
     d.free(a).unwrap();
 }
 
 /// The importer's side of [`check_ipc`].
-fn ipc_importer(d: &dyn Device, h: &IpcHandle) {
+pub(super) fn ipc_importer(d: &dyn Device, h: &IpcHandle) {
     let b = d.import(h, 0).unwrap();
     assert!(d.free(b).is_err(), "an import is closed, not freed");
     let mut out = vec![0u8; 4096];
     // SAFETY: live vectors.
     unsafe { d.copy(&[d2h(&mut out, b + 4096)]) }.unwrap();
-    assert_eq!(out, pattern(4096, 3), "bytes written by the exporter");
+    assert!(
+        out == pattern(4096, 3),
+        "bytes written by the exporter differ"
+    );
     let mine = pattern(4096, 9);
     // SAFETY: live vector.
     unsafe { d.copy(&[h2d(b + 8192, &mine)]) }.unwrap();
@@ -259,47 +274,67 @@ fn real_backend() -> Option<Box<dyn Device>> {
     None
 }
 
-/// The real backend's checks. CUDA cannot open an IPC handle in the process that exported it,
-/// so the importer is this test binary again, run as a child with the handle in its environment.
-#[test]
-fn real_device_round_trip_offsets_ipc() {
-    if let Ok(arg) = std::env::var(IPC_CHILD_ENV) {
-        let d = real_backend().expect("the IPC child needs the parent's backend");
-        let (h, len) = arg.split_once(':').expect("<hex>:<len>");
-        let handle = IpcHandle::Opaque {
-            bytes: unhex(h),
-            len: len.parse().unwrap(),
-        };
-        ipc_importer(d.as_ref(), &handle);
-        eprintln!("IPC child: import, read, write and close passed");
-        return;
-    }
-    let Some(d) = real_backend() else { return };
-    let d = d.as_ref();
+/// In the IPC child process (see [`checks_with_ipc_child`]): the handle to import.
+pub(super) fn ipc_child_handle() -> Option<IpcHandle> {
+    let arg = std::env::var(IPC_CHILD_ENV).ok()?;
+    let (h, len) = arg.split_once(':').expect("<hex>:<len>");
+    Some(IpcHandle::Opaque {
+        bytes: unhex(h),
+        len: len.parse().unwrap(),
+    })
+}
+
+/// The IPC child's work: import, check, write, close; then the line the parent looks for.
+pub(super) fn ipc_child(d: &dyn Device, h: &IpcHandle) {
+    ipc_importer(d, h);
+    eprintln!("{IPC_CHILD_OK}");
+}
+
+const IPC_CHILD_OK: &str = "IPC child: import, read, write and close passed";
+
+/// Run this test binary again as `test` (its full name) with `handle` and `env`.
+pub(super) fn run_ipc_child(test: &str, handle: &IpcHandle, env: &[(&str, String)]) {
+    let IpcHandle::Opaque { bytes, len } = handle else {
+        panic!("a real backend exports opaque handles")
+    };
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IPC_CHILD_ENV, format!("{}:{len}", hex(bytes)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("start the IPC child");
+    let log = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "--- IPC child ---\n{log}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.status.success(), "the IPC child failed: {}", out.status);
+    assert!(log.contains(IPC_CHILD_OK), "the IPC child ran no check");
+}
+
+/// Every check against `d`. CUDA cannot open an IPC handle in the process that exported it, so
+/// the importer is this test binary again (`test`, its full name), run as a child with the
+/// handle and `env` in its environment.
+pub(super) fn checks_with_ipc_child(d: &dyn Device, test: &str, env: &[(&str, String)]) {
     check_round_trip(d);
     check_refusals(d);
     check_pinned(d);
-    check_ipc(d, |h| {
-        let IpcHandle::Opaque { bytes, len } = h else {
-            panic!("a real backend exports opaque handles")
-        };
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([REAL_TEST, "--exact", "--nocapture", "--test-threads=1"])
-            .env(IPC_CHILD_ENV, format!("{}:{len}", hex(bytes)))
-            .output()
-            .expect("start the IPC child");
-        let log = String::from_utf8_lossy(&out.stderr);
-        eprintln!(
-            "--- IPC child ---\n{log}{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(out.status.success(), "the IPC child failed: {}", out.status);
-        assert!(log.contains("IPC child: import, read, write and close passed"));
-    });
+    check_ipc(d, |h| run_ipc_child(test, h, env));
     eprintln!(
         "{}: round trip, offsets, refusals, pinning and IPC passed",
         d.kind()
     );
+}
+
+/// The real backend's checks (scripts/gpu-check.sh runs them).
+#[test]
+fn real_device_round_trip_offsets_ipc() {
+    if let Some(h) = ipc_child_handle() {
+        let d = real_backend().expect("the IPC child needs the parent's backend");
+        return ipc_child(d.as_ref(), &h);
+    }
+    let Some(d) = real_backend() else { return };
+    checks_with_ipc_child(d.as_ref(), REAL_TEST, &[]);
 }
 
 #[test]
