@@ -46,7 +46,7 @@ impl FakeLib {
         ));
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         let out = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
+            .args(["-shared", "-fPIC", "-O1", "-Wall", "-o"])
             .arg(&path)
             .args(old.then_some("-DFAKE_ACL_OLD"))
             .arg(&src)
