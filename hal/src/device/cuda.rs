@@ -394,12 +394,32 @@ impl Cuda {
         Ok(d)
     }
 
-    /// `cuPointerGetAttribute(attr)` into a `T`.
-    fn attribute<T: Default>(&self, attr: CuPointerAttribute, ptr: u64) -> (CuResult, T) {
-        let mut v = T::default();
-        // SAFETY: the two attributes we ask for write an `unsigned int` (MEMORY_TYPE) or an
-        // `int` (DEVICE_ORDINAL); callers pick `T` accordingly (`c_uint` / `c_int`).
-        let r = unsafe { (self.api.pointer_get_attribute)((&mut v as *mut T).cast(), attr, ptr) };
+    /// `cuPointerGetAttribute(CU_POINTER_ATTRIBUTE_MEMORY_TYPE)`: a `CUmemorytype`.
+    fn memory_type(&self, ptr: u64) -> (CuResult, c_uint) {
+        let mut v: c_uint = 0;
+        // SAFETY: this attribute writes one `unsigned int` (`CUmemorytype`); `ptr` is only
+        // looked up, never dereferenced.
+        let r = unsafe {
+            (self.api.pointer_get_attribute)(
+                (&mut v as *mut c_uint).cast(),
+                CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+                ptr,
+            )
+        };
+        (r, v)
+    }
+
+    /// `cuPointerGetAttribute(CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL)`: an `int`.
+    fn device_ordinal(&self, ptr: u64) -> (CuResult, c_int) {
+        let mut v: c_int = -1;
+        // SAFETY: this attribute writes one `int`; `ptr` is only looked up.
+        let r = unsafe {
+            (self.api.pointer_get_attribute)(
+                (&mut v as *mut c_int).cast(),
+                CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                ptr,
+            )
+        };
         (r, v)
     }
 
@@ -409,7 +429,7 @@ impl Cuda {
         if self.current_ctx().is_null() && self.enter(0, "classify").is_err() {
             return PtrKind::Host;
         }
-        let (mut r, mut mt) = self.attribute::<c_uint>(CU_POINTER_ATTRIBUTE_MEMORY_TYPE, ptr);
+        let (mut r, mut mt) = self.memory_type(ptr);
         let _restore;
         if r == CUDA_ERROR_INVALID_CONTEXT || r == CUDA_ERROR_NOT_INITIALIZED {
             // The current context is unusable (not ours): ask again from device 0's.
@@ -417,7 +437,7 @@ impl Cuda {
             if self.enter(0, "classify").is_err() {
                 return PtrKind::Host;
             }
-            (r, mt) = self.attribute::<c_uint>(CU_POINTER_ATTRIBUTE_MEMORY_TYPE, ptr);
+            (r, mt) = self.memory_type(ptr);
         }
         if r == CUDA_ERROR_INVALID_VALUE {
             return PtrKind::Host;
@@ -429,7 +449,7 @@ impl Cuda {
         if mt != CU_MEMORYTYPE_DEVICE && mt != CU_MEMORYTYPE_UNIFIED {
             return PtrKind::Host;
         }
-        let (r, ord) = self.attribute::<c_int>(CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr);
+        let (r, ord) = self.device_ordinal(ptr);
         if r != CUDA_SUCCESS || ord < 0 {
             debug!(ptr, error = %self.api.describe(r), "cuda: device memory of unknown ordinal");
             return PtrKind::Device(0);
