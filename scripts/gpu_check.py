@@ -55,11 +55,17 @@ class TorchArrays:
         self.dev = torch.device("cuda", 0)
         log(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}")
 
+    # The cuda backend copies on its own non-blocking stream: like an engine, we finish the
+    # framework's work on a buffer (synchronize) before handing its pointer to the store.
     def random(self, n):
-        return self.t.randint(0, 256, (n,), dtype=self.t.uint8, device=self.dev)
+        a = self.t.randint(0, 256, (n,), dtype=self.t.uint8, device=self.dev)
+        self.t.cuda.synchronize()
+        return a
 
     def zeros(self, n):
-        return self.t.zeros(n, dtype=self.t.uint8, device=self.dev)
+        a = self.t.zeros(n, dtype=self.t.uint8, device=self.dev)
+        self.t.cuda.synchronize()
+        return a
 
     def ptr(self, a):
         return a.data_ptr()
@@ -77,7 +83,9 @@ class TorchArrays:
     def from_host(self, data):
         import numpy as np
 
-        return self.t.from_numpy(np.frombuffer(bytearray(data), dtype=np.uint8)).to(self.dev)
+        a = self.t.from_numpy(np.frombuffer(bytearray(data), dtype=np.uint8)).to(self.dev)
+        self.t.cuda.synchronize()
+        return a
 
     def sync(self):
         self.t.cuda.synchronize()
@@ -119,10 +127,14 @@ class CupyArrays:
         log(f"cupy {cupy.__version__}, {props['name'].decode()}")
 
     def random(self, n):
-        return self.cp.random.randint(0, 256, n, dtype=self.cp.uint8)
+        a = self.cp.random.randint(0, 256, n, dtype=self.cp.uint8)
+        self.sync()
+        return a
 
     def zeros(self, n):
-        return self.cp.zeros(n, dtype=self.cp.uint8)
+        a = self.cp.zeros(n, dtype=self.cp.uint8)
+        self.sync()
+        return a
 
     def ptr(self, a):
         return a.data.ptr
@@ -139,7 +151,9 @@ class CupyArrays:
     def from_host(self, data):
         import numpy as np
 
-        return self.cp.asarray(np.frombuffer(bytearray(data), dtype=np.uint8))
+        a = self.cp.asarray(np.frombuffer(bytearray(data), dtype=np.uint8))
+        self.sync()
+        return a
 
     def sync(self):
         self.cp.cuda.runtime.deviceSynchronize()
@@ -296,7 +310,7 @@ class Cluster:
         self.meta = self._start(
             "mmc-meta", ["--listen", "tcp://127.0.0.1:0", "--log-level", "warn"], "meta.addr"
         )
-        args = ["--meta", self.meta_url, "--listen", "tcp://127.0.0.1:0", "--dram", "2GB"]
+        args = ["--meta", self.meta_url, "--listen", "tcp://127.0.0.1:0", "--dram", "4GB"]
         if hbm:
             args += ["--hbm", hbm]
         args += ["--log-level", "warn", "--create-id", "100"]
@@ -516,7 +530,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="mmc-gpu-check-") as work:
         cluster = Cluster(bin_dir, work, hbm)
         try:
-            embedded = cluster.store(dram="2GB", hbm=hbm)
+            embedded = cluster.store(dram="4GB", hbm=hbm)
             remote = cluster.store()
             stores = [("embedded", embedded), ("remote", remote)]
             for label, s in stores:
