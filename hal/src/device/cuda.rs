@@ -13,7 +13,9 @@
 //!   copy's device-side pointer (found with `cuPointerGetAttribute`), then every stream used is
 //!   synchronized once; a batch that fails part-way still synchronizes what it issued, so no copy
 //!   touches a host buffer after the call returns. Device-to-device copies between two devices
-//!   use `cuMemcpyPeerAsync`.
+//!   use `cuMemcpyPeerAsync`. The streams are non-blocking: a copy does not wait for work the
+//!   caller queued on its own streams (torch's included), so a caller finishes writing a device
+//!   buffer before handing it over.
 //! - **Classification**: `CU_POINTER_ATTRIBUTE_MEMORY_TYPE`; `CUDA_ERROR_INVALID_VALUE` means memory
 //!   the driver does not know (plain host memory).
 //! - **IPC**: `cuIpcGetMemHandle` gives the 64-byte `CUipcMemHandle` ([`IpcHandle::Opaque`]);
