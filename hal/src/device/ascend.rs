@@ -374,15 +374,22 @@ impl Ascend {
             .then_some(a.location.id)
     }
 
-    /// The device a copy's device-side `ptr` runs on: its own if known, else the calling
-    /// thread's current one (or 0): the copy kind is explicit.
-    fn device_side(&self, ptr: u64) -> u32 {
-        self.lookup(ptr)
-            .or_else(|| self.current().map(|d| d as u32))
-            .unwrap_or(0)
+    /// The device a copy's device-side `ptr` runs on: its own if known, else `fallback` (the
+    /// caller's current device, or 0): the copy kind is explicit.
+    fn device_side(&self, ptr: u64, fallback: u32) -> u32 {
+        self.lookup(ptr).unwrap_or(fallback)
     }
 
     fn host_side(&self, ptr: u64, op: &'static str) -> Result<(), HalError> {
+        {
+            // Registered host memory is host memory, whatever the runtime maps it as.
+            let t = self.tables();
+            if let Some((start, len)) = t.pinned.range(..=ptr).next_back() {
+                if ptr - start < *len {
+                    return Ok(());
+                }
+            }
+        }
         match self.lookup(ptr) {
             None => Ok(()),
             Some(d) => Err(err(
@@ -397,17 +404,25 @@ impl Ascend {
     /// # Safety
     ///
     /// As [`Device::copy`] for the copy's host range.
-    unsafe fn issue(&self, c: &DeviceCopy, op: &'static str) -> Result<u32, HalError> {
+    unsafe fn issue(
+        &self,
+        c: &DeviceCopy,
+        fallback: u32,
+        op: &'static str,
+    ) -> Result<u32, HalError> {
         let (device, kind) = match c.kind {
             CopyKind::HostToDevice => {
                 self.host_side(c.src, op)?;
-                (self.device_side(c.dst), ACL_MEMCPY_HOST_TO_DEVICE)
+                (self.device_side(c.dst, fallback), ACL_MEMCPY_HOST_TO_DEVICE)
             }
             CopyKind::DeviceToHost => {
                 self.host_side(c.dst, op)?;
-                (self.device_side(c.src), ACL_MEMCPY_DEVICE_TO_HOST)
+                (self.device_side(c.src, fallback), ACL_MEMCPY_DEVICE_TO_HOST)
             }
-            CopyKind::DeviceToDevice => (self.device_side(c.dst), ACL_MEMCPY_DEVICE_TO_DEVICE),
+            CopyKind::DeviceToDevice => (
+                self.device_side(c.dst, fallback),
+                ACL_MEMCPY_DEVICE_TO_DEVICE,
+            ),
         };
         let stream = self.enter(device, op)?;
         if c.kind == CopyKind::DeviceToDevice {
@@ -538,12 +553,13 @@ impl Device for Ascend {
 
     unsafe fn copy(&self, batch: &[DeviceCopy]) -> Result<(), HalError> {
         const OP: &str = "copy";
-        let _restore = self.save_current();
+        let restore = self.save_current();
+        let fallback = restore.prev.map_or(0, |d| d as u32);
         let mut used: Vec<u32> = Vec::new();
         let mut first_err = None;
         for c in batch.iter().filter(|c| c.len > 0) {
             // SAFETY: forwarded from this function's contract.
-            match unsafe { self.issue(c, OP) } {
+            match unsafe { self.issue(c, fallback, OP) } {
                 Ok(d) if !used.contains(&d) => used.push(d),
                 Ok(_) => {}
                 Err(e) => {

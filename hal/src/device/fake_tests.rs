@@ -72,12 +72,26 @@ impl FakeLib {
 
     /// A function the fake exports for tests (`int f(void)`).
     fn probe(&self, symbol: &str) -> c_int {
-        // SAFETY: the fake's test hooks are `int f(void)`; the library is the one the backend
-        // loaded (dlopen hands back the same instance) and stays loaded (`lib` lives here).
+        // SAFETY: the fake's test hooks named here are `int f(void)`; the library is the one the
+        // backend loaded (dlopen hands back the same instance) and stays loaded (`lib` lives
+        // here).
         unsafe {
             let lib = libloading::Library::new(&self.path).unwrap();
             let f = lib
                 .get::<unsafe extern "C" fn() -> c_int>(symbol.as_bytes())
+                .unwrap();
+            f()
+        }
+    }
+
+    /// `fake_acl_foreign_alloc`: device memory the backend did not allocate.
+    fn foreign_alloc(&self) -> u64 {
+        // SAFETY: `unsigned long long fake_acl_foreign_alloc(void)`; the library stays loaded as
+        // in `probe`.
+        unsafe {
+            let lib = libloading::Library::new(&self.path).unwrap();
+            let f = lib
+                .get::<unsafe extern "C" fn() -> u64>(b"fake_acl_foreign_alloc")
                 .unwrap();
             f()
         }
@@ -218,6 +232,15 @@ fn fake_ascend_runtime() {
     let msg = e.to_string();
     assert!(msg.contains("aclrtMemcpyAsync: aclError 107000"), "{msg}");
     assert!(msg.contains("fake: copy outside an allocation"), "{msg}");
+    // Memory the backend did not allocate (torch_npu's): classified by aclrtPointerGetAttributes,
+    // and copied on its own device.
+    let foreign = fake.foreign_alloc();
+    assert_ne!(foreign, 0);
+    assert_eq!(d.classify(foreign + 100), PtrKind::Device(1));
+    d.bind(0).unwrap();
+    // SAFETY: live vectors.
+    unsafe { d.copy(&[h2d(foreign, &src), d2h(&mut out, foreign)]) }.unwrap();
+    assert_eq!(out, src);
     // aclrtSetDevice counts references: the backend sets a device only when another is current.
     d.bind(0).unwrap();
     let before = fake.probe("fake_acl_set_device_calls");

@@ -220,6 +220,17 @@ aclError aclrtDeviceEnablePeerAccess(int32_t peerDeviceId, uint32_t flags) {
     return ACL_SUCCESS;
 }
 
+/* Test hook: 4096 bytes of device 1 allocated behind the backend's back (as torch_npu does). */
+aclError aclrtMalloc(void **devPtr, size_t size, int policy);
+unsigned long long fake_acl_foreign_alloc(void) {
+    int prev = current;
+    void *p = NULL;
+    current = 1;
+    aclError r = aclrtMalloc(&p, 4096, 0);
+    current = prev;
+    return r == ACL_SUCCESS ? (unsigned long long)(uintptr_t)p : 0;
+}
+
 #ifndef FAKE_ACL_OLD
 static struct {
     uintptr_t base;
