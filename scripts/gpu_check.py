@@ -181,35 +181,47 @@ class MmcArrays:
     name = "mmc"
 
     class Buf:
-        def __init__(self, ptr, n):
-            self.ptr, self.n = ptr, n
+        def __init__(self, ptr, n, owner=None):
+            self.ptr, self.n, self.owner = ptr, n, owner
+
+        def __del__(self):
+            if self.owner is None and self.ptr:
+                mmc.device_free(self.ptr)
 
     def __init__(self):
+        import numpy as np
+
+        self.np = np
         log(f"mmc device helpers on backend {mmc.device_backend()}")
 
+    def _host(self, data):
+        return self.np.frombuffer(bytearray(data), dtype=self.np.uint8)
+
     def random(self, n):
-        b = self.zeros(n)
-        data = os.urandom(n)
-        assert mmc.device_memcpy(b.ptr, data, n, "h2d") == 0
-        return b
+        return self.from_host(os.urandom(n))
 
     def zeros(self, n):
-        return self.Buf(mmc.device_alloc(max(n, 1), 0), n)
+        b = self.Buf(mmc.device_alloc(max(n, 1), 0), n)
+        assert b.ptr > 0, f"device_alloc({n}) -> {b.ptr}"
+        z = self.np.zeros(max(n, 1), dtype=self.np.uint8)
+        assert mmc.device_memcpy(b.ptr, z.ctypes.data, n, "h2d") == 0
+        return b
 
     def ptr(self, a):
         return a.ptr
 
     def view(self, a, off):
-        return self.Buf(a.ptr + off, a.n - off)
+        return self.Buf(a.ptr + off, a.n - off, owner=a)
 
     def to_host(self, a):
-        out = bytearray(a.n)
-        assert mmc.device_memcpy(out, a.ptr, a.n, "d2h") == 0
-        return bytes(out)
+        out = self.np.zeros(max(a.n, 1), dtype=self.np.uint8)
+        assert mmc.device_memcpy(out.ctypes.data, a.ptr, a.n, "d2h") == 0
+        return out[: a.n].tobytes()
 
     def from_host(self, data):
         b = self.zeros(len(data))
-        assert mmc.device_memcpy(b.ptr, bytes(data), len(data), "h2d") == 0
+        h = self._host(data)
+        assert mmc.device_memcpy(b.ptr, h.ctypes.data, len(data), "h2d") == 0
         return b
 
     def equal(self, a, b):
@@ -220,15 +232,15 @@ class MmcArrays:
 
     def baselines(self, bufs):
         n = bufs[0].n
-        host = [bytearray(n) for _ in bufs]
+        host = [self.np.zeros(n, dtype=self.np.uint8) for _ in bufs]
 
         def d2h():
             for h, b in zip(host, bufs):
-                assert mmc.device_memcpy(h, b.ptr, n, "d2h") == 0
+                assert mmc.device_memcpy(h.ctypes.data, b.ptr, n, "d2h") == 0
 
         def h2d():
             for h, b in zip(host, bufs):
-                assert mmc.device_memcpy(b.ptr, h, n, "h2d") == 0
+                assert mmc.device_memcpy(b.ptr, h.ctypes.data, n, "h2d") == 0
 
         return {"mmc.device_memcpy d2h": d2h, "mmc.device_memcpy h2d": h2d}
 
