@@ -22,6 +22,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 start=$(date +%s)
 step() { printf '\n==> [%ss] %s\n' "$(($(date +%s) - start))" "$*"; }
+# A check that fails is reported and the next one still runs; the script fails at the end.
+failed=()
+check() {
+    local what="$1"
+    shift
+    if ! "$@"; then
+        echo "FAILED: $what" >&2
+        failed+=("$what")
+    fi
+}
 
 step "GPU and driver"
 if ! command -v nvidia-smi >/dev/null 2>&1; then
@@ -49,24 +59,36 @@ export MMC_DEVICE_BACKEND=cuda MMC_DEVICE_REQUIRED=1
 
 step "hal: backend checks on the GPU (round trip, offsets, refusals, pinning, IPC via a child)"
 if [ "$nextest" = 1 ]; then
-    cargo nextest run -p mmc-hal --locked --no-capture -E 'test(real_device)'
+    check "hal backend checks on the GPU" \
+        cargo nextest run -p mmc-hal --locked --no-capture -E 'test(real_device)'
 else
-    cargo test -p mmc-hal --locked --lib -- real_device --nocapture
+    check "hal backend checks on the GPU" \
+        cargo test -p mmc-hal --locked --lib -- real_device --nocapture
 fi
 
 step "device tests of the workspace with MMC_DEVICE_BACKEND=cuda"
 if [ "$nextest" = 1 ]; then
-    cargo nextest run --workspace --locked --no-fail-fast -E 'test(/device/) | binary(/device/)'
+    check "device tests of the workspace" \
+        cargo nextest run --workspace --locked --no-fail-fast -E 'test(/device/) | binary(/device/)'
 else
-    cargo test --workspace --locked --no-fail-fast -- device
+    check "device tests of the workspace" cargo test --workspace --locked --no-fail-fast -- device
     if [ -f dataplane/tests/device.rs ]; then
-        cargo test -p mmc-dataplane --locked --no-fail-fast --test device
+        check "dataplane device tests" \
+            cargo test -p mmc-dataplane --locked --no-fail-fast --test device
     fi
 fi
 
-if [ "${MMC_GPU_SKIP_PY:-0}" = 1 ]; then
-    step "done (Python check skipped: MMC_GPU_SKIP_PY=1)"
+finish() {
+    if [ "${#failed[@]}" -gt 0 ]; then
+        step "done: ${#failed[@]} check(s) FAILED: ${failed[*]}"
+        exit 1
+    fi
+    step "done: every GPU check passed$1"
     exit 0
+}
+
+if [ "${MMC_GPU_SKIP_PY:-0}" = 1 ]; then
+    finish " (Python check skipped: MMC_GPU_SKIP_PY=1)"
 fi
 
 step "Python: virtualenv (with the system's site-packages)"
@@ -104,7 +126,10 @@ step "Python: real CUDA tensors through put_from / get_into and the layer forms;
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # From an empty directory, so that `import mmc` finds the installed wheel, not python/mmc.
-(cd "$work" && MMC_BIN_DIR="$ROOT/target/release" timeout 1200 \
-    "$PY" "$ROOT/scripts/gpu_check.py" --arrays "$arrays")
+py_check() {
+    (cd "$work" && MMC_BIN_DIR="$ROOT/target/release" timeout 1200 \
+        "$PY" "$ROOT/scripts/gpu_check.py" --arrays "$arrays")
+}
+check "Python check with CUDA tensors" py_check
 
-step "done: every GPU check passed"
+finish ""
