@@ -14,7 +14,11 @@ pub(super) fn open_first(backend: &'static str, names: &[&str]) -> Result<Librar
         // this way by any process.
         match unsafe { Library::new(*name) } {
             Ok(lib) => return Ok(lib),
-            Err(e) => why.push(format!("{name}: {e}")),
+            Err(e) => match std::error::Error::source(&e) {
+                // libloading's Display says "dlopen failed"; the source has dlerror()'s text.
+                Some(src) => why.push(format!("{name}: {e}: {src}")),
+                None => why.push(format!("{name}: {e}")),
+            },
         }
     }
     Err(HalError::Device {

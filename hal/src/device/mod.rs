@@ -343,4 +343,6 @@ fn probe() -> Box<dyn Device> {
 }
 
 #[cfg(test)]
+mod real_tests;
+#[cfg(test)]
 mod tests;
