@@ -7,6 +7,9 @@
 
 mod get;
 mod put;
+mod staged;
+
+pub use staged::{Leased, PoolRange, StagedPut, STAGED_WRITE_MS};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
