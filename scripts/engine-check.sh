@@ -29,7 +29,7 @@ pipq() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 step "venv at $VENV"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV" || { echo "no venv" >&2; exit 2; }
 PY="$VENV/bin/python"
-pipq --upgrade pip setuptools maturin numpy || exit 2
+pipq --upgrade pip setuptools wheel maturin numpy || exit 2
 
 step "torch (CPU)"
 if ! "$PY" -c "import torch" 2>/dev/null; then

@@ -43,7 +43,7 @@ if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
 fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --disable-pip-version-check --upgrade pip
-"$PY" -m pip install -q --disable-pip-version-check maturin pytest numpy setuptools
+"$PY" -m pip install -q --disable-pip-version-check maturin pytest numpy setuptools wheel
 
 step "format check (python/)"
 (cd python && cargo fmt --check)
