@@ -120,12 +120,8 @@ impl Client {
 
     /// Take a read lease on each key (committed objects only) without reading it.
     pub fn lease(&self, keys: &[&str]) -> Result<Vec<Result<Leased>>> {
-        let mut op = mmc_core::client::MetaOp::new(
-            MetaKind::Lease,
-            keys,
-            self.now_ms(),
-            self.timeout_ms(),
-        )?;
+        let mut op =
+            mmc_core::client::MetaOp::new(MetaKind::Lease, keys, self.now_ms(), self.timeout_ms())?;
         loop {
             match op.poll(self.now_ms()) {
                 Action::Done => break,
