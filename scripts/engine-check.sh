@@ -59,30 +59,44 @@ printf 'ock.mmc.meta_service_url = %s\nock.mmc.local_service.dram.size = 256MB\n
 
 step "the backend class against our store"
 MMC_LOCAL_CONFIG_PATH="$work/mmc-local.conf" timeout 600 "$PY" - <<'PYEOF'
-import importlib, pkgutil, subprocess, sys, traceback
+import importlib, importlib.util, pathlib, subprocess, sys
 
 ran, failed, skipped = [], [], []
 
-# Import what the backend module needs, installing missing modules one by one (bounded).
-import sglang
-mod = None
-names = [m.name for m in pkgutil.walk_packages(sglang.__path__, "sglang.")
-         if "memcache" in m.name and "storage" in m.name]
+# Find the backend module by its file name (no import), then import it, installing the modules
+# the import chain asks for one by one (bounded).
+spec = importlib.util.find_spec("sglang")
+root = pathlib.Path(list(spec.submodule_search_locations)[0])
+files = sorted(p for p in root.rglob("*memcache*.py") if "storage" in p.parts)
+names = [".".join(("sglang",) + p.relative_to(root).with_suffix("").parts) for p in files]
 print("backend modules found:", names or "none")
-for attempt in range(25):
+mod = None
+for attempt in range(40):
+    if not names:
+        break
     try:
-        mod = importlib.import_module(names[0]) if names else None
+        mod = importlib.import_module(names[0])
         break
     except ModuleNotFoundError as e:
-        pkg = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow"}.get(
-            e.name.split(".")[0], e.name.split(".")[0])
-        print(f"import needs {e.name}: pip install {pkg}")
-        if subprocess.call([sys.executable, "-m", "pip", "install", "-q", pkg]) != 0:
+        top = (e.name or "?").split(".")[0]
+        if top == "sglang" or top in {m.split(".")[0] for m in sys.builtin_module_names}:
+            skipped.append(f"import of {names[0]}: {e}")
+            break
+        pkg = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow", "zmq": "pyzmq",
+               "cv2": "opencv-python-headless", "google": "protobuf"}.get(top, top)
+        print(f"import needs {e.name}: pip install {pkg}", flush=True)
+        if subprocess.call([sys.executable, "-m", "pip", "install", "-q",
+                            "--disable-pip-version-check", pkg]) != 0:
             skipped.append(f"import of {names[0]}: {e.name} not installable")
             break
+        importlib.invalidate_caches()
+        for m in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
+            del sys.modules[m]
     except Exception as e:
         skipped.append(f"import of {names[0]}: {type(e).__name__}: {e}")
         break
+else:
+    skipped.append(f"import of {names[0]}: still missing modules after 40 installs")
 cls = None
 if mod is not None:
     cls = next((v for k, v in vars(mod).items() if isinstance(v, type) and "MemCache" in k
