@@ -59,7 +59,7 @@ printf 'ock.mmc.meta_service_url = %s\nock.mmc.local_service.dram.size = 256MB\n
 
 step "the backend class against our store"
 MMC_LOCAL_CONFIG_PATH="$work/mmc-local.conf" timeout 600 "$PY" - <<'PYEOF'
-import importlib, importlib.util, pathlib, subprocess, sys
+import importlib, importlib.metadata, importlib.util, pathlib, re, subprocess, sys
 
 ran, failed, skipped = [], [], []
 
@@ -83,7 +83,12 @@ for attempt in range(40):
             skipped.append(f"import of {names[0]}: {e}")
             break
         pkg = {"sklearn": "scikit-learn", "yaml": "pyyaml", "PIL": "pillow", "zmq": "pyzmq",
-               "cv2": "opencv-python-headless", "google": "protobuf"}.get(top, top)
+               "cv2": "opencv-python-headless", "google": "protobuf",
+               "tvm_ffi": "apache-tvm-ffi"}.get(top, top)
+        # Take SGLang's own pin when it names that distribution.
+        pins = [r.split(";")[0].replace(" ", "") for r in importlib.metadata.requires("sglang") or []]
+        pkg = next((r for r in pins if re.split(r"[<>=!~\[]", r)[0].lower().replace("_", "-")
+                    == pkg.lower().replace("_", "-")), pkg)
         print(f"import needs {e.name}: pip install {pkg}", flush=True)
         if subprocess.call([sys.executable, "-m", "pip", "install", "-q",
                             "--disable-pip-version-check", pkg]) != 0:
