@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs SGLang's unchanged Ascend MemCache HiCache backend class (AscendMemCacheStore, the
-# `memcache` / `npu_memcache` storage backend, which does `from memcache_hybrid import
-# DistributedObjectStore`) against our store: a meta service and a local service on 127.0.0.1,
+# Runs SGLang's unchanged Ascend MemCache HiCache backend class (NpuMemcacheStore, the
+# `npu_memcache` storage backend, which does `from memcache_hybrid import DistributedObjectStore`)
+# against our store, over a stand-in for SGLang's page-first host KV pool (the class reads only
+# its buffer and page layout): a meta service on 127.0.0.1 and a local service in the process,
 # the `mmc` wheel and `mmc-memcache-compat` (module `memcache_hybrid`) in a venv of its own, with
 # SGLang and CPU torch. Host memory only. Not part of CI (downloads gigabytes).
 #
@@ -58,7 +59,7 @@ printf 'ock.mmc.meta_service_url = %s\nock.mmc.local_service.dram.size = 256MB\n
     "$meta" > "$work/mmc-local.conf"
 
 step "the backend class against our store"
-MMC_LOCAL_CONFIG_PATH="$work/mmc-local.conf" timeout 600 "$PY" - <<'PYEOF'
+MMC_LOCAL_CONFIG_PATH="$work/mmc-local.conf" timeout 600 "$PY" - "$work/meta" <<'PYEOF'
 import importlib, importlib.metadata, importlib.util, pathlib, re, subprocess, sys
 
 ran, failed, skipped = [], [], []
@@ -104,72 +105,99 @@ else:
     skipped.append(f"import of {names[0]}: still missing modules after 40 installs")
 cls = None
 if mod is not None:
-    cls = next((v for k, v in vars(mod).items() if isinstance(v, type) and "MemCache" in k
-                and hasattr(v, "batch_exists")), None)
+    cls = next((v for k, v in vars(mod).items() if isinstance(v, type)
+                and "memcache" in k.lower() and hasattr(v, "batch_exists")), None)
 print("backend class:", cls)
 
-if cls is not None:
-    import memcache_hybrid, torch
-    # 1. The unchanged constructor: it needs torch.distributed and an NPU (`device="npu"`).
+import memcache_hybrid, torch
+
+
+class HostPool:
+    """A stand-in for SGLang's page-first MHA host KV pool (HostKVCache): what the backend
+    reads of it (layout, kv_buffer, page_size, get_ksize_per_token, get_page_buffer_meta)."""
+
+    layout = "page_first"
+
+    def __init__(self, pages=16, page_size=4, layers=3, token_bytes=256):
+        self.page_size = page_size
+        self.page_half = layers * page_size * token_bytes  # one page's K (or V) bytes
+        self.kv_buffer = torch.zeros((pages, 2, self.page_half), dtype=torch.uint8)
+        self.token_bytes, self.layers = token_bytes, layers
+
+    def get_ksize_per_token(self):
+        return 2 * self.layers * self.token_bytes
+
+    def get_page_buffer_meta(self, indices):
+        ptrs, sizes = [], []
+        for i in range(0, len(indices), self.page_size):
+            page = int(indices[i]) // self.page_size
+            for kv in range(2):
+                ptrs.append(self.kv_buffer[page, kv].data_ptr())
+                sizes.append(self.page_half)
+        return ptrs, sizes
+
+
+def check(name, cond, detail=""):
+    (ran if cond else failed).append(f"{name}{': ' + detail if detail else ''}")
+
+
+if cls is not None and hasattr(cls, "batch_set_v1"):
+    from sglang.srt.mem_cache.hicache_storage import HiCacheStorageConfig
+    meta_url = open(sys.argv[1]).read().strip()
+    cfg = HiCacheStorageConfig(
+        tp_rank=0, tp_size=1, pp_rank=0, pp_size=1, attn_cp_rank=0, attn_cp_size=1,
+        is_mla_model=False, enable_storage_metrics=False, is_page_first_layout=True,
+        model_name="engine-check",
+        extra_config={"meta_service_url": f"tcp://{meta_url}", "dram_size": "256MB",
+                      "hcom_url": "tcp://127.0.0.1:0", "log_level": "warn", "device_id": 0},
+    )
     try:
-        from types import SimpleNamespace
-        cfg = SimpleNamespace(tp_rank=0, tp_size=1, is_mla_model=False,
-                              extra_config={"device_id": 0})
-        cls(cfg)
-        ran.append("constructor")
+        backend = cls(cfg)
+        ran.append("constructor (setup(LocalConfig), init(device_id, init_bm))")
     except Exception as e:
-        skipped.append(f"constructor: {type(e).__name__}: {e}".splitlines()[0][:200])
-    # 2. Its methods on an instance made without the NPU-only constructor steps, with our store.
-    obj = cls.__new__(cls)
-    obj.local_rank, obj.tp_size, obj.is_mla_model = 0, 1, False
-    obj.store = memcache_hybrid.DistributedObjectStore()
-    assert obj.store.init(0) == 0
-    obj.is_device_rdma = False
-    for name, call in [
-        ("warmup", lambda: obj.warmup()),
-        ("exists", lambda: obj.exists("nothing-here_0") == 0 or "exists != 0"),
-    ]:
+        backend = None
+        failed.append(f"constructor: {type(e).__name__}: {e}")
+    if backend is not None:
+        pool = HostPool()
         try:
-            r = call()
-            (ran if r in (None, True) else failed).append(f"{name}: {r}")
+            backend.register_mem_pool_host(pool)
+            ran.append("register_mem_pool_host (register_buffer of the host pool, once)")
         except Exception as e:
-            failed.append(f"{name}: {type(e).__name__}: {e}")
-    layers, nbytes = 4, 4096
-    src = [torch.randint(0, 255, (layers, nbytes), dtype=torch.uint8) for _ in range(3)]
-    dst = [torch.zeros((layers, nbytes), dtype=torch.uint8) for _ in range(3)]
-    keys = [f"engine-check-{i}" for i in range(3)]
-    locs = lambda ts: [[t[l].data_ptr() for l in range(layers)] for t in ts]
-    sizes = [[nbytes] * layers for _ in range(3)]
-    try:
-        n = obj.batch_set(keys, None, locs(src), sizes)
-        if n == len(keys):
-            ran.append("batch_set")
-        else:
-            skipped.append(f"batch_set stored {n} of {len(keys)}: it passes direction 0 "
-                           "(device -> pool); host memory needs 3, and this build has no "
-                           "device backend")
-            obj.store.batch_put_from_layers([f"{k}_0" for k in keys], locs(src), sizes, 3)
-    except Exception as e:
-        failed.append(f"batch_set: {type(e).__name__}: {e}")
-    try:
-        n = obj.batch_exists(keys)
-        (ran if n == len(keys) else failed).append(f"batch_exists: {n} leading hits")
-    except Exception as e:
-        failed.append(f"batch_exists: {type(e).__name__}: {e}")
-    try:
-        n = obj.batch_get(keys, None, locs(dst), sizes)
-        if n == len(keys) and all(torch.equal(a, b) for a, b in zip(src, dst)):
-            ran.append("batch_get: byte-exact")
-        else:
-            skipped.append(f"batch_get read {n} of {len(keys)}: direction 1 (pool -> device)")
-    except Exception as e:
-        failed.append(f"batch_get: {type(e).__name__}: {e}")
-    for name, call in [("clear", obj.clear), ("close", obj.close)]:
+            failed.append(f"register_mem_pool_host: {type(e).__name__}: {e}")
         try:
-            call()
-            ran.append(name)
+            backend.warmup()
+            ran.append("warmup (put / is_exist / get)")
         except Exception as e:
-            failed.append(f"{name}: {type(e).__name__}: {e}")
+            failed.append(f"warmup: {type(e).__name__}: {e}")
+        ps = pool.page_size
+        idx = lambda pages: torch.tensor([p * ps + t for p in pages for t in range(ps)])
+        pool.kv_buffer[0:6] = torch.randint(0, 255, pool.kv_buffer[0:6].shape, dtype=torch.uint8)
+        keys = [f"engine-check-page{i}" for i in range(6)]
+        try:
+            check("batch_exists before any set", backend.batch_exists(keys) == 0)
+            r = backend.batch_set_v1(keys[:4], idx(range(4)))
+            check("batch_set_v1 of 4 pages", r == [True] * 4, str(r))
+            r = backend.batch_set_v1(keys[:4], idx(range(4)))
+            check("batch_set_v1 again (already stored)", r == [True] * 4, str(r))
+            r = backend.batch_set_v1([keys[5]], idx([5]))
+            check("batch_set_v1 of page 5", r == [True], str(r))
+            n = backend.batch_exists(keys)
+            check("batch_exists = the leading run of hits (page 4 missing)", n == 4, str(n))
+            r = backend.batch_get_v1(keys[:4], idx(range(8, 12)))
+            same = torch.equal(pool.kv_buffer[8:12], pool.kv_buffer[0:4])
+            check("batch_get_v1 into other slots, byte-exact", r == [True] * 4 and same, str(r))
+            r = backend.batch_get_v1([keys[4]], idx([12]))
+            check("batch_get_v1 of a missing page", r == [False], str(r))
+            check("exists", backend.exists(f"{keys[0]}_0_k") and not backend.exists("nope"))
+            backend.clear()
+            check("clear (remove_all)", backend.batch_exists(keys) == 0)
+            backend.close()
+            ran.append("close")
+        except Exception as e:
+            failed.append(f"calls: {type(e).__name__}: {e}")
+elif cls is not None:
+    skipped.append(f"{cls.__name__}: an older backend (batch_set / batch_get with device "
+                   "directions 0 / 1 over NPU memory): needs the device backend")
 else:
     skipped.append("no MemCache HiCache backend class found in this SGLang")
 
