@@ -302,3 +302,32 @@ impl DistributedObjectStore {
         out
     }
 }
+
+impl DistributedObjectStore {
+    /// `get_batch`'s body: each key's bytes, `b""` for a key that failed.
+    pub(crate) fn values<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> Vec<Bound<'py, pyo3::types::PyBytes>> {
+        use pyo3::types::PyBytes;
+        let Ok(keys) = batch_keys(keys) else {
+            return Vec::new();
+        };
+        let client = self.client();
+        let parsed: Vec<Option<String>> = keys.iter().map(|k| key_arg(k).ok()).collect();
+        let values: Vec<Option<Vec<u8>>> = py.detach(|| {
+            parsed
+                .iter()
+                .map(|k| match (&client, k) {
+                    (Some(c), Some(k)) => c.get(k).ok(),
+                    _ => None,
+                })
+                .collect()
+        });
+        values
+            .iter()
+            .map(|v| PyBytes::new(py, v.as_deref().unwrap_or(b"")))
+            .collect()
+    }
+}

@@ -130,3 +130,34 @@ pub(crate) fn direction(obj: Option<&Bound<'_, PyAny>>, op: Op) -> Result<Mode, 
         }
     }
 }
+
+/// `batch_copy`'s `direct`: which way the bytes go, decided by the direction itself (H2G / L2G
+/// write into the pool, G2H / G2L read from it), then checked by [`direction`] like every other
+/// call. `AUTO` names no way and is -3000 here.
+pub(crate) fn copy_direction(obj: Option<&Bound<'_, PyAny>>) -> Result<(Op, Mode), i32> {
+    let value = match obj.filter(|o| !o.is_none()) {
+        None => None,
+        Some(o) => match o.cast::<MmcCopyDirect>() {
+            Ok(d) => Some(*d.get() as i64),
+            Err(_) if o.is_instance_of::<PyBool>() => None,
+            Err(_) => o.extract::<i64>().ok(),
+        },
+    };
+    let op = match value.and_then(MmcCopyDirect::from_value) {
+        Some(MmcCopyDirect::H2G | MmcCopyDirect::L2G) => Op::Put,
+        Some(MmcCopyDirect::G2H | MmcCopyDirect::G2L) => Op::Get,
+        _ => {
+            warn!(
+                direct = ?obj.map(|o| o.to_string()),
+                "batch_copy needs a direction that says which way: SMEMB_COPY_H2G / L2G (into the \
+                 pool) or SMEMB_COPY_G2H / G2L (out of it)"
+            );
+            return Err(INVALID);
+        }
+    };
+    match direction(obj, op)? {
+        Mode::Host => Ok((op, Mode::Host)),
+        Mode::Device => Ok((op, Mode::Device)),
+        Mode::Auto => unreachable!("AUTO was refused above"),
+    }
+}

@@ -8,6 +8,9 @@
 mod device;
 mod get;
 mod put;
+mod staged;
+
+pub use staged::{Leased, PoolRange, StagedPut, STAGED_WRITE_MS};
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
