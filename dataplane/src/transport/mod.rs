@@ -279,7 +279,8 @@ fn copy_jobs(jobs: Vec<Job<'_>>, done: &mut Completions, pools: &dyn PoolCopies)
 
 /// Host staging for device jobs bound for TCP: a write's device bytes are copied to host buffers
 /// first (one device batch), a read lands in host buffers and is copied to the device after the
-/// transfers (one device batch), for the jobs that succeeded.
+/// transfers (one device batch), for the jobs that succeeded. The buffers are allocated per batch
+/// (pageable memory; the service side stages through pinned buffers it keeps).
 struct Staged {
     /// Per staged job: its index, the device spans, and its host buffer.
     jobs: Vec<(usize, Vec<DevSpan>, Vec<u8>)>,
@@ -323,14 +324,19 @@ impl Staged {
             }
         }
         if let Err(e) = batch.run(mmc_hal::device::active()) {
+            // Every staged write fails with the batch; the reads go ahead.
             let e = crate::local::device_error(e);
-            for (idx, _, write) in meta.iter().filter(|m| m.2) {
-                let _ = write;
+            for (idx, _, _) in meta.iter().filter(|(_, _, write)| *write) {
                 done.set(*idx, Err(e.clone_error()));
             }
-            let failed: Vec<usize> = meta.iter().filter(|m| m.2).map(|m| m.0).collect();
-            staged.jobs.retain(|j| !failed.contains(&j.0));
-            meta.retain(|m| !m.2);
+            let (jobs, kept): (Vec<_>, Vec<_>) = staged
+                .jobs
+                .into_iter()
+                .zip(meta)
+                .filter(|(_, (_, _, write))| !*write)
+                .unzip();
+            staged.jobs = jobs;
+            meta = kept;
         }
         (staged, meta)
     }
