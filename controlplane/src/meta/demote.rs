@@ -17,7 +17,7 @@
 use tracing::{debug, info};
 
 use super::{MetaCore, State};
-use crate::msg::{self, IndexChange, RepairTask, Replica, ServiceAddr, REPAIRS_MAX};
+use crate::msg::{self, IndexChange, RepairTask, Replica, REPAIRS_MAX};
 
 impl MetaCore {
     /// Whether HBM has a lower tier to move down to (some live service offers DRAM).
@@ -111,8 +111,22 @@ impl MetaCore {
                 );
                 break;
             };
-            tasks =
-                self.push_demotion(now_ms, tasks, oid, upper, dram, space, (size, version, crc));
+            let replica = Replica {
+                rank,
+                segment: dram,
+                media: msg::MEDIA_DRAM,
+                offset: space.offset,
+                len: size,
+            };
+            let task = self.start_repair(
+                now_ms,
+                (oid, version, crc),
+                upper,
+                replica,
+                space,
+                Some(upper),
+            );
+            tasks.push(task);
         }
         if !tasks.is_empty() {
             debug!(rank, tasks = tasks.len(), "demotion tasks handed out");
@@ -135,58 +149,6 @@ impl MetaCore {
                 return None;
             }
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push_demotion(
-        &mut self,
-        now_ms: u64,
-        mut tasks: Vec<RepairTask>,
-        oid: u64,
-        upper: Replica,
-        dram: u32,
-        space: mmc_hal::Space,
-        (size, version, crc): (u64, u64, u32),
-    ) -> Vec<RepairTask> {
-        let rank = self.segments[&dram].rank;
-        let token = self.next_oid;
-        self.next_oid += 1;
-        let m = &self.members[&upper.rank];
-        tasks.push(RepairTask {
-            token,
-            segment: dram,
-            offset: space.offset,
-            len: size,
-            crc,
-            source: ServiceAddr {
-                rank: upper.rank,
-                incarnation: m.incarnation,
-                host: m.host.clone(),
-                data_endpoint: m.data_endpoint.clone(),
-                shm_endpoint: m.shm_endpoint.clone(),
-            },
-            source_segment: upper.segment,
-            source_offset: upper.offset,
-        });
-        let replica = Replica {
-            rank,
-            segment: dram,
-            media: msg::MEDIA_DRAM,
-            offset: space.offset,
-            len: size,
-        };
-        self.repairs.insert(
-            token,
-            super::repair::Repair {
-                oid,
-                version,
-                replica,
-                space,
-                deadline_ms: now_ms.saturating_add(self.params.pending_timeout_ms),
-                demote: Some(upper),
-            },
-        );
-        tasks
     }
 
     /// A demotion's copy succeeded: the DRAM replica replaces the HBM one, unless the object
@@ -238,15 +200,7 @@ impl MetaCore {
             offset: upper.offset,
         });
         let r = rep.replica;
-        self.index_record(r.rank, &key, || IndexChange::Added {
-            key: key.clone(),
-            segment: r.segment,
-            offset: r.offset,
-            len: r.len,
-            version,
-            crc,
-            want,
-        });
+        self.index_add_replica(&key, r, (version, crc, want));
         self.demoted_total += 1;
         info!(
             key,

@@ -14,7 +14,7 @@ use mmc_hal::Space;
 use tracing::{debug, info, warn};
 
 use super::{MetaCore, State};
-use crate::msg::{self, IndexChange, RepairDone, RepairTask, Replica, ServiceAddr, REPAIRS_MAX};
+use crate::msg::{self, RepairDone, RepairTask, Replica, ServiceAddr, REPAIRS_MAX};
 
 /// Most repairs in flight at once.
 pub const REPAIRS_INFLIGHT_MAX: usize = 256;
@@ -102,42 +102,59 @@ impl MetaCore {
                 offset: space.offset,
                 len: size,
             };
-            let token = self.next_oid;
-            self.next_oid += 1;
-            let m = &self.members[&source.rank];
-            tasks.push(RepairTask {
-                token,
-                segment: seg,
-                offset: space.offset,
-                len: size,
-                crc,
-                source: ServiceAddr {
-                    rank: source.rank,
-                    incarnation: m.incarnation,
-                    host: m.host.clone(),
-                    data_endpoint: m.data_endpoint.clone(),
-                    shm_endpoint: m.shm_endpoint.clone(),
-                },
-                source_segment: source.segment,
-                source_offset: source.offset,
-            });
-            let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);
-            self.repairs.insert(
-                token,
-                Repair {
-                    oid,
-                    version,
-                    replica,
-                    space,
-                    deadline_ms,
-                    demote: None,
-                },
-            );
+            let t = self.start_repair(now_ms, (oid, version, crc), source, replica, space, None);
+            tasks.push(t);
         }
         if !tasks.is_empty() {
             debug!(rank, tasks = tasks.len(), "repair tasks handed out");
         }
         tasks
+    }
+
+    /// Record a repair (or, with `demote`, a demotion replacing that replica) of object `oid`
+    /// at `(version, crc)`: copy `source` into `replica`, whose `space` is reserved. The task for
+    /// the target service.
+    pub(super) fn start_repair(
+        &mut self,
+        now_ms: u64,
+        (oid, version, crc): (u64, u64, u32),
+        source: Replica,
+        replica: Replica,
+        space: Space,
+        demote: Option<Replica>,
+    ) -> RepairTask {
+        let token = self.next_oid;
+        self.next_oid += 1;
+        let m = &self.members[&source.rank];
+        let task = RepairTask {
+            token,
+            segment: replica.segment,
+            offset: replica.offset,
+            len: replica.len,
+            crc,
+            source: ServiceAddr {
+                rank: source.rank,
+                incarnation: m.incarnation,
+                host: m.host.clone(),
+                data_endpoint: m.data_endpoint.clone(),
+                shm_endpoint: m.shm_endpoint.clone(),
+            },
+            source_segment: source.segment,
+            source_offset: source.offset,
+        };
+        let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);
+        self.repairs.insert(
+            token,
+            Repair {
+                oid,
+                version,
+                replica,
+                space,
+                deadline_ms,
+                demote,
+            },
+        );
+        task
     }
 
     /// Outcomes reported by `rank`'s service (a member at the heartbeat's incarnation).
@@ -205,16 +222,7 @@ impl MetaCore {
                 let previous = self.lru.insert(recency, rep.oid);
                 assert!(previous.is_none(), "a dormant object is not in the LRU");
             }
-            let r = rep.replica;
-            self.index_record(rank, &key, || IndexChange::Added {
-                key: key.clone(),
-                segment: r.segment,
-                offset: r.offset,
-                len: r.len,
-                version,
-                crc,
-                want,
-            });
+            self.index_add_replica(&key, rep.replica, (version, crc, want));
             self.note_replicas(rep.oid);
             info!(key, rank, "replica repaired");
         }

@@ -116,10 +116,28 @@ impl DevicePool {
         }
     }
 
-    fn staging(&self) -> &Staging {
-        self.staging
+    /// Walk `runs` in chunks of one staging buffer: `step(pool offset, chunk)` for each, in order.
+    fn staged(
+        &self,
+        runs: &[(u64, u64)],
+        mut step: impl FnMut(u64, &mut [u8]) -> Result<(), HalError>,
+    ) -> Result<(), HalError> {
+        let staging = self
+            .staging
             .as_deref()
-            .expect("socket transfers run in the service that owns the pool")
+            .expect("socket transfers run in the service that owns the pool");
+        let mut buf = staging.take();
+        let r = runs.iter().try_for_each(|&(off, len)| {
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(buf.len() as u64) as usize;
+                step(off + done, &mut buf[..n])?;
+                done += n as u64;
+            }
+            Ok(())
+        });
+        staging.give(buf);
+        r
     }
 }
 
@@ -221,25 +239,13 @@ impl PoolMem {
     ) -> Result<(), HalError> {
         match self {
             PoolMem::Host(a) => a.fill_from(runs, s),
-            PoolMem::Device(d) => {
-                let staging = d.staging();
-                let mut buf = staging.take();
-                let r = runs.iter().try_for_each(|&(off, len)| {
-                    let mut done = 0u64;
-                    while done < len {
-                        let n = (len - done).min(buf.len() as u64) as usize;
-                        s.read_exact(&mut buf[..n]).map_err(|e| HalError::Io {
-                            context: "reading into a device pool".into(),
-                            source: e,
-                        })?;
-                        self.copy_in(off + done, &buf[..n])?;
-                        done += n as u64;
-                    }
-                    Ok(())
-                });
-                staging.give(buf);
-                r
-            }
+            PoolMem::Device(d) => d.staged(runs, |off, buf| {
+                s.read_exact(buf).map_err(|e| HalError::Io {
+                    context: "reading into a device pool".into(),
+                    source: e,
+                })?;
+                self.copy_in(off, buf)
+            }),
         }
     }
 
@@ -251,25 +257,13 @@ impl PoolMem {
     ) -> Result<(), HalError> {
         match self {
             PoolMem::Host(a) => a.drain_to(runs, s),
-            PoolMem::Device(d) => {
-                let staging = d.staging();
-                let mut buf = staging.take();
-                let r = runs.iter().try_for_each(|&(off, len)| {
-                    let mut done = 0u64;
-                    while done < len {
-                        let n = (len - done).min(buf.len() as u64) as usize;
-                        self.copy_out(off + done, &mut buf[..n])?;
-                        s.write_all(&buf[..n]).map_err(|e| HalError::Io {
-                            context: "writing from a device pool".into(),
-                            source: e,
-                        })?;
-                        done += n as u64;
-                    }
-                    Ok(())
-                });
-                staging.give(buf);
-                r
-            }
+            PoolMem::Device(d) => d.staged(runs, |off, buf| {
+                self.copy_out(off, buf)?;
+                s.write_all(buf).map_err(|e| HalError::Io {
+                    context: "writing from a device pool".into(),
+                    source: e,
+                })
+            }),
         }
     }
 }
