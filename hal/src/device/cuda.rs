@@ -3,7 +3,7 @@
 //!
 //! - **Contexts**: each device's *primary* context (`cuDevicePrimaryCtxRetain`), the one the CUDA
 //!   runtime and therefore torch and cupy use, so pointers from `tensor.data_ptr()` and ours live
-//!   in the same context. Retained lazily on first use of a device, with one non-blocking stream
+//!   in the same context. Retained lazily on first use of a device, with one blocking stream
 //!   per device; neither is ever released (the process-wide backend lives until exit).
 //! - **Threads**: copies come from many threads, so every entry point makes the right context
 //!   current (`cuCtxSetCurrent`, cheap) and puts back the caller's previous context afterwards,
@@ -13,9 +13,10 @@
 //!   copy's device-side pointer (found with `cuPointerGetAttribute`), then every stream used is
 //!   synchronized once; a batch that fails part-way still synchronizes what it issued, so no copy
 //!   touches a host buffer after the call returns. Device-to-device copies between two devices
-//!   use `cuMemcpyPeerAsync`. The streams are non-blocking: a copy does not wait for work the
-//!   caller queued on its own streams (torch's included), so a caller finishes writing a device
-//!   buffer before handing it over.
+//!   use `cuMemcpyPeerAsync`. The streams are blocking (`CU_STREAM_DEFAULT`): a copy waits for work
+//!   queued on the legacy default stream, which is torch's and cupy's default, so a tensor written
+//!   by kernels there is complete before it is copied; work on the caller's other streams is the
+//!   caller's to finish (synchronize them) before handing a buffer over.
 //! - **Classification**: `CU_POINTER_ATTRIBUTE_MEMORY_TYPE`; `CUDA_ERROR_INVALID_VALUE` means memory
 //!   the driver does not know (plain host memory).
 //! - **IPC**: `cuIpcGetMemHandle` gives the 64-byte `CUipcMemHandle` ([`IpcHandle::Opaque`]);
@@ -75,8 +76,10 @@ const CUDA_ERROR_INVALID_VALUE: CuResult = 1;
 const CUDA_ERROR_NOT_INITIALIZED: CuResult = 3;
 const CUDA_ERROR_NO_DEVICE: CuResult = 100;
 const CUDA_ERROR_INVALID_CONTEXT: CuResult = 201;
-/// `CU_STREAM_NON_BLOCKING = 0x1` (`CUstream_flags`): no implicit sync with the legacy stream.
-const CU_STREAM_NON_BLOCKING: c_uint = 0x1;
+/// `CU_STREAM_DEFAULT = 0x0` (`CUstream_flags`): the stream synchronizes implicitly with the
+/// legacy default stream (where torch and cupy queue their kernels unless told otherwise), so a
+/// copy never reads a tensor before the kernels queued there have written it.
+const CU_STREAM_DEFAULT: c_uint = 0x0;
 /// `CU_POINTER_ATTRIBUTE_MEMORY_TYPE = 2` (`CUpointer_attribute`): a `CUmemorytype` (`unsigned int`).
 const CU_POINTER_ATTRIBUTE_MEMORY_TYPE: CuPointerAttribute = 2;
 /// `CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9`: an `int`.
@@ -356,7 +359,7 @@ impl Cuda {
         api.check(r, op, "cuCtxSetCurrent")?;
         let mut stream: CuStream = std::ptr::null_mut();
         // SAFETY: writes one CUstream, created in the current context (`ctx`).
-        let r = unsafe { (api.stream_create)(&mut stream, CU_STREAM_NON_BLOCKING) };
+        let r = unsafe { (api.stream_create)(&mut stream, CU_STREAM_DEFAULT) };
         api.check(r, op, "cuStreamCreate")?;
         debug!(
             device,
