@@ -9,3 +9,4 @@ pub use client::{Client, ObjectInfo, PutOptions};
 pub use local::LocalService;
 pub use mmc_config::{ClientConfig, LocalConfig};
 pub use mmc_controlplane::{Code, Error, Result};
+pub use transport::mr_cache::MrStats;

@@ -50,6 +50,7 @@ fn full_local() -> LocalConfig {
         create_id: -7,
         device_id: 2,
         protocol: DataOpType::Shm,
+        rdma_provider: RdmaProvider::Auto,
         log_level: LogLevel::Debug,
         tls: TlsConfig {
             cert_path: "/etc/cert.pem".into(),
@@ -71,6 +72,7 @@ fn full_client() -> ClientConfig {
         read_threads: 4,
         write_threads: 5,
         transport: None,
+        rdma_provider: RdmaProvider::Auto,
         busy_poll_us: 0,
         verify_reads: true,
         log_level: LogLevel::Debug,

@@ -7,6 +7,7 @@
 
 mod data_server;
 mod member;
+pub(crate) mod rdma_server;
 mod repair;
 mod shards;
 pub(crate) mod shm_server;
@@ -38,7 +39,8 @@ const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// One pool and the segment id the meta service gave it.
 pub(crate) struct Pool {
     pub(crate) media: u16,
-    pub(crate) arena: Arena,
+    /// Shared with the RDMA registration, which holds it until its MRs are gone.
+    pub(crate) arena: Arc<Arena>,
 }
 
 pub(crate) struct Inner {
@@ -49,7 +51,7 @@ pub(crate) struct Inner {
     pub(crate) core: RwLock<LocalCore>,
     /// The epoch fence every copy into or out of the pools enters, in a page same-host clients
     /// map too.
-    pub(crate) fence: SharedFence,
+    pub(crate) fence: Arc<SharedFence>,
     pub(crate) stop: AtomicBool,
     /// Held by the member driver for each of its steps and by `member::stop`: a stop waits for a
     /// step in flight (a registration included) to end, and no step starts after it.
@@ -62,6 +64,8 @@ pub(crate) struct Inner {
     started: Instant,
     /// The repair worker's queue (set once it runs).
     repairs: std::sync::OnceLock<std::sync::mpsc::SyncSender<repair::Queued>>,
+    /// The RDMA device with the pools registered, when there is one.
+    pub(crate) rdma: Option<rdma_server::RdmaServer>,
 }
 
 impl Inner {
@@ -118,9 +122,6 @@ impl LocalService {
         config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
-        if config.protocol == mmc_config::DataOpType::Rdma {
-            warn!("protocol = rdma: this build has no RDMA transport yet; the service offers TCP and same-host shared memory");
-        }
         if config.dram_bytes == 0 && config.hbm_bytes == 0 {
             return Err(Error::Config(
                 "a local service needs a DRAM or HBM size above 0".into(),
@@ -151,7 +152,10 @@ impl LocalService {
             );
             let arena = Arena::new(&name, bytes, config.prefault)
                 .map_err(|e| Error::Memory(e.to_string()))?;
-            pools.push(Pool { media, arena });
+            pools.push(Pool {
+                media,
+                arena: Arc::new(arena),
+            });
         }
         let listener = TcpListener::bind(listen)
             .map_err(|e| Error::io(format!("bind the data endpoint {listen}"), e))?;
@@ -186,14 +190,18 @@ impl LocalService {
             std::process::id(),
             config.create_id
         ))
-        .map_err(|e| Error::Memory(e.to_string()))?;
+        .map_err(|e| Error::Memory(e.to_string()))
+        .map(Arc::new)?;
         let params = LocalParams {
             register,
             heartbeat_ms: config.heartbeat_ms.max(10),
             drain_timeout_ms: DRAIN_TIMEOUT_MS,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
         };
+        let rdma =
+            rdma_server::RdmaServer::open(config.rdma_provider, config.protocol, &pools, &fence);
         let inner = Inner {
+            rdma,
             pool_lens: pools.iter().map(|p| p.arena.len()).collect(),
             pools,
             core: RwLock::new(LocalCore::new(params, 0)),

@@ -15,6 +15,8 @@
 //! [`Transports::route`]; the put and get drivers do not change.
 
 pub(crate) mod embedded;
+pub(crate) mod mr_cache;
+pub(crate) mod rdma;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
@@ -41,6 +43,8 @@ pub(crate) enum Route {
     Embedded,
     /// A same-host local service's pools, mapped.
     Shm(Arc<ShmMap>),
+    /// One-sided verbs (both sides have an RDMA device on one fabric).
+    Rdma,
     /// Everything else.
     Tcp,
 }
@@ -56,6 +60,10 @@ pub(crate) struct Transports {
     /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
     shm_maps: Mutex<HashMap<u32, ShmEntry>>,
     tcp: tcp::Pool,
+    /// The RDMA backend, when this client has a device.
+    rdma: Option<rdma::RdmaNet>,
+    /// `transport = rdma`: RDMA before same-host shared memory.
+    rdma_forced: bool,
 }
 
 impl Transports {
@@ -64,11 +72,25 @@ impl Transports {
         transport: Option<DataOpType>,
         timeout: Duration,
         busy_poll: Duration,
+        rdma_provider: mmc_config::RdmaProvider,
     ) -> Transports {
-        if transport == Some(DataOpType::Rdma) {
-            tracing::warn!("transport = rdma: this build has no RDMA transport yet; using the own pool, same-host shared memory or TCP");
+        let rdma_forced = transport == Some(DataOpType::Rdma);
+        let kind = crate::local::rdma_server::provider_kind(rdma_provider);
+        let rdma = match mmc_hal::rdma::provider(kind, &crate::local::host_id()) {
+            _ if transport == Some(DataOpType::Tcp) => None,
+            Ok(Some(dev)) => Some(rdma::RdmaNet::new(dev, busy_poll)),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, "RDMA unavailable: using the own pool, same-host shared memory or TCP");
+                None
+            }
+        };
+        if rdma_forced && rdma.is_none() {
+            warn!("transport = rdma but this client has no RDMA device (rdma_provider = sim selects the simulated NIC): using the own pool, same-host shared memory or TCP");
         }
         Transports {
+            rdma,
+            rdma_forced,
             embedded,
             tcp_only: transport == Some(DataOpType::Tcp),
             host: crate::local::host_id(),
@@ -94,6 +116,7 @@ impl Transports {
         let mut own = Vec::new();
         let mut mapped: Vec<(u32, Arc<ShmMap>, Vec<Job<'_>>)> = Vec::new();
         let mut remote = Vec::new();
+        let mut verbs: Vec<(u32, Vec<Job<'_>>)> = Vec::new();
         let mut alive = Vec::new();
         for job in jobs {
             let f = job.t.fence;
@@ -103,8 +126,22 @@ impl Transports {
                     Some((_, _, share)) => share.push(job),
                     None => mapped.push((f.rank, map, vec![job])),
                 },
+                Route::Rdma => match verbs.iter_mut().find(|(r, _)| *r == f.rank) {
+                    Some((_, share)) => share.push(job),
+                    None => verbs.push((f.rank, vec![job])),
+                },
                 Route::Tcp => remote.push(job),
             }
+        }
+        for (rank, share) in verbs {
+            let addr = services
+                .iter()
+                .find(|s| s.rank == rank)
+                .expect("routed by its address");
+            self.rdma
+                .as_ref()
+                .expect("routed to RDMA")
+                .submit(addr, share, &mut done, deadline);
         }
         if !own.is_empty() {
             let svc = self
@@ -137,6 +174,13 @@ impl Transports {
         };
         if self.embedded.as_ref().is_some_and(|s| s.rank() == rank) {
             return Route::Embedded;
+        }
+        if let Some(r) = &self.rdma {
+            // Same host: shared memory first, unless RDMA is forced.
+            let wanted = self.rdma_forced || addr.host != self.host || addr.shm_endpoint.is_empty();
+            if wanted && r.usable(addr, self.map_timeout) {
+                return Route::Rdma;
+            }
         }
         if self.tcp_only || addr.host != self.host || addr.shm_endpoint.is_empty() {
             return Route::Tcp;
@@ -188,6 +232,11 @@ impl Transports {
             return Route::Tcp;
         }
         Route::Shm(map)
+    }
+
+    /// The RDMA backend, if this client has a device.
+    pub(crate) fn rdma(&self) -> Option<&rdma::RdmaNet> {
+        self.rdma.as_ref()
     }
 
     /// Ranks of the same-host local services whose pools are mapped (and used instead of TCP).

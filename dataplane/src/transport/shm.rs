@@ -5,6 +5,7 @@
 //! fence, -3018) a job planned for another incarnation than the mapping's, and (`LinkNotFound`) a
 //! segment the mapping lacks; the chooser sends it only same-host ranks it mapped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mmc_controlplane::msg::{ServiceAddr, ShmHello};
@@ -34,9 +35,9 @@ impl Transport for Shm<'_> {
 /// A same-host local service's pools, mapped into this process.
 pub(crate) struct ShmMap {
     pub(crate) incarnation: u64,
-    segments: Vec<(u32, Arena)>,
+    segments: Vec<(u32, Arc<Arena>)>,
     /// The service's fence word, shared with it and its other clients.
-    fence: SharedFence,
+    fence: Arc<SharedFence>,
     endpoint: String,
     /// Open while the service lives.
     stream: std::os::unix::net::UnixStream,
@@ -80,7 +81,7 @@ impl ShmMap {
         for ((segment, len), fd) in hello.segments.into_iter().zip(fds) {
             let name = format!("rank{}-segment{segment}", addr.rank);
             let arena = Arena::from_fd(&name, fd, len).map_err(|e| unreachable(e.to_string()))?;
-            segments.push((segment, arena));
+            segments.push((segment, Arc::new(arena)));
         }
         tracing::debug!(
             rank = addr.rank,
@@ -90,7 +91,7 @@ impl ShmMap {
         Ok(ShmMap {
             incarnation: hello.incarnation,
             segments,
-            fence,
+            fence: Arc::new(fence),
             endpoint: addr.shm_endpoint.clone(),
             stream,
         })
@@ -157,6 +158,19 @@ impl ShmMap {
         self.segments
             .iter()
             .find(|(s, _)| *s == segment)
-            .map(|(_, a)| a)
+            .map(|(_, a)| &**a)
+    }
+
+    /// The mapped pool of `segment`, shared (the simulated NIC's view of the service's MRs).
+    pub(crate) fn arena_arc(&self, segment: u32) -> Option<Arc<Arena>> {
+        self.segments
+            .iter()
+            .find(|(s, _)| *s == segment)
+            .map(|(_, a)| a.clone())
+    }
+
+    /// The mapped fence page, shared.
+    pub(crate) fn fence_arc(&self) -> Arc<SharedFence> {
+        self.fence.clone()
     }
 }

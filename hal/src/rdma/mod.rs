@@ -18,6 +18,8 @@
 
 pub mod lower;
 #[cfg(feature = "os")]
+pub mod safe;
+#[cfg(feature = "os")]
 pub mod sim;
 #[cfg(feature = "rdma")]
 pub mod verbs;

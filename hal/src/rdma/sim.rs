@@ -24,6 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::safe::Region;
 use super::{
     access, Completion, Device, DeviceAttr, Mr, Opcode, QpEndpoint, QpState, QpStates, QueuePair,
     RdmaError, WcStatus, WorkRequest,
@@ -98,6 +99,52 @@ pub unsafe fn attach_peer(gid: [u8; 16], windows: Vec<Window>, keep: Arc<dyn Any
     lock(fabric()).insert(gid, a);
 }
 
+/// A peer's MR as backed by a [`Region`] mapped here (the peer's memfd, mapped).
+pub struct RegionWindow {
+    /// The mapping.
+    pub region: Arc<dyn Region>,
+    /// Where in it the MR starts.
+    pub offset: u64,
+    /// The MR's length.
+    pub len: u64,
+    /// The MR's address in the peer.
+    pub remote_addr: u64,
+    /// Its rkey.
+    pub rkey: u32,
+    /// Its access flags.
+    pub access: u32,
+}
+
+/// [`attach_peer`] for windows backed by regions, checked to lie inside them.
+pub fn attach_regions(gid: [u8; 16], windows: Vec<RegionWindow>) -> Result<(), RdmaError> {
+    let mut raw = Vec::with_capacity(windows.len());
+    let mut keep: Vec<Arc<dyn Region>> = Vec::with_capacity(windows.len());
+    for w in windows {
+        let (base, len) = w.region.region();
+        if w.offset.checked_add(w.len).is_none_or(|end| end > len) {
+            return Err(RdmaError::Call {
+                call: "attach_regions",
+                reason: format!(
+                    "window {}+{} outside a mapping of {len} bytes",
+                    w.offset, w.len
+                ),
+            });
+        }
+        raw.push(Window {
+            addr: w.remote_addr,
+            len: w.len,
+            rkey: w.rkey,
+            access: w.access,
+            ptr: (base + w.offset) as *mut u8,
+        });
+        keep.push(w.region);
+    }
+    // SAFETY: each window lies inside its region (checked above); regions stay mapped while
+    // `keep` (which holds them) lives, and tolerate concurrent writes (the Region contract).
+    unsafe { attach_peer(gid, raw, Arc::new(keep)) };
+    Ok(())
+}
+
 /// Forget the peer `gid` (queue pairs connected to it keep their attachment until reset).
 pub fn detach_peer(gid: &[u8; 16]) {
     lock(fabric()).remove(gid);
@@ -119,7 +166,7 @@ pub struct SimStats {
     pub wrs: u64,
     /// Bytes moved by them.
     pub bytes: u64,
-    /// Error completions (flushes excluded).
+    /// Error completions of executed work requests (flushes of an errored queue pair excluded).
     pub errors: u64,
 }
 
@@ -140,22 +187,39 @@ pub fn stats() -> SimStats {
     }
 }
 
-/// Pending injected error: fail the work request executed this many after now.
-static INJECT: Mutex<Option<(u64, WcStatus)>> = Mutex::new(None);
+/// A fault the simulated NIC injects into one work request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Complete it with this status, touching nothing.
+    Status(WcStatus),
+    /// Use a wrong rkey: the NIC's key check must catch it (RemoteAccess).
+    BadRkey,
+    /// Aim it 1 TiB past its remote address: the NIC's bounds check must catch it
+    /// (RemoteAccess).
+    OutOfBounds,
+}
+
+/// Pending injected fault: the work request executed this many after now gets it.
+static INJECT: Mutex<Option<(u64, Fault)>> = Mutex::new(None);
 
 /// Fail the work request this process's simulated NIC executes `after` work requests from now
 /// (0: the next one) with `status`; once.
 pub fn inject_error(after: u64, status: WcStatus) {
-    *lock(&INJECT) = Some((after, status));
+    inject(after, Fault::Status(status));
 }
 
-fn injected() -> Option<WcStatus> {
+/// Give the work request executed `after` work requests from now `fault`; once.
+pub fn inject(after: u64, fault: Fault) {
+    *lock(&INJECT) = Some((after, fault));
+}
+
+fn injected() -> Option<Fault> {
     let mut g = lock(&INJECT);
     match g.as_mut() {
-        Some((0, s)) => {
-            let s = *s;
+        Some((0, f)) => {
+            let f = *f;
             *g = None;
-            Some(s)
+            Some(f)
         }
         Some((n, _)) => {
             *n -= 1;
@@ -396,12 +460,16 @@ impl SimQp {
         let Some(remote) = self.remote.as_ref() else {
             return WcStatus::RetryExceeded;
         };
-        let Some(ptr) = remote.resolve(wr.rkey, wr.remote_addr, len, remote_need) else {
+        let (mut rkey, mut raddr) = (wr.rkey, wr.remote_addr);
+        match injected() {
+            Some(Fault::Status(s)) => return s,
+            Some(Fault::BadRkey) => rkey ^= 0x00ff_ff00,
+            Some(Fault::OutOfBounds) => raddr = raddr.wrapping_add(1 << 40),
+            None => {}
+        }
+        let Some(ptr) = remote.resolve(rkey, raddr, len, remote_need) else {
             return WcStatus::RemoteAccess;
         };
-        if let Some(s) = injected() {
-            return s;
-        }
         match wr.opcode {
             Opcode::Write => {
                 let mut at = 0usize;
@@ -463,15 +531,13 @@ impl QueuePair for SimQp {
 
     fn connect(&mut self, remote: &QpEndpoint) -> Result<(), RdmaError> {
         self.states.init()?;
-        let Some(peer) = lock(fabric()).get(&remote.gid).cloned() else {
-            return Err(RdmaError::Unreachable(format!(
-                "no simulated NIC with GID {:02x?} on this host (attach its memory first)",
-                remote.gid
-            )));
-        };
+        // A peer whose memory is not attached here is like an unreachable port: the queue pair
+        // connects, and its work requests fail with RetryExceeded. (A service's queue pairs are
+        // passive, one-sided targets: they never reach the client's memory.)
+        let peer = lock(fabric()).get(&remote.gid).cloned();
         self.states.rtr()?;
         self.states.rts()?;
-        self.remote = Some(peer);
+        self.remote = peer;
         Ok(())
     }
 
@@ -499,14 +565,14 @@ impl QueuePair for SimQp {
 
     fn poll_cq(&mut self, out: &mut Vec<Completion>, max: usize) -> Result<usize, RdmaError> {
         while let Some(wr) = self.sq.pop_front() {
-            let status = if self.states.state() == QpState::Error {
-                WcStatus::Flush
+            let (status, executed) = if self.states.state() == QpState::Error {
+                (WcStatus::Flush, false)
             } else {
                 WRS.fetch_add(1, Ordering::Relaxed);
-                self.execute(&wr)
+                (self.execute(&wr), true)
             };
             if status != WcStatus::Success {
-                if status != WcStatus::Flush {
+                if executed {
                     ERRORS.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         qpn = self.qpn,
