@@ -16,6 +16,7 @@ mod mooncake;
 mod pattern;
 mod peers;
 mod progress;
+mod rdma;
 mod report;
 mod targets;
 mod workloads;
@@ -26,8 +27,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use mmc_config::logging;
-use mmc_config::DataOpType;
 use mmc_config::{parse_size, LogLevel};
+use mmc_config::{DataOpType, RdmaProvider};
 use mmc_controlplane::msg::PREFERRED_AFFINITY;
 use mmc_dataplane::{Client, ClientConfig, LocalConfig, PutOptions};
 
@@ -493,8 +494,52 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                 }
             }
         }
+        // RDMA over the simulated NIC: an mmc-local with it, a client that forces RDMA.
+        let rdma_names: Vec<&str> = ["4k", "batch-1m", "batch-8m", "deepseek-r1"]
+            .into_iter()
+            .filter(|n| names.contains(n) && (!args.quick || ["4k", "batch-1m"].contains(n)))
+            .collect();
+        if !rdma_names.is_empty() {
+            progress.say("starting an mmc-local with the simulated RDMA NIC for the rdma-sim rows");
+            let flags = ["--protocol", "rdma", "--rdma-provider", "sim"];
+            match extra.local(c, plan.peak_bytes() + (64 << 20), &flags, &mut notes) {
+                Ok(rank) => {
+                    let cfg = ClientConfig {
+                        transport: Some(DataOpType::Rdma),
+                        rdma_provider: RdmaProvider::Sim,
+                        ..config.clone()
+                    };
+                    match extra.run(rdma::RDMA_SIM, &cfg, rank, "rdma", &rdma_names, &mut checks) {
+                        Ok(r) => {
+                            rows.extend(r);
+                            notes.push(
+                                "rdma-sim rows: one-sided verbs over the simulated NIC (a memcpy \
+                                 into the service's memfds per work request, with its key and \
+                                 bounds checks), so they measure the software path, not a NIC"
+                                    .into(),
+                            );
+                        }
+                        Err(f) => {
+                            progress.note(format!("rdma-sim: FAILED: {f}"));
+                            op_failures.push(format!("rdma-sim: {f}"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    progress.note(format!("rdma-sim rows skipped: {e}"));
+                    notes.push(format!("rdma-sim rows skipped: {e}"));
+                }
+            }
+        }
     }
     drop(cluster);
+    match rdma::overhead(args.quick) {
+        Ok(r) => rows.extend(r),
+        Err(e) => {
+            progress.note(format!("rdma overhead rows: FAILED: {e}"));
+            op_failures.push(format!("rdma overhead: {e}"));
+        }
+    }
 
     // Redis and memcached.
     for &peer in &kv_peers {
