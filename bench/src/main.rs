@@ -113,6 +113,10 @@ struct Args {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// The RDMA provider of the rdma rows: `sim` (the simulated NIC: software overhead) or
+    /// `verbs` (a real device, build with `--features mmc-hal/rdma`); `none` skips them.
+    #[arg(long, default_value = "sim", value_name = "NAME")]
+    rdma_provider: String,
 }
 
 fn main() -> ExitCode {
@@ -499,17 +503,24 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             .into_iter()
             .filter(|n| names.contains(n) && (!args.quick || ["4k", "batch-1m"].contains(n)))
             .collect();
-        if !rdma_names.is_empty() {
-            progress.say("starting an mmc-local with the simulated RDMA NIC for the rdma-sim rows");
-            let flags = ["--protocol", "rdma", "--rdma-provider", "sim"];
+        let (rdma_pl, rdma_provider, rdma_name) = match args.rdma_provider.as_str() {
+            "verbs" => (rdma::RDMA_VERBS, RdmaProvider::Verbs, "verbs"),
+            "none" => (rdma::RDMA_SIM, RdmaProvider::None, "none"),
+            _ => (rdma::RDMA_SIM, RdmaProvider::Sim, "sim"),
+        };
+        if !rdma_names.is_empty() && rdma_provider != RdmaProvider::None {
+            progress.say(format!(
+                "starting an mmc-local with RDMA provider {rdma_name} for the {rdma_pl} rows"
+            ));
+            let flags = ["--protocol", "rdma", "--rdma-provider", rdma_name];
             match extra.local(c, plan.peak_bytes() + (64 << 20), &flags, &mut notes) {
                 Ok(rank) => {
                     let cfg = ClientConfig {
                         transport: Some(DataOpType::Rdma),
-                        rdma_provider: RdmaProvider::Sim,
+                        rdma_provider,
                         ..config.clone()
                     };
-                    match extra.run(rdma::RDMA_SIM, &cfg, rank, "rdma", &rdma_names, &mut checks) {
+                    match extra.run(rdma_pl, &cfg, rank, "rdma", &rdma_names, &mut checks) {
                         Ok(r) => {
                             rows.extend(r);
                             notes.push(
@@ -534,6 +545,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     }
     drop(cluster);
     match rdma::overhead(args.quick) {
+        _ if args.rdma_provider == "none" => {}
         Ok(r) => rows.extend(r),
         Err(e) => {
             progress.note(format!("rdma overhead rows: FAILED: {e}"));

@@ -15,8 +15,10 @@ use mmc_hal::Arena;
 
 use crate::report::{Row, MMC};
 
-/// The placement label of every RDMA row.
+/// The placement label of the RDMA rows over the simulated NIC.
 pub const RDMA_SIM: &str = "rdma-sim";
+/// ... and over a real device (`--rdma-provider verbs`).
+pub const RDMA_VERBS: &str = "rdma";
 
 /// Work requests per measured chain list.
 const WRS: usize = 4096;

@@ -3,6 +3,11 @@
 //! boundaries) and a client in this process (`transport = rdma`, `rdma_provider = sim`), whose
 //! one-sided READs and WRITEs land in the services' pools with no service thread on the data path.
 //! Faults are injected into this process's simulated NIC, so the tests run one at a time.
+//!
+//! `MMC_RDMA_TEST_PROVIDER=verbs` (scripts/rdma-check.sh, on a host with an RDMA device and a
+//! build with `--features mmc-hal/rdma`) runs the byte-exact and mixed-pool tests over the real
+//! device instead (loopback queue pairs between the processes); the fault-injection and
+//! MR-counter tests need the simulated NIC and say so.
 
 mod common;
 
@@ -15,6 +20,22 @@ use mmc_hal::rdma::sim::{self, Fault};
 use mmc_hal::rdma::WcStatus;
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The provider under test: the simulated NIC unless `MMC_RDMA_TEST_PROVIDER=verbs`.
+fn provider() -> (&'static str, RdmaProvider) {
+    match std::env::var("MMC_RDMA_TEST_PROVIDER").as_deref() {
+        Ok("verbs") => ("verbs", RdmaProvider::Verbs),
+        _ => ("sim", RdmaProvider::Sim),
+    }
+}
+
+fn sim_only(test: &str) -> bool {
+    if provider().1 != RdmaProvider::Sim {
+        println!("skipped {test}: it injects faults into the simulated NIC");
+        return false;
+    }
+    true
+}
 
 const MIB: usize = 1 << 20;
 
@@ -144,6 +165,9 @@ fn every_call_form_is_byte_exact_over_the_simulated_nic() {
 #[test]
 fn key_and_bounds_violations_are_caught_and_the_next_call_works() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !sim_only("key_and_bounds_violations_are_caught_and_the_next_call_works") {
+        return;
+    }
     let c = cluster(1);
     let client = rdma_client(&c);
     let v = pattern("victim", 2 * MIB);
@@ -183,6 +207,9 @@ fn key_and_bounds_violations_are_caught_and_the_next_call_works() {
 #[test]
 fn an_error_completion_mid_chain_falls_over_to_the_other_replica() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !sim_only("an_error_completion_mid_chain_falls_over_to_the_other_replica") {
+        return;
+    }
     let c = cluster(2);
     let client = rdma_client(&c);
     let keys: Vec<String> = (0..16).map(|i| format!("rep/{i}")).collect();
@@ -230,6 +257,9 @@ fn an_error_completion_mid_chain_falls_over_to_the_other_replica() {
 #[test]
 fn registered_buffers_hit_the_mr_cache_until_unregistered() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !sim_only("registered_buffers_hit_the_mr_cache_until_unregistered") {
+        return;
+    }
     let c = cluster(1);
     let client = rdma_client(&c);
     let v = pattern("cached", 256 << 10);
@@ -286,6 +316,30 @@ fn a_service_without_rdma_is_reached_over_tcp() {
         assert!(client.get(k).unwrap() == *v);
     }
     let moved = sim::stats().bytes - before.bytes;
+    if provider().1 != RdmaProvider::Sim {
+        return;
+    }
     // One replica of each object went over RDMA, the other over TCP (no shared memory: forced).
     assert!((8 * 100_000..8 * 100_000 * 4).contains(&moved), "{moved}");
+}
+
+/// The real device, where there is one: a loopback queue pair on it (the verbs binding's own
+/// test covers more); without one (or without the `rdma` feature) it says why it skips.
+#[test]
+fn a_real_device_is_detected_or_the_skip_is_explained() {
+    use mmc_hal::rdma::{provider as open, ProviderKind};
+    match open(ProviderKind::Verbs, "test") {
+        Ok(Some(dev)) => {
+            let mut qp = dev.create_qp(16).expect("a queue pair");
+            let ep = qp.endpoint();
+            qp.connect(&ep).expect("a loopback connection");
+            println!(
+                "RDMA device {} on fabric {}",
+                dev.attr().name,
+                dev.attr().fabric
+            );
+        }
+        Ok(None) => unreachable!("verbs is never `none`"),
+        Err(e) => println!("skipped: no RDMA device here ({e})"),
+    }
 }
