@@ -6,11 +6,12 @@
 //! |---|---|---|
 //! | [`embedded`] | memcpy between the caller's slices and the client's own local service's pools, inside its fence, at once | every rank but the embedded service's |
 //! | [`shm`] | memcpy between the caller's slices and a same-host service's pools mapped from its memfds, inside its shared fence word, at once | other hosts; `transport = tcp`; a failed mapping (remembered per incarnation); a service whose socket closed |
+//! | [`rdma`] | one-sided verbs (WRITE/READ chains, the fence entered with FETCH_ADD) between the caller's registered slices and the service's registered pools; blocks until every completion | services whose `RdmaConnect` was refused (no device, another fabric), remembered per incarnation |
 //! | [`tcp`] | one vectored request per (service, lane) on pooled connections, raw bytes straight from and into the caller's slices; lanes and services in parallel threads; the service checks the fence | ranks the meta reply gave no address |
 //!
 //! [`Transports::run`] routes each job (the order below is the chooser), submits each backend's
 //! share, and returns the outcomes in transfer order. Every backend here completes before `submit`
-//! returns, so the caller's borrowed memory outlives every copy. A device-copy or RDMA backend
+//! returns, so the caller's borrowed memory outlives every copy. A device-copy backend
 //! implements [`Transport`] in a file of its own and gets a [`Route`] and a branch in
 //! [`Transports::route`]; the put and get drivers do not change.
 
@@ -159,8 +160,10 @@ impl Transports {
         done.take()
     }
 
-    /// The backend for `rank`'s `segment`: the client's own pool; else (same host, unless the
-    /// transport is forced to TCP) the service's mapped pools; else TCP. `alive` holds the ranks
+    /// The backend for `rank`'s `segment`: the client's own pool; else RDMA when this client has
+    /// a device and the service accepts a connection (other hosts; any host with
+    /// `transport = rdma`); else (same host, unless the transport is forced to TCP) the service's
+    /// mapped pools; else TCP. `alive` holds the ranks
     /// whose liveness this batch already confirmed: one probe per service per batch, not per key.
     pub(crate) fn route(
         &self,
