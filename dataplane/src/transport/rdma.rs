@@ -13,8 +13,8 @@
 //! 4. a fenced READ of the incarnation (the fence held across the copy, else the jobs fail:
 //!    bytes read are not the object's, bytes written are never committed) and a FETCH_ADD of -1.
 //!
-//! An error completion (remote access, retry exceeded, flush) fails the jobs whose work requests
-//! did not complete with -3018 (`Error::Remote` with `NotConnectLocal`, naming the status; not a
+//! An error completion (remote access, retry exceeded, flush) fails the batch's jobs for that
+//! service (those that completed before it were not followed by the fence check) with -3018 (`Error::Remote` with `NotConnectLocal`, naming the status; not a
 //! suspect hint: a completion error proves no death), so a get falls over to the next replica
 //! and a put fails; the queue pair is reset and a new one is connected (which also leaves the
 //! fence). A connection that cannot be made is `LocalUnreachable` (-3018, a suspect hint). A deadline passed mid-chain is -3004 and resets the
@@ -59,7 +59,9 @@ struct Conn {
     map: Option<Arc<ShmMap>>,
 }
 
-/// The RDMA backend's state, kept between batches.
+/// The RDMA backend's state, kept between batches. A batch holds the MR cache's lock from its
+/// registrations to its last completion (so no kept MR is evicted under work requests in
+/// flight): one RDMA batch at a time per client.
 pub(crate) struct RdmaNet {
     dev: Arc<dyn Device>,
     limits: Limits,
@@ -292,9 +294,8 @@ impl RdmaNet {
             .map_or(addr.incarnation, |j| j.t.fence.incarnation);
         let mut cache = lock(&self.cache);
         let mut call = CallMrs::new(&mut cache);
-        // Transfers cut at the service's MR boundaries; which job each one serves.
+        // Transfers cut at the service's MR boundaries.
         let mut xfers: Vec<Xfer> = Vec::new();
-        let mut owner: Vec<usize> = Vec::new();
         let mut failed: Vec<Option<Error>> = (0..jobs.len()).map(|_| None).collect();
         for (j, job) in jobs.iter().enumerate() {
             let slices: Vec<(u64, u64)> = match &job.mem {
@@ -308,10 +309,7 @@ impl RdmaNet {
                     .collect(),
             };
             match self.xfers_of(&conn.hello, job, &slices, &mut call) {
-                Ok(xs) => {
-                    owner.extend(std::iter::repeat_n(j, xs.len()));
-                    xfers.extend(xs);
-                }
+                Ok(xs) => xfers.extend(xs),
                 Err(e) => failed[j] = Some(e),
             }
         }
@@ -430,31 +428,27 @@ impl RdmaNet {
         if let Some(c) = conn {
             self.give(addr.rank, c);
         }
-        // Each job: its own failure, else every work request of its transfers, else the fence.
-        let mut last: Vec<Option<u64>> = vec![None; jobs.len()];
-        for (x, wr) in lowered.last_wr.iter().enumerate() {
-            if let Some(w) = wr {
-                let j = owner[x];
-                last[j] = Some(last[j].map_or(*w, |l: u64| l.max(*w)));
-            }
-        }
+        // Each job: its own failure; else, after an error completion or a timeout, that error
+        // for every job (work requests that did complete were not followed by the fence check, so
+        // none of the batch counts: a get reads another replica, a put fails); else the fence
+        // check after the copy.
         (0..jobs.len())
             .map(|j| {
                 if let Some(e) = failed[j].take() {
                     return Err(e);
                 }
-                if let Some(w) = last[j] {
-                    if !data.ok(w) {
-                        return Err(data_err
-                            .as_ref()
-                            .expect("a failed work request means an error")
-                            .clone_error());
-                    }
+                if let Some(e) = &data_err {
+                    return Err(e.clone_error());
                 }
                 match held {
                     Some(now) if now == incarnation => Ok(()),
-                    Some(now) => Err(unreachable(addr, format!("fence: the service moved from incarnation {incarnation} to {now} during the copy"))),
-                    None => Ok(()),
+                    now => Err(unreachable(
+                        addr,
+                        format!(
+                            "fence: the service moved from incarnation {incarnation} to {} during the copy",
+                            now.unwrap_or(0)
+                        ),
+                    )),
                 }
             })
             .collect()
