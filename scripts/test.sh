@@ -35,7 +35,7 @@ if ! { pkg-config --exists libibverbs librdmacm && [ -n "$(ls /usr/lib/llvm-*/li
         libibverbs-dev librdmacm-dev libclang-dev pkg-config >/dev/null
 fi
 cargo clippy -p mmc-hal --features rdma --all-targets --locked -- -D warnings
-cargo test -p mmc-hal --features rdma --locked --lib rdma -- --nocapture 2>&1 | grep -E 'skipped|test result'
+cargo test -q -p mmc-hal --features rdma --locked --lib rdma -- --nocapture
 
 step "build binaries (integration tests start them as real processes)"
 cargo build --workspace --bins --locked
