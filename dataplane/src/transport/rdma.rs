@@ -46,6 +46,8 @@ const SQ_DEPTH: u32 = 256;
 const SIGNAL_EVERY: u32 = 16;
 /// Idle queue pairs kept per service.
 const IDLE_MAX: usize = 8;
+/// A service that refused RDMA is asked again after this long (a refusal may be transient).
+const RETRY_REFUSED: Duration = Duration::from_secs(10);
 /// Work request ids of the fence operations (data work requests count from 0).
 const FENCE_WR: u64 = 1 << 62;
 
@@ -67,8 +69,10 @@ pub(crate) struct RdmaNet {
     limits: Limits,
     busy_poll: Duration,
     idle: Mutex<HashMap<u32, Vec<Conn>>>,
-    /// Ranks whose incarnation refused RDMA (no device, another fabric): TCP serves them.
-    refused: Mutex<HashMap<u32, u64>>,
+    /// Ranks whose incarnation refused RDMA (no device, another fabric, or the connection
+    /// failed), and when: TCP serves them until the incarnation changes or [`RETRY_REFUSED`]
+    /// passes.
+    refused: Mutex<HashMap<u32, (u64, Instant)>>,
     cache: Mutex<MrCache>,
 }
 
@@ -129,8 +133,10 @@ impl RdmaNet {
     /// True when transfers to `addr` can go over RDMA: a queue pair to its incarnation is idle,
     /// or one connects now. A refusal is remembered for the incarnation (TCP serves it).
     pub(crate) fn usable(&self, addr: &ServiceAddr, timeout: Duration) -> bool {
-        if lock(&self.refused).get(&addr.rank) == Some(&addr.incarnation) {
-            return false;
+        if let Some((inc, at)) = lock(&self.refused).get(&addr.rank) {
+            if *inc == addr.incarnation && at.elapsed() < RETRY_REFUSED {
+                return false;
+            }
         }
         {
             let mut idle = lock(&self.idle);
@@ -148,7 +154,7 @@ impl RdmaNet {
             }
             Err(e) => {
                 warn!(rank = addr.rank, error = %e, "RDMA unavailable for this local service: using shared memory or TCP");
-                lock(&self.refused).insert(addr.rank, addr.incarnation);
+                lock(&self.refused).insert(addr.rank, (addr.incarnation, Instant::now()));
                 false
             }
         }
