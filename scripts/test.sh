@@ -29,6 +29,14 @@ cargo fmt --all -- --check
 step "lint (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "RDMA verbs binding (feature rdma: rdma-core headers, bindgen; built and linted, its device test skips without one)"
+if ! { pkg-config --exists libibverbs librdmacm && [ -n "$(ls /usr/lib/llvm-*/lib/libclang*.so* 2>/dev/null)" ]; } 2>/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        libibverbs-dev librdmacm-dev libclang-dev pkg-config >/dev/null
+fi
+cargo clippy -p mmc-hal --features rdma --all-targets --locked -- -D warnings
+cargo test -q -p mmc-hal --features rdma --locked --lib rdma -- --nocapture
+
 step "build binaries (integration tests start them as real processes)"
 cargo build --workspace --bins --locked
 

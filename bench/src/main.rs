@@ -16,6 +16,7 @@ mod mooncake;
 mod pattern;
 mod peers;
 mod progress;
+mod rdma;
 mod report;
 mod targets;
 mod workloads;
@@ -26,8 +27,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use mmc_config::logging;
-use mmc_config::DataOpType;
 use mmc_config::{parse_size, LogLevel};
+use mmc_config::{DataOpType, RdmaProvider};
 use mmc_controlplane::msg::PREFERRED_AFFINITY;
 use mmc_dataplane::{Client, ClientConfig, LocalConfig, PutOptions};
 
@@ -112,6 +113,10 @@ struct Args {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// The RDMA provider of the rdma rows: `sim` (the simulated NIC: software overhead) or
+    /// `verbs` (a real device, build with `--features mmc-hal/rdma`); `none` skips them.
+    #[arg(long, default_value = "sim", value_name = "NAME")]
+    rdma_provider: String,
 }
 
 fn main() -> ExitCode {
@@ -493,8 +498,60 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                 }
             }
         }
+        // RDMA over the simulated NIC: an mmc-local with it, a client that forces RDMA.
+        let rdma_names: Vec<&str> = ["4k", "batch-1m", "batch-8m", "deepseek-r1"]
+            .into_iter()
+            .filter(|n| names.contains(n) && (!args.quick || ["4k", "batch-1m"].contains(n)))
+            .collect();
+        let (rdma_pl, rdma_provider, rdma_name) = match args.rdma_provider.as_str() {
+            "verbs" => (rdma::RDMA_VERBS, RdmaProvider::Verbs, "verbs"),
+            "none" => (rdma::RDMA_SIM, RdmaProvider::None, "none"),
+            _ => (rdma::RDMA_SIM, RdmaProvider::Sim, "sim"),
+        };
+        if !rdma_names.is_empty() && rdma_provider != RdmaProvider::None {
+            progress.say(format!(
+                "starting an mmc-local with RDMA provider {rdma_name} for the {rdma_pl} rows"
+            ));
+            let flags = ["--protocol", "rdma", "--rdma-provider", rdma_name];
+            match extra.local(c, plan.peak_bytes() + (64 << 20), &flags, &mut notes) {
+                Ok(rank) => {
+                    let cfg = ClientConfig {
+                        transport: Some(DataOpType::Rdma),
+                        rdma_provider,
+                        ..config.clone()
+                    };
+                    match extra.run(rdma_pl, &cfg, rank, "rdma", &rdma_names, &mut checks) {
+                        Ok(r) => {
+                            rows.extend(r);
+                            notes.push(
+                                "rdma-sim rows: one-sided verbs over the simulated NIC (a memcpy \
+                                 into the service's memfds per work request, with its key and \
+                                 bounds checks), so they measure the software path, not a NIC"
+                                    .into(),
+                            );
+                        }
+                        Err(f) => {
+                            progress.note(format!("rdma-sim: FAILED: {f}"));
+                            op_failures.push(format!("rdma-sim: {f}"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    progress.note(format!("rdma-sim rows skipped: {e}"));
+                    notes.push(format!("rdma-sim rows skipped: {e}"));
+                }
+            }
+        }
     }
     drop(cluster);
+    match rdma::overhead(args.quick) {
+        _ if args.rdma_provider == "none" => {}
+        Ok(r) => rows.extend(r),
+        Err(e) => {
+            progress.note(format!("rdma overhead rows: FAILED: {e}"));
+            op_failures.push(format!("rdma overhead: {e}"));
+        }
+    }
 
     // Redis and memcached.
     for &peer in &kv_peers {

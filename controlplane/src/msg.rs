@@ -388,6 +388,48 @@ pub enum DataRequest {
         incarnation: u64,
         pieces: Vec<Piece>,
     },
+    /// Connect an RDMA queue pair: the client's endpoint; the reply ([`DataReply`], code 0) is
+    /// followed by an encoded [`RdmaHello`] as its raw bytes. Refused (-3014, link not found)
+    /// by a service without an RDMA device on the client's fabric.
+    RdmaConnect {
+        rank: u32,
+        incarnation: u64,
+        peer: RdmaPeer,
+    },
+}
+
+/// One side of an RDMA connection: its queue pair and port, and its device's fabric.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RdmaPeer {
+    pub qpn: u32,
+    pub psn: u32,
+    pub lid: u16,
+    pub gid: [u8; 16],
+    /// Devices on the same fabric reach each other (`ib:<subnet prefix>`, `sim:<host>`).
+    pub fabric: String,
+}
+
+/// A memory region of a local service that peers reach with one-sided verbs.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct RdmaMr {
+    /// The pool (segment) it lies in, and where in it (`u32::MAX`: the fence page).
+    pub segment: u32,
+    pub seg_offset: u64,
+    /// Its address in the service's address space, length and rkey.
+    pub addr: u64,
+    pub len: u64,
+    pub rkey: u32,
+}
+
+/// A local service's answer to [`DataRequest::RdmaConnect`]: its queue pair, connected to the
+/// client's, and its registered memory: every pool (split into MRs at the device's limit) and the
+/// fence page (the epoch fence word: incarnation at byte 0, copies in flight at byte 8, which the
+/// client enters and leaves with FETCH_ADD).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RdmaHello {
+    pub peer: RdmaPeer,
+    pub mrs: Vec<RdmaMr>,
+    pub fence: RdmaMr,
 }
 
 /// What a local service sends a same-host client on its shm socket, with one descriptor attached

@@ -344,7 +344,40 @@ fn data_requests() -> Vec<(&'static str, DataRequest)> {
                 pieces: pieces(),
             },
         ),
+        (
+            "rdma-connect",
+            DataRequest::RdmaConnect {
+                rank: 1,
+                incarnation: 7,
+                peer: rdma_peer(),
+            },
+        ),
     ]
+}
+
+fn rdma_peer() -> RdmaPeer {
+    RdmaPeer {
+        qpn: 0x101,
+        psn: 0x4242,
+        lid: 0,
+        gid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+        fabric: "sim:host".into(),
+    }
+}
+
+fn rdma_hello() -> RdmaHello {
+    let mr = |segment, seg_offset, addr| RdmaMr {
+        segment,
+        seg_offset,
+        addr,
+        len: 4 << 20,
+        rkey: 0x1122,
+    };
+    RdmaHello {
+        peer: rdma_peer(),
+        mrs: vec![mr(2, 0, 1 << 40), mr(2, 4 << 20, (1 << 40) + (4 << 20))],
+        fence: mr(u32::MAX, 0, 1 << 39),
+    }
 }
 
 fn data_reply(code: i32, message: &str) -> DataReply {
@@ -389,7 +422,7 @@ mod wire_encode {
             }
         )*};
     }
-    encodable!(Request, Reply, DataRequest, DataReply, ShmHello);
+    encodable!(Request, Reply, DataRequest, DataReply, ShmHello, RdmaHello);
 }
 
 /// The seeds of the `msg` target: every variant of every message type, as a payload.
@@ -406,6 +439,7 @@ fn msg_seeds() -> Vec<(String, Vec<u8>)> {
     }
     seeds.push(("data-reply".into(), encode(&data_reply(0, "")).to_vec()));
     seeds.push(("shm-hello".into(), encode(&shm_hello()).to_vec()));
+    seeds.push(("rdma-hello".into(), encode(&rdma_hello()).to_vec()));
     seeds
 }
 
@@ -556,6 +590,7 @@ fn msg_seeds_are_current() {
             }
             "data" => wire::decode_payload::<DataReply>(&aligned).is_ok(),
             "shm" => wire::decode_payload::<ShmHello>(&aligned).is_ok(),
+            "rdma" => wire::decode_payload::<RdmaHello>(&aligned).is_ok(),
             other => panic!("seed kind {other}"),
         };
         assert!(ok, "seed {name} does not decode");

@@ -10,3 +10,4 @@ pub use local::LocalService;
 pub use mmc_config::{ClientConfig, LocalConfig};
 pub use mmc_controlplane::{Code, Error, Result};
 pub use mmc_core::checksum;
+pub use transport::mr_cache::MrStats;

@@ -2,13 +2,13 @@
 //! validated access (bytecheck), then deserialization. The payload sits in a 16-byte aligned
 //! buffer, as the readers' `AlignedVec` holds it.
 //!
-//! Checked, for `Request`, `Reply`, `DataRequest`, `DataReply` and `ShmHello` alike: nothing
+//! Checked, for `Request`, `Reply`, `DataRequest`, `DataReply`, `ShmHello` and `RdmaHello` alike: nothing
 //! panics; validation in place and deserialization agree; what decodes re-encodes, decodes back
 //! to the same message and encodes to the same bytes again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mmc_controlplane::msg::{DataReply, DataRequest, Reply, Request, ShmHello};
+use mmc_controlplane::msg::{DataReply, DataRequest, RdmaHello, Reply, Request, ShmHello};
 use mmc_controlplane::wire;
 use rkyv::util::AlignedVec;
 
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     check::<DataRequest>(&payload);
     check::<DataReply>(&payload);
     check::<ShmHello>(&payload);
+    check::<RdmaHello>(&payload);
 });
 
 fn check<T>(payload: &AlignedVec)

@@ -231,6 +231,13 @@ impl SharedFence {
         assert_eq!(map.as_ptr() as usize % std::mem::align_of::<FenceWord>(), 0);
         Ok(SharedFence { map, file })
     }
+
+    /// The page's first byte (the [`FenceWord`]: the incarnation at byte 0, the copies in flight
+    /// at byte 8), for registering it with an RDMA device: peers then read the incarnation and
+    /// enter and leave with 8-byte atomics, as same-host clients do through their mapping.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
 }
 
 #[cfg(feature = "os")]

@@ -25,6 +25,7 @@ pub mod error;
 #[cfg(feature = "os")]
 pub mod fdpass;
 pub mod fence;
+pub mod rdma;
 #[cfg(feature = "os")]
 pub mod uring;
 

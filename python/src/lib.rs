@@ -198,20 +198,29 @@ impl DistributedObjectStore {
             .unwrap_or(u32::MAX)
     }
 
-    /// Name a host buffer that later calls will use (the original registers it for RDMA; here
-    /// it is checked and remembered, and ``SMEMB_COPY_AUTO`` classifies pointers inside it as
-    /// host memory). Registering is optional: every call accepts unregistered host memory.
+    /// Name a host buffer that later calls will use: it is checked and remembered,
+    /// ``SMEMB_COPY_AUTO`` classifies pointers inside it as host memory, and with an RDMA device
+    /// it is registered with the device on first use and the registration kept until
+    /// ``unregister_buffer`` (other memory is registered per call). Registering is optional:
+    /// every call accepts unregistered host memory.
     ///
     /// Returns:
     ///     0; -3000 for a null pointer, a zero size or a range that wraps; -3019 if not
     ///     initialized.
     #[pyo3(signature = (buffer_ptr, size))]
     fn register_buffer(&self, buffer_ptr: &Bound<'_, PyAny>, size: &Bound<'_, PyAny>) -> i32 {
-        if self.client().is_none() {
+        let Some(client) = self.client() else {
             return NOT_INIT;
-        }
+        };
         match (buffers::ptr_int(buffer_ptr), size_arg(Some(size))) {
-            (Ok(Some(p)), Ok(Some(n))) => self.inner.registry.register(p, n),
+            (Ok(Some(p)), Ok(Some(n))) => {
+                let rc = self.inner.registry.register(p, n);
+                if rc == 0 {
+                    // With RDMA: registered with the device on first use and kept.
+                    client.register_memory(p, n);
+                }
+                rc
+            }
             _ => INVALID,
         }
     }
@@ -222,11 +231,18 @@ impl DistributedObjectStore {
     ///     0; -3000 when no such buffer is registered; -3019 if not initialized.
     #[pyo3(signature = (buffer_ptr, size))]
     fn unregister_buffer(&self, buffer_ptr: &Bound<'_, PyAny>, size: &Bound<'_, PyAny>) -> i32 {
-        if self.client().is_none() {
+        let Some(client) = self.client() else {
             return NOT_INIT;
-        }
+        };
         match (buffers::ptr_int(buffer_ptr), size_arg(Some(size))) {
-            (Ok(Some(p)), Ok(Some(n))) => self.inner.registry.unregister(p, n),
+            (Ok(Some(p)), Ok(Some(n))) => {
+                let rc = self.inner.registry.unregister(p, n);
+                if rc == 0 {
+                    // The buffer may be freed now: its RDMA registration goes.
+                    client.unregister_memory(p, n);
+                }
+                rc
+            }
             _ => INVALID,
         }
     }

@@ -10,7 +10,7 @@ use crate::{
     OCK_META_SERVICE_URL,
 };
 
-use super::types::OptProtocol;
+use super::types::{OptProtocol, Rdma, RdmaProvider};
 use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType};
 use super::{DEFAULT_CLIENT_TIMEOUT_MS, LOCAL_CONFIG_ENV};
 
@@ -60,7 +60,12 @@ pub static CLIENT_KEYS: &[Key<ClientConfig>] = &[
     config_key!(ClientConfig {
         name: "transport", ock: "ock.mmc.client.transport", kind: OptProtocol, field: transport,
         default: "",
-        doc: "Force one transport (`tcp`, or `shm` on the same host); unset = own pool, then same-host shm, then TCP.",
+        doc: "Force one transport (`tcp`; `shm` on the same host; `rdma`: RDMA wherever the service accepts it, same host included, else TCP); unset = own pool, then same-host shm, then RDMA (both sides with a device on one fabric), then TCP.",
+    }),
+    config_key!(ClientConfig {
+        name: "rdma_provider", ock: "ock.mmc.client.rdma_provider", kind: Rdma,
+        field: rdma_provider, default: "auto",
+        doc: "RDMA verbs provider: `auto`, `sim`, `verbs` or `none` (as the local service's); `MMC_RDMA_PROVIDER` overrides it.",
     }),
     config_key!(ClientConfig {
         name: "busy_poll_us", ock: "ock.mmc.client.busy_poll_us", kind: Int<u64>,
@@ -96,6 +101,8 @@ config_struct! {
         /// `None` = the fastest that reaches each one (the client's own pool, then shared memory
         /// on the same host, then TCP).
         pub transport: Option<DataOpType>,
+        /// The RDMA verbs provider this client's transfers use.
+        pub rdma_provider: RdmaProvider,
         /// Busy-poll this long for each reply before blocking; 0 = block at once.
         pub busy_poll_us: u64,
         /// After each get's copy, check the bytes against the object's CRC-32C (set by its

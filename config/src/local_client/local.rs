@@ -12,7 +12,10 @@ use crate::{
 
 use super::types::{DeviceBackendName, Poller, Protocol};
 use super::LOCAL_CONFIG_ENV;
-use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType, DataPoller};
+use super::{
+    client_and_local_from_toml, local_and_client_ock_keys, DataOpType, DataPoller, Rdma,
+    RdmaProvider,
+};
 
 /// The local service's keys (TOML names at the top level or in `[local]`; `[tls]` holds
 /// [`TLS_KEYS`](crate::TLS_KEYS)).
@@ -70,7 +73,12 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "protocol", ock: "ock.mmc.local_service.protocol", flag: Flag::Value("protocol"),
         kind: Protocol, field: protocol, default: "tcp",
-        doc: "The C `dataOpType` (`host_tcp`, ... accepted); same-host shared memory is always offered.",
+        doc: "The C `dataOpType` (`host_tcp`, ... accepted); same-host shared memory is always offered; `rdma` / `host_rdma` makes an RDMA device (see `rdma_provider`) expected: without one the service warns and serves TCP and shared memory.",
+    }),
+    config_key!(LocalConfig {
+        name: "rdma_provider", ock: "ock.mmc.local_service.rdma_provider",
+        flag: Flag::Value("rdma-provider"), kind: Rdma, field: rdma_provider, default: "auto",
+        doc: "RDMA verbs provider: `auto` (libibverbs when built in and a device is listed), `sim` (the simulated NIC, same host only), `verbs`, `none`; `MMC_RDMA_PROVIDER` overrides it.",
     }),
     config_key!(LocalConfig {
         name: "log_level", ock: OCK_LOG_LEVEL, flag: Flag::Value("log-level"), kind: Level,
@@ -129,6 +137,8 @@ config_struct! {
         /// The device backend: `auto`, `none`, `sim`, `cuda` or `ascend`.
         pub device_backend: String,
         pub protocol: DataOpType,
+        /// The RDMA verbs provider whose device serves one-sided transfers.
+        pub rdma_provider: RdmaProvider,
         pub log_level: LogLevel,
         pub tls: TlsConfig,
         /// How often it reports to the meta service.

@@ -51,6 +51,7 @@ fn full_local() -> LocalConfig {
         device_id: 2,
         device_backend: "auto".into(),
         protocol: DataOpType::Shm,
+        rdma_provider: RdmaProvider::Auto,
         log_level: LogLevel::Debug,
         tls: TlsConfig {
             cert_path: "/etc/cert.pem".into(),
@@ -72,6 +73,7 @@ fn full_client() -> ClientConfig {
         read_threads: 4,
         write_threads: 5,
         transport: None,
+        rdma_provider: RdmaProvider::Auto,
         busy_poll_us: 0,
         verify_reads: true,
         log_level: LogLevel::Debug,

@@ -148,3 +148,62 @@ impl Kind for DeviceBackendName {
         }
     }
 }
+
+/// Which RDMA verbs provider a process uses (`MMC_RDMA_PROVIDER` overrides it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RdmaProvider {
+    /// The system's libibverbs when this build has it (cargo feature `rdma`) and it lists a
+    /// device; else none.
+    #[default]
+    Auto,
+    /// The simulated NIC (same host only; for tests and measurements without hardware).
+    Sim,
+    /// The system's libibverbs, required.
+    Verbs,
+    /// No RDMA.
+    None,
+}
+
+impl RdmaProvider {
+    /// `auto` (or empty), `sim`, `verbs`, `none`.
+    pub fn parse(s: &str) -> Result<RdmaProvider, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(RdmaProvider::Auto),
+            "sim" => Ok(RdmaProvider::Sim),
+            "verbs" | "ibverbs" => Ok(RdmaProvider::Verbs),
+            "none" | "off" => Ok(RdmaProvider::None),
+            other => Err(ConfigError::Value {
+                value: other.to_string(),
+                reason: "expected auto, sim, verbs or none".to_string(),
+            }),
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RdmaProvider::Auto => "auto",
+            RdmaProvider::Sim => "sim",
+            RdmaProvider::Verbs => "verbs",
+            RdmaProvider::None => "none",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RdmaProvider {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RdmaProvider::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A [`RdmaProvider`].
+pub struct Rdma;
+
+impl Kind for Rdma {
+    type Value = RdmaProvider;
+    const NAME: &'static str = "`auto`, `sim`, `verbs` or `none`";
+    fn from_text(s: &str) -> Result<RdmaProvider, ConfigError> {
+        RdmaProvider::parse(s)
+    }
+}

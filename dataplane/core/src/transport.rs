@@ -39,9 +39,10 @@
 //! | embedded | `mmc-dataplane` `transport/embedded.rs` | memcpy into the client's own local service's pools, inside its fence, at once | every other rank |
 //! | shm | `mmc-dataplane` `transport/shm.rs` | memcpy into a same-host service's pools mapped from its memfds, inside its shared fence word, at once | a job for another incarnation than the mapping's (the fence, -3018); the chooser sends it only same-host ranks it could map |
 //! | tcp | `mmc-dataplane` `transport/tcp.rs` | one vectored request per (service, lane), lanes and services in parallel threads; the service checks the fence | ranks without an address |
+//! | rdma | `mmc-dataplane` `transport/rdma.rs` | one-sided WRITE/READ chains (lowered by `mmc_hal::rdma::lower`) from and into the caller's registered slices; the fence entered and left with FETCH_ADDs and checked with READs of the service's fence page; blocks until every completion | services without a device on its fabric (the chooser sends those to shm or TCP) |
 //! | sim | `mmc-core` `sim/transport.rs` | simulated copies: same-host ones enter the fence word and finish in a later event, others are messages | nothing: faults come from the simulated cluster |
 //!
-//! A new backend (device copies to and from HBM, RDMA verbs) implements [`Transport`] and gets a
+//! A new backend (device copies to and from HBM) implements [`Transport`] and gets a
 //! branch in the driver's chooser (`mmc-dataplane`'s `transport::Chooser`), which picks one
 //! backend per service; the operations and the other backends do not change.
 

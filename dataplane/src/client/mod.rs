@@ -120,6 +120,7 @@ impl Client {
                 config.transport,
                 timeout,
                 Duration::from_micros(config.busy_poll_us),
+                config.rdma_provider,
             ),
             busy_poll: Duration::from_micros(config.busy_poll_us),
             verify_reads: config.verify_reads,
@@ -355,6 +356,34 @@ impl Client {
     /// of TCP).
     pub fn mapped_services(&self) -> Vec<u32> {
         self.transports.mapped_services()
+    }
+
+    /// The RDMA device's fabric, when this client has one (`sim:<host>` for the simulated NIC).
+    pub fn rdma_fabric(&self) -> Option<String> {
+        self.transports.rdma().map(|r| r.fabric().to_string())
+    }
+
+    /// The application will pass memory at `addr..addr + len` to calls again and again (Python's
+    /// `register_buffer`): with RDMA it is registered with the device on first use and the
+    /// registration is kept (a cache hit per later call) until [`Client::unregister_memory`].
+    /// Any memory works without this; other memory is registered per call.
+    pub fn register_memory(&self, addr: usize, len: usize) {
+        if let Some(r) = self.transports.rdma() {
+            r.register_memory(addr as u64, len as u64);
+        }
+    }
+
+    /// The memory given to [`Client::register_memory`] at `addr` may be freed now: its RDMA
+    /// registration goes (the cache's invalidation).
+    pub fn unregister_memory(&self, addr: usize, len: usize) {
+        if let Some(r) = self.transports.rdma() {
+            r.unregister_memory(addr as u64, len as u64);
+        }
+    }
+
+    /// The RDMA backend's caller-memory counters (`None` without a device).
+    pub fn rdma_mr_stats(&self) -> Option<crate::MrStats> {
+        self.transports.rdma().map(|r| r.mr_stats())
     }
 
     // ---- Keyed metadata operations -------------------------------------------------------------

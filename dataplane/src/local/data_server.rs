@@ -189,6 +189,19 @@ pub(super) fn serve_one(
             incarnation.to_native(),
             pieces.as_slice(),
         ),
+        ArchivedDataRequest::RdmaConnect {
+            rank,
+            incarnation,
+            peer,
+        } => {
+            if header.raw_len != 0 {
+                return Err(WireError::Payload(
+                    "an RDMA connection request carries no raw bytes".into(),
+                ));
+            }
+            let args = (rank.to_native(), incarnation.to_native(), peer);
+            return super::rdma_server::serve(stream, inner, &mut c.reply, header.req_id, args);
+        }
     };
     // Entered before the checks, left after the copy: a re-registration waits for this copy.
     let guard = match incarnation {

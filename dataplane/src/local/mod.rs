@@ -9,6 +9,7 @@
 mod data_server;
 mod member;
 pub(crate) mod pool;
+pub(crate) mod rdma_server;
 mod repair;
 mod shards;
 pub(crate) mod shm_server;
@@ -53,7 +54,7 @@ pub(crate) struct Inner {
     pub(crate) core: RwLock<LocalCore>,
     /// The epoch fence every copy into or out of the pools enters, in a page same-host clients
     /// map too.
-    pub(crate) fence: SharedFence,
+    pub(crate) fence: Arc<SharedFence>,
     pub(crate) stop: AtomicBool,
     /// Held by the member driver for each of its steps and by `member::stop`: a stop waits for a
     /// step in flight (a registration included) to end, and no step starts after it.
@@ -67,6 +68,8 @@ pub(crate) struct Inner {
     started: Instant,
     /// The repair worker's queue (set once it runs).
     repairs: std::sync::OnceLock<std::sync::mpsc::SyncSender<repair::Queued>>,
+    /// The RDMA device with the pools registered, when there is one.
+    pub(crate) rdma: Option<rdma_server::RdmaServer>,
 }
 
 impl Inner {
@@ -154,9 +157,6 @@ impl LocalService {
         config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
-        if config.protocol == mmc_config::DataOpType::Rdma {
-            warn!("protocol = rdma: this build has no RDMA transport yet; the service offers TCP and same-host shared memory");
-        }
         if config.dram_bytes == 0 && config.hbm_bytes == 0 {
             return Err(Error::Config(
                 "a local service needs a DRAM or HBM size above 0".into(),
@@ -193,7 +193,7 @@ impl LocalService {
                 .map_err(|e| Error::Memory(e.to_string()))?;
             pools.push(Pool {
                 media,
-                mem: PoolMem::Host(arena),
+                mem: PoolMem::Host(Arc::new(arena)),
             });
         }
         let listener = TcpListener::bind(listen)
@@ -229,14 +229,18 @@ impl LocalService {
             std::process::id(),
             config.create_id
         ))
-        .map_err(|e| Error::Memory(e.to_string()))?;
+        .map_err(|e| Error::Memory(e.to_string()))
+        .map(Arc::new)?;
         let params = LocalParams {
             register,
             heartbeat_ms: config.heartbeat_ms.max(10),
             drain_timeout_ms: DRAIN_TIMEOUT_MS,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
         };
+        let rdma =
+            rdma_server::RdmaServer::open(config.rdma_provider, config.protocol, &pools, &fence);
         let inner = Inner {
+            rdma,
             pool_lens: pools.iter().map(|p| p.mem.len()).collect(),
             pools,
             core: RwLock::new(LocalCore::new(params, 0)),

@@ -156,7 +156,8 @@ impl Drop for DevicePool {
 
 /// A pool's memory.
 pub(crate) enum PoolMem {
-    Host(Arena),
+    /// Shared with the RDMA registration, which holds it until its MRs are gone.
+    Host(Arc<Arena>),
     Device(DevicePool),
 }
 
@@ -177,6 +178,10 @@ impl PoolMem {
     }
 
     pub(crate) fn arena(&self) -> Option<&Arena> {
+        self.host_arc().map(|a| &**a)
+    }
+
+    pub(crate) fn host_arc(&self) -> Option<&Arc<Arena>> {
         match self {
             PoolMem::Host(a) => Some(a),
             PoolMem::Device(_) => None,

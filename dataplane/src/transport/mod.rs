@@ -6,15 +6,18 @@
 //! |---|---|---|
 //! | [`embedded`] | memcpy between the caller's slices and the client's own local service's pools, inside its fence, at once | every rank but the embedded service's |
 //! | [`shm`] | memcpy between the caller's slices and a same-host service's pools mapped from its memfds, inside its shared fence word, at once | other hosts; `transport = tcp`; a failed mapping (remembered per incarnation); a service whose socket closed |
+//! | [`rdma`] | one-sided verbs (WRITE/READ chains, the fence entered with FETCH_ADD) between the caller's registered slices and the service's registered pools; blocks until every completion | services whose `RdmaConnect` was refused (no device, another fabric, a failed connection), remembered per incarnation for 10 s |
 //! | [`tcp`] | one vectored request per (service, lane) on pooled connections, raw bytes straight from and into the caller's slices; lanes and services in parallel threads; the service checks the fence | ranks the meta reply gave no address |
 //!
 //! [`Transports::run`] routes each job (the order below is the chooser), submits each backend's
 //! share, and returns the outcomes in transfer order. Every backend here completes before `submit`
-//! returns, so the caller's borrowed memory outlives every copy. A device-copy or RDMA backend
+//! returns, so the caller's borrowed memory outlives every copy. A device-copy backend
 //! implements [`Transport`] in a file of its own and gets a [`Route`] and a branch in
 //! [`Transports::route`]; the put and get drivers do not change.
 
 pub(crate) mod embedded;
+pub(crate) mod mr_cache;
+pub(crate) mod rdma;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
@@ -43,6 +46,8 @@ pub(crate) enum Route {
     Embedded,
     /// A same-host local service's pools, mapped.
     Shm(Arc<ShmMap>),
+    /// One-sided verbs (both sides have an RDMA device on one fabric).
+    Rdma,
     /// Everything else.
     Tcp,
 }
@@ -58,6 +63,10 @@ pub(crate) struct Transports {
     /// Same-host local services' pools, mapped: rank -> (incarnation, mapping or None if it failed).
     shm_maps: Mutex<HashMap<u32, ShmEntry>>,
     tcp: tcp::Pool,
+    /// The RDMA backend, when this client has a device.
+    rdma: Option<rdma::RdmaNet>,
+    /// `transport = rdma`: RDMA before same-host shared memory.
+    rdma_forced: bool,
 }
 
 impl Transports {
@@ -66,11 +75,25 @@ impl Transports {
         transport: Option<DataOpType>,
         timeout: Duration,
         busy_poll: Duration,
+        rdma_provider: mmc_config::RdmaProvider,
     ) -> Transports {
-        if transport == Some(DataOpType::Rdma) {
-            tracing::warn!("transport = rdma: this build has no RDMA transport yet; using the own pool, same-host shared memory or TCP");
+        let rdma_forced = transport == Some(DataOpType::Rdma);
+        let kind = crate::local::rdma_server::provider_kind(rdma_provider);
+        let rdma = match mmc_hal::rdma::provider(kind, &crate::local::host_id()) {
+            _ if transport == Some(DataOpType::Tcp) => None,
+            Ok(Some(dev)) => Some(rdma::RdmaNet::new(dev, busy_poll)),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, "RDMA unavailable: using the own pool, same-host shared memory or TCP");
+                None
+            }
+        };
+        if rdma_forced && rdma.is_none() {
+            warn!("transport = rdma but this client has no RDMA device (rdma_provider = sim selects the simulated NIC): using the own pool, same-host shared memory or TCP");
         }
         Transports {
+            rdma,
+            rdma_forced,
             embedded,
             tcp_only: transport == Some(DataOpType::Tcp),
             host: crate::local::host_id(),
@@ -96,6 +119,11 @@ impl Transports {
         let mut own = Vec::new();
         let mut mapped: Vec<(u32, Arc<ShmMap>, Vec<Job<'_>>)> = Vec::new();
         let mut remote = Vec::new();
+        let mut verbs: Vec<(u32, Vec<Job<'_>>)> = Vec::new();
+        // Device memory bound for another host (RDMA or TCP) is staged through host buffers;
+        // the rank it goes to over RDMA, `None` over TCP.
+        let mut remote_dev = Vec::new();
+        let mut dev_route: HashMap<usize, Option<u32>> = HashMap::new();
         let mut alive = Vec::new();
         for job in jobs {
             let f = job.t.fence;
@@ -105,8 +133,41 @@ impl Transports {
                     Some((_, _, share)) => share.push(job),
                     None => mapped.push((f.rank, map, vec![job])),
                 },
+                Route::Rdma if job.mem.is_device() => {
+                    dev_route.insert(job.idx, Some(f.rank));
+                    remote_dev.push(job);
+                }
+                Route::Rdma => match verbs.iter_mut().find(|(r, _)| *r == f.rank) {
+                    Some((_, share)) => share.push(job),
+                    None => verbs.push((f.rank, vec![job])),
+                },
+                Route::Tcp if job.mem.is_device() => {
+                    dev_route.insert(job.idx, None);
+                    remote_dev.push(job);
+                }
                 Route::Tcp => remote.push(job),
             }
+        }
+        let (mut staged, meta) = Staged::stage(&mut remote_dev, &mut done);
+        debug_assert!(remote_dev.is_empty(), "every device job was staged");
+        for job in staged.jobs(&meta) {
+            match dev_route[&job.idx] {
+                Some(rank) => match verbs.iter_mut().find(|(r, _)| *r == rank) {
+                    Some((_, share)) => share.push(job),
+                    None => verbs.push((rank, vec![job])),
+                },
+                None => remote.push(job),
+            }
+        }
+        for (rank, share) in verbs {
+            let addr = services
+                .iter()
+                .find(|s| s.rank == rank)
+                .expect("routed by its address");
+            self.rdma
+                .as_ref()
+                .expect("routed to RDMA")
+                .submit(addr, share, &mut done, deadline);
         }
         if !own.is_empty() {
             let svc = self
@@ -118,20 +179,18 @@ impl Transports {
         for (_, map, share) in mapped {
             shm::Shm(&map).submit(share, &mut done);
         }
-        let (staged, meta) = Staged::stage(&mut remote, &mut done);
-        let mut staged = staged;
-        if !remote.is_empty() || !meta.is_empty() {
-            let mut all = remote;
-            all.extend(staged.jobs(&meta));
-            tcp::Tcp::new(&self.tcp, services, deadline).submit(all, &mut done);
+        if !remote.is_empty() {
+            tcp::Tcp::new(&self.tcp, services, deadline).submit(remote, &mut done);
         }
         let mut outcomes = done.take();
         staged.finish(&meta, &mut outcomes);
         outcomes
     }
 
-    /// The backend for `rank`'s `segment`: the client's own pool; else (same host, unless the
-    /// transport is forced to TCP) the service's mapped pools; else TCP. `alive` holds the ranks
+    /// The backend for `rank`'s `segment`: the client's own pool; else RDMA when this client has
+    /// a device and the service accepts a connection (other hosts; any host with
+    /// `transport = rdma`); else (same host, unless the transport is forced to TCP) the service's
+    /// mapped pools; else TCP. `alive` holds the ranks
     /// whose liveness this batch already confirmed: one probe per service per batch, not per key.
     pub(crate) fn route(
         &self,
@@ -145,6 +204,13 @@ impl Transports {
         };
         if self.embedded.as_ref().is_some_and(|s| s.rank() == rank) {
             return Route::Embedded;
+        }
+        if let Some(r) = &self.rdma {
+            // Same host: shared memory first, unless RDMA is forced.
+            let wanted = self.rdma_forced || addr.host != self.host || addr.shm_endpoint.is_empty();
+            if wanted && r.usable(addr, self.map_timeout) {
+                return Route::Rdma;
+            }
         }
         if self.tcp_only || addr.host != self.host || addr.shm_endpoint.is_empty() {
             return Route::Tcp;
@@ -196,6 +262,11 @@ impl Transports {
             return Route::Tcp;
         }
         Route::Shm(map)
+    }
+
+    /// The RDMA backend, if this client has a device.
+    pub(crate) fn rdma(&self) -> Option<&rdma::RdmaNet> {
+        self.rdma.as_ref()
     }
 
     /// Ranks of the same-host local services whose pools are mapped (and used instead of TCP).

@@ -5,6 +5,7 @@
 //! fence, -3018) a job planned for another incarnation than the mapping's, and (`LinkNotFound`) a
 //! segment the mapping lacks; the chooser sends it only same-host ranks it mapped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mmc_controlplane::msg::{ServiceAddr, ShmHello};
@@ -33,7 +34,7 @@ pub(crate) struct ShmMap {
     pub(crate) incarnation: u64,
     segments: Vec<(u32, PoolMem)>,
     /// The service's fence word, shared with it and its other clients.
-    fence: SharedFence,
+    fence: Arc<SharedFence>,
     endpoint: String,
     /// Open while the service lives.
     stream: std::os::unix::net::UnixStream,
@@ -92,9 +93,9 @@ impl ShmMap {
             let name = format!("rank{}-segment{segment}", addr.rank);
             let mem = if device < 0 {
                 let fd = fds.next().expect("counted above");
-                PoolMem::Host(
+                PoolMem::Host(Arc::new(
                     Arena::from_fd(&name, fd, len).map_err(|e| unreachable(e.to_string()))?,
-                )
+                ))
             } else {
                 let handle = if handle.is_empty() {
                     IpcHandle::Fd {
@@ -124,7 +125,7 @@ impl ShmMap {
         Ok(ShmMap {
             incarnation: hello.incarnation,
             segments,
-            fence,
+            fence: Arc::new(fence),
             endpoint: addr.shm_endpoint.clone(),
             stream,
         })
@@ -216,6 +217,16 @@ impl ShmMap {
             .iter()
             .find(|(s, _)| *s == segment)
             .map(|(_, a)| a)
+    }
+
+    /// The mapped pool of `segment`, shared (the simulated NIC's view of the service's MRs).
+    pub(crate) fn arena_arc(&self, segment: u32) -> Option<Arc<Arena>> {
+        self.pool(segment)?.host_arc().cloned()
+    }
+
+    /// The mapped fence page, shared.
+    pub(crate) fn fence_arc(&self) -> Arc<SharedFence> {
+        self.fence.clone()
     }
 }
 

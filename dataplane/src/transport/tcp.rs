@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mmc_controlplane::msg::{DataReply, DataRequest, Piece, ServiceAddr};
+use mmc_controlplane::msg::{DataReply, DataRequest, Piece, RdmaHello, RdmaPeer, ServiceAddr};
 use mmc_controlplane::wire::{self, Kind, WireError};
 use mmc_controlplane::{Code, Error, Result};
 use mmc_core::client::{service, CloneError, Dir};
@@ -381,6 +381,35 @@ impl DataConn {
             });
         }
         Ok(header.raw_len)
+    }
+
+    /// Connect an RDMA queue pair: send the client's endpoint, read the service's [`RdmaHello`]
+    /// (the raw bytes after the reply, at most 16 MiB).
+    pub(crate) fn rdma_connect(
+        &mut self,
+        rank: u32,
+        incarnation: u64,
+        peer: RdmaPeer,
+        deadline: Instant,
+    ) -> Result<RdmaHello> {
+        let req = DataRequest::RdmaConnect {
+            rank,
+            incarnation,
+            peer,
+        };
+        let id = self.send(req, 0, deadline)?;
+        let raw = self.read_reply(id, deadline)?;
+        if raw == 0 || raw > 16 << 20 {
+            return Err(Error::Protocol(format!(
+                "RDMA hello from {} of {raw} bytes",
+                self.endpoint
+            )));
+        }
+        let mut bytes = AlignedVec::<16>::with_capacity(raw as usize);
+        bytes.resize(raw as usize, 0);
+        std::io::Read::read_exact(&mut self.stream, &mut bytes)
+            .map_err(|e| self.io_error(e.into()))?;
+        wire::decode_payload(&bytes).map_err(|e| Error::Protocol(e.to_string()))
     }
 
     fn io_error(&self, e: WireError) -> Error {

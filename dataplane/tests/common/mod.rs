@@ -115,6 +115,11 @@ impl Cluster {
 
     /// An `mmc-local` with these pool flags (`--dram`, `--hbm`, ...).
     pub fn add_local_with(&mut self, pool_args: &[&str]) -> &Local {
+        self.add_local_env(pool_args, &[])
+    }
+
+    /// An `mmc-local` with these flags and environment variables.
+    pub fn add_local_env(&mut self, pool_args: &[&str], envs: &[(&str, &str)]) -> &Local {
         let n = self.locals.len();
         let addr_file = self.dir.path().join(format!("local{n}.addr"));
         let mut child = Command::new(bin("mmc-local"))
@@ -128,6 +133,7 @@ impl Cluster {
                 "--addr-file",
             ])
             .arg(&addr_file)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn mmc-local");

@@ -1,0 +1,616 @@
+//! The RDMA backend: one-sided verbs between the caller's memory and a service's pools.
+//!
+//! Per service (rank) it keeps reliable-connected queue pairs, connected with a
+//! `DataRequest::RdmaConnect` on the service's data endpoint (the client's QPN and GID out, the
+//! service's QPN, GID and rkeys back). A batch's jobs for one service run as:
+//!
+//! 1. caller memory gets lkeys ([`super::mr_cache`]: buffers the application registered are
+//!    cached, other memory is registered for the call);
+//! 2. the epoch fence is entered: a FETCH_ADD of 1 on the service's in-flight word, then a
+//!    fenced READ of its incarnation, which must be the jobs' (else the jobs fail with -3018);
+//! 3. the jobs' transfers, cut at the service's MR boundaries, are lowered
+//!    ([`mmc_hal::rdma::lower`]) to chains of WRITEs (put) or READs (get) and executed;
+//! 4. a fenced READ of the incarnation (the fence held across the copy, else the jobs fail:
+//!    bytes read are not the object's, bytes written are never committed) and a FETCH_ADD of -1.
+//!
+//! An error completion (remote access, retry exceeded, flush) fails the batch's jobs for that
+//! service (those that completed before it were not followed by the fence check) with -3018 (`Error::Remote` with `NotConnectLocal`, naming the status; not a
+//! suspect hint: a completion error proves no death), so a get falls over to the next replica
+//! and a put fails; the queue pair is reset and a new one is connected (which also leaves the
+//! fence). A connection that cannot be made is `LocalUnreachable` (-3018, a suspect hint). A deadline passed mid-chain is -3004 and resets the
+//! queue pair the same way. On the simulated NIC the service's memory is reached through its
+//! memfds (the shm hand-over), so the simulated fabric spans one host.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mmc_controlplane::msg::{RdmaHello, RdmaPeer, ServiceAddr};
+use mmc_controlplane::{Error, Result};
+use mmc_core::client::{CloneError, Dir};
+use mmc_core::transport::{Completions, Job, Mem};
+use mmc_hal::rdma::lower::{lower, Limits, Piece, Way, Xfer};
+use mmc_hal::rdma::safe::{execute, Executed, LocalMem, Scratch};
+use mmc_hal::rdma::{
+    access, sim, Device, Opcode, QpEndpoint, QueuePair, RdmaError, Sge, WorkRequest,
+};
+use tracing::{debug, warn};
+
+use super::mr_cache::{CallMrs, MrCache, MrStats};
+use super::shm::ShmMap;
+use super::tcp::DataConn;
+
+/// Send queue depth of a client queue pair (chains are cut here).
+const SQ_DEPTH: u32 = 256;
+/// Signal every this many work requests.
+const SIGNAL_EVERY: u32 = 16;
+/// Idle queue pairs kept per service.
+const IDLE_MAX: usize = 8;
+/// A service that refused RDMA is asked again after this long (a refusal may be transient).
+const RETRY_REFUSED: Duration = Duration::from_secs(10);
+/// Work request ids of the fence operations (data work requests count from 0).
+const FENCE_WR: u64 = 1 << 62;
+
+/// One connected queue pair to one service incarnation.
+struct Conn {
+    incarnation: u64,
+    qp: Box<dyn QueuePair>,
+    hello: RdmaHello,
+    scratch: Scratch,
+    /// The simulated NIC's view of the service's memory (its memfds, mapped).
+    map: Option<Arc<ShmMap>>,
+}
+
+/// The RDMA backend's state, kept between batches. A batch holds the MR cache's lock from its
+/// registrations to its last completion (so no kept MR is evicted under work requests in
+/// flight): one RDMA batch at a time per client.
+pub(crate) struct RdmaNet {
+    dev: Arc<dyn Device>,
+    limits: Limits,
+    busy_poll: Duration,
+    idle: Mutex<HashMap<u32, Vec<Conn>>>,
+    /// Ranks whose incarnation refused RDMA (no device, another fabric, or the connection
+    /// failed), and when: TCP serves them until the incarnation changes or [`RETRY_REFUSED`]
+    /// passes.
+    refused: Mutex<HashMap<u32, (u64, Instant)>>,
+    cache: Mutex<MrCache>,
+}
+
+fn unreachable(addr: &ServiceAddr, reason: impl std::fmt::Display) -> Error {
+    Error::LocalUnreachable {
+        endpoint: addr.data_endpoint.clone(),
+        reason: format!("RDMA: {reason}"),
+    }
+}
+
+fn all_err(e: &Error, n: usize) -> Vec<Result<()>> {
+    (0..n).map(|_| Err(e.clone_error())).collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock()
+        .expect("lock poisoned: a panic left this state half-updated")
+}
+
+impl RdmaNet {
+    pub(crate) fn new(dev: Arc<dyn Device>, busy_poll: Duration) -> RdmaNet {
+        let a = dev.attr().clone();
+        let sq_depth = SQ_DEPTH.min(a.max_qp_wr).max(4);
+        let limits = Limits {
+            max_sge: a.max_sge.min(30),
+            max_msg_sz: a.max_msg_sz,
+            // Room for the fence operations around a chain.
+            sq_depth: sq_depth - 2,
+            signal_every: SIGNAL_EVERY.min(sq_depth - 2),
+            max_inline: a.max_inline,
+        };
+        RdmaNet {
+            cache: Mutex::new(MrCache::new(dev.clone())),
+            dev,
+            limits,
+            busy_poll,
+            idle: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn fabric(&self) -> &str {
+        &self.dev.attr().fabric
+    }
+
+    pub(crate) fn register_memory(&self, addr: u64, len: u64) {
+        lock(&self.cache).register(addr, len);
+    }
+
+    pub(crate) fn unregister_memory(&self, addr: u64, len: u64) {
+        lock(&self.cache).unregister(addr, len);
+    }
+
+    pub(crate) fn mr_stats(&self) -> MrStats {
+        lock(&self.cache).stats()
+    }
+
+    /// True when transfers to `addr` can go over RDMA: a queue pair to its incarnation is idle,
+    /// or one connects now. A refusal is remembered for the incarnation (TCP serves it).
+    pub(crate) fn usable(&self, addr: &ServiceAddr, timeout: Duration) -> bool {
+        if let Some((inc, at)) = lock(&self.refused).get(&addr.rank) {
+            if *inc == addr.incarnation && at.elapsed() < RETRY_REFUSED {
+                return false;
+            }
+        }
+        {
+            let mut idle = lock(&self.idle);
+            if let Some(v) = idle.get_mut(&addr.rank) {
+                v.retain(|c| c.incarnation == addr.incarnation);
+                if !v.is_empty() {
+                    return true;
+                }
+            }
+        }
+        match self.connect(addr, Instant::now() + timeout) {
+            Ok(c) => {
+                self.give(addr.rank, c);
+                true
+            }
+            Err(e) => {
+                warn!(rank = addr.rank, error = %e, "RDMA unavailable for this local service: using shared memory or TCP");
+                lock(&self.refused).insert(addr.rank, (addr.incarnation, Instant::now()));
+                false
+            }
+        }
+    }
+
+    fn take(&self, addr: &ServiceAddr, deadline: Instant) -> Result<Conn> {
+        let pooled = lock(&self.idle).get_mut(&addr.rank).and_then(|v| {
+            v.retain(|c| c.incarnation == addr.incarnation);
+            v.pop()
+        });
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.connect(addr, deadline),
+        }
+    }
+
+    fn give(&self, rank: u32, c: Conn) {
+        let mut idle = lock(&self.idle);
+        let v = idle.entry(rank).or_default();
+        if v.len() < IDLE_MAX {
+            v.push(c);
+        }
+    }
+
+    /// A new queue pair, connected to the service's through its data endpoint.
+    fn connect(&self, addr: &ServiceAddr, deadline: Instant) -> Result<Conn> {
+        let rd = |e: RdmaError| unreachable(addr, e);
+        let mut qp = self
+            .dev
+            .create_qp(SQ_DEPTH.min(self.dev.attr().max_qp_wr))
+            .map_err(rd)?;
+        let ep = qp.endpoint();
+        let mut dc = DataConn::connect(&addr.data_endpoint, deadline, self.busy_poll)?;
+        let peer = RdmaPeer {
+            qpn: ep.qpn,
+            psn: ep.psn,
+            lid: ep.lid,
+            gid: ep.gid,
+            fabric: self.fabric().to_string(),
+        };
+        let hello = dc.rdma_connect(addr.rank, addr.incarnation, peer, deadline)?;
+        let map = if self.fabric().starts_with("sim:") {
+            Some(self.attach_sim(addr, &hello)?)
+        } else {
+            None
+        };
+        let remote = QpEndpoint {
+            qpn: hello.peer.qpn,
+            psn: hello.peer.psn,
+            lid: hello.peer.lid,
+            gid: hello.peer.gid,
+        };
+        qp.connect(&remote).map_err(rd)?;
+        let scratch = Scratch::new(self.dev.clone()).map_err(rd)?;
+        debug!(
+            rank = addr.rank,
+            qpn = ep.qpn,
+            peer_qpn = remote.qpn,
+            mrs = hello.mrs.len(),
+            "RDMA queue pair connected"
+        );
+        Ok(Conn {
+            incarnation: addr.incarnation,
+            qp,
+            hello,
+            scratch,
+            map,
+        })
+    }
+
+    /// The simulated NIC reaches the service's MRs through its memfds, mapped here.
+    fn attach_sim(&self, addr: &ServiceAddr, hello: &RdmaHello) -> Result<Arc<ShmMap>> {
+        if addr.shm_endpoint.is_empty() {
+            return Err(unreachable(
+                addr,
+                "the simulated NIC needs the service's shm endpoint",
+            ));
+        }
+        let map = Arc::new(ShmMap::open(addr, Duration::from_secs(5))?);
+        let mut windows = Vec::with_capacity(hello.mrs.len() + 1);
+        for mr in &hello.mrs {
+            let Some(arena) = map.arena_arc(mr.segment) else {
+                return Err(unreachable(
+                    addr,
+                    format!("segment {} is not mapped", mr.segment),
+                ));
+            };
+            windows.push(sim::RegionWindow {
+                region: arena,
+                offset: mr.seg_offset,
+                len: mr.len,
+                remote_addr: mr.addr,
+                rkey: mr.rkey,
+                access: access::REMOTE_READ | access::REMOTE_WRITE,
+            });
+        }
+        windows.push(sim::RegionWindow {
+            region: map.fence_arc(),
+            offset: 0,
+            len: hello.fence.len,
+            remote_addr: hello.fence.addr,
+            rkey: hello.fence.rkey,
+            access: access::REMOTE_READ | access::REMOTE_ATOMIC,
+        });
+        sim::attach_regions(hello.peer.gid, windows).map_err(|e| unreachable(addr, e))?;
+        Ok(map)
+    }
+
+    /// Carry out `jobs` (all for `addr`'s service) and report each.
+    pub(crate) fn submit(
+        &self,
+        addr: &ServiceAddr,
+        mut jobs: Vec<Job<'_>>,
+        done: &mut Completions,
+        deadline: Instant,
+    ) {
+        let outcomes = match self.take(addr, deadline) {
+            Ok(conn) => self.run(addr, conn, &mut jobs, deadline),
+            Err(e) => all_err(&e, jobs.len()),
+        };
+        for (job, o) in jobs.iter().zip(outcomes) {
+            let fresh = done.set(job.idx, o);
+            debug_assert!(fresh, "one outcome per job");
+        }
+    }
+
+    fn run(
+        &self,
+        addr: &ServiceAddr,
+        mut conn: Conn,
+        jobs: &mut [Job<'_>],
+        deadline: Instant,
+    ) -> Vec<Result<()>> {
+        if conn.map.as_ref().is_some_and(|m| !m.alive()) {
+            return all_err(&unreachable(addr, "the service closed its end"), jobs.len());
+        }
+        let way = match jobs.first().map(|j| j.t.dir) {
+            Some(Dir::Read) => Way::Get,
+            _ => Way::Put,
+        };
+        let incarnation = jobs
+            .first()
+            .map_or(addr.incarnation, |j| j.t.fence.incarnation);
+        let mut cache = lock(&self.cache);
+        let mut call = CallMrs::new(&mut cache);
+        // Transfers cut at the service's MR boundaries.
+        let mut xfers: Vec<Xfer> = Vec::new();
+        let mut failed: Vec<Option<Error>> = (0..jobs.len()).map(|_| None).collect();
+        for (j, job) in jobs.iter().enumerate() {
+            let slices: Vec<(u64, u64)> = match &job.mem {
+                Mem::Src(s) => s
+                    .iter()
+                    .map(|s| (s.as_ptr() as u64, s.len() as u64))
+                    .collect(),
+                Mem::Dst(d) => d
+                    .iter()
+                    .map(|d| (d.as_ptr() as u64, d.len() as u64))
+                    .collect(),
+                Mem::DevSrc(_) | Mem::DevDst(_) => {
+                    unreachable!("device memory reaches RDMA staged through host buffers")
+                }
+            };
+            match self.xfers_of(&conn.hello, job, &slices, &mut call) {
+                Ok(xs) => xfers.extend(xs),
+                Err(e) => failed[j] = Some(e),
+            }
+        }
+        let lowered = lower(way, &xfers, self.limits);
+        let mut mem = LocalMem::new();
+        for job in jobs.iter_mut() {
+            match &mut job.mem {
+                Mem::Src(s) => s.iter().for_each(|s| mem.src(s)),
+                Mem::Dst(d) => d.iter_mut().for_each(|d| mem.dst(d)),
+                Mem::DevSrc(_) | Mem::DevDst(_) => unreachable!("staged"),
+            }
+        }
+        let fence_mr = conn.hello.fence;
+        let fence_op =
+            |id: u64, op: Opcode, word: u64, local: u64, signaled: bool, lkey: u32| WorkRequest {
+                wr_id: FENCE_WR + id,
+                opcode: op,
+                sges: vec![Sge {
+                    addr: local,
+                    len: 8,
+                    lkey,
+                }],
+                remote_addr: fence_mr.addr + word,
+                rkey: fence_mr.rkey,
+                signaled,
+                fence: matches!(op, Opcode::Read),
+                inline: false,
+            };
+        let lkey = conn.scratch.lkey();
+        let (s0, s1, s2, s3) = (
+            conn.scratch.addr(0),
+            conn.scratch.addr(1),
+            conn.scratch.addr(2),
+            conn.scratch.addr(3),
+        );
+        let enter = vec![
+            fence_op(0, Opcode::FetchAdd { add: 1 }, 8, s0, false, lkey),
+            fence_op(1, Opcode::Read, 0, s1, true, lkey),
+        ];
+        let leave = vec![
+            fence_op(2, Opcode::Read, 0, s2, false, lkey),
+            fence_op(3, Opcode::FetchAdd { add: u64::MAX }, 8, s3, true, lkey),
+        ];
+        // Enter the fence.
+        let mut scratch_mem = LocalMem::new();
+        scratch_mem.scratch(&mut conn.scratch);
+        let entered = execute(conn.qp.as_mut(), &[enter], &scratch_mem, deadline);
+        drop(scratch_mem);
+        let entered = match entered {
+            Ok(x) if x.error.is_none() && !x.timed_out => true,
+            Ok(x) => {
+                drop(mem);
+                drop(call);
+                drop(cache);
+                let e = self.completion_error(addr, &x);
+                self.recover(addr, conn, false, deadline);
+                return all_err(&e, jobs.len());
+            }
+            Err(e) => {
+                drop(mem);
+                drop(call);
+                drop(cache);
+                self.recover(addr, conn, false, deadline);
+                return all_err(&unreachable(addr, e), jobs.len());
+            }
+        };
+        debug_assert!(entered);
+        let current = conn.scratch.get(1);
+        let data = if current != incarnation {
+            None
+        } else {
+            Some(execute(conn.qp.as_mut(), &lowered.chains, &mem, deadline))
+        };
+        drop(mem);
+        drop(call);
+        drop(cache);
+        let data = match data {
+            None => {
+                let why = format!("fence: the copy was planned for incarnation {incarnation}, the service is at {current} (0 = re-registering)");
+                warn!(endpoint = %addr.data_endpoint, reason = %why, "transfer refused by the epoch fence");
+                self.leave(addr, conn, leave, deadline);
+                return all_err(&unreachable(addr, why), jobs.len());
+            }
+            Some(Err(e)) => {
+                // Refused before posting (a local entry outside the call's memory: a bug).
+                self.leave(addr, conn, leave, deadline);
+                return all_err(&Error::Internal(e.to_string()), jobs.len());
+            }
+            Some(Ok(x)) => x,
+        };
+        let broken = data.error.is_some() || data.timed_out;
+        let data_err = broken.then(|| self.completion_error(addr, &data));
+        let (conn, held) = if broken {
+            (self.recover(addr, conn, true, deadline), None)
+        } else {
+            let mut c = conn;
+            let mut sm = LocalMem::new();
+            sm.scratch(&mut c.scratch);
+            let r = execute(c.qp.as_mut(), &[leave], &sm, deadline);
+            drop(sm);
+            match r {
+                Ok(x) if x.error.is_none() && !x.timed_out => {
+                    let now = c.scratch.get(2);
+                    (Some(c), Some(now))
+                }
+                Ok(x) => {
+                    let e = self.completion_error(addr, &x);
+                    warn!(error = %e, "RDMA: leaving the fence failed");
+                    (self.recover(addr, c, true, deadline), Some(0))
+                }
+                Err(e) => {
+                    warn!(error = %e, "RDMA: leaving the fence failed");
+                    (self.recover(addr, c, true, deadline), Some(0))
+                }
+            }
+        };
+        if let Some(c) = conn {
+            self.give(addr.rank, c);
+        }
+        // Each job: its own failure; else, after an error completion or a timeout, that error
+        // for every job (work requests that did complete were not followed by the fence check, so
+        // none of the batch counts: a get reads another replica, a put fails); else the fence
+        // check after the copy.
+        (0..jobs.len())
+            .map(|j| {
+                if let Some(e) = failed[j].take() {
+                    return Err(e);
+                }
+                if let Some(e) = &data_err {
+                    return Err(e.clone_error());
+                }
+                match held {
+                    Some(now) if now == incarnation => Ok(()),
+                    now => Err(unreachable(
+                        addr,
+                        format!(
+                            "fence: the service moved from incarnation {incarnation} to {} during the copy",
+                            now.unwrap_or(0)
+                        ),
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// A job's transfers, one per service MR its range crosses, with the caller's pieces.
+    fn xfers_of(
+        &self,
+        hello: &RdmaHello,
+        job: &Job<'_>,
+        slices: &[(u64, u64)],
+        call: &mut CallMrs<'_>,
+    ) -> Result<Vec<Xfer>> {
+        let t = &job.t;
+        let mut pieces: Vec<Piece> = Vec::with_capacity(slices.len());
+        for &(a, n) in slices.iter().filter(|s| s.1 > 0) {
+            let lkey = call
+                .lkey(a, n)
+                .map_err(|e| Error::Memory(format!("RDMA: registering caller memory: {e}")))?;
+            pieces.push(Piece {
+                addr: a,
+                len: n,
+                lkey,
+            });
+        }
+        let mut out = Vec::new();
+        let (mut off, end) = (t.offset, t.offset + t.len);
+        let mut pi = pieces.into_iter().peekable();
+        let mut carry: Option<Piece> = None;
+        while off < end {
+            let Some(mr) = hello.mrs.iter().find(|m| {
+                m.segment == t.fence.segment && m.seg_offset <= off && off < m.seg_offset + m.len
+            }) else {
+                return Err(Error::Remote {
+                    code: mmc_controlplane::Code::LinkNotFound,
+                    context: format!(
+                        "RDMA: segment {} offset {off} is in no MR of the service",
+                        t.fence.segment
+                    ),
+                });
+            };
+            let stop = end.min(mr.seg_offset + mr.len);
+            let mut need = stop - off;
+            let mut x = Xfer {
+                rkey: mr.rkey,
+                remote_addr: mr.addr + (off - mr.seg_offset),
+                pieces: Vec::new(),
+            };
+            while need > 0 {
+                let Some(p) = carry.take().or_else(|| pi.next()) else {
+                    break;
+                };
+                if p.len <= need {
+                    need -= p.len;
+                    x.pieces.push(p);
+                } else {
+                    x.pieces.push(Piece { len: need, ..p });
+                    carry = Some(Piece {
+                        addr: p.addr + need,
+                        len: p.len - need,
+                        lkey: p.lkey,
+                    });
+                    need = 0;
+                }
+            }
+            out.push(x);
+            off = stop;
+        }
+        Ok(out)
+    }
+
+    fn completion_error(&self, addr: &ServiceAddr, x: &Executed) -> Error {
+        match x.error {
+            _ if x.timed_out => Error::Timeout {
+                ms: 0,
+                what: format!("RDMA transfer with local service {}", addr.data_endpoint),
+            },
+            // Not `LocalUnreachable`: a completion error proves no death (no suspect hint);
+            // the meta service's lease decides that.
+            Some((wr, status)) => Error::Remote {
+                code: mmc_controlplane::Code::NotConnectLocal,
+                context: format!(
+                    "local service {}: RDMA {status:?} completion of work request {wr}",
+                    addr.data_endpoint
+                ),
+            },
+            None => unreachable(addr, "no completion"),
+        }
+    }
+
+    /// After an error or timeout: reset the queue pair, connect a new one and, when the fence
+    /// was entered, leave it there. The new connection, if any, is returned for reuse.
+    fn recover(
+        &self,
+        addr: &ServiceAddr,
+        mut conn: Conn,
+        entered: bool,
+        deadline: Instant,
+    ) -> Option<Conn> {
+        let _ = conn.qp.reset();
+        drop(conn);
+        // A recovery gets at least a second even when the call's deadline has passed.
+        let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+        match self.connect(addr, deadline) {
+            Ok(mut c) => {
+                if entered {
+                    let lkey = c.scratch.lkey();
+                    let w = WorkRequest {
+                        wr_id: FENCE_WR + 3,
+                        opcode: Opcode::FetchAdd { add: u64::MAX },
+                        sges: vec![Sge {
+                            addr: c.scratch.addr(3),
+                            len: 8,
+                            lkey,
+                        }],
+                        remote_addr: c.hello.fence.addr + 8,
+                        rkey: c.hello.fence.rkey,
+                        signaled: true,
+                        fence: false,
+                        inline: false,
+                    };
+                    let mut sm = LocalMem::new();
+                    sm.scratch(&mut c.scratch);
+                    let r = execute(c.qp.as_mut(), &[vec![w]], &sm, deadline);
+                    drop(sm);
+                    if !matches!(r, Ok(x) if x.error.is_none() && !x.timed_out) {
+                        warn!(rank = addr.rank, "RDMA: could not leave the fence after an error (the service's drain is bounded)");
+                        return None;
+                    }
+                }
+                debug!(rank = addr.rank, "RDMA queue pair reset and reconnected");
+                Some(c)
+            }
+            Err(e) => {
+                warn!(rank = addr.rank, error = %e, "RDMA: reconnecting failed");
+                None
+            }
+        }
+    }
+
+    fn leave(&self, addr: &ServiceAddr, mut c: Conn, leave: Vec<WorkRequest>, deadline: Instant) {
+        let mut sm = LocalMem::new();
+        sm.scratch(&mut c.scratch);
+        let r = execute(c.qp.as_mut(), &[leave], &sm, deadline);
+        drop(sm);
+        match r {
+            Ok(x) if x.error.is_none() && !x.timed_out => self.give(addr.rank, c),
+            _ => {
+                let _ = self
+                    .recover(addr, c, true, deadline)
+                    .map(|c| self.give(addr.rank, c));
+            }
+        }
+    }
+}
