@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use crate::table::{self, Bool, Flag, Int, Key, Level, OptInt, OptTcpUrl, Size, TcpUrl};
+use crate::table::{
+    self, Bool, Flag, Int, Key, Level, MetricsUrl, OptInt, OptTcpUrl, Size, TcpUrl,
+};
 use crate::{config_key, config_struct};
 use crate::{
     load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig, OCK_LOG_LEVEL,
@@ -100,6 +102,11 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
         flag: Flag::Value("data-poller"), kind: Poller, field: data_poller, default: "mio",
         doc: "What shard loops wait with.",
     }),
+    config_key!(LocalConfig {
+        name: "metrics_url", ock: "ock.mmc.local_service.metrics_url",
+        flag: Flag::Value("metrics"), kind: MetricsUrl, field: metrics_url, default: "",
+        doc: "HTTP address for this service's `GET /metrics` (Prometheus text) and `/health`; empty = off.",
+    }),
 ];
 
 config_struct! {
@@ -142,6 +149,8 @@ config_struct! {
         pub data_shards: u32,
         /// What shard loops wait with: mio (epoll) or io_uring.
         pub data_poller: DataPoller,
+        /// HTTP `/metrics` and `/health` of this service; empty = off.
+        pub metrics_url: String,
     }
 }
 

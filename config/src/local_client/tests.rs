@@ -61,6 +61,7 @@ fn full_local() -> LocalConfig {
         busy_poll_us: 0,
         data_shards: 0,
         data_poller: DataPoller::Mio,
+        metrics_url: String::new(),
     }
 }
 

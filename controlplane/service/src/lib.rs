@@ -3,10 +3,12 @@
 //! ([`MetaConn`], used by clients, local services and the `mmc` tool).
 #![forbid(unsafe_code)]
 
+mod metrics;
+pub mod obs;
 mod probe;
 pub mod rpc;
 pub mod server;
 
-pub use probe::{ProbeSettings, PROBES_MAX};
+pub use probe::{ProbeCounts, ProbeSettings, PROBES_MAX};
 pub use rpc::MetaConn;
 pub use server::{meta_params, probe_settings, MetaServer};

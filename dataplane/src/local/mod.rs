@@ -9,6 +9,7 @@
 mod data_server;
 mod member;
 pub(crate) mod pool;
+mod metrics;
 mod repair;
 mod shards;
 pub(crate) mod shm_server;
@@ -28,7 +29,10 @@ use mmc_core::local::{LocalCore, LocalParams, Membership, Refused};
 use mmc_hal::device::{BackendChoice, BackendKind};
 use mmc_hal::Arena;
 use pool::{DevicePool, PoolMem, Staging, STAGING_BUFFERS};
+use mmc_meta_service::obs::{self, HttpEndpoint};
 use tracing::{info, warn};
+
+use metrics::{Dir, Transport};
 
 use mmc_config::LocalConfig;
 
@@ -66,6 +70,8 @@ pub(crate) struct Inner {
     started: Instant,
     /// The repair worker's queue (set once it runs).
     repairs: std::sync::OnceLock<std::sync::mpsc::SyncSender<repair::Queued>>,
+    /// Counters for `/metrics`.
+    pub(crate) stats: metrics::LocalStats,
 }
 
 impl Inner {
@@ -146,6 +152,8 @@ pub struct LocalService {
     data_addr: SocketAddr,
     shm_endpoint: String,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// `/metrics` and `/health` (when `metrics_url` is set).
+    metrics: Mutex<Option<HttpEndpoint>>,
 }
 
 impl LocalService {
@@ -248,6 +256,7 @@ impl LocalService {
             meta_addr,
             started: Instant::now(),
             repairs: std::sync::OnceLock::new(),
+            stats: metrics::LocalStats::default(),
         };
         let mut driver = member::Driver::new();
         let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
@@ -278,12 +287,27 @@ impl LocalService {
         threads.push(spawn("mmc-local-repair", move || repair::run(i, rx)));
         let i = inner.clone();
         threads.push(spawn("mmc-local-member", move || driver.run(&i)));
-        Ok(LocalService {
+        let svc = LocalService {
             inner,
             data_addr,
             shm_endpoint,
             threads: Mutex::new(threads),
-        })
+            metrics: Mutex::new(None),
+        };
+        if !config.metrics_url.is_empty() {
+            let addr = mmc_config::parse_metrics_url(&config.metrics_url)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let registry = obs::registry_of(Arc::new(metrics::LocalSource(svc.inner.clone())));
+            let endpoint = HttpEndpoint::start(
+                addr,
+                "mmc-local-metrics",
+                registry,
+                metrics::health(svc.inner.clone()),
+            )
+            .map_err(|e| Error::io(format!("bind metrics to {addr}"), e))?;
+            *svc.metrics.lock().expect("metrics lock poisoned") = Some(endpoint);
+        }
+        Ok(svc)
     }
 
     /// The rank the meta service knows this service by.
@@ -311,6 +335,15 @@ impl LocalService {
         self.data_addr
     }
 
+    /// Where `/metrics` and `/health` are served, when `metrics_url` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .lock()
+            .expect("metrics lock poisoned")
+            .as_ref()
+            .map(HttpEndpoint::addr)
+    }
+
     /// The meta service this local service registered with.
     pub fn meta_addr(&self) -> SocketAddr {
         self.inner.meta_addr
@@ -319,6 +352,19 @@ impl LocalService {
     /// Copy `src` into the pool that holds `f.segment` (the embedded client's fast path), inside
     /// the epoch fence: refused (-3018) unless the service is at `f`'s rank and incarnation.
     pub(crate) fn copy_in(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()> {
+        let started = Instant::now();
+        let r = self.copy_in_fenced(f, offset, src);
+        self.inner.stats.record(
+            Transport::Embedded,
+            Dir::Write,
+            code_of(&r),
+            src.len() as u64,
+            started.elapsed(),
+        );
+        r
+    }
+
+    fn copy_in_fenced(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()> {
         let endpoint = "the embedded local service";
         let guard = self
             .inner
@@ -335,6 +381,20 @@ impl LocalService {
     /// Copy out of the pool that holds `f.segment` into `dst`, inside the epoch fence; bytes
     /// copied while the fence moved are reported as an error, never as the object's.
     pub(crate) fn copy_out(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let started = Instant::now();
+        let len = dst.len() as u64;
+        let r = self.copy_out_fenced(f, offset, dst);
+        self.inner.stats.record(
+            Transport::Embedded,
+            Dir::Read,
+            code_of(&r),
+            len,
+            started.elapsed(),
+        );
+        r
+    }
+
+    fn copy_out_fenced(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()> {
         let endpoint = "the embedded local service";
         let guard = self
             .inner
@@ -400,6 +460,13 @@ impl LocalService {
             return;
         }
         let rank = self.rank();
+        // The metrics endpoint holds the service's state: stop it first.
+        drop(
+            self.metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         member::stop(&self.inner, Duration::from_millis(1000));
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
         let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
@@ -428,6 +495,14 @@ impl LocalService {
 impl Drop for LocalService {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The documented code of a copy's outcome (0 = done).
+fn code_of(r: &Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.code().as_i32(),
     }
 }
 
