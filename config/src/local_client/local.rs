@@ -1,9 +1,8 @@
 //! The local service's settings, [`LocalConfig`], and their keys, [`LOCAL_KEYS`].
 
-use std::path::Path;
-
+use crate::logging::Format as LogFormatKind;
 use crate::table::{
-    self, Bool, Flag, Int, Key, Level, MetricsUrl, OptInt, OptTcpUrl, Size, TcpUrl,
+    self, Bool, Flag, Int, Key, Level, MetricsUrl, OptInt, OptTcpUrl, Path, Size, TcpUrl,
 };
 use crate::{config_key, config_struct};
 use crate::{
@@ -78,6 +77,26 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
         field: log_level, default: "info", doc: "Log level.",
     }),
     config_key!(LocalConfig {
+        name: "log_format", ock: "ock.mmc.log_format", flag: Flag::Value("log-format"),
+        kind: LogFormatKind, field: log_format, default: "text",
+        doc: "Log lines as text, or one JSON object per line.",
+    }),
+    config_key!(LocalConfig {
+        name: "log_path", ock: "ock.mmc.log_path", flag: Flag::Value("log-path"), kind: Path,
+        field: log_path, default: "",
+        doc: "A folder for the log file (`mmc-meta.log`, `mmc-local.log`), rotated by size; empty = standard error.",
+    }),
+    config_key!(LocalConfig {
+        name: "log_rotation_file_size", ock: "ock.mmc.log_rotation_file_size",
+        kind: crate::logging::FileSize, field: log_rotation_file_size, default: "20",
+        doc: "With `log_path`: the log file is rotated when it would pass this size (a plain number is MiB; 4 KiB to 4 GiB).",
+    }),
+    config_key!(LocalConfig {
+        name: "log_rotation_file_count", ock: "ock.mmc.log_rotation_file_count", kind: Int<u32>,
+        field: log_rotation_file_count, default: "50", min: 1, max: 1000,
+        doc: "With `log_path`: log files kept, the current one included (the oldest is deleted).",
+    }),
+    config_key!(LocalConfig {
         name: "heartbeat_ms", ock: "ock.mmc.local_service.heartbeat_ms", kind: Int<u64>,
         field: heartbeat_ms, default: "1000", min: 1,
         doc: "How often it reports to the meta service.",
@@ -136,6 +155,14 @@ config_struct! {
         pub device_backend: String,
         pub protocol: DataOpType,
         pub log_level: LogLevel,
+        /// Text or JSON log lines.
+        pub log_format: crate::logging::LogFormat,
+        /// A folder for the log file; empty = standard error.
+        pub log_path: String,
+        /// Rotate the log file past this many bytes.
+        pub log_rotation_file_size: u64,
+        /// Log files kept, the current one included.
+        pub log_rotation_file_count: u32,
         pub tls: TlsConfig,
         /// How often it reports to the meta service.
         pub heartbeat_ms: u64,
@@ -155,6 +182,16 @@ config_struct! {
 }
 
 impl LocalConfig {
+    /// How the binary logs, from the log keys.
+    pub fn log_settings(&self) -> crate::logging::LogSettings {
+        crate::logging::LogSettings {
+            level: self.log_level,
+            format: self.log_format,
+            path: self.log_path.clone(),
+            file_bytes: self.log_rotation_file_size,
+            file_count: self.log_rotation_file_count,
+        }
+    }
     /// Parses TOML (see the module docs): the [`LOCAL_KEYS`] and `[tls]` at the top level or in
     /// a `[local]` section. The client's keys are known too (one file holds both); any other key
     /// is an error naming it and the closest known key. Does not [`validate`](LocalConfig::validate).
@@ -190,7 +227,7 @@ impl LocalConfig {
 
     /// Loads and validates the file at `path`, or, with no path, the one named by
     /// `MMC_LOCAL_CONFIG_PATH`; with neither, the defaults. Errors name the file.
-    pub fn load(path: Option<&Path>) -> Result<LocalConfig, ConfigError> {
+    pub fn load(path: Option<&std::path::Path>) -> Result<LocalConfig, ConfigError> {
         let cfg = load_config(path, LOCAL_CONFIG_ENV, |text, format| {
             let c = LocalConfig::from_text(text, format)?;
             c.validate()?;

@@ -52,6 +52,10 @@ fn full_local() -> LocalConfig {
         device_backend: "auto".into(),
         protocol: DataOpType::Shm,
         log_level: LogLevel::Debug,
+        log_format: crate::logging::LogFormat::Text,
+        log_path: String::new(),
+        log_rotation_file_size: 20 << 20,
+        log_rotation_file_count: 50,
         tls: TlsConfig {
             cert_path: "/etc/cert.pem".into(),
             ..TlsConfig::default()
