@@ -26,6 +26,8 @@ pub mod error;
 pub mod fdpass;
 pub mod fence;
 #[cfg(feature = "os")]
+pub mod hostmem;
+#[cfg(feature = "os")]
 pub mod uring;
 
 pub use alloc::{Space, SpaceAllocator};

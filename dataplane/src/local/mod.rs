@@ -176,6 +176,7 @@ impl LocalService {
             // Chosen explicitly: start it now (a bad choice fails here, not at the first copy).
             device_backend(config)?;
         }
+        check_host_memory(config)?;
         let mut pools = Vec::new();
         for (media, bytes) in [
             (msg::MEDIA_DRAM, config.dram_bytes),
@@ -496,6 +497,27 @@ impl Drop for LocalService {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Refuse a DRAM pool larger than the host can give, before creating it: pre-faulting it would end
+/// in the OOM killer. (The HBM pool is device memory: its backend refuses what it cannot give.)
+fn check_host_memory(config: &LocalConfig) -> Result<()> {
+    let wanted = config.dram_bytes;
+    if wanted == 0 {
+        return Ok(());
+    }
+    let host = mmc_hal::hostmem::HostMemory::read();
+    if host.fits(&[wanted]) {
+        return Ok(());
+    }
+    let can = host.ordinary().unwrap_or(0).max(host.hugetlb_free);
+    Err(Error::Memory(format!(
+        "the DRAM pool needs {wanted} bytes (dram_size {}), but this host can give only {can} \
+         bytes ({}): {}; lower dram_size",
+        mmc_config::format_size(wanted),
+        mmc_config::format_size(can),
+        host.describe()
+    )))
 }
 
 /// The documented code of a copy's outcome (0 = done).
