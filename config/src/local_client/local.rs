@@ -31,7 +31,7 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "advertise_url", aliases: ["bm_ip_port"], ock: "ock.mmc.local_service.bm_ip_port",
         flag: Flag::Value("advertise"), kind: OptTcpUrl, field: advertise_url, default: "",
-        doc: "The address other hosts use to reach the data endpoint; empty = the bound address.",
+        doc: "The address other hosts use to reach the data endpoint; empty = the bound address, or, when `data_url` binds a wildcard (0.0.0.0, [::]), this host's address toward the meta service.",
     }),
     config_key!(LocalConfig {
         name: "dram_size", ock: "ock.mmc.local_service.dram.size", flag: Flag::Value("dram"),

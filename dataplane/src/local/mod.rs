@@ -210,13 +210,7 @@ impl LocalService {
         let data_addr = listener
             .local_addr()
             .map_err(|e| Error::io("local_addr", e))?;
-        let advertise = if config.advertise_url.is_empty() {
-            data_addr.to_string()
-        } else {
-            parse_tcp_url(&config.advertise_url)
-                .map_err(|e| Error::Config(e.to_string()))?
-                .to_string()
-        };
+        let advertise = advertised(config, data_addr, meta_addr)?;
         let (shm_listener, shm_endpoint) =
             shm_server::bind().map_err(|e| Error::io("bind the shm endpoint", e))?;
         let register = Register {
@@ -499,6 +493,49 @@ impl Drop for LocalService {
     }
 }
 
+/// The data endpoint other hosts are told: `advertise_url`; else the bound address; else, when
+/// that is a wildcard (0.0.0.0, [::]), this host's address toward the meta service (the local
+/// address the kernel picks for a socket connected there), or a refusal saying what to set.
+fn advertised(config: &LocalConfig, bound: SocketAddr, meta: SocketAddr) -> Result<String> {
+    if !config.advertise_url.is_empty() {
+        return parse_tcp_url(&config.advertise_url)
+            .map(|a| a.to_string())
+            .map_err(|e| Error::Config(e.to_string()));
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound.to_string());
+    }
+    match route_toward(meta) {
+        Ok(ip) if !ip.is_unspecified() => {
+            let addr = SocketAddr::new(ip, bound.port());
+            info!(%bound, %addr, %meta, "data endpoint bound to a wildcard address: advertising this host's address toward the meta service");
+            Ok(addr.to_string())
+        }
+        found => Err(Error::Config(format!(
+            "data_url binds the wildcard address {bound} and no address of this host toward the \
+             meta service {meta} was found ({}); set advertise_url to the address other hosts \
+             reach this service at",
+            match found {
+                Ok(ip) => format!("the route gave {ip}"),
+                Err(e) => e.to_string(),
+            }
+        ))),
+    }
+}
+
+/// The local address a socket connected to `to` gets (no packet is sent: a UDP connect only
+/// picks the route).
+fn route_toward(to: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any: SocketAddr = if to.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any)?;
+    s.connect(to)?;
+    Ok(s.local_addr()?.ip())
+}
+
 /// Refuse a DRAM pool larger than the host can give, before creating it: pre-faulting it would end
 /// in the OOM killer. (The HBM pool is device memory: its backend refuses what it cannot give.)
 fn check_host_memory(config: &LocalConfig) -> Result<()> {
@@ -547,4 +584,24 @@ pub(crate) fn host_id() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_bind_advertises_the_address_toward_the_meta_service() {
+        let meta: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let c = LocalConfig::default();
+        let any: SocketAddr = "0.0.0.0:1234".parse().unwrap();
+        assert_eq!(advertised(&c, any, meta).unwrap(), "127.0.0.1:1234");
+        let bound: SocketAddr = "127.0.0.2:1234".parse().unwrap();
+        assert_eq!(advertised(&c, bound, meta).unwrap(), "127.0.0.2:1234");
+        let set = LocalConfig {
+            advertise_url: "tcp://10.1.2.3:999".into(),
+            ..LocalConfig::default()
+        };
+        assert_eq!(advertised(&set, any, meta).unwrap(), "10.1.2.3:999");
+    }
 }
