@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# C API tests: builds libmmc (.so and .a), assembles a C SDK folder with headers and mmc.pc, and
+# C API tests: builds libmmc (.so and .a, release), assembles a C SDK folder with headers and mmc.pc, and
 # runs the C test program linked dynamically, statically, as C++, against mmc-meta/mmc-local
 # processes, and under valgrind memcheck; then builds and runs the C example.
 set -euo pipefail
@@ -21,11 +21,15 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-step "build libmmc and the services"
-cargo build --locked -p mmc-ffi -p mmc-meta-service -p mmc-dataplane --lib --bins
+# The SDK ships the release libmmc (what the README builds and a user links); the tests below run
+# against the SDK, so they test what ships. The services the remote test talks to are the debug
+# binaries test.sh already built.
+step "build libmmc (release) and the services"
+cargo build --locked --release -p mmc-ffi --lib
+cargo build --locked -p mmc-meta-service -p mmc-dataplane --bins
 rm -rf "$sdk" "$out"
 mkdir -p "$sdk/lib/pkgconfig" "$sdk/include" "$out"
-cp "$target/debug/libmmc.so" "$target/debug/libmmc.a" "$sdk/lib/"
+cp "$target/release/libmmc.so" "$target/release/libmmc.a" "$sdk/lib/"
 cp ffi/include/*.h "$sdk/include/"
 cp ffi/mmc.pc "$sdk/lib/pkgconfig/"
 export PKG_CONFIG_PATH=$sdk/lib/pkgconfig
