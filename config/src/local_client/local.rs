@@ -124,7 +124,7 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "metrics_url", ock: "ock.mmc.local_service.metrics_url",
         flag: Flag::Value("metrics"), kind: MetricsUrl, field: metrics_url, default: "",
-        doc: "HTTP address for this service's `GET /metrics` (Prometheus text) and `/health`; empty = off.",
+        doc: "HTTP address for this service's `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; empty = off.",
     }),
 ];
 
