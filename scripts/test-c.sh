@@ -24,12 +24,21 @@ fi
 # The SDK ships the release libmmc (what the README builds and a user links); the tests below run
 # against the SDK, so they test what ships. The services the remote test talks to are the debug
 # binaries test.sh already built.
-step "build libmmc (release) and the services"
-cargo build --locked --release -p mmc-ffi --lib
-cargo build --locked -p mmc-meta-service -p mmc-dataplane --bins
+# MMC_C_PROFILE=debug (default release) tests a debug libmmc instead, and ships that.
+profile=${MMC_C_PROFILE:-release}
+case "$profile" in
+    release) lib_dir=$target/release ;;
+    debug) lib_dir=$target/debug ;;
+    *) echo "MMC_C_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
+step "build libmmc ($profile) and the services"
+cargo build --locked --profile "$([ "$profile" = debug ] && echo dev || echo release)" -p mmc-ffi --lib
+# Debug libmmc too, for valgrind: on optimized Rust code memcheck reports false "uninitialised
+# value" jumps (LLVM reads partly initialised enums), so it checks the debug build.
+cargo build --locked -p mmc-ffi -p mmc-meta-service -p mmc-dataplane --lib --bins
 rm -rf "$sdk" "$out"
 mkdir -p "$sdk/lib/pkgconfig" "$sdk/include" "$out"
-cp "$target/release/libmmc.so" "$target/release/libmmc.a" "$sdk/lib/"
+cp "$lib_dir/libmmc.so" "$lib_dir/libmmc.a" "$sdk/lib/"
 cp ffi/include/*.h "$sdk/include/"
 cp ffi/mmc.pc "$sdk/lib/pkgconfig/"
 export PKG_CONFIG_PATH=$sdk/lib/pkgconfig
@@ -73,10 +82,10 @@ for i in 0 1; do for _ in $(seq 200); do [ -s "$work/local$i" ] && break; sleep 
 "$out/test_api_shared" remote "$meta"
 MMC_DEVICE_BACKEND=sim "$out/test_device" remote "$meta"
 
-step "valgrind memcheck (in-process cluster, small sizes)"
+step "valgrind memcheck (in-process cluster, small sizes, debug libmmc)"
 # Process-wide tables (the async handle map, the log subscriber) stay reachable until exit; only
 # definite and indirect leaks count. Any invalid access fails the run.
-MMC_TEST_SMALL=1 valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
+LD_LIBRARY_PATH=$target/debug${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} MMC_TEST_SMALL=1 valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
     --show-possibly-lost=no --error-exitcode=99 "$out/test_api_shared" inproc "$(port)"
 
 step "example: examples/c/kv_layers.c"
