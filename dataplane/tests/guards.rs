@@ -51,7 +51,7 @@ fn a_pool_larger_than_the_host_is_refused_at_once_with_both_numbers() {
     assert!(!out.status.success(), "{stderr}");
     assert!(took < Duration::from_secs(5), "refused after {took:?}");
     assert_eq!(
-        bytes_after(&stderr, "the pools need "),
+        bytes_after(&stderr, "the DRAM pool needs "),
         100u64 << 40,
         "{stderr}"
     );
@@ -72,17 +72,16 @@ fn a_pool_larger_than_the_host_is_refused_at_once_with_both_numbers() {
     let err = LocalService::start(&LocalConfig {
         meta_url: "tcp://127.0.0.1:9".into(),
         dram_bytes: 64 << 40,
-        hbm_bytes: 36 << 40,
         ..LocalConfig::default()
     })
     .err()
-    .expect("a 100 TiB embedded pool is refused");
+    .expect("a 64 TiB embedded pool is refused");
     let text = err.to_string();
     assert_eq!(
-        bytes_after(&text, "the pools need "),
-        100u64 << 40,
+        bytes_after(&text, "the DRAM pool needs "),
+        64u64 << 40,
         "{text}"
     );
-    assert!(text.contains("hbm_size 36.0 TiB"), "{text}");
+    assert!(text.contains("dram_size 64.0 TiB"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -8,8 +8,8 @@
 
 mod data_server;
 mod member;
-pub(crate) mod pool;
 mod metrics;
+pub(crate) mod pool;
 mod repair;
 mod shards;
 pub(crate) mod shm_server;
@@ -28,8 +28,8 @@ use mmc_core::fence::{Fence, SharedFence, Stale};
 use mmc_core::local::{LocalCore, LocalParams, Membership, Refused};
 use mmc_hal::device::{BackendChoice, BackendKind};
 use mmc_hal::Arena;
-use pool::{DevicePool, PoolMem, Staging, STAGING_BUFFERS};
 use mmc_meta_service::obs::{self, HttpEndpoint};
+use pool::{DevicePool, PoolMem, Staging, STAGING_BUFFERS};
 use tracing::{info, warn};
 
 use metrics::{Dir, Transport};
