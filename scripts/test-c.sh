@@ -33,8 +33,9 @@ case "$profile" in
 esac
 step "build libmmc ($profile) and the services"
 cargo build --locked --profile "$([ "$profile" = debug ] && echo dev || echo release)" -p mmc-ffi --lib
-# Debug libmmc too, for valgrind: on optimized Rust code memcheck reports false "uninitialised
-# value" jumps (LLVM reads partly initialised enums), so it checks the debug build.
+# Debug libmmc too, for valgrind: on the release libmmc memcheck reports "conditional jump on
+# uninitialised value" inside optimized Rust code (mmc_core's MetaOp::poll) that the debug build
+# does not show, taken for optimizer artefacts; memcheck checks the debug build.
 cargo build --locked -p mmc-ffi -p mmc-meta-service -p mmc-dataplane --lib --bins
 rm -rf "$sdk" "$out"
 mkdir -p "$sdk/lib/pkgconfig" "$sdk/include" "$out"

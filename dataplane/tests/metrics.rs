@@ -187,7 +187,35 @@ fn metrics_of_meta_and_local_services_move_with_puts_and_gets() {
         1.0
     );
     assert!(after.get("mmc_meta_request_seconds_count{op=\"commit\"}") >= N as f64);
-    assert!(after.get("mmc_meta_request_seconds_bucket{le=\"+Inf\",op=\"lookup\"}") >= N as f64);
+    // Cumulative buckets: +Inf holds every observation once, and no bucket holds more.
+    let lookups = after.get("mmc_meta_request_seconds_count{op=\"lookup\"}");
+    assert!(lookups >= N as f64);
+    assert_eq!(
+        after.get("mmc_meta_request_seconds_bucket{le=\"+Inf\",op=\"lookup\"}"),
+        lookups
+    );
+    let mut buckets: Vec<(f64, f64)> = after
+        .samples
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("mmc_meta_request_seconds_bucket{") && k.contains("op=\"lookup\"")
+        })
+        .map(|(k, v)| {
+            let le = k.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, *v)
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.len() > 10, "{buckets:?}");
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative: {buckets:?}"
+    );
     let used = after.sum("mmc_media_used_bytes", &["DRAM"]);
     assert!(used >= (N * LEN) as f64, "used {used}");
     assert_eq!(after.sum("mmc_segment_objects", &[]), N as f64);

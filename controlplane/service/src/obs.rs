@@ -53,19 +53,21 @@ impl LatencyHistogram {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    /// (sum in seconds, count, cumulative buckets) as the encoder takes them.
+    /// (sum in seconds, count, per-bucket counts by upper bound) as the encoder takes them (it
+    /// accumulates them into the exposition's cumulative buckets).
     fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut buckets = Vec::with_capacity(BUCKETS + 1);
         let mut total = 0u64;
         let mut bound = BUCKET_BASE_US;
         for (i, c) in self.counts.iter().enumerate() {
-            total += c.load(Ordering::Relaxed);
+            let n = c.load(Ordering::Relaxed);
+            total += n;
             let le = if i == BUCKETS {
                 f64::INFINITY
             } else {
                 bound as f64 / 1e6
             };
-            buckets.push((le, total));
+            buckets.push((le, n));
             bound *= 2;
         }
         let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
@@ -293,7 +295,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_and_bounded() {
+    fn histogram_buckets_count_each_observation_once() {
         let h = LatencyHistogram::default();
         h.observe(Duration::from_micros(5)); // <= 10 us
         h.observe(Duration::from_micros(15)); // <= 20 us
@@ -302,9 +304,10 @@ mod tests {
         assert_eq!(count, 3);
         assert_eq!(buckets.len(), BUCKETS + 1);
         assert_eq!(buckets[0], (10e-6, 1));
-        assert_eq!(buckets[1], (20e-6, 2));
-        assert_eq!(buckets[BUCKETS - 1].1, 2);
-        assert_eq!(buckets[BUCKETS], (f64::INFINITY, 3));
+        assert_eq!(buckets[1], (20e-6, 1));
+        assert_eq!(buckets[BUCKETS - 1].1, 0);
+        assert_eq!(buckets[BUCKETS], (f64::INFINITY, 1));
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), count);
         assert!((sum - 100.00002).abs() < 1e-6, "{sum}");
     }
 }
