@@ -113,14 +113,16 @@ pub fn to_text(s: &Status) -> String {
         .filter(|g| g.alive)
         .map(|g| g.rank)
         .collect();
+    // Rank and segment first, as before health and bars were added (scripts parse them).
     out.push_str(&format!(
-        "{:>5} {:>6} {:>5} {:>10} {:>10} {:>6} {:>9}  endpoint (host)\n",
-        "rank", "health", "media", "capacity", "used", "use%", "objects"
+        "{:>5} {:>8} {:>6} {:>5} {:>10} {:>10} {:>6} {:>9}  endpoint (host)\n",
+        "rank", "segment", "health", "media", "capacity", "used", "use%", "objects"
     ));
     for g in &s.segments {
         out.push_str(&format!(
-            "{:>5} {:>6} {:>5} {:>10} {:>10} {:>5.1}% {:>9}  {} ({})\n",
+            "{:>5} {:>8} {:>6} {:>5} {:>10} {:>10} {:>5.1}% {:>9}  {} ({})\n",
             g.rank,
+            g.segment,
             if g.alive { "live" } else { "PAUSED" },
             media_name(g.media),
             human(g.capacity),
