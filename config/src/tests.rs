@@ -320,6 +320,10 @@ fn meta_from_toml() {
             probe_attempts: 3,
             probe_interval_ms: 100,
             replica_policy: crate::ReplicaPolicy::Strict,
+            log_format: crate::logging::LogFormat::Text,
+            log_path: String::new(),
+            log_rotation_file_size: 20 << 20,
+            log_rotation_file_count: 50,
         }
     );
     c.validate().unwrap();
@@ -364,6 +368,10 @@ fn meta_from_ock() {
          ock.mmc.meta_service_url = tcp://0.0.0.0:6000\n\
          ock.mmc.meta_service.metrics_url = http://0.0.0.0:9100\n\
          ock.mmc.log_level = warning\n\
+         ock.mmc.log_path = /var/log/mmc\n\
+         ock.mmc.log_format = json\n\
+         ock.mmc.log_rotation_file_size = 10\n\
+         ock.mmc.log_rotation_file_count = 5\n\
          ock.mmc.evict_threshold_high = 85\n\
          ock.mmc.evict_threshold_low = 60\n\
          ock.mmc.meta.lease_ms = 1000\n\
@@ -401,12 +409,16 @@ fn meta_from_ock() {
             probe_attempts: 3,
             probe_interval_ms: 100,
             replica_policy: crate::ReplicaPolicy::Strict,
+            log_format: crate::logging::LogFormat::Json,
+            log_path: "/var/log/mmc".into(),
+            log_rotation_file_size: 10 << 20,
+            log_rotation_file_count: 5,
         }
     );
     // The unknown key is a warning, not an error.
     assert_eq!(
         ock.unknown_keys(MetaConfig::is_ock_key),
-        vec![("ock.mmc.some.future_key", 12)]
+        vec![("ock.mmc.some.future_key", 16)]
     );
     assert_eq!(ock.warn_unknown("test", &MetaConfig::ock_keys()), 1);
 

@@ -94,3 +94,96 @@ fn mmc_says_when_the_meta_service_is_down() {
         "{t}"
     );
 }
+
+#[test]
+fn mmc_status_json_describes_the_cluster_and_top_shows_rates() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let mut cluster = Cluster::start(&["32MB", "48MB"], &["--metrics", &metrics]);
+    let client = cluster.client();
+    for i in 0..5 {
+        let key = format!("s{i}");
+        client
+            .put(&key, &pattern(&key, 100_000), &Default::default())
+            .unwrap();
+    }
+    let json = |cluster: &Cluster| -> serde_json::Value {
+        let out = mmc(cluster, &["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("mmc status --json prints JSON")
+    };
+    let v = json(&cluster);
+    assert_eq!(v["local_services"], 2, "{v}");
+    assert_eq!(v["live_local_services"], 2, "{v}");
+    assert_eq!(v["objects"], 5, "{v}");
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m["health"] == "live"), "{v}");
+    let objects: u64 = members.iter().map(|m| m["objects"].as_u64().unwrap()).sum();
+    assert_eq!(objects, 5);
+    let dram = &v["media"][0];
+    assert_eq!(dram["media"], "DRAM");
+    assert_eq!(dram["capacity_bytes"], 80u64 << 20);
+    assert!(dram["used_bytes"].as_u64().unwrap() >= 500_000, "{v}");
+    let endpoints: Vec<&str> = members
+        .iter()
+        .map(|m| m["endpoint"].as_str().unwrap())
+        .collect();
+    for l in &cluster.locals {
+        assert!(endpoints.contains(&l.endpoint.as_str()), "{v}");
+    }
+
+    // A killed service leaves the status (the meta service's probe drops it at once).
+    cluster.kill_local(0);
+    common::wait_until(
+        "the killed service leaves the status",
+        std::time::Duration::from_secs(30),
+        || json(&cluster)["local_services"] == 1,
+    );
+
+    let text_out = mmc(&cluster, &["status"]);
+    let t = text(&text_out);
+    assert!(t.contains("DRAM  [") && t.contains("live"), "{t}");
+
+    // Rates over one interval, with puts going on meanwhile.
+    let started = std::time::Instant::now();
+    let top = std::thread::scope(|s| {
+        let top = s.spawn(|| {
+            mmc(
+                &cluster,
+                &[
+                    "top",
+                    "--metrics",
+                    &metrics,
+                    "--interval",
+                    "1",
+                    "--count",
+                    "1",
+                ],
+            )
+        });
+        let mut i = 0;
+        while !top.is_finished() && i < 200 {
+            let key = format!("t{i}");
+            let _ = client.put(&key, &pattern(&key, 1000), &Default::default());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            i += 1;
+        }
+        top.join().unwrap()
+    });
+    assert!(top.status.success(), "{}", text(&top));
+    let out = String::from_utf8_lossy(&top.stdout).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("puts/s") && lines[0].contains("objects/s"),
+        "{out}"
+    );
+    let puts_per_s: f64 = lines[1].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(puts_per_s > 0.0, "{out}");
+    println!("mmc top over {:?}:\n{out}", started.elapsed());
+}

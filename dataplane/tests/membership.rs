@@ -206,7 +206,7 @@ fn metrics_and_health_endpoints() {
     };
     let health = get("/health");
     assert!(
-        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        health.starts_with("HTTP/1.1 200") && health.contains("\r\n\r\nok "),
         "{health}"
     );
     let metrics = get("/metrics");

@@ -25,6 +25,8 @@ pub mod error;
 #[cfg(feature = "os")]
 pub mod fdpass;
 pub mod fence;
+#[cfg(feature = "os")]
+pub mod hostmem;
 pub mod rdma;
 #[cfg(feature = "os")]
 pub mod uring;

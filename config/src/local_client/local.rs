@@ -1,9 +1,10 @@
 //! The local service's settings, [`LocalConfig`], and their keys, [`LOCAL_KEYS`].
 
-use std::path::Path;
-
 use crate::discovery::DiscoveryUrl;
-use crate::table::{self, Bool, Flag, Int, Key, Level, OptInt, OptTcpUrl, Size, TcpUrl};
+use crate::logging::Format as LogFormatKind;
+use crate::table::{
+    self, Bool, Flag, Int, Key, Level, MetricsUrl, OptInt, OptTcpUrl, Path, Size, TcpUrl,
+};
 use crate::{config_key, config_struct};
 use crate::{
     load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig, OCK_LOG_LEVEL,
@@ -34,7 +35,7 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "advertise_url", aliases: ["bm_ip_port"], ock: "ock.mmc.local_service.bm_ip_port",
         flag: Flag::Value("advertise"), kind: OptTcpUrl, field: advertise_url, default: "",
-        doc: "The address other hosts use to reach the data endpoint; empty = the bound address.",
+        doc: "The address other hosts use to reach the data endpoint; empty = the bound address, or, when `data_url` binds a wildcard (0.0.0.0, [::]), this host's address toward the meta service.",
     }),
     config_key!(LocalConfig {
         name: "dram_size", ock: "ock.mmc.local_service.dram.size", flag: Flag::Value("dram"),
@@ -85,6 +86,26 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
         field: log_level, default: "info", doc: "Log level.",
     }),
     config_key!(LocalConfig {
+        name: "log_format", ock: "ock.mmc.log_format", flag: Flag::Value("log-format"),
+        kind: LogFormatKind, field: log_format, default: "text",
+        doc: "Log lines as text, or one JSON object per line.",
+    }),
+    config_key!(LocalConfig {
+        name: "log_path", ock: "ock.mmc.log_path", flag: Flag::Value("log-path"), kind: Path,
+        field: log_path, default: "",
+        doc: "A folder for the log file (`mmc-meta.log`, `mmc-local.log`), rotated by size; empty = standard error.",
+    }),
+    config_key!(LocalConfig {
+        name: "log_rotation_file_size", ock: "ock.mmc.log_rotation_file_size",
+        kind: crate::logging::FileSize, field: log_rotation_file_size, default: "20",
+        doc: "With `log_path`: the log file is rotated when it would pass this size (a plain number is MiB; 4 KiB to 4 GiB).",
+    }),
+    config_key!(LocalConfig {
+        name: "log_rotation_file_count", ock: "ock.mmc.log_rotation_file_count", kind: Int<u32>,
+        field: log_rotation_file_count, default: "50", min: 1, max: 1000,
+        doc: "With `log_path`: log files kept, the current one included (the oldest is deleted).",
+    }),
+    config_key!(LocalConfig {
         name: "heartbeat_ms", ock: "ock.mmc.local_service.heartbeat_ms", kind: Int<u64>,
         field: heartbeat_ms, default: "1000", min: 1,
         doc: "How often it reports to the meta service.",
@@ -108,6 +129,11 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
         name: "data_poller", ock: "ock.mmc.local_service.data_poller",
         flag: Flag::Value("data-poller"), kind: Poller, field: data_poller, default: "mio",
         doc: "What shard loops wait with.",
+    }),
+    config_key!(LocalConfig {
+        name: "metrics_url", ock: "ock.mmc.local_service.metrics_url",
+        flag: Flag::Value("metrics"), kind: MetricsUrl, field: metrics_url, default: "",
+        doc: "HTTP address for this service's `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; empty = off.",
     }),
 ];
 
@@ -140,6 +166,14 @@ config_struct! {
         /// The RDMA verbs provider whose device serves one-sided transfers.
         pub rdma_provider: RdmaProvider,
         pub log_level: LogLevel,
+        /// Text or JSON log lines.
+        pub log_format: crate::logging::LogFormat,
+        /// A folder for the log file; empty = standard error.
+        pub log_path: String,
+        /// Rotate the log file past this many bytes.
+        pub log_rotation_file_size: u64,
+        /// Log files kept, the current one included.
+        pub log_rotation_file_count: u32,
         pub tls: TlsConfig,
         /// How often it reports to the meta service.
         pub heartbeat_ms: u64,
@@ -153,10 +187,22 @@ config_struct! {
         pub data_shards: u32,
         /// What shard loops wait with: mio (epoll) or io_uring.
         pub data_poller: DataPoller,
+        /// HTTP `/metrics` and `/health` of this service; empty = off.
+        pub metrics_url: String,
     }
 }
 
 impl LocalConfig {
+    /// How the binary logs, from the log keys.
+    pub fn log_settings(&self) -> crate::logging::LogSettings {
+        crate::logging::LogSettings {
+            level: self.log_level,
+            format: self.log_format,
+            path: self.log_path.clone(),
+            file_bytes: self.log_rotation_file_size,
+            file_count: self.log_rotation_file_count,
+        }
+    }
     /// Parses TOML (see the module docs): the [`LOCAL_KEYS`] and `[tls]` at the top level or in
     /// a `[local]` section. The client's keys are known too (one file holds both); any other key
     /// is an error naming it and the closest known key. Does not [`validate`](LocalConfig::validate).
@@ -192,7 +238,7 @@ impl LocalConfig {
 
     /// Loads and validates the file at `path`, or, with no path, the one named by
     /// `MMC_LOCAL_CONFIG_PATH`; with neither, the defaults. Errors name the file.
-    pub fn load(path: Option<&Path>) -> Result<LocalConfig, ConfigError> {
+    pub fn load(path: Option<&std::path::Path>) -> Result<LocalConfig, ConfigError> {
         let cfg = load_config(path, LOCAL_CONFIG_ENV, |text, format| {
             let c = LocalConfig::from_text(text, format)?;
             c.validate()?;

@@ -53,6 +53,10 @@ fn full_local() -> LocalConfig {
         protocol: DataOpType::Shm,
         rdma_provider: RdmaProvider::Auto,
         log_level: LogLevel::Debug,
+        log_format: crate::logging::LogFormat::Text,
+        log_path: String::new(),
+        log_rotation_file_size: 20 << 20,
+        log_rotation_file_count: 50,
         tls: TlsConfig {
             cert_path: "/etc/cert.pem".into(),
             ..TlsConfig::default()
@@ -62,6 +66,7 @@ fn full_local() -> LocalConfig {
         busy_poll_us: 0,
         data_shards: 0,
         data_poller: DataPoller::Mio,
+        metrics_url: String::new(),
     }
 }
 

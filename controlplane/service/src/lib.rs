@@ -6,11 +6,13 @@
 pub mod etcd;
 pub mod ha;
 pub mod locator;
+mod metrics;
+pub mod obs;
 mod probe;
 pub mod rpc;
 pub mod server;
 
 pub use locator::MetaLocator;
-pub use probe::{ProbeSettings, PROBES_MAX};
+pub use probe::{ProbeCounts, ProbeSettings, PROBES_MAX};
 pub use rpc::MetaConn;
 pub use server::{meta_params, probe_settings, MetaServer};

@@ -101,6 +101,18 @@ fn held_open(mut stream: TcpStream, interval: Duration) -> Outcome {
     }
 }
 
+/// Probe outcomes counted since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeCounts {
+    pub refused: u64,
+    pub accepted: u64,
+    pub unanswered: u64,
+    /// Hints left to the lease because [`PROBES_MAX`] probes were in flight.
+    pub skipped: u64,
+    /// Probes whose refusal dropped the member.
+    pub dropped: u64,
+}
+
 /// The probes in flight and what they found (for `/metrics`).
 pub struct Prober {
     /// None: `probe_dead = false`, no probe is ever started.
@@ -195,21 +207,16 @@ impl Prober {
         }
     }
 
-    /// The probe counters in Prometheus text.
-    pub fn metrics(&self) -> String {
+    /// What the probes found so far (for `/metrics`).
+    pub fn counts(&self) -> ProbeCounts {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "mmc_member_probes_total{{outcome=\"refused\"}} {}\n\
-             mmc_member_probes_total{{outcome=\"accepted\"}} {}\n\
-             mmc_member_probes_total{{outcome=\"unanswered\"}} {}\n\
-             mmc_member_probes_skipped_total {}\n\
-             mmc_members_dropped_by_probe_total {}\n",
-            n(&self.refused),
-            n(&self.accepted),
-            n(&self.unanswered),
-            n(&self.skipped),
-            n(&self.dropped),
-        )
+        ProbeCounts {
+            refused: n(&self.refused),
+            accepted: n(&self.accepted),
+            unanswered: n(&self.unanswered),
+            skipped: n(&self.skipped),
+            dropped: n(&self.dropped),
+        }
     }
 }
 
@@ -269,11 +276,15 @@ mod tests {
             assert_eq!(p.claim(rank, 1), Some(QUICK));
         }
         assert_eq!(p.claim(1_000, 1), None, "bounded in all");
-        assert!(p.metrics().contains("mmc_member_probes_skipped_total 1\n"));
+        assert_eq!(p.counts().skipped, 1);
         p.record(Outcome::Refused, true);
         p.record(Outcome::Accepted, false);
-        let m = p.metrics();
-        assert!(m.contains("outcome=\"refused\"} 1\n") && m.contains("dropped_by_probe_total 1\n"));
+        p.record(Outcome::Cancelled, false);
+        let c = p.counts();
+        assert_eq!(
+            (c.refused, c.accepted, c.unanswered, c.dropped),
+            (1, 1, 0, 1)
+        );
         assert_eq!(Prober::new(None).claim(1, 10), None);
     }
 }

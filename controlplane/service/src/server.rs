@@ -2,7 +2,6 @@
 //! sans-IO [`MetaCore`]. Optionally an HTTP endpoint with `/health` and `/metrics`.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +17,8 @@ use mmc_controlplane::meta::{MetaCore, MetaParams, EPOCH_MAX};
 use mmc_controlplane::msg::{Reply, Request};
 use mmc_controlplane::wire::{self, Kind, WireError};
 
+use crate::metrics::{self, OpStats, Snapshot};
+use crate::obs::{self, HttpEndpoint, Scrape, Source};
 use crate::probe::{self, Outcome, ProbeSettings, Prober};
 
 /// How often the ticker expires leases, reclaims pending puts and checks heartbeats.
@@ -46,6 +47,8 @@ struct Shared {
     /// leader sets it to where its etcd lease may have lapsed, so a leader frozen past its lease
     /// closes the connections it finds on waking instead of answering (see [`crate::ha`]).
     serve_until_ms: AtomicU64,
+    /// Requests by type and outcome, and their latency (for `/metrics`).
+    ops: OpStats,
 }
 
 /// What a poisoned core lock means: crash rather than serve a half-updated directory.
@@ -83,7 +86,8 @@ pub fn epoch_now() -> u64 {
 /// A running meta service. Dropping it stops it and joins its threads.
 pub struct MetaServer {
     addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
+    /// `/metrics` and `/health` (when `metrics_url` is set).
+    metrics: Option<HttpEndpoint>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -157,6 +161,7 @@ impl MetaServer {
             suspect_on_close: config.suspect_on_close,
             prober: Prober::new(probe_settings(config)),
             serve_until_ms: AtomicU64::new(u64::MAX),
+            ops: OpStats::default(),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -168,25 +173,34 @@ impl MetaServer {
                 s.with_core(|core, now| core.tick(now));
             }
         }));
-        let mut metrics_addr = None;
-        if !config.metrics_url.is_empty() {
-            let maddr = parse_tcp_url(config.metrics_url.trim_start_matches("http://"))
+        let metrics = if config.metrics_url.is_empty() {
+            None
+        } else {
+            let maddr = mmc_config::parse_metrics_url(&config.metrics_url)
                 .map_err(|e| Error::Config(e.to_string()))?;
-            let l = TcpListener::bind(maddr)
-                .map_err(|e| Error::io(format!("bind metrics to {maddr}"), e))?;
-            let maddr = l.local_addr().map_err(|e| Error::io("local_addr", e))?;
-            metrics_addr = Some(maddr);
+            let registry = obs::registry_of(Arc::new(MetaSource(shared.clone())));
             let s = shared.clone();
-            threads.push(spawn("mmc-meta-metrics", move || metrics_loop(l, s)));
-            info!(%maddr, "metrics and health on http://{maddr}/metrics and /health");
-        }
+            let health: obs::Health = Box::new(move || {
+                let (rebuilding, live) =
+                    s.with_core(|core, _| (core.rebuilding_now(), core.live_members()));
+                let stopping = s.stop.load(Ordering::Acquire);
+                (
+                    !stopping,
+                    format!("meta live_local_services={live} rebuilding={rebuilding} stopping={stopping}"),
+                )
+            });
+            Some(
+                HttpEndpoint::start(maddr, "mmc-meta-metrics", registry, health)
+                    .map_err(|e| Error::io(format!("bind metrics to {maddr}"), e))?,
+            )
+        };
         info!(%addr, high = config.evict_threshold_high, low = config.evict_threshold_low,
             heartbeat_ms = config.heartbeat_period_ms(), member_timeout_ms = config.member_timeout_ms,
             suspect_on_close = config.suspect_on_close, probe_dead = config.probe_dead,
             "meta service listening");
         Ok(MetaServer {
             addr,
-            metrics_addr,
+            metrics,
             shared,
             threads,
         })
@@ -197,7 +211,7 @@ impl MetaServer {
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+        self.metrics.as_ref().map(HttpEndpoint::addr)
     }
 
     /// Serve requests only until `until` (an elected leader's lease, see [`crate::ha`]); a
@@ -222,9 +236,7 @@ impl MetaServer {
         }
         // Wake the blocking accept calls.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        if let Some(m) = self.metrics_addr {
-            let _ = TcpStream::connect_timeout(&m, Duration::from_millis(200));
-        }
+        self.metrics = None;
         for (_, c) in self
             .shared
             .conns
@@ -542,6 +554,8 @@ fn serve_conn(
             debug!("request after this leader's lease may have lapsed: connection closed");
             return Err(WireError::Closed);
         }
+        let started = Instant::now();
+        let op = metrics::op_index(&req);
         let membership = matches!(req, Request::Register(_) | Request::Heartbeat { .. });
         let mut suspects = Vec::new();
         let reply = shared.with_core(|core, now| {
@@ -565,6 +579,7 @@ fn serve_conn(
                 core.handle(now, req)
             }
         });
+        shared.ops.record(op, &reply, started.elapsed());
         start_probes(shared, suspects);
         if header.kind == Kind::MetaOneway {
             continue;
@@ -574,61 +589,42 @@ fn serve_conn(
     }
 }
 
-fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::Acquire) {
-            break;
-        }
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        if BufReader::new(&stream).read_line(&mut line).is_err() {
-            continue;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("/");
-        let (status, body) = match path {
-            "/health" => ("200 OK", "ok\n".to_string()),
-            "/metrics" => ("200 OK", render_metrics(&shared)),
-            _ => ("404 Not Found", "not found\n".to_string()),
-        };
-        let _ = write!(
-            stream,
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    }
-}
+/// The meta service's `/metrics`: the core read under its lock, then written out.
+struct MetaSource(Arc<Shared>);
 
-fn render_metrics(shared: &Shared) -> String {
-    let Reply::Status(s) = shared.with_core(|core, now| core.handle(now, Request::Status)) else {
-        return String::new();
-    };
-    let mut out = shared.prober.metrics();
-    out.push_str(&format!(
-        "mmc_objects {}\nmmc_pending_puts {}\nmmc_read_leases {}\nmmc_evicted_total {}\n",
-        s.objects, s.pending, s.leases, s.evicted_total
-    ));
-    for seg in &s.segments {
-        let labels = format!(
-            "segment=\"{}\",rank=\"{}\",media=\"{}\"",
-            seg.segment,
-            seg.rank,
-            mmc_controlplane::msg::media_name(seg.media)
-        );
-        out.push_str(&format!(
-            "mmc_segment_capacity_bytes{{{labels}}} {}\n",
-            seg.capacity
-        ));
-        out.push_str(&format!(
-            "mmc_segment_used_bytes{{{labels}}} {}\n",
-            seg.used
-        ));
-        out.push_str(&format!(
-            "mmc_segment_objects{{{labels}}} {}\n",
-            seg.objects
-        ));
+impl Source for MetaSource {
+    fn scrape(&self, out: &mut Scrape<'_, '_>) -> std::fmt::Result {
+        let shared = &self.0;
+        let snapshot = shared.with_core(|core, now| {
+            let Reply::Status(status) = core.handle(now, Request::Status) else {
+                unreachable!("a status request is answered with a status");
+            };
+            Snapshot {
+                status,
+                stats: core.stats().clone(),
+                held: [
+                    mmc_controlplane::msg::MEDIA_HBM,
+                    mmc_controlplane::msg::MEDIA_DRAM,
+                ]
+                .into_iter()
+                .map(|m| (m, core.tier_held(m)))
+                .filter(|(_, t)| t.capacity > 0)
+                .collect(),
+                rebuilding: core.rebuilding(now),
+                connections: 0,
+                probes: shared.prober.counts(),
+            }
+        });
+        let connections = shared.conns.lock().unwrap_or_else(|p| p.into_inner()).len();
+        metrics::write(
+            out,
+            &Snapshot {
+                connections,
+                ..snapshot
+            },
+            &shared.ops,
+        )
     }
-    out
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@ use super::{MetaCore, Object, State};
 use crate::error::Code;
 use crate::msg::Reply;
 
+/// Why a member was paused, as logged (and counted: missed heartbeats apart from hints).
+const MISSED_HEARTBEATS: &str = "missed its heartbeats";
+const LEAVING: &str = "is leaving";
+
 impl MetaCore {
     /// The membership part of `tick`: forgive the core's own stall of `gap_ms`, then pause the
     /// members silent past their timeout and drop the paused ones past their grace.
@@ -47,7 +51,7 @@ impl MetaCore {
             .map(|(r, _)| *r)
             .collect();
         for rank in silent {
-            self.pause(rank, "missed its heartbeats");
+            self.pause(rank, MISSED_HEARTBEATS);
         }
         let grace = self.params.member_grace_ms;
         let gone: Vec<u32> = self
@@ -174,6 +178,11 @@ impl MetaCore {
     /// Take a silent live member out of placement and out of readers' sight, keeping its objects.
     fn pause(&mut self, rank: u32, why: &'static str) {
         let member = self.members.remove(&rank).expect("pause of a live member");
+        match why {
+            MISSED_HEARTBEATS => self.stats.paused_missed_heartbeats += 1,
+            LEAVING => {}
+            _ => self.stats.paused_by_hint += 1,
+        }
         for id in &member.segments {
             let seg = self.segments.remove(id).expect("a member's segments exist");
             assert_eq!(seg.rank, rank);
@@ -335,12 +344,13 @@ impl MetaCore {
     pub(super) fn drop_member(&mut self, rank: u32) {
         if self.members.contains_key(&rank) {
             // One path for both: first out of placement and the LRU, then gone.
-            self.pause(rank, "is leaving");
+            self.pause(rank, LEAVING);
         }
         if !self.paused.contains_key(&rank) {
             return;
         }
         self.drop_repairs_on(rank);
+        self.stats.members_dropped += 1;
         let member = self.paused.remove(&rank).expect("checked above");
         for seg in &member.segments {
             let s = self

@@ -10,6 +10,7 @@ mod membership;
 mod placement;
 mod rebuild;
 mod repair;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -19,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub use index::{IndexOutboxView, INDEX_OUTBOX_MAX};
 pub use rebuild::{BUSY_RETRY_MS, REJOINS_MAX};
 pub use repair::REPAIRS_INFLIGHT_MAX;
+pub use stats::{MetaStats, TierHeld};
 pub use view::CommittedView;
 
 use mmc_hal::{Space, SpaceAllocator};
@@ -197,6 +199,8 @@ pub struct MetaCore {
     /// Rejoins whose last chunk has not arrived yet.
     rejoins: rebuild::Rejoins,
     rebuild: rebuild::Rebuild,
+    /// Counts for `/metrics`.
+    stats: MetaStats,
 }
 
 impl MetaCore {
@@ -259,6 +263,7 @@ impl MetaCore {
             repair_cursor: 0,
             rejoins: rebuild::Rejoins::new(),
             rebuild: rebuild::Rebuild::default(),
+            stats: MetaStats::default(),
         }
     }
 

@@ -62,16 +62,16 @@ enum Admission {
 
 /// Bytes of one segment of a tier, by what could free them.
 #[derive(Clone, Copy, Debug)]
-struct Room {
+pub(super) struct Room {
     segment: u32,
     rank: u32,
-    free: u64,
+    pub(super) free: u64,
     /// Held by committed, visible, unleased objects: eviction can free them now.
-    evictable: u64,
+    pub(super) evictable: u64,
     /// Held by committed objects under a read lease: free (or evictable) once released.
-    leased: u64,
+    pub(super) leased: u64,
     /// Held by pending puts: reported, never counted as room.
-    pending: u64,
+    pub(super) pending: u64,
 }
 
 impl Room {
@@ -228,6 +228,7 @@ impl MetaCore {
                 "put refused before any eviction: no room on enough services even with every \
                  evictable object gone (retry: read leases hold the missing space)"
             );
+            self.stats.refused_no_room += 1;
             return Err(Refusal {
                 code: Code::ExceedCapacity,
                 retry: admission == Admission::Wait,
@@ -317,6 +318,7 @@ impl MetaCore {
                     evicted,
                     "no space even after eviction: the free space is fragmented"
                 );
+                self.stats.refused_fragmented += 1;
                 return Err(Refusal {
                     code: Code::ExceedCapacity,
                     retry: !self.leases.is_empty(),
@@ -328,7 +330,7 @@ impl MetaCore {
     }
 
     /// Every segment of a tier with the bytes its objects hold, by what could free them.
-    fn rooms(&self, media: u16) -> Vec<Room> {
+    pub(super) fn rooms(&self, media: u16) -> Vec<Room> {
         let mut rooms: Vec<Room> = self
             .segments
             .iter()
@@ -522,6 +524,7 @@ impl MetaCore {
             if !self.evict_one(|r| r.media == media) {
                 warn!(media = msg::media_name(media), used, capacity = cap,
                     "eviction cannot reach the low watermark: every remaining object is leased or pending");
+                self.stats.evict_blocked_held += 1;
                 break;
             }
             count += 1;

@@ -276,7 +276,10 @@ impl MetaCore {
                 }
             }
             self.rebuild.rejoined += 1;
+            self.stats.rejoins += 1;
         }
+        self.stats.rebuilt_entries += kept;
+        self.stats.rebuild_refused += refused;
         info!(
             rank,
             incarnation,

@@ -35,7 +35,8 @@ fn main() {
     apply_flags(LOCAL_KEYS, &matches, &mut c)
         .and_then(|()| c.validate())
         .unwrap_or_else(|e| fail(&e.to_string()));
-    logging::init(c.log_level);
+    logging::init_with("mmc-local", &c.log_settings())
+        .unwrap_or_else(|e| fail(&format!("log file in {:?}: {e}", c.log_path)));
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())

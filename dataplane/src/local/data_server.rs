@@ -18,6 +18,7 @@ use mmc_core::local::{LocalCore, Refused};
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
+use super::metrics::{Dir, Transport};
 use super::shards::Shard;
 use super::Inner;
 
@@ -49,10 +50,12 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             warn!(?peer, error = %e, "data connection refused: socket options not set");
             continue;
         }
+        inner.stats.conns_opened.fetch_add(1, Ordering::Relaxed);
         if !shards.is_empty() {
             next_id += 1;
             let shard = &shards[(next_id % shards.len() as u64) as usize];
             if shard.hand(stream).is_err() {
+                inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
                 warn!(?peer, "data connection refused: shard queue full");
             }
             continue;
@@ -69,6 +72,7 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
                 limit = CONNS_MAX,
                 "data connection refused: too many open connections"
             );
+            inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         next_id += 1;
@@ -95,6 +99,7 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
                         .lock()
                         .expect("data connections lock poisoned")
                         .remove(&id);
+                    i.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
                 })
                 .expect("spawn a data connection thread"),
         );
@@ -159,6 +164,7 @@ pub(super) fn serve_one(
     let Some(header) = wire::read_request(&mut *stream, &mut c.payload)? else {
         return Ok(()); // idle between requests
     };
+    let started = std::time::Instant::now();
     if header.kind != Kind::DataRequest {
         return Err(WireError::Payload(format!(
             "expected a data request, got {:?}",
@@ -211,6 +217,7 @@ pub(super) fn serve_one(
             .enter(incarnation)
             .map_err(|s| (Code::NotConnectLocal, s.to_string())),
     };
+    let dir = if write { Dir::Write } else { Dir::Read };
     let total = guard.as_ref().map_err(|e| e.clone()).and_then(|_| {
         match resolve(inner, rank, incarnation, pieces, &mut c.ranges) {
             Ok(total) if write && total != header.raw_len => Err((
@@ -239,11 +246,16 @@ pub(super) fn serve_one(
                 (rank, incarnation),
                 "write",
             )?;
+            record(inner, dir, held, header.raw_len, started);
         }
         (true, Err((code, why))) => {
             warn!(code = code.as_i32(), why, "write refused");
             discard(&mut *stream, header.raw_len)?;
             reply(&mut *stream, &mut c.reply, header.req_id, code, &why, 0)?;
+            let took = started.elapsed();
+            inner
+                .stats
+                .record(Transport::Tcp, dir, code.as_i32(), 0, took);
         }
         (false, Ok(total)) => {
             reply(
@@ -266,10 +278,15 @@ pub(super) fn serve_one(
                 (rank, incarnation),
                 "read",
             )?;
+            record(inner, dir, held, total, started);
         }
         (false, Err((code, why))) => {
             warn!(code = code.as_i32(), why, "read refused");
             reply(&mut *stream, &mut c.reply, header.req_id, code, &why, 0)?;
+            let took = started.elapsed();
+            inner
+                .stats
+                .record(Transport::Tcp, dir, code.as_i32(), 0, took);
         }
     }
     drop(guard);
@@ -278,6 +295,18 @@ pub(super) fn serve_one(
 
 /// Map pieces to (pool, offset, len), checking every bound, and that each segment belongs to
 /// `rank` at `incarnation`, before a byte moves.
+/// Count a served transfer: `held` = the fence held through the copy.
+fn record(inner: &Inner, dir: Dir, held: bool, bytes: u64, started: std::time::Instant) {
+    let code = if held {
+        0
+    } else {
+        Code::NotConnectLocal.as_i32()
+    };
+    inner
+        .stats
+        .record(Transport::Tcp, dir, code, bytes, started.elapsed());
+}
+
 fn resolve(
     inner: &Inner,
     rank: u32,

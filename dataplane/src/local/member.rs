@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use mmc_controlplane::msg::{Reply, Request};
 use mmc_controlplane::{Error, Result};
 use mmc_core::local::{IndexEntry, LocalOutput, Membership};
 use mmc_meta_service::rpc::MetaConn;
@@ -97,6 +98,7 @@ impl Driver {
             match o {
                 LocalOutput::SendMeta { id, request } => {
                     let reply = self.call(inner, &request, deadline);
+                    count(inner, &request, &reply);
                     let reply = reply.map_err(|e| {
                         let code = e.code();
                         debug!(error = %e, "meta request failed");
@@ -163,6 +165,19 @@ impl Driver {
         }
         reply
     }
+}
+
+/// Count heartbeats and registrations for `/metrics`.
+fn count(inner: &Inner, request: &Request, reply: &Result<Reply>) {
+    let s = &inner.stats;
+    let c = match (request, reply) {
+        (Request::Heartbeat { .. }, Ok(Reply::Heartbeat { .. })) => &s.heartbeats_ok,
+        (Request::Heartbeat { .. }, _) => &s.heartbeats_failed,
+        (Request::Register(_), Ok(Reply::Registered { .. })) => &s.registrations[0],
+        (Request::Rejoin(_), Ok(Reply::Registered { .. })) => &s.registrations[1],
+        _ => return,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Leave: the core unregisters and closes the fence. Called after the stop flag is set; first

@@ -8,6 +8,7 @@
 
 mod data_server;
 mod member;
+mod metrics;
 pub(crate) mod pool;
 pub(crate) mod rdma_server;
 mod repair;
@@ -28,8 +29,11 @@ use mmc_core::fence::{Fence, SharedFence, Stale};
 use mmc_core::local::{LocalCore, LocalParams, Membership, Refused};
 use mmc_hal::device::{BackendChoice, BackendKind};
 use mmc_hal::Arena;
+use mmc_meta_service::obs::{self, HttpEndpoint};
 use pool::{DevicePool, PoolMem, Staging, STAGING_BUFFERS};
 use tracing::{info, warn};
+
+use metrics::{Dir, Transport};
 
 use mmc_config::LocalConfig;
 
@@ -70,6 +74,8 @@ pub(crate) struct Inner {
     repairs: std::sync::OnceLock<std::sync::mpsc::SyncSender<repair::Queued>>,
     /// The RDMA device with the pools registered, when there is one.
     pub(crate) rdma: Option<rdma_server::RdmaServer>,
+    /// Counters for `/metrics`.
+    pub(crate) stats: metrics::LocalStats,
 }
 
 impl Inner {
@@ -150,6 +156,8 @@ pub struct LocalService {
     data_addr: SocketAddr,
     shm_endpoint: String,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// `/metrics` and `/health` (when `metrics_url` is set).
+    metrics: Mutex<Option<HttpEndpoint>>,
 }
 
 impl LocalService {
@@ -168,6 +176,7 @@ impl LocalService {
             // Chosen explicitly: start it now (a bad choice fails here, not at the first copy).
             device_backend(config)?;
         }
+        check_host_memory(config)?;
         let mut pools = Vec::new();
         for (media, bytes) in [
             (msg::MEDIA_DRAM, config.dram_bytes),
@@ -201,13 +210,9 @@ impl LocalService {
         let data_addr = listener
             .local_addr()
             .map_err(|e| Error::io("local_addr", e))?;
-        let advertise = if config.advertise_url.is_empty() {
-            data_addr.to_string()
-        } else {
-            parse_tcp_url(&config.advertise_url)
-                .map_err(|e| Error::Config(e.to_string()))?
-                .to_string()
-        };
+        let advertise = advertised(config, data_addr, || {
+            meta.resolve(Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS))
+        })?;
         let (shm_listener, shm_endpoint) =
             shm_server::bind().map_err(|e| Error::io("bind the shm endpoint", e))?;
         let register = Register {
@@ -252,6 +257,7 @@ impl LocalService {
             meta,
             started: Instant::now(),
             repairs: std::sync::OnceLock::new(),
+            stats: metrics::LocalStats::default(),
         };
         let mut driver = member::Driver::new();
         let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
@@ -282,12 +288,27 @@ impl LocalService {
         threads.push(spawn("mmc-local-repair", move || repair::run(i, rx)));
         let i = inner.clone();
         threads.push(spawn("mmc-local-member", move || driver.run(&i)));
-        Ok(LocalService {
+        let svc = LocalService {
             inner,
             data_addr,
             shm_endpoint,
             threads: Mutex::new(threads),
-        })
+            metrics: Mutex::new(None),
+        };
+        if !config.metrics_url.is_empty() {
+            let addr = mmc_config::parse_metrics_url(&config.metrics_url)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let registry = obs::registry_of(Arc::new(metrics::LocalSource(svc.inner.clone())));
+            let endpoint = HttpEndpoint::start(
+                addr,
+                "mmc-local-metrics",
+                registry,
+                metrics::health(svc.inner.clone()),
+            )
+            .map_err(|e| Error::io(format!("bind metrics to {addr}"), e))?;
+            *svc.metrics.lock().expect("metrics lock poisoned") = Some(endpoint);
+        }
+        Ok(svc)
     }
 
     /// The rank the meta service knows this service by.
@@ -320,9 +341,31 @@ impl LocalService {
         self.inner.meta.same_as(meta_url)
     }
 
+    /// Where `/metrics` and `/health` are served, when `metrics_url` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .lock()
+            .expect("metrics lock poisoned")
+            .as_ref()
+            .map(HttpEndpoint::addr)
+    }
+
     /// Copy `src` into the pool that holds `f.segment` (the embedded client's fast path), inside
     /// the epoch fence: refused (-3018) unless the service is at `f`'s rank and incarnation.
     pub(crate) fn copy_in(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()> {
+        let started = Instant::now();
+        let r = self.copy_in_fenced(f, offset, src);
+        self.inner.stats.record(
+            Transport::Embedded,
+            Dir::Write,
+            code_of(&r),
+            src.len() as u64,
+            started.elapsed(),
+        );
+        r
+    }
+
+    fn copy_in_fenced(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()> {
         let endpoint = "the embedded local service";
         let guard = self
             .inner
@@ -339,6 +382,20 @@ impl LocalService {
     /// Copy out of the pool that holds `f.segment` into `dst`, inside the epoch fence; bytes
     /// copied while the fence moved are reported as an error, never as the object's.
     pub(crate) fn copy_out(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let started = Instant::now();
+        let len = dst.len() as u64;
+        let r = self.copy_out_fenced(f, offset, dst);
+        self.inner.stats.record(
+            Transport::Embedded,
+            Dir::Read,
+            code_of(&r),
+            len,
+            started.elapsed(),
+        );
+        r
+    }
+
+    fn copy_out_fenced(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()> {
         let endpoint = "the embedded local service";
         let guard = self
             .inner
@@ -404,6 +461,13 @@ impl LocalService {
             return;
         }
         let rank = self.rank();
+        // The metrics endpoint holds the service's state: stop it first.
+        drop(
+            self.metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         member::stop(&self.inner, Duration::from_millis(1000));
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
         let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
@@ -435,6 +499,84 @@ impl Drop for LocalService {
     }
 }
 
+/// The data endpoint other hosts are told: `advertise_url`; else the bound address; else, when
+/// that is a wildcard (0.0.0.0, [::]), this host's address toward the meta service (the local
+/// address the kernel picks for a socket connected there), or a refusal saying what to set.
+fn advertised(
+    config: &LocalConfig,
+    bound: SocketAddr,
+    meta: impl FnOnce() -> Result<SocketAddr>,
+) -> Result<String> {
+    if !config.advertise_url.is_empty() {
+        return parse_tcp_url(&config.advertise_url)
+            .map(|a| a.to_string())
+            .map_err(|e| Error::Config(e.to_string()));
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound.to_string());
+    }
+    // The meta service's address now (the leader's, with etcd).
+    let meta = meta()?;
+    match route_toward(meta) {
+        Ok(ip) if !ip.is_unspecified() => {
+            let addr = SocketAddr::new(ip, bound.port());
+            info!(%bound, %addr, %meta, "data endpoint bound to a wildcard address: advertising this host's address toward the meta service");
+            Ok(addr.to_string())
+        }
+        found => Err(Error::Config(format!(
+            "data_url binds the wildcard address {bound} and no address of this host toward the \
+             meta service {meta} was found ({}); set advertise_url to the address other hosts \
+             reach this service at",
+            match found {
+                Ok(ip) => format!("the route gave {ip}"),
+                Err(e) => e.to_string(),
+            }
+        ))),
+    }
+}
+
+/// The local address a socket connected to `to` gets (no packet is sent: a UDP connect only
+/// picks the route).
+fn route_toward(to: SocketAddr) -> std::io::Result<std::net::IpAddr> {
+    let any: SocketAddr = if to.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any)?;
+    s.connect(to)?;
+    Ok(s.local_addr()?.ip())
+}
+
+/// Refuse a DRAM pool larger than the host can give, before creating it: pre-faulting it would end
+/// in the OOM killer. (The HBM pool is device memory: its backend refuses what it cannot give.)
+fn check_host_memory(config: &LocalConfig) -> Result<()> {
+    let wanted = config.dram_bytes;
+    if wanted == 0 {
+        return Ok(());
+    }
+    let host = mmc_hal::hostmem::HostMemory::read();
+    if host.fits(&[wanted]) {
+        return Ok(());
+    }
+    let can = host.ordinary().unwrap_or(0).max(host.hugetlb_free);
+    Err(Error::Memory(format!(
+        "the DRAM pool needs {wanted} bytes (dram_size {}), but this host can give only {can} \
+         bytes ({}): {}; lower dram_size",
+        mmc_config::format_size(wanted),
+        mmc_config::format_size(can),
+        host.describe()
+    )))
+}
+
+/// The documented code of a copy's outcome (0 = done).
+fn code_of(r: &Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.code().as_i32(),
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -454,4 +596,27 @@ pub(crate) fn host_id() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown-host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_bind_advertises_the_address_toward_the_meta_service() {
+        let meta: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let c = LocalConfig::default();
+        let any: SocketAddr = "0.0.0.0:1234".parse().unwrap();
+        assert_eq!(advertised(&c, any, || Ok(meta)).unwrap(), "127.0.0.1:1234");
+        let bound: SocketAddr = "127.0.0.2:1234".parse().unwrap();
+        assert_eq!(
+            advertised(&c, bound, || Ok(meta)).unwrap(),
+            "127.0.0.2:1234"
+        );
+        let set = LocalConfig {
+            advertise_url: "tcp://10.1.2.3:999".into(),
+            ..LocalConfig::default()
+        };
+        assert_eq!(advertised(&set, any, || Ok(meta)).unwrap(), "10.1.2.3:999");
+    }
 }

@@ -7,6 +7,7 @@
 //! space and tries again later).
 
 use std::io::IoSliceMut;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +75,7 @@ pub(super) fn run(inner: Arc<Inner>, rx: Receiver<Queued>) {
                 false
             }
         };
+        inner.stats.repairs[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
         done(&inner, incarnation, task.token, ok);
     }
 }

@@ -246,6 +246,7 @@ fn shard_loop(
                             limit = conns_max,
                             "data connection refused: too many open connections on this shard"
                         );
+                        inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     let token = next_token;
@@ -257,7 +258,10 @@ fn shard_loop(
                         Ok(()) => {
                             conns.insert(token, (stream, Conn::new()));
                         }
-                        Err(e) => warn!(error = %e, "shard could not take a connection"),
+                        Err(e) => {
+                            inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
+                            warn!(error = %e, "shard could not take a connection")
+                        }
                     }
                 }
                 continue;
@@ -300,6 +304,7 @@ fn shard_loop(
             if !keep {
                 if let Some((stream, _)) = conns.remove(&token) {
                     readiness.remove(&stream);
+                    inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

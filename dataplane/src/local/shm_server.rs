@@ -117,6 +117,10 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
         }
         let Ok(stream) = stream else { continue };
         open.retain(peer_alive);
+        inner
+            .stats
+            .shm_clients
+            .store(open.len() as u64, Ordering::Relaxed);
         if open.len() >= CONNS_MAX {
             warn!(
                 open = open.len(),
@@ -154,6 +158,11 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
             Ok(()) => {
                 debug!(rank = m.rank, "pools handed to a same-host client");
                 open.push(stream);
+                inner.stats.shm_handovers.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .stats
+                    .shm_clients
+                    .store(open.len() as u64, Ordering::Relaxed);
             }
             Err(e) => warn!(error = %e, "handing the pools over failed"),
         }

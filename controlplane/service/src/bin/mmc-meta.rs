@@ -37,7 +37,8 @@ fn main() {
     apply_flags(META_KEYS, &matches, &mut config)
         .and_then(|()| config.validate())
         .unwrap_or_else(|e| fail(&e.to_string()));
-    logging::init(config.log_level);
+    logging::init_with("mmc-meta", &config.log_settings())
+        .unwrap_or_else(|e| fail(&format!("log file in {:?}: {e}", config.log_path)));
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())

@@ -11,6 +11,8 @@ use mmc_controlplane::msg::media_name;
 use mmc_controlplane::{Code, Error};
 use mmc_dataplane::{Client, ClientConfig, PutOptions};
 
+mod status;
+
 /// Exit codes: 0 ok; 1 a key is missing; 2 bad usage; 3 the key already exists; 4 any other failure
 /// (meta or local service unreachable, timeout, no space, ...).
 #[derive(Parser)]
@@ -60,8 +62,29 @@ enum Cmd {
     },
     /// Size and replicas of KEY.
     Info { key: String },
-    /// Local services, capacity and use per media, object count.
-    Status,
+    /// Local services (health), capacity bars per media, object counts.
+    Status {
+        /// Print JSON (one object per refresh) for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds (default 2) until interrupted.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
+    /// Live rates from two samples: keys per operation (with --metrics), objects, evictions and
+    /// used bytes per second.
+    Top {
+        /// The meta service's metrics address (its `metrics_url`, host:port), for the rates of
+        /// operations; default $MMC_METRICS_URL.
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        /// Stop after this many lines (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -166,59 +189,18 @@ fn run(client: &Client, cmd: Cmd) -> CmdResult {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status => {
-            let s = client.status().map_err(|e| ("status".to_string(), e))?;
-            println!(
-                "{:>5} {:>8} {:>5} {:>12} {:>12} {:>6} {:>9}  endpoint",
-                "rank", "segment", "media", "capacity", "used", "use%", "objects"
-            );
-            for g in &s.segments {
-                let pct = if g.capacity == 0 {
-                    0.0
-                } else {
-                    g.used as f64 * 100.0 / g.capacity as f64
-                };
-                println!(
-                    "{:>5} {:>8} {:>5} {:>12} {:>12} {:>5.1}% {:>9}  {}",
-                    g.rank,
-                    g.segment,
-                    media_name(g.media),
-                    human(g.capacity),
-                    human(g.used),
-                    pct,
-                    g.objects,
-                    g.data_endpoint
-                );
-            }
-            for media in [
-                mmc_controlplane::msg::MEDIA_HBM,
-                mmc_controlplane::msg::MEDIA_DRAM,
-            ] {
-                let (cap, used) = s
-                    .segments
-                    .iter()
-                    .filter(|g| g.media == media)
-                    .fold((0, 0), |(c, u), g| (c + g.capacity, u + g.used));
-                if cap > 0 {
-                    println!(
-                        "{}: {} of {} used ({:.1}%)",
-                        media_name(media),
-                        human(used),
-                        human(cap),
-                        used as f64 * 100.0 / cap as f64
-                    );
-                }
-            }
-            println!(
-                "local services {}, objects {}, pending puts {}, read leases {}, evicted {} (watermarks {}%/{}%)",
-                s.segments.iter().map(|g| g.rank).collect::<std::collections::BTreeSet<_>>().len(),
-                s.objects,
-                s.pending,
-                s.leases,
-                s.evicted_total,
-                s.evict_threshold_high,
-                s.evict_threshold_low
-            );
+        Cmd::Status { json, watch } => {
+            status::run(client, json, watch).map_err(|e| ("status".to_string(), e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Top {
+            metrics,
+            interval,
+            count,
+        } => {
+            let metrics = metrics.or_else(|| std::env::var("MMC_METRICS_URL").ok());
+            status::top(client, metrics.as_deref(), interval, count)
+                .map_err(|e| ("top".to_string(), e))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -262,8 +244,4 @@ fn fail(what: &str, e: &Error) -> ExitCode {
         Code::DuplicatedObject => 3,
         _ => 4,
     })
-}
-
-fn human(bytes: u64) -> String {
-    mmc_config::format_size(bytes)
 }
