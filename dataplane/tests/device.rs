@@ -291,7 +291,11 @@ fn hbm_without_a_device_backend_is_refused() {
 fn eviction_moves_down_a_tier_then_drops() {
     use std::time::{Duration, Instant};
     sim();
-    let mut cluster = Cluster::start(&[], &[]);
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cluster = Cluster::start(&[], &["--metrics", &metrics.to_string()]);
     cluster.add_local_with(&["--dram", "12MB", "--hbm", "8MB", "--device-backend", "sim"]);
     let c = cluster.client_with(30_000, Some(DataOpType::Tcp));
     let keys: Vec<String> = (0..28).map(|i| format!("tier-{i}")).collect();
@@ -315,32 +319,58 @@ fn eviction_moves_down_a_tier_then_drops() {
         }
         (hbm, dram, gone)
     };
-    let mut demoted_seen = false;
-    for i in 0..keys.len() {
+    let metric = |name: &str| -> u64 {
+        scrape(metrics)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    };
+    // Wait (no reads meanwhile: a read lease holds an object on HBM) until the heartbeats have
+    // moved `want` objects down in all.
+    let wait_demoted = |want: u64| {
+        let start = Instant::now();
+        while metric("mmc_demoted_total ") < want && start.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        metric("mmc_demoted_total ")
+    };
+    // Fill HBM past its high watermark: its oldest objects move down to DRAM.
+    for i in 0..8 {
         c.put(&keys[i], &data[i], &PutOptions::default()).unwrap();
-        // Give the heartbeats (1 s) time to move objects down while HBM is over its watermark.
-        if i % 7 == 6 {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(4) {
-                let (_, dram, _) = check(i + 1);
-                if dram > 0 {
-                    demoted_seen = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+    }
+    let demoted = wait_demoted(1);
+    assert!(demoted >= 1, "HBM over its watermark moved objects down");
+    let (hbm, dram, gone) = check(8);
+    println!("after 8 puts: {hbm} on HBM, {dram} on DRAM ({demoted} demoted), {gone} dropped");
+    assert_eq!(gone, 0, "nothing dropped while DRAM had room");
+    assert!(dram as u64 >= demoted.min(8));
+    // Keep going: DRAM fills too, and DRAM (the last tier) drops its oldest.
+    for i in 8..keys.len() {
+        c.put(&keys[i], &data[i], &PutOptions::default()).unwrap();
+        if i % 4 == 3 {
+            wait_demoted(demoted + 1);
         }
         check(i + 1);
     }
     let (hbm, dram, gone) = check(keys.len());
+    let demoted = metric("mmc_demoted_total ");
     println!(
-        "after {} puts of 1 MiB: {hbm} on HBM, {dram} on DRAM, {gone} dropped",
+        "after {} puts of 1 MiB: {hbm} on HBM, {dram} on DRAM, {gone} dropped, {demoted} demoted",
         keys.len()
     );
-    assert!(demoted_seen && dram > 0, "objects moved down to DRAM");
-    assert!(gone > 0, "DRAM, the last tier, dropped its oldest");
-    assert!(hbm > 0);
-    // The newest object is still there (the checks' reads keep every object recently used, so
-    // which older ones went depends on the order of the reads).
+    assert!(dram > 0 && hbm > 0);
+    assert!(gone > 0, "DRAM, the last tier, dropped");
+    assert!(metric("mmc_evicted_total ") >= gone as u64);
+    // The newest object is still there.
     assert!(c.exist(keys.last().unwrap()).is_ok());
+}
+
+/// The body of GET /metrics.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
 }

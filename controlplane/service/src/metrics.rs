@@ -228,6 +228,16 @@ pub fn write(out: &mut Scrape<'_, '_>, s: &Snapshot, ops: &OpStats) -> fmt::Resu
         st.evicted_total,
     )?;
     let stats = &s.stats;
+    out.counter(
+        "mmc_demoted",
+        "Objects moved down from HBM to DRAM (eviction that moves down a tier).",
+        stats.demoted,
+    )?;
+    out.counter(
+        "mmc_demotions_abandoned",
+        "Demotions given up (copy failed, or the object was read or changed meanwhile; retried).",
+        stats.demotions_abandoned,
+    )?;
     out.counters(
         "mmc_eviction_blocked",
         "Times eviction could not make room: watermark = every remaining object leased or \

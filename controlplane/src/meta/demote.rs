@@ -27,7 +27,7 @@ impl MetaCore {
 
     /// Objects moved from HBM to DRAM since this core started.
     pub fn demoted_total(&self) -> u64 {
-        self.demoted_total
+        self.stats.demoted
     }
 
     /// Whether HBM use calls for demotions: past the high watermark, then until the low one
@@ -171,6 +171,7 @@ impl MetaCore {
                 "demoted object changed or is being read: DRAM space freed, retried later"
             );
             self.free_repair(rep);
+            self.stats.demotions_abandoned += 1;
             return;
         }
         let obj = self.objects.get_mut(&rep.oid).expect("checked above");
@@ -201,7 +202,7 @@ impl MetaCore {
         });
         let r = rep.replica;
         self.index_add_replica(&key, r, (version, crc, want));
-        self.demoted_total += 1;
+        self.stats.demoted += 1;
         info!(
             key,
             from = upper.rank,

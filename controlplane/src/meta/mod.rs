@@ -180,9 +180,7 @@ pub struct MetaCore {
     pending: BTreeSet<(u64, u64)>,
     next_lease: u64,
     evicted_total: u64,
-    /// Objects moved from HBM to DRAM, and whether HBM is being demoted now (past its high
-    /// watermark, until its low one).
-    demoted_total: u64,
+    /// Whether HBM is being demoted now (past its high watermark, until its low one).
     demoting: bool,
     /// The latest `now_ms` seen: the driver's clock never runs backwards.
     now_ms_last: u64,
@@ -253,7 +251,6 @@ impl MetaCore {
             pending: BTreeSet::new(),
             next_lease: next_incarnation,
             evicted_total: 0,
-            demoted_total: 0,
             demoting: false,
             now_ms_last: 0,
             stall_end_ms: None,

@@ -26,6 +26,11 @@ pub struct MetaStats {
     pub refused_no_room: u64,
     /// Puts refused after eviction: the free space was fragmented.
     pub refused_fragmented: u64,
+    /// Objects moved down from HBM to DRAM (see `demote.rs`).
+    pub demoted: u64,
+    /// Demotions given up (the copy failed, or the object was read or changed meanwhile); the
+    /// object stayed on HBM and is tried again.
+    pub demotions_abandoned: u64,
 }
 
 /// Bytes of one tier's live segments by what could free them.
