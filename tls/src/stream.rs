@@ -1,0 +1,122 @@
+//! [`Stream`]: one blocking connection, plain or TLS, as `Read + Write`.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
+
+/// A blocking connection: a plain socket, or a TLS session over one (either side). Timeouts,
+/// `TCP_NODELAY` and readiness are the socket's ([`Stream::tcp`]).
+pub enum Stream {
+    Plain(TcpStream),
+    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Stream {
+        Stream::Plain(s)
+    }
+}
+
+/// Run `$body` with `$s` bound to the TLS stream of either side.
+macro_rules! tls {
+    ($self:expr, $plain:pat => $p:expr, $s:ident => $body:expr) => {
+        match $self {
+            Stream::Plain($plain) => $p,
+            Stream::Server($s) => $body,
+            Stream::Client($s) => $body,
+        }
+    };
+}
+
+impl Stream {
+    pub(crate) fn server(s: StreamOwned<ServerConnection, TcpStream>) -> Stream {
+        Stream::Server(Box::new(s))
+    }
+
+    pub(crate) fn client(s: StreamOwned<ClientConnection, TcpStream>) -> Stream {
+        Stream::Client(Box::new(s))
+    }
+
+    /// The socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        tls!(self, s => s, s => &s.sock)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+
+    /// Whether decrypted bytes wait inside the TLS session (read from the socket already, so the
+    /// socket does not show them as readable). Always false for a plain stream. A session in
+    /// error answers true, so that the next read reports the error.
+    pub fn has_buffered(&mut self) -> bool {
+        tls!(self, _ => false, s => match s.conn.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read() > 0,
+            Err(_) => true,
+        })
+    }
+
+    /// Tell the peer the session ends (TLS close_notify; nothing for a plain stream), without
+    /// waiting for anything.
+    pub fn close_notify(&mut self) {
+        tls!(self, _ => {}, s => {
+            s.conn.send_close_notify();
+            let _ = s.conn.write_tls(&mut s.sock);
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        tls!(self, s => s.read(buf), s => s.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        tls!(self, s => s.read_vectored(bufs), s => {
+            // rustls hands out what it holds decrypted; fill the buffers in turn from it.
+            let mut total = 0;
+            for b in bufs.iter_mut().filter(|b| !b.is_empty()) {
+                let n = if total == 0 {
+                    s.read(b)?
+                } else {
+                    match s.conn.reader().read(b) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                        Err(_) => 0, // reported by the next call
+                    }
+                };
+                total += n;
+                if n < b.len() {
+                    break;
+                }
+            }
+            Ok(total)
+        })
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        tls!(self, s => s.write(buf), s => s.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        tls!(self, s => s.write_vectored(bufs), s => {
+            let s = &mut **s;
+            rustls::Stream::new(&mut s.conn, &mut s.sock).write_vectored(bufs)
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        tls!(self, s => s.flush(), s => s.flush())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.tcp().as_fd()
+    }
+}
