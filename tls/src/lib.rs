@@ -32,7 +32,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
-use tracing::info;
+use tracing::{debug, info, warn};
 
 pub use decrypt::{DECRYPT_PLAIN_MAX, DECRYPT_SYMBOL};
 pub use stream::Stream;
@@ -219,6 +219,44 @@ impl TlsContext {
             }
         }
         Ok(Stream::client(s))
+    }
+}
+
+/// An accepted connection as a server serves it: plaintext with TLS off; else after a mutual TLS
+/// handshake with the socket's timeouts set back to `idle`, or None: refused, and logged with the
+/// peer's address (a plaintext peer, a bad or missing certificate, a handshake that timed out).
+/// `channel` names the endpoint in the logs (`meta`, `data`).
+pub fn secure(
+    stream: TcpStream,
+    tls: Option<&TlsContext>,
+    peer: Option<SocketAddr>,
+    idle: Option<Duration>,
+    channel: &str,
+) -> Option<Stream> {
+    let Some(tls) = tls else {
+        return Some(Stream::Plain(stream));
+    };
+    match tls.accept(stream) {
+        Ok(s) => {
+            let set = s.tcp().set_read_timeout(idle);
+            if let Err(e) = set.and_then(|_| s.tcp().set_write_timeout(idle)) {
+                warn!(?peer, channel, error = %e, "connection refused: socket options not set");
+                return None;
+            }
+            Some(s)
+        }
+        Err(AcceptError::Closed) => {
+            debug!(?peer, channel, "connection closed before a TLS handshake");
+            None
+        }
+        Err(e @ AcceptError::Plaintext { .. }) => {
+            warn!(?peer, channel, error = %e, "connection refused: plaintext peer, TLS is required");
+            None
+        }
+        Err(e) => {
+            warn!(?peer, channel, error = %e, "connection refused: TLS handshake failed");
+            None
+        }
     }
 }
 

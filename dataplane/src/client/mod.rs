@@ -59,6 +59,8 @@ pub struct Client {
     /// Test hook run between a meta reply and the first byte moved (see
     /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
     transfer_hook: OnceLock<TransferHook>,
+    /// `[tls]`: the meta and data connections use mutual TLS.
+    tls: Option<Arc<mmc_tls::TlsContext>>,
 }
 
 /// A random, nonzero client session id: std's per-process random hash keys, mixed with the
@@ -104,6 +106,8 @@ impl Client {
         } else {
             config.timeout_ms
         });
+        let tls = mmc_tls::TlsContext::from_config(&config.tls)
+            .map_err(|e| Error::Config(e.to_string()))?;
         let mut client = Client {
             started: Instant::now(),
             meta_addr,
@@ -117,16 +121,19 @@ impl Client {
                 config.transport,
                 timeout,
                 Duration::from_micros(config.busy_poll_us),
+                tls.clone(),
             ),
             busy_poll: Duration::from_micros(config.busy_poll_us),
             verify_reads: config.verify_reads,
             transfer_hook: OnceLock::new(),
+            tls,
         };
         // Prove the meta service answers now, so init fails early and clearly.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
-        let conn = MetaConn::connect(meta_addr, deadline).inspect_err(|e| {
-            warn!(url = %config.meta_url, error = %e, "client init: meta service unreachable");
-        })?;
+        let conn =
+            MetaConn::connect_with(meta_addr, client.tls.as_ref(), deadline).inspect_err(|e| {
+                warn!(url = %config.meta_url, error = %e, "client init: meta service unreachable");
+            })?;
         client.put_meta_conn(conn);
         *client.session.get_mut().expect("not shared yet") = client.open_session(deadline);
         info!(meta = %meta_addr, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
@@ -291,7 +298,7 @@ impl Client {
     }
 
     fn connect_meta(&self, deadline: Instant) -> Result<MetaConn> {
-        let mut conn = MetaConn::connect(self.meta_addr, deadline)?;
+        let mut conn = MetaConn::connect_with(self.meta_addr, self.tls.as_ref(), deadline)?;
         conn.set_busy_poll(self.busy_poll);
         Ok(conn)
     }

@@ -148,7 +148,11 @@ impl Driver {
     ) -> Result<mmc_controlplane::msg::Reply> {
         let deadline = deadline.max(Instant::now() + Duration::from_millis(100));
         if self.conn.is_none() {
-            self.conn = Some(MetaConn::connect(inner.meta_addr, deadline)?);
+            self.conn = Some(MetaConn::connect_with(
+                inner.meta_addr,
+                inner.tls.as_ref(),
+                deadline,
+            )?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         let reply = conn.call(request, deadline);

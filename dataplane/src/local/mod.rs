@@ -27,6 +27,7 @@ use mmc_hal::Arena;
 use tracing::{info, warn};
 
 use mmc_config::LocalConfig;
+use mmc_tls::TlsContext;
 
 /// How long start-up waits for the meta service to answer the registration.
 const REGISTER_TIMEOUT_MS: u64 = 10_000;
@@ -62,6 +63,9 @@ pub(crate) struct Inner {
     started: Instant,
     /// The repair worker's queue (set once it runs).
     repairs: std::sync::OnceLock<std::sync::mpsc::SyncSender<repair::Queued>>,
+    /// `[tls]`: the data endpoint takes only mutual-TLS peers, and this service's own connections
+    /// (to the meta service, to other services for repairs) use TLS.
+    pub(crate) tls: Option<Arc<TlsContext>>,
 }
 
 impl Inner {
@@ -128,6 +132,7 @@ impl LocalService {
         }
         let meta_addr =
             parse_tcp_url(&config.meta_url).map_err(|e| Error::Config(e.to_string()))?;
+        let tls = TlsContext::from_config(&config.tls).map_err(|e| Error::Config(e.to_string()))?;
         let listen = parse_tcp_url(&config.data_url).map_err(|e| Error::Config(e.to_string()))?;
         let mut pools = Vec::new();
         for (media, bytes) in [
@@ -205,6 +210,7 @@ impl LocalService {
             meta_addr,
             started: Instant::now(),
             repairs: std::sync::OnceLock::new(),
+            tls,
         };
         let mut driver = member::Driver::new();
         let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
@@ -271,6 +277,11 @@ impl LocalService {
     /// The meta service this local service registered with.
     pub fn meta_addr(&self) -> SocketAddr {
         self.inner.meta_addr
+    }
+
+    /// This service's TLS context (None with TLS off); an embedded client uses it too.
+    pub fn tls(&self) -> Option<&Arc<TlsContext>> {
+        self.inner.tls.as_ref()
     }
 
     /// Copy `src` into the pool that holds `f.segment` (the embedded client's fast path), inside

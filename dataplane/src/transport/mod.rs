@@ -64,6 +64,7 @@ impl Transports {
         transport: Option<DataOpType>,
         timeout: Duration,
         busy_poll: Duration,
+        tls: Option<Arc<mmc_tls::TlsContext>>,
     ) -> Transports {
         if transport == Some(DataOpType::Rdma) {
             tracing::warn!("transport = rdma: this build has no RDMA transport yet; using the own pool, same-host shared memory or TCP");
@@ -74,7 +75,7 @@ impl Transports {
             host: crate::local::host_id(),
             map_timeout: timeout.min(Duration::from_secs(5)),
             shm_maps: Mutex::new(HashMap::new()),
-            tcp: tcp::Pool::new(busy_poll),
+            tcp: tcp::Pool::new(busy_poll, tls),
         }
     }
 
