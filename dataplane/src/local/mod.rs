@@ -170,8 +170,12 @@ impl LocalService {
                 .map_err(|e| Error::Config(e.to_string()))?
                 .to_string()
         };
-        let (shm_listener, shm_endpoint) =
-            shm_server::bind().map_err(|e| Error::io("bind the shm endpoint", e))?;
+        // Without a private folder for its socket the service offers no shared memory: its
+        // same-host clients use TCP.
+        let shm = shm_server::bind()
+            .inspect_err(|e| warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately"))
+            .ok();
+        let shm_endpoint = shm.as_ref().map(|b| b.endpoint.clone()).unwrap_or_default();
         let register = Register {
             rank: config.rank_id,
             create_id: config.create_id,
@@ -231,10 +235,12 @@ impl LocalService {
         threads.push(spawn("mmc-local-accept", move || {
             data_server::accept_loop(listener, i, shards)
         }));
-        let i = inner.clone();
-        threads.push(spawn("mmc-local-shm", move || {
-            shm_server::accept_loop(shm_listener, i)
-        }));
+        if let Some(shm) = shm {
+            let i = inner.clone();
+            threads.push(spawn("mmc-local-shm", move || {
+                shm_server::accept_loop(shm, i)
+            }));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(repair::QUEUE);
         let _ = inner.repairs.set(tx);
         let i = inner.clone();
@@ -344,7 +350,9 @@ impl LocalService {
         let rank = self.rank();
         member::stop(&self.inner, Duration::from_millis(1000));
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
-        let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
+        if !self.shm_endpoint.is_empty() {
+            let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
+        }
         for c in self
             .inner
             .conns
