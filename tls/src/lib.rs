@@ -22,6 +22,7 @@ mod stream;
 #[cfg(any(test, feature = "testpki"))]
 pub mod testpki;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,9 @@ use mmc_config::TlsConfig;
 /// Longest a handshake may take, whatever the caller's deadline: a peer that does not finish
 /// one by then is cut off (a plaintext server never answers a ClientHello with one).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a server sends first over a new session: the client's certificate was accepted.
+const ACCEPTED: u8 = 1;
 
 /// Settings that cannot be turned into a TLS context. Each names the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +187,11 @@ impl TlsContext {
                 });
             }
         }
+        // TLS 1.3 clients finish their handshake before the server has checked their certificate:
+        // one byte tells the client it was accepted (a refused one reads the server's alert).
+        s.write_all(&[ACCEPTED])
+            .and_then(|_| s.flush())
+            .map_err(handshake)?;
         Ok(Stream::server(s))
     }
 
@@ -205,9 +214,8 @@ impl TlsContext {
         while s.conn.is_handshaking() {
             if let Err(e) = s.conn.complete_io(&mut s.sock) {
                 let why = match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => {
-                        "TLS handshake: the server closed the connection (does it run without TLS?)"
-                            .to_string()
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                        format!("TLS handshake: the server closed the connection ({e}): does it run without TLS?")
                     }
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
                         "TLS handshake: no answer within {} ms (does the server run without TLS?)",
@@ -218,7 +226,18 @@ impl TlsContext {
                 return Err(std::io::Error::new(e.kind(), why));
             }
         }
-        Ok(Stream::client(s))
+        let mut accepted = [0u8; 1];
+        match s.read_exact(&mut accepted) {
+            Ok(()) if accepted[0] == ACCEPTED => Ok(Stream::client(s)),
+            Ok(()) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "TLS handshake: the server is not a MemCache TLS endpoint",
+            )),
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("TLS handshake: the server refused this side's certificate: {e}"),
+            )),
+        }
     }
 }
 
