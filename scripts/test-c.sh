@@ -23,6 +23,7 @@ fi
 
 step "build libmmc and the services"
 cargo build --locked -p mmc-ffi -p mmc-meta-service -p mmc-dataplane --lib --bins
+cargo build --locked -p mmc-tls --features testpki --bin mmc-testpki
 rm -rf "$sdk" "$out"
 mkdir -p "$sdk/lib/pkgconfig" "$sdk/include" "$out"
 cp "$target/debug/libmmc.so" "$target/debug/libmmc.a" "$sdk/lib/"
@@ -38,6 +39,7 @@ gcc $cflags ffi/tests/c/test_api.c "$sdk/lib/libmmc.a" $(pkg-config --libs-only-
 g++ -x c++ -std=c++17 -Wall -Wextra -Werror -g $(pkg-config --cflags mmc) ffi/tests/c/test_api.c \
     $(pkg-config --libs mmc) -o "$out/test_api_cpp"
 gcc $cflags examples/c/kv_layers.c $(pkg-config --libs mmc) -o "$out/kv_layers"
+gcc $cflags ffi/tests/c/test_tls.c $(pkg-config --libs mmc) -o "$out/test_tls"
 export LD_LIBRARY_PATH=$sdk/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # Free ports for the in-process meta services (one per program, so they may run in any order).
@@ -63,6 +65,18 @@ for i in 0 1; do
 done
 for i in 0 1; do for _ in $(seq 200); do [ -s "$work/local$i" ] && break; sleep 0.05; done; done
 "$out/test_api_shared" remote "$meta"
+
+step "TLS: in-process services, then mmc-meta / mmc-local processes with --tls flags"
+"$target/debug/mmc-testpki" "$work/pki" >/dev/null
+"$out/test_tls" "$work/pki" inproc "$(port)"
+tlsflags=(--tls --tls-ca "$work/pki/ca.pem" --tls-crl "$work/pki/crl.pem" --tls-cert "$work/pki/node.pem"
+    --tls-key "$work/pki/node-enc.key" --tls-key-pass "$work/pki/pass.txt")
+"$target/debug/mmc-meta" --listen tcp://127.0.0.1:0 --addr-file "$work/tmeta" --log-level error "${tlsflags[@]}" & pids+=($!)
+for _ in $(seq 200); do [ -s "$work/tmeta" ] && break; sleep 0.05; done
+tmeta="tcp://$(cat "$work/tmeta")"
+"$target/debug/mmc-local" --meta "$tmeta" --dram 64MB --addr-file "$work/tlocal" --log-level error "${tlsflags[@]}" & pids+=($!)
+for _ in $(seq 200); do [ -s "$work/tlocal" ] && break; sleep 0.05; done
+"$out/test_tls" "$work/pki" remote "$tmeta"
 
 step "valgrind memcheck (in-process cluster, small sizes)"
 # Process-wide tables (the async handle map, the log subscriber) stay reachable until exit; only
