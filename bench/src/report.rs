@@ -26,6 +26,8 @@ pub const BUSY_POLL: &str = "busy-poll";
 /// (a thread per connection), or shard threads (`mmc-local --data-shards N`).
 pub const THREADS: &str = "thread-per-connection";
 pub const SHARDS: &str = "2 shards";
+/// A thread per connection, every connection (meta and data) over mutual TLS 1.3.
+pub const TLS_THREADS: &str = "thread-per-connection, TLS 1.3";
 /// The shard data server waiting with io_uring instead of mio.
 pub const SHARDS_URING: &str = "2 uring shards";
 
