@@ -72,7 +72,11 @@ pub(crate) fn field(name: &str, arr: &[c_char]) -> Result<String, i32> {
 
 /// The TLS settings of a C `mmc_tls_config` (every path field NUL-terminated UTF-8), checked:
 /// with `tlsEnable`, the CA, certificate and key paths must be set.
+/// With `tlsEnable` false the path fields are not read (as before TLS existed).
 pub(crate) fn tls(c: &mmc_tls_config) -> Result<mmc_config::TlsConfig, i32> {
+    if !c.tlsEnable {
+        return Ok(mmc_config::TlsConfig::default());
+    }
     let t = mmc_config::TlsConfig {
         enable: c.tlsEnable,
         ca_path: field("tlsConfig.caPath", &c.caPath)?,
