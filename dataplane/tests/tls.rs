@@ -324,8 +324,7 @@ fn tls_on_every_channel_end_to_end_and_plaintext_refused() {
     let started = Instant::now();
     let e = Client::connect(&plain)
         .and_then(|c| c.put("plain", b"x", &PutOptions::default()))
-        .err()
-        .expect("a plaintext client is refused");
+        .expect_err("a plaintext client is refused");
     assert_eq!(e.code(), Code::NotConnectMeta, "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let line = c
