@@ -518,7 +518,12 @@ fn shm_probe(path: &str, secret: &str, uid: Option<u32>) -> Option<String> {
         try:\n  m,anc,f,a=s.recvmsg(4096, socket.CMSG_SPACE(64*4))\nexcept OSError as e:\n  print('recv-error', e); sys.exit(0)\n\
         n=sum(len(d)//4 for (l,t,d) in anc)\n\
         print(('fds %d' % n) if n else 'nofds')\n";
-    let mut cmd = Command::new("python3");
+    // As another user, the system interpreter (a per-user one, e.g. pyenv's, may be unreadable).
+    let python = match uid {
+        Some(_) if Path::new("/usr/bin/python3").exists() => "/usr/bin/python3",
+        _ => "python3",
+    };
+    let mut cmd = Command::new(python);
     cmd.args(["-c", script, path, secret]);
     if let Some(uid) = uid {
         use std::os::unix::process::CommandExt;
