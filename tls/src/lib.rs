@@ -176,7 +176,7 @@ impl TlsContext {
         }
         let conn = rustls::ServerConnection::new(self.server.clone())
             .map_err(|e| AcceptError::Handshake(e.to_string()))?;
-        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut s = rustls::StreamOwned::new(conn, stream::BufSock::new(tcp));
         while s.conn.is_handshaking() {
             if let Err(e) = s.conn.complete_io(&mut s.sock) {
                 return Err(match e.kind() {
@@ -210,7 +210,7 @@ impl TlsContext {
         let name = ServerName::IpAddress(addr.ip().into());
         let conn = rustls::ClientConnection::new(self.client.clone(), name)
             .map_err(std::io::Error::other)?;
-        let mut s = rustls::StreamOwned::new(conn, tcp);
+        let mut s = rustls::StreamOwned::new(conn, stream::BufSock::new(tcp));
         while s.conn.is_handshaking() {
             if let Err(e) = s.conn.complete_io(&mut s.sock) {
                 let why = match e.kind() {

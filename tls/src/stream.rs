@@ -10,8 +10,70 @@ use rustls::{ClientConnection, ServerConnection, StreamOwned};
 /// `TCP_NODELAY` and readiness are the socket's ([`Stream::tcp`]).
 pub enum Stream {
     Plain(TcpStream),
-    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
-    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Server(Box<StreamOwned<ServerConnection, BufSock>>),
+    Client(Box<StreamOwned<ClientConnection, BufSock>>),
+}
+
+/// Bytes a TLS session's socket reads at once. rustls asks for at most 4 KiB per read; reading
+/// ahead into this buffer makes a bulk transfer cost one `read` per 64 KiB instead.
+const READ_AHEAD: usize = 64 << 10;
+
+/// The socket under a TLS session: reads ahead (the buffer is allocated at the first read),
+/// writes straight through.
+pub struct BufSock {
+    tcp: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl BufSock {
+    pub(crate) fn new(tcp: TcpStream) -> BufSock {
+        BufSock {
+            tcp,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+impl Read for BufSock {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.start == self.end {
+            if out.len() >= READ_AHEAD {
+                return self.tcp.read(out);
+            }
+            if self.buf.is_empty() {
+                self.buf = vec![0; READ_AHEAD];
+            }
+            let n = self.tcp.read(&mut self.buf)?;
+            self.start = 0;
+            self.end = n;
+        }
+        let n = out.len().min(self.buffered());
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+impl Write for BufSock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.tcp.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl From<TcpStream> for Stream {
@@ -32,28 +94,28 @@ macro_rules! tls {
 }
 
 impl Stream {
-    pub(crate) fn server(s: StreamOwned<ServerConnection, TcpStream>) -> Stream {
+    pub(crate) fn server(s: StreamOwned<ServerConnection, BufSock>) -> Stream {
         Stream::Server(Box::new(s))
     }
 
-    pub(crate) fn client(s: StreamOwned<ClientConnection, TcpStream>) -> Stream {
+    pub(crate) fn client(s: StreamOwned<ClientConnection, BufSock>) -> Stream {
         Stream::Client(Box::new(s))
     }
 
     /// The socket underneath.
     pub fn tcp(&self) -> &TcpStream {
-        tls!(self, s => s, s => &s.sock)
+        tls!(self, s => s, s => &s.sock.tcp)
     }
 
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }
 
-    /// Whether decrypted bytes wait inside the TLS session (read from the socket already, so the
-    /// socket does not show them as readable). Always false for a plain stream. A session in
-    /// error answers true, so that the next read reports the error.
+    /// Whether bytes wait inside the TLS session or its read-ahead (read from the socket
+    /// already, so the socket does not show them as readable). Always false for a plain stream.
+    /// A session in error answers true, so that the next read reports the error.
     pub fn has_buffered(&mut self) -> bool {
-        tls!(self, _ => false, s => match s.conn.process_new_packets() {
+        tls!(self, _ => false, s => s.sock.buffered() > 0 || match s.conn.process_new_packets() {
             Ok(state) => state.plaintext_bytes_to_read() > 0,
             Err(_) => true,
         })
