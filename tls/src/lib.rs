@@ -156,10 +156,11 @@ impl TlsContext {
         })))
     }
 
-    /// The server side: wait (at most [`HANDSHAKE_TIMEOUT`]) for the peer's first byte, refuse a
-    /// peer that does not speak TLS, and complete the handshake. The socket's timeouts are left
+    /// The server side: wait for the peer's first byte, refuse a peer that does not speak TLS,
+    /// and complete the handshake, all within [`HANDSHAKE_TIMEOUT`]. The socket's timeouts are left
     /// as the handshake set them: the caller sets its own afterwards.
     pub fn accept(&self, tcp: TcpStream) -> Result<Stream, AcceptError> {
+        let started = std::time::Instant::now();
         let handshake = |e: std::io::Error| AcceptError::Handshake(e.to_string());
         tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .and_then(|_| tcp.set_write_timeout(Some(HANDSHAKE_TIMEOUT)))
@@ -177,7 +178,20 @@ impl TlsContext {
         let conn = rustls::ServerConnection::new(self.server.clone())
             .map_err(|e| AcceptError::Handshake(e.to_string()))?;
         let mut s = rustls::StreamOwned::new(conn, stream::BufSock::new(tcp));
+        // The whole handshake, not each read, is bounded: a peer trickling bytes gets no longer.
+        let deadline = started + HANDSHAKE_TIMEOUT;
         while s.conn.is_handshaking() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(AcceptError::Handshake(format!(
+                    "not finished within {} ms",
+                    HANDSHAKE_TIMEOUT.as_millis()
+                )));
+            }
+            let tcp = s.get_ref().tcp();
+            tcp.set_read_timeout(Some(left))
+                .and_then(|_| tcp.set_write_timeout(Some(left)))
+                .map_err(handshake)?;
             if let Err(e) = s.conn.complete_io(&mut s.sock) {
                 return Err(match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {

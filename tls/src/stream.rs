@@ -37,6 +37,10 @@ impl BufSock {
         }
     }
 
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
     fn buffered(&self) -> usize {
         self.end - self.start
     }

@@ -63,6 +63,11 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             };
             match inner.tls.clone() {
                 None => hand(Stream::Plain(stream)),
+                Some(_) if threads.len() >= CONNS_MAX => warn!(
+                    ?peer,
+                    limit = CONNS_MAX,
+                    "data connection refused: too many TLS handshakes in flight"
+                ),
                 Some(tls) => threads.push(
                     std::thread::Builder::new()
                         .name("mmc-local-handshake".into())
