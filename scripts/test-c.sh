@@ -40,6 +40,7 @@ g++ -x c++ -std=c++17 -Wall -Wextra -Werror -g $(pkg-config --cflags mmc) ffi/te
     $(pkg-config --libs mmc) -o "$out/test_api_cpp"
 gcc $cflags examples/c/kv_layers.c $(pkg-config --libs mmc) -o "$out/kv_layers"
 gcc $cflags ffi/tests/c/test_tls.c $(pkg-config --libs mmc) -o "$out/test_tls"
+gcc $cflags ffi/tests/c/test_device.c $(pkg-config --libs mmc) -o "$out/test_device"
 export LD_LIBRARY_PATH=$sdk/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # Free ports for the in-process meta services (one per program, so they may run in any order).
@@ -51,6 +52,9 @@ step "in-process cluster: static library"
 "$out/test_api_static" inproc "$(port)"
 step "in-process cluster: C++"
 "$out/test_api_cpp" inproc "$(port)"
+
+step "device memory (simulated device backend): in-process cluster with an HBM pool"
+MMC_DEVICE_BACKEND=sim "$out/test_device" inproc "$(port)"
 
 step "against mmc-meta and mmc-local processes"
 work=$(mktemp -d)
@@ -65,6 +69,7 @@ for i in 0 1; do
 done
 for i in 0 1; do for _ in $(seq 200); do [ -s "$work/local$i" ] && break; sleep 0.05; done; done
 "$out/test_api_shared" remote "$meta"
+MMC_DEVICE_BACKEND=sim "$out/test_device" remote "$meta"
 
 step "TLS: in-process services, then mmc-meta / mmc-local processes with --tls flags"
 "$target/debug/mmc-testpki" "$work/pki" >/dev/null

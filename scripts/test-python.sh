@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The Python API's tests: a fresh virtualenv, the `mmc` wheel (maturin, abi3), the mmc-meta /
+# The Python API's tests: a fresh virtualenv, the `mmc` wheel (maturin, abi3), the
+# `mmc-memcache-compat` wheel (python/compat: the module name `memcache_hybrid`), the mmc-meta /
 # mmc-local / mmc binaries, then pytest (python/tests/) against real processes on 127.0.0.1.
 #
 # Environment:
@@ -42,7 +43,7 @@ if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
 fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --disable-pip-version-check --upgrade pip
-"$PY" -m pip install -q --disable-pip-version-check maturin pytest numpy
+"$PY" -m pip install -q --disable-pip-version-check maturin pytest numpy setuptools wheel
 
 step "format check (python/)"
 (cd python && cargo fmt --check)
@@ -68,6 +69,12 @@ case "$wheel" in
     *) echo "expected an abi3 wheel for Python >= 3.9, got $wheel" >&2; exit 1 ;;
 esac
 "$PY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+
+step "build mmc-memcache-compat (the module name memcache_hybrid)"
+"$PY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$WHEELS" \
+    "$ROOT/python/compat"
+"$PY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+    "$WHEELS"/mmc_memcache_compat-*.whl
 
 step "pytest python/tests"
 # Run from an empty directory, so that `import mmc` finds the installed wheel, not python/mmc.

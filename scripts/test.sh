@@ -39,6 +39,13 @@ if ! { command -v redis-server && command -v memcached; } >/dev/null 2>&1; then
 fi
 "${CARGO_TARGET_DIR:-target}/debug/mmc-bench" --quick --check --quiet
 
+step "etcd (the HA test, dataplane/tests/ha_etcd.rs, starts its own on 127.0.0.1; it skips without one)"
+if ! command -v etcd >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null \
+        || echo "etcd-server unavailable: the HA test prints SKIPPED"
+fi
+command -v etcd && etcd --version | head -1 || true
+
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

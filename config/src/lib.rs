@@ -16,6 +16,7 @@
 //! Every error names the key, the file or the value that is wrong.
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 mod files;
 pub mod flags;
 pub mod fsutil;
@@ -34,6 +35,7 @@ mod tests_table;
 
 use std::path::{Path, PathBuf};
 
+pub use discovery::{is_etcd_url, parse_etcd_url, parse_meta_url, EtcdUrl, MetaUrl};
 pub use files::{config_path, from_toml, load_config, load_text, Format};
 pub use local_client::{
     client_and_local_from_text, is_local_or_client_ock_key, load_client_and_local,

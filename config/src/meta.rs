@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use super::table::{self, Bool, Flag, Int, Key, Level, MetricsUrl, TcpUrl, TomlApplier};
+use super::discovery::OptEtcdUrl;
+use super::table::{self, Bool, Flag, Int, Key, Level, MetricsUrl, OptTcpUrl, TcpUrl, TomlApplier};
 use super::{load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig};
 use super::{META_CONFIG_ENV, OCK_LOG_LEVEL, OCK_META_SERVICE_URL};
 use crate::{config_key, config_struct};
@@ -53,6 +54,21 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         field: listen_url,
         default: "tcp://127.0.0.1:5000",
         doc: "Where the meta service listens (port 0 = any free port).",
+    }),
+    config_key!(MetaConfig {
+        name: "etcd_url", ock: "ock.mmc.meta.etcd_url", flag: Flag::Value("etcd"),
+        kind: OptEtcdUrl, field: etcd_url, default: "",
+        doc: "High availability: the etcd cluster (`etcd://host:2379,host2:2379[/prefix]`) through which two or three meta services elect a leader; only the leader listens, and publishes `advertise_url` there for clients and local services (whose `meta_url` is then the same `etcd://` URL). Empty = a single meta service.",
+    }),
+    config_key!(MetaConfig {
+        name: "advertise_url", ock: "ock.mmc.meta.advertise_url", flag: Flag::Value("advertise"),
+        kind: OptTcpUrl, field: advertise_url, default: "",
+        doc: "With `etcd_url`: the address the leader publishes; empty = the bound address (which must then not be a wildcard).",
+    }),
+    config_key!(MetaConfig {
+        name: "etcd_lease_s", ock: "ock.mmc.meta.etcd_lease_s", flag: Flag::Value("etcd-lease-s"),
+        kind: Int<u64>, field: etcd_lease_s, default: "3", min: 1, max: 60,
+        doc: "With `etcd_url`: the leader's etcd lease in seconds. A leader that has not renewed it for two thirds of this stops serving; a standby takes over once it expires.",
     }),
     config_key!(MetaConfig {
         name: "log_level",
@@ -157,6 +173,12 @@ config_struct! {
     pub struct MetaConfig {
         /// Where it listens: `tcp://ip:port`.
         pub listen_url: String,
+        /// `etcd://...`: elect a leader through etcd; empty = single meta service.
+        pub etcd_url: String,
+        /// The address the leader publishes in etcd; empty = the bound address.
+        pub advertise_url: String,
+        /// The leader's etcd lease, in seconds.
+        pub etcd_lease_s: u64,
         pub log_level: LogLevel,
         /// Eviction starts when a tier's used space passes this percentage.
         pub evict_threshold_high: u16,
@@ -283,6 +305,20 @@ impl MetaConfig {
                      one late heartbeat does not pause a local service (0 = derived)"
                 ),
             });
+        }
+        if !self.etcd_url.is_empty() && self.advertise_url.is_empty() {
+            let listen =
+                super::parse_tcp_url(&self.listen_url).map_err(|e| e.for_key("listen_url"))?;
+            if listen.ip().is_unspecified() {
+                return Err(ConfigError::Invalid {
+                    key: "advertise_url".to_string(),
+                    reason: format!(
+                        "must be set with etcd_url when listen_url ({}) is a wildcard address: \
+                         the leader publishes it for other hosts to reach",
+                        self.listen_url
+                    ),
+                });
+            }
         }
         self.tls.validate()
     }

@@ -288,13 +288,19 @@ fn meta_from_toml() {
         "listen_url = \"tcp://0.0.0.0:6000\"\nlog_level = \"debug\"\n\
          evict_threshold_high = 95\nevict_threshold_low = 70\n\
          metrics_url = \"http://0.0.0.0:9100\"\nlease_ms = 1\npending_timeout_ms = 2\n\
-         member_timeout_ms = 3\nmember_grace_ms = 4\n[tls]\nenable = false\nca_path = \"/ca\"\n",
+         member_timeout_ms = 3\nmember_grace_ms = 4\n\
+         etcd_url = \"etcd://10.0.0.1:2379,10.0.0.2:2379\"\n\
+         advertise_url = \"tcp://10.0.0.5:6000\"\netcd_lease_s = 5\n\
+         [tls]\nenable = false\nca_path = \"/ca\"\n",
     )
     .unwrap();
     assert_eq!(
         c,
         MetaConfig {
             listen_url: "tcp://0.0.0.0:6000".into(),
+            etcd_url: "etcd://10.0.0.1:2379,10.0.0.2:2379".into(),
+            advertise_url: "tcp://10.0.0.5:6000".into(),
+            etcd_lease_s: 5,
             log_level: LogLevel::Debug,
             evict_threshold_high: 95,
             evict_threshold_low: 70,
@@ -373,6 +379,9 @@ fn meta_from_ock() {
         c,
         MetaConfig {
             listen_url: "tcp://0.0.0.0:6000".into(),
+            etcd_url: String::new(),
+            advertise_url: String::new(),
+            etcd_lease_s: 3,
             log_level: LogLevel::Warn,
             evict_threshold_high: 85,
             evict_threshold_low: 60,

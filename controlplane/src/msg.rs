@@ -391,14 +391,24 @@ pub enum DataRequest {
     },
 }
 
-/// What a local service sends a same-host client on its shm socket, with one memfd per segment
-/// attached (`SCM_RIGHTS`), in this order, then the memfd of its fence page.
+/// What a local service sends a same-host client on its shm socket, with one descriptor attached
+/// (`SCM_RIGHTS`) per pool that is host memory or a device pool exported as a descriptor, in pool
+/// order, then the memfd of its fence page.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ShmHello {
     pub rank: u32,
     pub incarnation: u64,
-    /// (segment id, pool bytes), one per attached pool descriptor.
+    /// (segment id, pool bytes), one per pool.
     pub segments: Vec<(u32, u64)>,
+    /// Per pool, in the same order: -1 for host memory (its memfd is attached), else the device
+    /// id of a pool in device memory, reached through `device_backend`'s IPC: its handle is in
+    /// `handles` (empty when the handle is a descriptor, attached like a host pool's memfd).
+    pub devices: Vec<i32>,
+    /// Per pool: a device pool's opaque IPC handle (CUDA, Ascend), else empty.
+    pub handles: Vec<Vec<u8>>,
+    /// The service's device backend (`none`, `sim`, `cuda`, `ascend`): a client maps device pools
+    /// only with the same one.
+    pub device_backend: String,
     /// Bytes of the fence page (its descriptor is the last one attached): the client enters the
     /// service's epoch fence there around every copy.
     pub fence_bytes: u64,

@@ -359,6 +359,9 @@ fn shm_hello() -> ShmHello {
         rank: 1,
         incarnation: 7,
         segments: vec![(2, 1 << 30), (3, 1 << 20)],
+        devices: vec![-1, 0],
+        handles: vec![Vec::new(), vec![7; 64]],
+        device_backend: "cuda".into(),
         fence_bytes: 4096,
     }
 }

@@ -269,14 +269,14 @@ fn concurrent_threads_share_one_client() {
     assert_eq!(c.status().unwrap().objects, 320);
 }
 
-/// A local service with an HBM pool (host-backed stand-in) and a DRAM pool: media requests land on
+/// A local service with an HBM pool (on the simulated device) and a DRAM pool: media requests land on
 /// the tier asked for, and "any" takes the highest tier with room.
 #[test]
 fn media_tiers_are_honoured() {
     use mmc_controlplane::msg::{MEDIA_DRAM, MEDIA_HBM, MEDIA_NONE};
     let mut cluster = Cluster::start(&[], &[]);
-    cluster.add_local_with(&["--dram", "32MB", "--hbm", "16MB"]);
-    let c = cluster.client();
+    cluster.add_local_with(&["--dram", "32MB", "--hbm", "16MB", "--device-backend", "sim"]);
+    let c = cluster.client_with(30_000, Some(mmc_config::DataOpType::Tcp));
     for (key, media, want) in [
         ("h", MEDIA_HBM, MEDIA_HBM),
         ("d", MEDIA_DRAM, MEDIA_DRAM),
@@ -291,10 +291,15 @@ fn media_tiers_are_honoured() {
         assert_eq!(c.query(key).unwrap().replicas[0].media, want, "{key}");
         assert_eq!(c.get(key).unwrap(), data);
     }
-    // HBM fills past its high watermark: "any" moves on to DRAM.
-    let big = pattern("big", 14 * MIB as usize);
+    // "Any" goes to HBM while it has room (demotion moves the least recently used down to DRAM
+    // when HBM passes its high watermark, see tests/device.rs); one HBM cannot hold goes to DRAM.
+    let big = pattern("big", 8 * MIB as usize);
     c.put("big-any", &big, &PutOptions::default()).unwrap();
-    assert_eq!(c.query("big-any").unwrap().replicas[0].media, MEDIA_DRAM);
+    assert_eq!(c.query("big-any").unwrap().replicas[0].media, MEDIA_HBM);
+    let huge = pattern("huge", 20 * MIB as usize);
+    c.put("huge-any", &huge, &PutOptions::default()).unwrap();
+    assert_eq!(c.query("huge-any").unwrap().replicas[0].media, MEDIA_DRAM);
+    assert_eq!(c.get("huge-any").unwrap(), huge);
     let s = c.status().unwrap();
     assert_eq!(s.segments.len(), 2);
 }

@@ -7,9 +7,9 @@ use mmc_dataplane::{Client, ClientConfig, ObjectInfo};
 use tracing::{info, warn};
 
 use crate::async_ops::{self, Pool};
-use crate::convert;
 use crate::types::*;
 use crate::{code_of, guard, log};
+use crate::{convert, mixed};
 
 /// Async workers per pool when the config says 0.
 const ASYNC_THREADS_DEFAULT: usize = 4;
@@ -183,12 +183,15 @@ pub unsafe extern "C" fn mmcc_put(
             return MMC_INVALID_PARAM;
         };
         let pieces = tri!(convert::pieces(buf));
+        let device = convert::is_device(buf);
         let opts = tri!(convert::put_options(&options));
         run(s, flags, false, move |c| {
             // SAFETY: the caller keeps the buffer readable until the operation completes.
-            let parts = unsafe { convert::slices(&pieces) };
-            match c.put_parts(&key, &parts, &opts) {
-                Ok(()) => MMC_OK,
+            match unsafe { mixed::put(c, &[&key], &[&pieces], &[device], &opts) } {
+                Ok(mut r) => match r.remove(0) {
+                    Ok(()) => MMC_OK,
+                    Err(e) => code_of(&e),
+                },
                 Err(e) => code_of(&e),
             }
         })
@@ -210,12 +213,17 @@ pub unsafe extern "C" fn mmcc_get(key: *const c_char, buf: *mut mmc_buffer, flag
             return MMC_INVALID_PARAM;
         };
         let pieces = tri!(convert::pieces(buf));
-        tri!(convert::check_disjoint(pieces.iter()));
+        let device = convert::is_device(buf);
+        if !device {
+            tri!(convert::check_disjoint(pieces.iter()));
+        }
         run(s, flags, true, move |c| {
             // SAFETY: writable, disjoint, kept alive by the caller until completion.
-            let mut parts = unsafe { convert::slices_mut(&pieces) };
-            match c.get_into_parts(&key, &mut parts) {
-                Ok(_) => MMC_OK,
+            match unsafe { mixed::get(c, &[&key], &[&pieces], &[device]) } {
+                Ok(mut r) => match r.remove(0) {
+                    Ok(_) => MMC_OK,
+                    Err(e) => code_of(&e),
+                },
                 Err(e) => code_of(&e),
             }
         })
@@ -410,20 +418,22 @@ pub unsafe extern "C" fn mmcc_batch_put_with_results(
         // SAFETY: non-null, `keys_count` buffers per the caller's contract.
         let bufs = unsafe { std::slice::from_raw_parts(bufs, checked.len()) };
         let pieces = convert::batch_pieces(&mut checked, bufs);
+        let device: Vec<bool> = bufs.iter().map(convert::is_device).collect();
         let results = results as usize;
         run(s, flags, false, move |c| {
-            let (valid_keys, valid_parts): (Vec<&str>, Vec<Vec<&[u8]>>) = checked
-                .iter()
-                .zip(&pieces)
-                .filter_map(|(k, p)| k.as_ref().ok().map(|k| (k.as_str(), p)))
-                // SAFETY: readable until completion per the caller's contract.
-                .map(|(k, p)| (k, unsafe { convert::slices(p) }))
-                .unzip();
-            let views: Vec<&[&[u8]]> = valid_parts.iter().map(|p| p.as_slice()).collect();
-            let outcomes = if valid_keys.is_empty() {
+            let mut valid = (Vec::new(), Vec::new(), Vec::new());
+            for ((k, p), d) in checked.iter().zip(&pieces).zip(&device) {
+                if let Ok(k) = k {
+                    valid.0.push(k.as_str());
+                    valid.1.push(p);
+                    valid.2.push(*d);
+                }
+            }
+            let outcomes = if valid.0.is_empty() {
                 Vec::new()
             } else {
-                match c.batch_put_parts(&valid_keys, &views, &opts) {
+                // SAFETY: readable until completion per the caller's contract.
+                match unsafe { mixed::put(c, &valid.0, &valid.1, &valid.2, &opts) } {
                     Ok(o) => o,
                     Err(e) => return report(&vec![code_of(&e); checked.len()], results),
                 }
@@ -469,24 +479,30 @@ pub unsafe extern "C" fn mmcc_batch_get_with_results(
         // SAFETY: non-null, `keys_count` buffers per the caller's contract.
         let bufs = unsafe { std::slice::from_raw_parts(bufs, checked.len()) };
         let pieces = convert::batch_pieces(&mut checked, bufs);
-        tri!(convert::check_disjoint(pieces.iter().flatten()));
+        let device: Vec<bool> = bufs.iter().map(convert::is_device).collect();
+        tri!(convert::check_disjoint(
+            pieces
+                .iter()
+                .zip(&device)
+                .filter(|(_, d)| !**d)
+                .flat_map(|(p, _)| p.iter())
+        ));
         let results = results as usize;
         run(s, flags, true, move |c| {
-            let mut valid_keys = Vec::with_capacity(checked.len());
-            let mut parts: Vec<Vec<&mut [u8]>> = Vec::with_capacity(checked.len());
-            for (k, p) in checked.iter().zip(&pieces) {
+            let mut valid = (Vec::new(), Vec::new(), Vec::new());
+            for ((k, p), d) in checked.iter().zip(&pieces).zip(&device) {
                 if let Ok(k) = k {
-                    valid_keys.push(k.as_str());
-                    // SAFETY: writable, disjoint across the call, alive until completion.
-                    parts.push(unsafe { convert::slices_mut(p) });
+                    valid.0.push(k.as_str());
+                    valid.1.push(p);
+                    valid.2.push(*d);
                 }
             }
-            let mut views: Vec<&mut [&mut [u8]]> =
-                parts.iter_mut().map(|p| p.as_mut_slice()).collect();
-            let outcomes = if valid_keys.is_empty() {
+            let outcomes = if valid.0.is_empty() {
                 Vec::new()
             } else {
-                match c.batch_get_into_parts(&valid_keys, &mut views) {
+                // SAFETY: host pieces are writable, disjoint across the call, alive until
+                // completion.
+                match unsafe { mixed::get(c, &valid.0, &valid.1, &valid.2) } {
                     Ok(o) => o,
                     Err(e) => return report(&vec![code_of(&e); checked.len()], results),
                 }

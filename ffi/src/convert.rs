@@ -97,11 +97,8 @@ pub(crate) fn tls(c: &mmc_tls_config) -> Result<mmc_config::TlsConfig, i32> {
 /// The (address, length) pieces a buffer describes, in object order.
 pub(crate) fn pieces(buf: &mmc_buffer) -> Result<Vec<(usize, usize)>, i32> {
     match buf.r#type {
-        MEDIA_DRAM => {}
-        MEDIA_HBM => {
-            warn!("device memory buffer (MEDIA_HBM) but this build has no device backend (CUDA/Ascend)");
-            return Err(MMC_INVALID_PARAM);
-        }
+        // Host memory, or device memory of the device backend (checked when it is used).
+        MEDIA_DRAM | MEDIA_HBM => {}
         other => {
             warn!(
                 media = other,
@@ -163,6 +160,11 @@ pub(crate) fn pieces(buf: &mmc_buffer) -> Result<Vec<(usize, usize)>, i32> {
             Err(MMC_INVALID_PARAM)
         }
     }
+}
+
+/// Whether a buffer is device memory (`MEDIA_HBM`).
+pub(crate) fn is_device(buf: &mmc_buffer) -> bool {
+    buf.r#type == MEDIA_HBM
 }
 
 /// The pieces of each buffer of a batch; a key whose buffer is invalid gets the error in its slot

@@ -10,11 +10,14 @@
 mod async_ops;
 mod client;
 mod convert;
+mod device;
 mod log;
+mod mixed;
 mod service;
 pub mod types;
 
 pub use client::*;
+pub use device::*;
 pub use service::*;
 pub use types::*;
 

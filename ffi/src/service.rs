@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
 use mmc_config::DataOpType;
-use mmc_config::{parse_tcp_url, LogLevel, MetaConfig};
+use mmc_config::{LogLevel, MetaConfig};
 use mmc_dataplane::{LocalConfig, LocalService};
 use mmc_meta_service::MetaServer;
 use tracing::{info, warn};
@@ -23,12 +23,11 @@ static LOCAL: Mutex<Option<(usize, Arc<LocalService>)>> = Mutex::new(None);
 
 /// The in-process local service registered with the meta service at `meta_url`, if any.
 pub(crate) fn local_for(meta_url: &str) -> Option<Arc<LocalService>> {
-    let addr = parse_tcp_url(meta_url).ok()?;
     let slot = LOCAL
         .lock()
         .expect("lock poisoned: a panic left this state half-updated");
     slot.as_ref()
-        .filter(|(_, l)| l.meta_addr() == addr)
+        .filter(|(_, l)| l.uses_meta(meta_url))
         .map(|(_, l)| l.clone())
 }
 

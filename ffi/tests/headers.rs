@@ -34,7 +34,7 @@ fn headers_are_up_to_date() {
     let include = crate_dir.join("include");
     let update = std::env::var_os("UPDATE_HEADERS").is_some();
     let mut stale = Vec::new();
-    let mut wanted: Vec<(String, String)> = ["mmc_def", "mmc_client", "mmc_service"]
+    let mut wanted: Vec<(String, String)> = ["mmc_def", "mmc_client", "mmc_service", "mmc_device"]
         .iter()
         .map(|n| (format!("{n}.h"), generate(&crate_dir, n)))
         .collect();

@@ -66,6 +66,16 @@ pub enum HalError {
     /// A size or name argument is invalid (zero, too large, not representable).
     #[error("invalid size: {0}")]
     InvalidSize(String),
+    /// A device backend call failed (or no backend can do it).
+    #[error("device backend {backend}: {op} failed: {reason}")]
+    Device {
+        /// Which backend (`none`, `sim`, `cuda`, `ascend`).
+        backend: &'static str,
+        /// What was being done.
+        op: &'static str,
+        /// Why (the runtime's error name and code, or the check that failed).
+        reason: String,
+    },
 }
 
 #[cfg(test)]

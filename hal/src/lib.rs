@@ -6,6 +6,8 @@
 //!   segment, so concurrent users of an arena never overlap.
 //! * [`fence`]: the epoch fence every transfer is checked against (its shared memfd page,
 //!   `SharedFence`, needs feature `os`).
+//! * `device` (feature `os`): the device-memory seam and its backends (none, sim, cuda,
+//!   ascend), chosen at run time.
 //! * [`HalError`]: the typed error of this crate.
 //!
 //! Feature `os` (default) gates what touches the operating system: the arena
@@ -17,6 +19,8 @@
 pub mod alloc;
 #[cfg(feature = "os")]
 pub mod arena;
+#[cfg(feature = "os")]
+pub mod device;
 pub mod error;
 #[cfg(feature = "os")]
 pub mod fdpass;
@@ -26,5 +30,5 @@ pub mod uring;
 
 pub use alloc::{Space, SpaceAllocator};
 #[cfg(feature = "os")]
-pub use arena::{Arena, PageKind};
+pub use arena::{Arena, PageKind, RawRange};
 pub use error::HalError;

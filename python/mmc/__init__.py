@@ -12,6 +12,12 @@ Ascend MemCache's ``memcache_hybrid`` names are here too: ``LocalConfig`` with
 (a meta service inside this process), ``ReplicateConfig`` (the optional last argument of the
 puts) and ``KeyInfo`` (what ``get_key_info`` returns).
 
+Device memory: ``mmc.device_backend()`` names the process's device backend (``$MMC_DEVICE_BACKEND``
+or the config's ``device_backend``: ``auto`` probes cuda, then ascend; ``sim`` is a simulated device
+for tests), and ``device_alloc`` / ``device_free`` / ``device_memcpy`` (``"h2d"``, ``"d2h"``,
+``"d2d"``) move bytes on it without a framework. Device pointers go with ``SMEMB_COPY_L2G`` /
+``SMEMB_COPY_G2L`` (or ``AUTO``).
+
 Return codes: 0 on success, negative on failure (-3000 invalid parameter, -3007 object does
 not exist, -3013 no space, -3019 not initialized, ...). A put of a key that exists returns 0.
 """
@@ -35,6 +41,10 @@ from ._mmc import (
     MmcCopyDirect,
     ReplicateConfig,
     __version__,
+    device_alloc,
+    device_backend,
+    device_free,
+    device_memcpy,
 )
 from ._config import LocalConfig, MetaConfig
 from . import _mmc
@@ -57,6 +67,10 @@ __all__ = [
     "MetaService",
     "ReplicateConfig",
     "KeyInfo",
+    "device_backend",
+    "device_alloc",
+    "device_free",
+    "device_memcpy",
 ]
 
 # Stores still open at interpreter exit are closed, so that a local service embedded in this

@@ -15,6 +15,10 @@ from ._mmc import (
     DistributedObjectStore as DistributedObjectStore,
     MmcCopyDirect as MmcCopyDirect,
     __version__ as __version__,
+    device_alloc as device_alloc,
+    device_backend as device_backend,
+    device_free as device_free,
+    device_memcpy as device_memcpy,
 )
 
 from ._config import LocalConfig as LocalConfig, MetaConfig as MetaConfig

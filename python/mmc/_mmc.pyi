@@ -106,8 +106,38 @@ class DistributedObjectStore:
         """The objects' bytes, ``b""`` per failed key."""
     def get_key_info(self, key: str) -> KeyInfo:
         """Size and replica locations."""
-    def batch_get_key_info(self, keys: Sequence[str]) -> List[KeyInfo]:
-        """``get_key_info`` per key."""
+    def batch_get_key_info(self, keys: Sequence[str], flag: int = 0) -> List[KeyInfo]:
+        """``get_key_info`` per key (flag 0: also this store's unfinished ``batch_alloc`` keys)."""
+    def batch_alloc(
+        self,
+        keys: Sequence[str],
+        sizes: Sequence[int],
+        media: Optional[int] = None,
+        replicateConfig: Optional[ReplicateConfig] = None,
+    ) -> List[int]:
+        """Allocate without writing; one global address per key (0 on failure)."""
+    def batch_copy(
+        self,
+        addrs: Sequence[int],
+        buffer_ptrs: Sequence[Pointer],
+        sizes: Sequence[int],
+        direct: Union[MmcCopyDirect, int, None] = None,
+    ) -> int:
+        """Copy between caller memory and addresses inside staged or leased objects."""
+    def batch_copy_layers(
+        self,
+        addrs: Sequence[int],
+        buffer_ptrs_list: Sequence[Sequence[Pointer]],
+        sizes_list: Sequence[Sequence[int]],
+        direct: Union[MmcCopyDirect, int, None] = None,
+    ) -> int:
+        """``batch_copy`` with pieces laid back to back from each address."""
+    def batch_write_finish(self, keys: Sequence[str], results: Sequence[int]) -> List[int]:
+        """Commit (result 0) or free (any other result) keys from ``batch_alloc``."""
+    def batch_add_lease(self, keys: Sequence[str], lease_ttl_ms: Optional[int] = None) -> List[int]:
+        """Take a read lease per key; 0, -3101 not yet written, -3007 missing."""
+    def batch_remove_lease(self, keys: Sequence[str]) -> int:
+        """Give back leases taken by ``batch_add_lease``; 0 or -3007."""
     def put_from(
         self,
         key: str,
@@ -189,3 +219,7 @@ class DistributedObjectStore:
         """1 / 0 / negative per key."""
 
 def _close_all() -> None: ...
+def device_backend() -> str: ...
+def device_alloc(nbytes: int, device_id: int = 0) -> int: ...
+def device_free(ptr: int) -> int: ...
+def device_memcpy(dst: int, src: int, nbytes: int, kind: str) -> int: ...

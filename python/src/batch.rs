@@ -7,6 +7,7 @@ use tracing::warn;
 use crate::buffers::{key_arg, BufGuard};
 use crate::codes::{self, Code, INVALID, NOT_INIT, OK};
 use crate::compat::put_options;
+use crate::device;
 use crate::direct::{direction, Mode, Op};
 use crate::items::{all, batch_keys, get_items, layers_item, one_item, per_key, put_items, Item};
 use crate::memory::classify;
@@ -36,14 +37,96 @@ impl DistributedObjectStore {
         opts: &PutOptions,
     ) -> Vec<i32> {
         let writable = op == Op::Get;
-        let items = match mode {
-            Mode::Host => items,
-            Mode::Auto => classify(items, &self.inner.registry, writable),
+        // Which items are device memory (the rest are host memory).
+        let device_backend = mmc_hal::device::active().kind() != mmc_hal::device::BackendKind::None;
+        let mut on_device = vec![false; items.len()];
+        let items: Vec<Result<Item, i32>> = match mode {
+            Mode::Host if !device_backend => items,
+            Mode::Host => items
+                .into_iter()
+                .map(|it| {
+                    let it = it?;
+                    if device::no_device(&it) {
+                        Ok(it)
+                    } else {
+                        warn!(key = it.key, "a host direction (H2G / G2H) was given device memory");
+                        Err(INVALID)
+                    }
+                })
+                .collect(),
+            Mode::Device => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, it)| {
+                    let it = it?;
+                    if device::all_device(&it) {
+                        on_device[i] = true;
+                        Ok(it)
+                    } else {
+                        warn!(key = it.key, backend = device::device_backend(),
+                            "a device direction (L2G / G2L) was given memory that is not device memory");
+                        Err(INVALID)
+                    }
+                })
+                .collect(),
+            Mode::Auto => {
+                let mut host = Vec::with_capacity(items.len());
+                let mut dev = Vec::new();
+                for (i, it) in items.into_iter().enumerate() {
+                    match it {
+                        Ok(it) if device_backend && device::all_device(&it) => {
+                            on_device[i] = true;
+                            dev.push((i, it));
+                            host.push(Err(OK));
+                        }
+                        Ok(it) if device_backend && !device::no_device(&it) => {
+                            warn!(key = it.key, "SMEMB_COPY_AUTO: one key's buffers mix host and device memory");
+                            host.push(Err(INVALID));
+                        }
+                        other => host.push(other),
+                    }
+                }
+                let mut host = classify(host, &self.inner.registry, writable);
+                for (i, it) in dev {
+                    host[i] = Ok(it);
+                }
+                host
+            }
         };
-        match op {
-            Op::Put => put_items(py, client, items, opts),
-            Op::Get => get_items(py, client, items),
+        if !on_device.contains(&true) {
+            return match op {
+                Op::Put => put_items(py, client, items, opts),
+                Op::Get => get_items(py, client, items),
+            };
         }
+        // Split into the host share and the device share; every other entry of each is a
+        // placeholder whose code is replaced by the other share's.
+        let (mut host, mut dev) = (Vec::new(), Vec::new());
+        for (i, it) in items.into_iter().enumerate() {
+            if on_device[i] {
+                host.push(Err(OK));
+                dev.push(it);
+            } else {
+                dev.push(Err(OK));
+                host.push(it);
+            }
+        }
+        let (mut out, dev_out) = match op {
+            Op::Put => (
+                put_items(py, client, host, opts),
+                device::put_device_items(py, client, dev, opts),
+            ),
+            Op::Get => (
+                get_items(py, client, host),
+                device::get_device_items(py, client, dev),
+            ),
+        };
+        for (i, c) in dev_out.into_iter().enumerate() {
+            if on_device[i] {
+                out[i] = c;
+            }
+        }
+        out
     }
 
     /// A single-key put or get (`put`, `put_from`, `put_from_layers`, `get_into`,
@@ -217,5 +300,34 @@ impl DistributedObjectStore {
             }
         }
         out
+    }
+}
+
+impl DistributedObjectStore {
+    /// `get_batch`'s body: each key's bytes, `b""` for a key that failed.
+    pub(crate) fn values<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> Vec<Bound<'py, pyo3::types::PyBytes>> {
+        use pyo3::types::PyBytes;
+        let Ok(keys) = batch_keys(keys) else {
+            return Vec::new();
+        };
+        let client = self.client();
+        let parsed: Vec<Option<String>> = keys.iter().map(|k| key_arg(k).ok()).collect();
+        let values: Vec<Option<Vec<u8>>> = py.detach(|| {
+            parsed
+                .iter()
+                .map(|k| match (&client, k) {
+                    (Some(c), Some(k)) => c.get(k).ok(),
+                    _ => None,
+                })
+                .collect()
+        });
+        values
+            .iter()
+            .map(|v| PyBytes::new(py, v.as_deref().unwrap_or(b"")))
+            .collect()
     }
 }

@@ -6,6 +6,9 @@ use mmc_dataplane::{ObjectInfo, PutOptions};
 use pyo3::prelude::*;
 use tracing::warn;
 
+use crate::buffers::key_arg;
+use crate::items::batch_keys;
+
 use crate::codes::INVALID;
 
 /// Most replicas one put may ask for (the C API's `MAX_BLOB_COPIES`).
@@ -194,5 +197,53 @@ impl KeyInfo {
 
     fn __str__(&self) -> String {
         self.__repr__()
+    }
+}
+
+impl crate::DistributedObjectStore {
+    /// `batch_get_key_info`'s body: one query for the valid keys; with `flag == 0` keys this
+    /// store has staged (`batch_alloc`, not finished) are reported too.
+    pub(crate) fn key_infos(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        flag: i64,
+    ) -> Vec<KeyInfo> {
+        let Ok(keys) = batch_keys(keys) else {
+            return Vec::new();
+        };
+        let parsed: Vec<Option<String>> = keys.iter().map(|k| key_arg(k).ok()).collect();
+        let mut out = vec![KeyInfo::default(); parsed.len()];
+        let Some(client) = self.inner.client() else {
+            return out;
+        };
+        let todo: Vec<(usize, &str)> = parsed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.as_deref().map(|k| (i, k)))
+            .collect();
+        if todo.is_empty() {
+            return out;
+        }
+        let keys: Vec<&str> = todo.iter().map(|(_, k)| *k).collect();
+        if let Ok(results) = py.detach(|| client.batch_query(&keys)) {
+            for ((i, _), r) in todo.iter().zip(results) {
+                if let Ok(info) = r {
+                    out[*i] = KeyInfo::of(info);
+                }
+            }
+        }
+        if flag == 0 {
+            let session = self.inner.session();
+            for (i, k) in &todo {
+                if let Some(s) = session.staged(k) {
+                    out[*i] = KeyInfo::of(mmc_dataplane::ObjectInfo {
+                        size: s.size,
+                        replicas: s.replicas.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 }

@@ -9,6 +9,7 @@ use tracing::{error, info};
 
 use crate::codes::{self, INVALID, OK};
 use crate::memory::Registry;
+use crate::session::Session;
 use crate::setup::{config_from_text, init_logging, load_config};
 
 #[derive(Default)]
@@ -21,6 +22,8 @@ pub(crate) struct Inner {
     pub(crate) setup: Mutex<Option<String>>,
     /// Buffers named by `register_buffer`.
     pub(crate) registry: Registry,
+    /// The layer-wise path's staged puts and held read leases.
+    session: Mutex<Session>,
 }
 
 impl Inner {
@@ -29,6 +32,12 @@ impl Inner {
             .read()
             .expect("lock poisoned: a panic left this state half-updated")
             .clone()
+    }
+
+    pub(crate) fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated")
     }
 
     /// Connect (and start the embedded local service, when the settings give it a pool size and
@@ -100,6 +109,12 @@ impl Inner {
             .expect("lock poisoned: a panic left this state half-updated")
             .take();
         self.registry.clear();
+        // Staged puts are freed by the meta service when the client's session connection closes
+        // (below, with the client); held read leases are given back now.
+        let leases = self.session().clear();
+        if let Some(c) = &client {
+            c.release_leases(leases);
+        }
         if client.is_some() {
             drop(client);
             info!("DistributedObjectStore closed");

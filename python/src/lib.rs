@@ -10,11 +10,14 @@ mod batch;
 mod buffers;
 mod codes;
 mod compat;
+mod device;
 mod direct;
 mod inner;
 mod items;
+mod layerwise;
 mod memory;
 mod meta;
+mod session;
 mod setup;
 
 pub use compat::{KeyInfo, ReplicateConfig};
@@ -30,11 +33,11 @@ use pyo3::types::{PyBool, PyBytes};
 use tracing::{error, warn};
 
 use batch::exist_code;
-use buffers::{key_arg, size_arg};
+use buffers::{key_arg, seq, size_arg};
 use codes::{INVALID, NOT_INIT, OK};
 use direct::Op;
 use inner::Inner;
-use items::{batch_keys, layers_item, one_item};
+use items::{layers_item, one_item};
 use setup::{init_logging, ock_text};
 
 /// Every store of this process, closed at interpreter exit (`mmc/__init__.py` registers
@@ -134,8 +137,8 @@ impl DistributedObjectStore {
     /// true, a local service runs inside this process and contributes that memory to the pool.
     ///
     /// Args:
-    ///     device_id: the NPU/GPU id used with HBM (mapped through
-    ///         ``$ASCEND_RT_VISIBLE_DEVICES``); an int >= 0.
+    ///     device_id: the NPU/GPU used for HBM, a logical id (the device runtime applies
+    ///         ``$CUDA_VISIBLE_DEVICES`` / ``$ASCEND_RT_VISIBLE_DEVICES``); an int >= 0.
     ///     init_bm: whether to start the embedded local service (default True); False makes
     ///         this process a pure client whatever the settings say.
     ///
@@ -433,24 +436,7 @@ impl DistributedObjectStore {
         py: Python<'py>,
         keys: &Bound<'py, PyAny>,
     ) -> Vec<Bound<'py, PyBytes>> {
-        let Ok(keys) = batch_keys(keys) else {
-            return Vec::new();
-        };
-        let client = self.client();
-        let parsed: Vec<Option<String>> = keys.iter().map(|k| key_arg(k).ok()).collect();
-        let values: Vec<Option<Vec<u8>>> = py.detach(|| {
-            parsed
-                .iter()
-                .map(|k| match (&client, k) {
-                    (Some(c), Some(k)) => c.get(k).ok(),
-                    _ => None,
-                })
-                .collect()
-        });
-        values
-            .iter()
-            .map(|v| PyBytes::new(py, v.as_deref().unwrap_or(b"")))
-            .collect()
+        self.values(py, keys)
     }
 
     /// Size and replica locations of the object under ``key``.
@@ -471,36 +457,21 @@ impl DistributedObjectStore {
 
     /// ``get_key_info`` of many keys in one request.
     ///
+    /// Args:
+    ///     flag: 0 (default) also reports keys this store allocated with ``batch_alloc`` and has
+    ///         not finished yet; 1 reports committed (readable) objects only.
+    ///
     /// Returns:
     ///     list of ``mmc.KeyInfo``, one per key (size 0 for a missing or bad key); ``[]`` when
     ///     ``keys`` is empty, not a list, or longer than 16,384.
-    #[pyo3(signature = (keys))]
-    fn batch_get_key_info(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> Vec<KeyInfo> {
-        let Ok(keys) = batch_keys(keys) else {
-            return Vec::new();
-        };
-        let parsed: Vec<Option<String>> = keys.iter().map(|k| key_arg(k).ok()).collect();
-        let mut out = vec![KeyInfo::default(); parsed.len()];
-        let Some(client) = self.client() else {
-            return out;
-        };
-        let todo: Vec<(usize, &str)> = parsed
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| k.as_deref().map(|k| (i, k)))
-            .collect();
-        if todo.is_empty() {
-            return out;
-        }
-        let keys: Vec<&str> = todo.iter().map(|(_, k)| *k).collect();
-        if let Ok(results) = py.detach(|| client.batch_query(&keys)) {
-            for ((i, _), r) in todo.iter().zip(results) {
-                if let Ok(info) = r {
-                    out[*i] = KeyInfo::of(info);
-                }
-            }
-        }
-        out
+    #[pyo3(signature = (keys, flag = 0))]
+    fn batch_get_key_info(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        flag: i64,
+    ) -> Vec<KeyInfo> {
+        self.key_infos(py, keys, flag)
     }
 
     /// Read the object stored under ``key`` into a buffer.
@@ -663,6 +634,126 @@ impl DistributedObjectStore {
         self.keyed_batch(py, keys, |c, k| c.batch_exist(k), exist_code)
     }
 
+    // ---- vllm-ascend's layer-wise path (see `layerwise.rs`, `session.rs`) ------------------
+
+    /// Allocate space for each key without writing it (create-only); the object stays invisible
+    /// until ``batch_write_finish``.
+    ///
+    /// Args:
+    ///     keys: list of str; sizes: list of sizes (> 0), one per key.
+    ///     media: None (any tier, the default), 0 (HBM) or 1 (DRAM).
+    ///     replicateConfig: an optional ``mmc.ReplicateConfig``.
+    ///
+    /// Returns:
+    ///     list of int, one global address per key (``rank << 48 | segment << 40 | offset`` of
+    ///     its first replica; ``batch_copy`` takes it and any address inside the object); 0 for
+    ///     a key that got no space, already exists or is already allocated here; ``[]`` when
+    ///     ``keys`` is not a list or longer than 16,384.
+    #[pyo3(signature = (keys, sizes, media = None, replicateConfig = None))]
+    #[allow(non_snake_case)]
+    fn batch_alloc(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        sizes: &Bound<'_, PyAny>,
+        media: Option<&Bound<'_, PyAny>>,
+        replicateConfig: Option<&Bound<'_, PyAny>>,
+    ) -> Vec<u64> {
+        self.lw_alloc(py, keys, sizes, media, replicateConfig)
+    }
+
+    /// Copy between caller memory and the pool: piece ``i`` is ``sizes[i]`` bytes at
+    /// ``buffer_ptrs[i]`` and at global address ``addrs[i]``, which must lie inside an object
+    /// this store allocated (``batch_alloc``; writes go to every replica) or holds a read lease
+    /// on (``batch_add_lease``), at any byte offset.
+    ///
+    /// Args:
+    ///     direct: ``SMEMB_COPY_H2G`` (into the pool) or ``SMEMB_COPY_G2H`` (out of it); the
+    ///         device directions L2G / G2L are -3000 in this build.
+    ///
+    /// Returns:
+    ///     0, or the first failure's code (-3000 bad argument or an address outside those
+    ///     objects, -3004 an allocation past its write window or a lease that ended, ...).
+    #[pyo3(signature = (addrs, buffer_ptrs, sizes, direct = None))]
+    fn batch_copy(
+        &self,
+        py: Python<'_>,
+        addrs: &Bound<'_, PyAny>,
+        buffer_ptrs: &Bound<'_, PyAny>,
+        sizes: &Bound<'_, PyAny>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
+        match (seq(addrs), seq(buffer_ptrs), seq(sizes)) {
+            (Ok(a), Ok(p), Ok(s)) if a.len() == p.len() && a.len() == s.len() => {
+                let items = a.into_iter().zip(p).zip(s).map(|((a, p), s)| (a, p, s));
+                self.lw_copy(py, items.collect(), direct)
+            }
+            _ => INVALID,
+        }
+    }
+
+    /// ``batch_copy`` with several pieces per address: the pieces of ``buffer_ptrs_list[i]``
+    /// (sizes ``sizes_list[i]``) lie back to back from ``addrs[i]``.
+    ///
+    /// Returns:
+    ///     0, or the first failure's code.
+    #[pyo3(signature = (addrs, buffer_ptrs_list, sizes_list, direct = None))]
+    fn batch_copy_layers(
+        &self,
+        py: Python<'_>,
+        addrs: &Bound<'_, PyAny>,
+        buffer_ptrs_list: &Bound<'_, PyAny>,
+        sizes_list: &Bound<'_, PyAny>,
+        direct: Option<&Bound<'_, PyAny>>,
+    ) -> i32 {
+        match layerwise::pieces(py, addrs, buffer_ptrs_list, sizes_list) {
+            Ok(items) => self.lw_copy(py, items, direct),
+            Err(c) => c,
+        }
+    }
+
+    /// Commit keys allocated by ``batch_alloc``: ``results[i] == 0`` makes key ``i`` visible
+    /// with the bytes written; any other value frees it.
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0, -3007 for a key with no allocation from this store, or
+    ///     the commit's code.
+    #[pyo3(signature = (keys, results))]
+    fn batch_write_finish(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        results: &Bound<'_, PyAny>,
+    ) -> Vec<i32> {
+        self.lw_finish(py, keys, results)
+    }
+
+    /// Take a read lease on each key: until ``batch_remove_lease`` (or the meta service's
+    /// ``lease_ms``, whatever ``lease_ttl_ms`` says) the object is not freed and its space not
+    /// reused, and ``batch_copy`` may read it.
+    ///
+    /// Returns:
+    ///     list of int, one per key: 0; -3101 for a key allocated here and not yet finished;
+    ///     -3007 for a missing key; other negative codes.
+    #[pyo3(signature = (keys, lease_ttl_ms = None))]
+    fn batch_add_lease(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        lease_ttl_ms: Option<&Bound<'_, PyAny>>,
+    ) -> Vec<i32> {
+        self.lw_add_lease(py, keys, lease_ttl_ms)
+    }
+
+    /// Give back the read leases ``batch_add_lease`` took on these keys.
+    ///
+    /// Returns:
+    ///     0; -3007 when some key held no lease from this store (the others are given back).
+    #[pyo3(signature = (keys))]
+    fn batch_remove_lease(&self, keys: &Bound<'_, PyAny>) -> i32 {
+        self.lw_remove_lease(keys)
+    }
+
     fn __repr__(&self) -> String {
         match self.client() {
             Some(c) => match c.local_rank() {
@@ -709,6 +800,10 @@ fn _mmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(short, d)?;
     }
     m.add_function(wrap_pyfunction!(_close_all, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_alloc, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_free, m)?)?;
+    m.add_function(wrap_pyfunction!(device::device_memcpy, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

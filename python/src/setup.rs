@@ -8,10 +8,7 @@ use mmc_config::{client_and_local_from_text, load_client_and_local, ClientConfig
 use mmc_config::{config_path, load_text, Format, Key, LogLevel, OckFile};
 use mmc_config::{LOCAL_CONFIG_ENV, LOCAL_KEYS};
 use pyo3::prelude::*;
-use tracing::{info, warn};
-
-/// Environment variable that maps the logical device ids of `init` to physical ones.
-const VISIBLE_DEVICES_ENV: &str = "ASCEND_RT_VISIBLE_DEVICES";
+use tracing::info;
 
 static LOGGING: Once = Once::new();
 
@@ -60,32 +57,6 @@ fn pool_sizes_in(text: &str, format: Format) -> (bool, bool) {
     }
 }
 
-/// The physical device of a logical `device_id` under `ASCEND_RT_VISIBLE_DEVICES`.
-pub(crate) fn physical_device(device_id: u32) -> u32 {
-    let Ok(list) = std::env::var(VISIBLE_DEVICES_ENV) else {
-        return device_id;
-    };
-    let ids: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if ids.is_empty() {
-        return device_id;
-    }
-    match ids.get(device_id as usize).map(|s| s.parse::<u32>()) {
-        Some(Ok(p)) => p,
-        _ => {
-            warn!(
-                device_id,
-                visible = %list,
-                "device id not in {VISIBLE_DEVICES_ENV}: using it as is"
-            );
-            device_id
-        }
-    }
-}
-
 /// The `ock.mmc.*` text of an `mmc.LocalConfig` / `mmc.MetaConfig` (its `_ock_text()`).
 pub(crate) fn ock_text(config: &Bound<'_, PyAny>) -> Result<String, String> {
     config
@@ -121,7 +92,8 @@ fn finish(
     if !hbm_set {
         local.hbm_bytes = 0;
     }
-    local.device_id = physical_device(device_id);
+    // A logical id: the device runtime applies CUDA_VISIBLE_DEVICES / ASCEND_RT_VISIBLE_DEVICES.
+    local.device_id = device_id;
     if local.is_pure_client() {
         (client, None)
     } else {

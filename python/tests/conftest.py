@@ -19,7 +19,12 @@ import uuid
 
 import pytest
 
-import mmc
+# Every test process runs the simulated device backend (chosen once per process, at the first
+# device-aware call): device directions and HBM pools work, and host paths check that they are
+# not given device memory.
+os.environ.setdefault("MMC_DEVICE_BACKEND", "sim")
+
+import mmc  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN_DIR = pathlib.Path(os.environ.get("MMC_BIN_DIR", REPO / "target" / "debug"))
@@ -85,7 +90,7 @@ class Cluster:
     def meta_url(self):
         return f"tcp://{self.meta_addr}"
 
-    def add_local(self, dram):
+    def add_local(self, dram, extra=()):
         n = len(self.locals)
         addr_file = self.dir / f"local{n}.addr"
         proc = subprocess.Popen(
@@ -103,6 +108,7 @@ class Cluster:
                 str(100 + n),
                 "--addr-file",
                 str(addr_file),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
         )

@@ -28,7 +28,8 @@ METHODS = [
     "batch_put_from_layers", "get", "get_into", "batch_get_into", "get_into_layers",
     "batch_get_into_layers", "remove", "remove_batch", "remove_all", "is_exist", "batch_is_exist",
     "setup", "put_batch", "get_batch", "get_key_info", "batch_get_key_info", "register_buffer",
-    "unregister_buffer", "get_local_service_id",
+    "unregister_buffer", "get_local_service_id", "batch_alloc", "batch_copy", "batch_copy_layers",
+    "batch_write_finish", "batch_add_lease", "batch_remove_lease",
 ]
 
 

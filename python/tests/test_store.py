@@ -343,7 +343,7 @@ def test_directions(store, key):
     assert store.get_into(key, ptr(dst), 128, mmc.MmcCopyDirect.SMEMB_COPY_G2H) == OK
     assert store.get_into(key, ptr(dst), 128, direct=2) == OK
     assert np.array_equal(a, dst)
-    # Device directions: no device backend in this build.
+    # Device directions given host memory: refused (the sim device backend runs in the tests).
     L2G, G2L = mmc.SMEMB_COPY_L2G, mmc.SMEMB_COPY_G2L
     assert store.put_from(f"{key}-d", ptr(a), 128, L2G) == INVALID
     assert store.put_from(f"{key}-d", ptr(a), 128, 0) == INVALID

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use crate::table::{self, Bool, Int, Key, Level, OptInt, TcpUrl};
+use crate::discovery::DiscoveryUrl;
+use crate::table::{self, Bool, Int, Key, Level, OptInt};
 use crate::{config_key, config_struct};
 use crate::{
     load_config, ConfigError, Format, LogLevel, OckFile, TlsConfig, OCK_LOG_LEVEL,
@@ -17,8 +18,8 @@ use super::{DEFAULT_CLIENT_TIMEOUT_MS, LOCAL_CONFIG_ENV};
 /// [`TLS_KEYS`](crate::TLS_KEYS)).
 pub static CLIENT_KEYS: &[Key<ClientConfig>] = &[
     config_key!(ClientConfig {
-        name: "meta_url", aliases: ["discovery_url"], ock: OCK_META_SERVICE_URL, kind: TcpUrl,
-        field: meta_url, default: "tcp://127.0.0.1:5000", doc: "Where to find the meta service.",
+        name: "meta_url", aliases: ["discovery_url"], ock: OCK_META_SERVICE_URL, kind: DiscoveryUrl,
+        field: meta_url, default: "tcp://127.0.0.1:5000", doc: "Where to find the meta service: its address, or the etcd cluster in which the meta leader publishes its own (high availability).",
     }),
     config_key!(ClientConfig {
         name: "rank_id", ock: "ock.mmc.local_service.rank_id", kind: OptInt<u32>, sets: "rank_id",

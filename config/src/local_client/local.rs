@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::discovery::DiscoveryUrl;
 use crate::table::{self, Bool, Flag, Int, Key, Level, OptInt, OptTcpUrl, Size, TcpUrl};
 use crate::{config_key, config_struct};
 use crate::{
@@ -9,7 +10,7 @@ use crate::{
     OCK_META_SERVICE_URL,
 };
 
-use super::types::{Poller, Protocol};
+use super::types::{DeviceBackendName, Poller, Protocol};
 use super::LOCAL_CONFIG_ENV;
 use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType, DataPoller};
 
@@ -18,8 +19,8 @@ use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType, D
 pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "meta_url", aliases: ["discovery_url"], ock: OCK_META_SERVICE_URL,
-        flag: Flag::Value("meta"), kind: TcpUrl, field: meta_url,
-        default: "tcp://127.0.0.1:5000", doc: "Where to find the meta service.",
+        flag: Flag::Value("meta"), kind: DiscoveryUrl, field: meta_url,
+        default: "tcp://127.0.0.1:5000", doc: "Where to find the meta service: its address, or the etcd cluster in which the meta leader publishes its own (high availability).",
     }),
     config_key!(LocalConfig {
         name: "data_url", aliases: ["hcom_url"], ock: "ock.mmc.local_service.hcom_url",
@@ -40,7 +41,7 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "hbm_size", ock: "ock.mmc.local_service.hbm.size", flag: Flag::Value("hbm"),
         kind: Size, field: hbm_bytes, default: "0",
-        doc: "Device memory this service gives the pool (a host-backed stand-in for now).",
+        doc: "Device memory (HBM) this service gives the pool, on `device_id`, through the device backend.",
     }),
     config_key!(LocalConfig {
         name: "rank_id", ock: "ock.mmc.local_service.rank_id", flag: Flag::Value("rank"),
@@ -59,6 +60,12 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "device_id", ock: "ock.mmc.local_service.device_id", kind: Int<u32>,
         field: device_id, default: "0", doc: "The device id (the C `deviceId`).",
+    }),
+    config_key!(LocalConfig {
+        name: "device_backend", ock: "ock.mmc.local_service.device_backend",
+        flag: Flag::Value("device-backend"), kind: DeviceBackendName, field: device_backend,
+        default: "auto",
+        doc: "Device memory backend (`auto` probes cuda, then ascend); `MMC_DEVICE_BACKEND` overrides it.",
     }),
     config_key!(LocalConfig {
         name: "protocol", ock: "ock.mmc.local_service.protocol", flag: Flag::Value("protocol"),
@@ -119,6 +126,8 @@ config_struct! {
         /// An id the caller gives this instance, shown in logs and status.
         pub create_id: i32,
         pub device_id: u32,
+        /// The device backend: `auto`, `none`, `sim`, `cuda` or `ascend`.
+        pub device_backend: String,
         pub protocol: DataOpType,
         pub log_level: LogLevel,
         pub tls: TlsConfig,

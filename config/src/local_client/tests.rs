@@ -49,6 +49,7 @@ fn full_local() -> LocalConfig {
         world_size: 8,
         create_id: -7,
         device_id: 2,
+        device_backend: "auto".into(),
         protocol: DataOpType::Shm,
         log_level: LogLevel::Debug,
         tls: TlsConfig {

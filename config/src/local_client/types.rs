@@ -129,3 +129,22 @@ impl Kind for Poller {
         DataPoller::parse(s)
     }
 }
+
+/// A device backend name: `auto`, `none`, `sim`, `cuda` or `ascend` (kept as text; the data
+/// plane turns it into its backend choice).
+pub struct DeviceBackendName;
+
+impl Kind for DeviceBackendName {
+    type Value = String;
+    const NAME: &'static str = "`auto`, `none`, `sim`, `cuda` or `ascend`";
+    fn from_text(s: &str) -> Result<String, ConfigError> {
+        let v = s.trim().to_ascii_lowercase();
+        match v.as_str() {
+            "auto" | "none" | "sim" | "cuda" | "ascend" => Ok(v),
+            _ => Err(ConfigError::Value {
+                value: s.to_string(),
+                reason: "expected auto, none, sim, cuda or ascend".to_string(),
+            }),
+        }
+    }
+}

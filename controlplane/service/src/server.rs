@@ -45,6 +45,10 @@ struct Shared {
     prober: Prober,
     /// `[tls]`: every connection must complete a mutual TLS handshake first.
     tls: Option<Arc<TlsContext>>,
+    /// Requests are served until this many ms after `started` (u64::MAX: always). An elected
+    /// leader sets it to where its etcd lease may have lapsed, so a leader frozen past its lease
+    /// closes the connections it finds on waking instead of answering (see [`crate::ha`]).
+    serve_until_ms: AtomicU64,
 }
 
 /// What a poisoned core lock means: crash rather than serve a half-updated directory.
@@ -67,7 +71,7 @@ impl Shared {
 
 /// This run's epoch for incarnation numbers: wall-clock milliseconds since the UNIX epoch, so
 /// incarnations handed out after a restart are above every one handed out before it.
-fn epoch_now() -> u64 {
+pub fn epoch_now() -> u64 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) => u64::try_from(d.as_millis())
             .unwrap_or(u64::MAX)
@@ -117,7 +121,22 @@ pub fn meta_params(c: &MetaConfig) -> MetaParams {
 }
 
 impl MetaServer {
+    /// A single meta service. Refused when `etcd_url` is set: a highly available one serves only
+    /// while elected ([`crate::ha::run`], which `mmc-meta` runs).
     pub fn start(config: &MetaConfig) -> Result<MetaServer> {
+        if !config.etcd_url.is_empty() {
+            return Err(Error::Config(format!(
+                "etcd_url is set ({}): a highly available meta service runs through \
+                 mmc_meta_service::ha::run (mmc-meta), not as a single server",
+                config.etcd_url
+            )));
+        }
+        MetaServer::start_with_epoch(config, epoch_now())
+    }
+
+    /// [`MetaServer::start`] with the epoch its incarnations, put tokens and lease ids start from
+    /// (an elected leader's, kept monotonic across leaders in etcd: see [`crate::ha`]).
+    pub fn start_with_epoch(config: &MetaConfig, epoch: u64) -> Result<MetaServer> {
         config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -130,7 +149,7 @@ impl MetaServer {
             .map_err(|e| Error::io("local_addr", e))?;
         let shared = Arc::new(Shared {
             core: Mutex::new(MetaCore::new(MetaParams {
-                epoch: epoch_now(),
+                epoch: epoch.min(EPOCH_MAX),
                 ..meta_params(config)
             })),
             started: Instant::now(),
@@ -142,6 +161,7 @@ impl MetaServer {
             suspect_on_close: config.suspect_on_close,
             prober: Prober::new(probe_settings(config)),
             tls,
+            serve_until_ms: AtomicU64::new(u64::MAX),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -183,6 +203,17 @@ impl MetaServer {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Serve requests only until `until` (an elected leader's lease, see [`crate::ha`]); a
+    /// request read later closes its connection unanswered, so its sender asks etcd again.
+    pub fn serve_until(&self, until: Instant) {
+        let ms = until
+            .saturating_duration_since(self.shared.started)
+            .as_millis();
+        self.shared
+            .serve_until_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// Stop accepting, close every connection, join every thread.
@@ -516,6 +547,10 @@ fn serve_conn(
             )));
         }
         let req: Request = wire::decode_payload(&buf)?;
+        if shared.now_ms() >= shared.serve_until_ms.load(Ordering::Acquire) {
+            debug!("request after this leader's lease may have lapsed: connection closed");
+            return Err(WireError::Closed);
+        }
         let membership = matches!(req, Request::Register(_) | Request::Heartbeat { .. });
         let mut suspects = Vec::new();
         let reply = shared.with_core(|core, now| {

@@ -186,16 +186,26 @@ impl MetaCore {
         let replicas: Vec<msg::Replica> = obj.replicas.iter().map(|(r, _)| *r).collect();
         for r in replicas {
             debug_assert_eq!(r.len, self.objects[&oid].size);
-            self.index_record(r.rank, &key, || IndexChange::Added {
-                key: key.clone(),
-                segment: r.segment,
-                offset: r.offset,
-                len: r.len,
-                version,
-                crc,
-                want,
-            });
+            self.index_add_replica(&key, r, (version, crc, want));
         }
+    }
+
+    /// Replica `r` of `key` (at `(version, crc, want)`) is now held by its service.
+    pub(super) fn index_add_replica(
+        &mut self,
+        key: &str,
+        r: msg::Replica,
+        (version, crc, want): (u64, u32, u16),
+    ) {
+        self.index_record(r.rank, key, || IndexChange::Added {
+            key: key.to_string(),
+            segment: r.segment,
+            offset: r.offset,
+            len: r.len,
+            version,
+            crc,
+            want,
+        });
     }
 
     /// Object `oid`, committed and visible, is being unlinked: no service holds it for the

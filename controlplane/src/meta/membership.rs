@@ -277,6 +277,9 @@ impl MetaCore {
                 let mut reply = self.index_heartbeat(rank, index_seq, index_resync);
                 if let Reply::Heartbeat { repairs, .. } = &mut reply {
                     *repairs = self.repairs_for(now_ms, rank);
+                    let budget = crate::msg::REPAIRS_MAX - repairs.len();
+                    let demotions = self.demotions_for(now_ms, rank, budget);
+                    repairs.extend(demotions);
                 }
                 reply
             }

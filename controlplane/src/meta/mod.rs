@@ -2,6 +2,7 @@
 //! leases, watermark eviction and membership. Messages and `now_ms` in, replies out; no sockets, no
 //! clocks, deterministic. The TCP driver lives in `mmc-meta-service` (`server.rs`).
 
+mod demote;
 mod directory;
 mod index;
 mod invariants;
@@ -177,6 +178,10 @@ pub struct MetaCore {
     pending: BTreeSet<(u64, u64)>,
     next_lease: u64,
     evicted_total: u64,
+    /// Objects moved from HBM to DRAM, and whether HBM is being demoted now (past its high
+    /// watermark, until its low one).
+    demoted_total: u64,
+    demoting: bool,
     /// The latest `now_ms` seen: the driver's clock never runs backwards.
     now_ms_last: u64,
     /// When the core last woke from its own stall: peers may have given up on it and closed
@@ -244,6 +249,8 @@ impl MetaCore {
             pending: BTreeSet::new(),
             next_lease: next_incarnation,
             evicted_total: 0,
+            demoted_total: 0,
+            demoting: false,
             now_ms_last: 0,
             stall_end_ms: None,
             abandoned: 0,

@@ -140,6 +140,15 @@ impl MetaCore {
             w => w,
         };
         match self.place_on(media, &wanted, a.writer_rank, key, size) {
+            // "Highest tier with room": HBM without room now (it is demoting) yields to DRAM.
+            Err(r)
+                if r.retry
+                    && a.media == msg::MEDIA_NONE
+                    && media == msg::MEDIA_HBM
+                    && self.hbm_demotes() =>
+            {
+                self.place_on(msg::MEDIA_DRAM, &wanted, a.writer_rank, key, size)
+            }
             // "Highest tier with room": a tier that can never hold the put yields to the other.
             Err(r) if r.admission && !r.retry && a.media == msg::MEDIA_NONE => {
                 let other = other_tier(media);
@@ -169,6 +178,25 @@ impl MetaCore {
         size: u64,
     ) -> Result<Vec<(Replica, Space)>, Refusal> {
         let incoming = size.saturating_mul(wanted.copies() as u64);
+        if media == msg::MEDIA_HBM && self.hbm_demotes() {
+            // HBM moves down to DRAM instead of dropping: place in free space, or wait for
+            // demotions to free some (see `demote.rs`).
+            if let Some(placed) = self.reserve_all(media, wanted, writer, size) {
+                return Ok(placed);
+            }
+            // Demotion can free what eviction could: a put that fits nowhere even then is
+            // refused for good (and "any tier" goes on to DRAM).
+            let never = admit(&self.rooms(media), wanted, size) == Admission::Never;
+            debug!(
+                key,
+                size, never, "HBM full: the put waits for demotions to DRAM"
+            );
+            return Err(Refusal {
+                code: Code::ExceedCapacity,
+                retry: !never,
+                admission: never,
+            });
+        }
         let (cap, used) = self.tier_usage(media);
         let over_high = cap > 0
             && !under_percent(
@@ -349,7 +377,8 @@ impl MetaCore {
         rooms
     }
 
-    /// `MEDIA_NONE` means the highest tier with room: HBM while it stays under its high watermark.
+    /// `MEDIA_NONE` means the highest tier with room: HBM while it has free space when DRAM is
+    /// there to demote to, else HBM while it stays under its high watermark.
     /// A tier that no live local service offers at all falls back to the other one, so that a zeroed
     /// `mmc_put_options` (media 0 = HBM) works on a DRAM-only cluster.
     fn resolve_media(&self, media: u16, size: u64) -> u16 {
@@ -370,6 +399,11 @@ impl MetaCore {
         }
         if media != msg::MEDIA_NONE {
             return media;
+        }
+        if self.hbm_demotes() {
+            // New objects go to HBM while it has free space; demotion moves the least recently
+            // used down to DRAM (and a put finding no HBM room goes to DRAM at once).
+            return msg::MEDIA_HBM;
         }
         let (cap, used) = self.tier_usage(msg::MEDIA_HBM);
         if cap > 0
@@ -505,7 +539,7 @@ impl MetaCore {
     }
 
     /// Evict the least recently used committed, unleased object with a replica matching `pred`.
-    fn evict_one(&mut self, pred: impl Fn(&Replica) -> bool) -> bool {
+    pub(super) fn evict_one(&mut self, pred: impl Fn(&Replica) -> bool) -> bool {
         let victim = self.lru.values().copied().find(|oid| {
             let o = &self.objects[oid];
             debug_assert_eq!(o.state, State::Committed);

@@ -14,20 +14,22 @@ use mmc_hal::Space;
 use tracing::{debug, info, warn};
 
 use super::{MetaCore, State};
-use crate::msg::{self, IndexChange, RepairDone, RepairTask, Replica, ServiceAddr, REPAIRS_MAX};
+use crate::msg::{self, RepairDone, RepairTask, Replica, ServiceAddr, REPAIRS_MAX};
 
 /// Most repairs in flight at once.
 pub const REPAIRS_INFLIGHT_MAX: usize = 256;
 /// Most under-replicated objects looked at per heartbeat.
 const SCAN_MAX: usize = 256;
 
-/// A repair in flight: space reserved for one more replica of object `oid`.
+/// A repair in flight: space reserved for one more replica of object `oid` (or, for a demotion,
+/// for the DRAM replica that replaces its HBM replica `demote`).
 pub(super) struct Repair {
-    oid: u64,
-    version: u64,
-    replica: Replica,
-    space: Space,
-    deadline_ms: u64,
+    pub(super) oid: u64,
+    pub(super) version: u64,
+    pub(super) replica: Replica,
+    pub(super) space: Space,
+    pub(super) deadline_ms: u64,
+    pub(super) demote: Option<Replica>,
 }
 
 /// Repairs in flight, by token.
@@ -100,41 +102,59 @@ impl MetaCore {
                 offset: space.offset,
                 len: size,
             };
-            let token = self.next_oid;
-            self.next_oid += 1;
-            let m = &self.members[&source.rank];
-            tasks.push(RepairTask {
-                token,
-                segment: seg,
-                offset: space.offset,
-                len: size,
-                crc,
-                source: ServiceAddr {
-                    rank: source.rank,
-                    incarnation: m.incarnation,
-                    host: m.host.clone(),
-                    data_endpoint: m.data_endpoint.clone(),
-                    shm_endpoint: m.shm_endpoint.clone(),
-                },
-                source_segment: source.segment,
-                source_offset: source.offset,
-            });
-            let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);
-            self.repairs.insert(
-                token,
-                Repair {
-                    oid,
-                    version,
-                    replica,
-                    space,
-                    deadline_ms,
-                },
-            );
+            let t = self.start_repair(now_ms, (oid, version, crc), source, replica, space, None);
+            tasks.push(t);
         }
         if !tasks.is_empty() {
             debug!(rank, tasks = tasks.len(), "repair tasks handed out");
         }
         tasks
+    }
+
+    /// Record a repair (or, with `demote`, a demotion replacing that replica) of object `oid`
+    /// at `(version, crc)`: copy `source` into `replica`, whose `space` is reserved. The task for
+    /// the target service.
+    pub(super) fn start_repair(
+        &mut self,
+        now_ms: u64,
+        (oid, version, crc): (u64, u64, u32),
+        source: Replica,
+        replica: Replica,
+        space: Space,
+        demote: Option<Replica>,
+    ) -> RepairTask {
+        let token = self.next_oid;
+        self.next_oid += 1;
+        let m = &self.members[&source.rank];
+        let task = RepairTask {
+            token,
+            segment: replica.segment,
+            offset: replica.offset,
+            len: replica.len,
+            crc,
+            source: ServiceAddr {
+                rank: source.rank,
+                incarnation: m.incarnation,
+                host: m.host.clone(),
+                data_endpoint: m.data_endpoint.clone(),
+                shm_endpoint: m.shm_endpoint.clone(),
+            },
+            source_segment: source.segment,
+            source_offset: source.offset,
+        };
+        let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);
+        self.repairs.insert(
+            token,
+            Repair {
+                oid,
+                version,
+                replica,
+                space,
+                deadline_ms,
+                demote,
+            },
+        );
+        task
     }
 
     /// Outcomes reported by `rank`'s service (a member at the heartbeat's incarnation).
@@ -153,6 +173,18 @@ impl MetaCore {
                     rank, "repair outcome from another service: ignored"
                 );
                 self.repairs.insert(d.token, rep);
+                continue;
+            }
+            if let Some(upper) = rep.demote {
+                if d.ok {
+                    self.demotion_done(rep, upper);
+                } else {
+                    warn!(
+                        token = d.token,
+                        rank, "demotion copy failed: DRAM space freed"
+                    );
+                    self.free_repair(rep);
+                }
                 continue;
             }
             let fits = d.ok
@@ -190,16 +222,7 @@ impl MetaCore {
                 let previous = self.lru.insert(recency, rep.oid);
                 assert!(previous.is_none(), "a dormant object is not in the LRU");
             }
-            let r = rep.replica;
-            self.index_record(rank, &key, || IndexChange::Added {
-                key: key.clone(),
-                segment: r.segment,
-                offset: r.offset,
-                len: r.len,
-                version,
-                crc,
-                want,
-            });
+            self.index_add_replica(&key, rep.replica, (version, crc, want));
             self.note_replicas(rep.oid);
             info!(key, rank, "replica repaired");
         }
@@ -230,7 +253,7 @@ impl MetaCore {
         self.repairs.retain(|_, r| r.replica.rank != rank);
     }
 
-    fn free_repair(&mut self, rep: Repair) {
+    pub(super) fn free_repair(&mut self, rep: Repair) {
         let seg = self
             .segments
             .get_mut(&rep.replica.segment)

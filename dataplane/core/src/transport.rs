@@ -65,6 +65,20 @@ pub enum Mem<'a> {
     Src(Vec<&'a [u8]>),
     /// A read's destination (the caller's buffers, filled in place).
     Dst(Vec<&'a mut [u8]>),
+    /// A write's source in device memory (the caller's device buffers: never dereferenced on the
+    /// host; a backend copies with the device backend, or stages through host memory).
+    DevSrc(Vec<DevSpan>),
+    /// A read's destination in device memory.
+    DevDst(Vec<DevSpan>),
+}
+
+/// A range of device memory (an address the device backend resolves, and a length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DevSpan {
+    /// Device address of the first byte.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u64,
 }
 
 impl Mem<'_> {
@@ -73,7 +87,13 @@ impl Mem<'_> {
         match self {
             Mem::Src(s) => s.iter().map(|s| s.len() as u64).sum(),
             Mem::Dst(d) => d.iter().map(|d| d.len() as u64).sum(),
+            Mem::DevSrc(d) | Mem::DevDst(d) => d.iter().map(|d| d.len).sum(),
         }
+    }
+
+    /// True for device memory.
+    pub fn is_device(&self) -> bool {
+        matches!(self, Mem::DevSrc(_) | Mem::DevDst(_))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,6 +223,33 @@ pub fn read_jobs<'a>(transfers: &[Transfer], bufs: &'a mut [&mut [&mut [u8]]]) -
         .collect()
 }
 
+/// Resolve transfers against device memory: `spans[i]` are key `i`'s device buffers (its value,
+/// for a write; where it is read to, for a read), in order. One job per transfer, in order.
+pub fn dev_jobs(transfers: &[Transfer], spans: &[&[DevSpan]]) -> Vec<Job<'static>> {
+    transfers
+        .iter()
+        .enumerate()
+        .map(|(idx, t)| {
+            let parts = spans[t.item];
+            let pieces: Vec<DevSpan> = runs(parts.iter().map(|p| p.len), t.item_offset, t.len)
+                .map(|(part, at, n)| DevSpan {
+                    addr: parts[part].addr + at,
+                    len: n,
+                })
+                .collect();
+            debug_assert_eq!(pieces.iter().map(|p| p.len).sum::<u64>(), t.len);
+            Job {
+                idx,
+                t: *t,
+                mem: match t.dir {
+                    Dir::Write => Mem::DevSrc(pieces),
+                    Dir::Read => Mem::DevDst(pieces),
+                },
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,12 +279,12 @@ mod tests {
         assert_eq!(jobs.len(), 2);
         match &jobs[0].mem {
             Mem::Src(s) => assert_eq!(s, &[&b"c"[..], &b"de"[..]]),
-            Mem::Dst(_) => panic!("a write"),
+            _ => panic!("a write"),
         }
         assert!(std::ptr::eq(
             match &jobs[1].mem {
                 Mem::Src(s) => s[0].as_ptr(),
-                Mem::Dst(_) => unreachable!(),
+                _ => unreachable!(),
             },
             b[0].as_ptr()
         ));

@@ -5,17 +5,20 @@
 //! the local services that hold them, through the transport backends (`crate::transport`: the
 //! client's own embedded service, same-host mapped pools, TCP), chosen per service.
 
+mod device;
 mod get;
 mod put;
+mod staged;
 
-use std::net::SocketAddr;
+pub use staged::{Leased, PoolRange, StagedPut, STAGED_WRITE_MS};
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use mmc_config::parse_tcp_url;
 use mmc_controlplane::msg::{self, AllocRequest, Replica, Reply, Request};
 use mmc_controlplane::{Error, Result};
 use mmc_meta_service::rpc::MetaConn;
+use mmc_meta_service::MetaLocator;
 use tracing::{debug, info, warn};
 
 use crate::local::LocalService;
@@ -38,7 +41,8 @@ pub struct ObjectInfo {
 pub struct Client {
     /// Where the operations' millisecond clock starts.
     started: Instant,
-    meta_addr: SocketAddr,
+    /// The meta service: a fixed address, or the leader etcd names (followed on failure).
+    meta: MetaLocator,
     timeout: Duration,
     meta_conns: Mutex<Vec<MetaConn>>,
     /// This client's session id (random, nonzero), sent with every put's allocation: when every
@@ -59,8 +63,6 @@ pub struct Client {
     /// Test hook run between a meta reply and the first byte moved (see
     /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
     transfer_hook: OnceLock<TransferHook>,
-    /// `[tls]`: the meta and data connections use mutual TLS.
-    tls: Option<Arc<mmc_tls::TlsContext>>,
 }
 
 /// A random, nonzero client session id: std's per-process random hash keys, mixed with the
@@ -99,8 +101,6 @@ impl Client {
     }
 
     fn build(config: &ClientConfig, embedded: Option<Arc<LocalService>>) -> Result<Client> {
-        let meta_addr =
-            parse_tcp_url(&config.meta_url).map_err(|e| Error::Config(e.to_string()))?;
         let timeout = Duration::from_millis(if config.timeout_ms == 0 {
             60_000
         } else {
@@ -108,9 +108,10 @@ impl Client {
         });
         let tls = mmc_tls::TlsContext::from_config(&config.tls)
             .map_err(|e| Error::Config(e.to_string()))?;
+        let meta = MetaLocator::new(&config.meta_url)?.with_tls(tls.clone());
         let mut client = Client {
             started: Instant::now(),
-            meta_addr,
+            meta,
             timeout,
             meta_conns: Mutex::new(Vec::new()),
             client_id: session_id(),
@@ -126,17 +127,16 @@ impl Client {
             busy_poll: Duration::from_micros(config.busy_poll_us),
             verify_reads: config.verify_reads,
             transfer_hook: OnceLock::new(),
-            tls,
         };
         // Prove the meta service answers now, so init fails early and clearly.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
-        let conn =
-            MetaConn::connect_with(meta_addr, client.tls.as_ref(), deadline).inspect_err(|e| {
-                warn!(url = %config.meta_url, error = %e, "client init: meta service unreachable");
-            })?;
+        let conn = client.connect_meta(deadline).inspect_err(|e| {
+            warn!(url = %config.meta_url, error = %e, "client init: meta service unreachable");
+        })?;
+        let meta_addr = conn.addr();
         client.put_meta_conn(conn);
         *client.session.get_mut().expect("not shared yet") = client.open_session(deadline);
-        info!(meta = %meta_addr, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
+        info!(meta = %meta_addr, url = %config.meta_url, rank = config.rank_id, timeout_ms = timeout.as_millis() as u64,
             embedded = client.local_rank(), verify_reads = client.verify_reads, "client connected");
         Ok(client)
     }
@@ -240,11 +240,15 @@ impl Client {
             }
             Err(Error::MetaUnreachable { .. }) if was_pooled => {
                 debug!("pooled meta connection was stale: reconnecting");
+                // Behind etcd: the leader may have changed; ask again.
+                self.meta.forget(conn.addr());
                 // The meta service restarted: the session connection died with it.
                 self.session_stale
                     .store(true, std::sync::atomic::Ordering::Release);
                 let mut conn = self.connect_meta(deadline)?;
-                let reply = conn.call(req, deadline)?;
+                let reply = conn
+                    .call(req, deadline)
+                    .inspect_err(|_| self.meta.forget(conn.addr()))?;
                 self.put_meta_conn(conn);
                 Ok(reply)
             }
@@ -252,7 +256,13 @@ impl Client {
                 self.put_meta_conn(conn);
                 Err(e)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if matches!(e, Error::Timeout { .. } | Error::MetaUnreachable { .. }) {
+                    // Behind etcd: a frozen leader may have been replaced; ask again next time.
+                    self.meta.forget(conn.addr());
+                }
+                Err(e)
+            }
         }
     }
 
@@ -267,6 +277,10 @@ impl Client {
         let renewed = self.open_session(deadline);
         if renewed.is_some() {
             debug!("client session connection opened again after a meta restart");
+        } else {
+            // Still down (a restart or a leader change in progress): try again before the next put.
+            self.session_stale
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         *self
             .session
@@ -298,7 +312,7 @@ impl Client {
     }
 
     fn connect_meta(&self, deadline: Instant) -> Result<MetaConn> {
-        let mut conn = MetaConn::connect_with(self.meta_addr, self.tls.as_ref(), deadline)?;
+        let mut conn = self.meta.connect(deadline)?;
         conn.set_busy_poll(self.busy_poll);
         Ok(conn)
     }

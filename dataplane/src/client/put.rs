@@ -3,8 +3,8 @@
 //! resolved to the caller's slices, to the transport backends (`crate::transport`).
 
 use mmc_controlplane::Result;
-use mmc_core::client::{check_lengths, Action, PutOp};
-use mmc_core::transport::write_jobs;
+use mmc_core::client::{check_lengths, Action, PutOp, Transfer};
+use mmc_core::transport::{write_jobs, Job};
 
 use super::{Client, PutOptions};
 
@@ -59,13 +59,33 @@ impl Client {
         // Small batches: checksums first, inline. Large ones: computed on a second thread while
         // the first round of writes runs (on a multi-core host the pass over the bytes then
         // costs little time); the commit needs them, not the writes.
-        self.renew_session(self.deadline());
         let total: u64 = sizes.iter().sum();
-        let inline = total < PARALLEL_CHECKSUM_MIN_BYTES;
-        let crcs = inline.then(|| checksums(values));
-        let mut op = PutOp::new(
+        let crcs = (total < PARALLEL_CHECKSUM_MIN_BYTES).then(|| checksums(values));
+        self.put_with(
             keys,
             &sizes,
+            crcs,
+            || checksums(values),
+            opts,
+            |t| write_jobs(t, values),
+        )
+    }
+
+    /// The put loop, for host or device values: `crcs` when known up front, else `late_crcs`
+    /// runs beside the first round of writes; `jobs` resolves a round's transfers.
+    pub(crate) fn put_with<'v>(
+        &self,
+        keys: &[&str],
+        sizes: &[u64],
+        crcs: Option<Vec<u32>>,
+        late_crcs: impl Fn() -> Vec<u32> + Sync,
+        opts: &PutOptions,
+        jobs: impl Fn(&[Transfer]) -> Vec<Job<'v>>,
+    ) -> Result<Vec<Result<()>>> {
+        self.renew_session(self.deadline());
+        let mut op = PutOp::new(
+            keys,
+            sizes,
             crcs.as_deref(),
             opts,
             self.local_rank(),
@@ -78,13 +98,13 @@ impl Client {
                 Action::Transfer => {
                     self.before_transfer();
                     let deadline = self.instant(op.deadline_ms());
-                    let jobs = write_jobs(op.transfers(), values);
+                    let jobs = jobs(op.transfers());
                     let outcomes = if op.has_crcs() {
                         self.transports.run(jobs, op.services(), deadline)
                     } else {
                         let services = op.services();
                         let (outcomes, crcs) = std::thread::scope(|s| {
-                            let sums = s.spawn(|| checksums(values));
+                            let sums = s.spawn(&late_crcs);
                             let outcomes = self.transports.run(jobs, services, deadline);
                             (outcomes, sums.join().expect("checksum thread panicked"))
                         });

@@ -326,7 +326,7 @@ fn resolve(
         );
         let pool =
             LocalCore::resolve(m, segment, offset, len, &inner.pool_lens).map_err(refused)?;
-        debug_assert!(offset + len <= inner.pools[pool].arena.len());
+        debug_assert!(offset + len <= inner.pools[pool].mem.len());
         total += len; // cannot overflow: every piece lies inside a pool of at most 2^63 bytes
         out.push((pool, offset, len));
     }
@@ -371,7 +371,7 @@ fn fill(
     s: &mut Stream,
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
-        let arena = &inner.pools[pool].arena;
+        let mem = &inner.pools[pool].mem;
         let Stream::Plain(tcp) = &mut *s else {
             staging.resize(STAGING_BYTES, 0);
             for &(offset, len) in runs {
@@ -379,13 +379,13 @@ fn fill(
                 while at < len {
                     let n = (len - at).min(STAGING_BYTES as u64) as usize;
                     s.read_exact(&mut staging[..n])?;
-                    arena.copy_in(offset + at, &staging[..n]).map_err(hal)?;
+                    mem.copy_in(offset + at, &staging[..n]).map_err(hal)?;
                     at += n as u64;
                 }
             }
             return Ok(());
         };
-        arena.fill_from(runs, tcp).map_err(hal)
+        mem.fill_from(runs, tcp).map_err(hal)
     })
 }
 
@@ -398,23 +398,21 @@ fn drain(
     s: &mut Stream,
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
-        let arena = &inner.pools[pool].arena;
+        let mem = &inner.pools[pool].mem;
         let Stream::Plain(tcp) = &mut *s else {
             staging.resize(STAGING_BYTES, 0);
             for &(offset, len) in runs {
                 let mut at = 0;
                 while at < len {
                     let n = (len - at).min(STAGING_BYTES as u64) as usize;
-                    arena
-                        .copy_out(offset + at, &mut staging[..n])
-                        .map_err(hal)?;
+                    mem.copy_out(offset + at, &mut staging[..n]).map_err(hal)?;
                     s.write_all(&staging[..n])?;
                     at += n as u64;
                 }
             }
             return s.flush().map_err(WireError::Io);
         };
-        arena.drain_to(runs, tcp).map_err(hal)
+        mem.drain_to(runs, tcp).map_err(hal)
     })
 }
 

@@ -148,15 +148,17 @@ impl Driver {
     ) -> Result<mmc_controlplane::msg::Reply> {
         let deadline = deadline.max(Instant::now() + Duration::from_millis(100));
         if self.conn.is_none() {
-            self.conn = Some(MetaConn::connect_with(
-                inner.meta_addr,
-                inner.tls.as_ref(),
-                deadline,
-            )?);
+            self.conn = Some(inner.meta.connect(deadline)?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         let reply = conn.call(request, deadline);
-        if reply.is_err() {
+        if let Err(e) = &reply {
+            use mmc_controlplane::Error::{MetaUnreachable, Timeout};
+            if matches!(e, MetaUnreachable { .. } | Timeout { .. }) {
+                // Behind etcd: the leader may have changed (or be frozen and replaced); ask
+                // again at the next connect.
+                inner.meta.forget(conn.addr());
+            }
             self.conn = None;
         }
         reply
@@ -191,7 +193,7 @@ fn verify_entry(inner: &Inner, pool: usize, e: &IndexEntry) -> bool {
     let mut at = 0u64;
     while at < e.len {
         let n = CHUNK.min(e.len - at) as usize;
-        if p.arena.copy_out(e.offset + at, &mut buf[..n]).is_err() {
+        if p.mem.copy_out(e.offset + at, &mut buf[..n]).is_err() {
             return false;
         }
         crc = crc32c::crc32c_append(crc, &buf[..n]);

@@ -1,12 +1,14 @@
-//! The local service: owns the pools (a DRAM arena, and an HBM pool through a host-backed stand-in
-//! until device backends land), registers them with the meta service as segments, heartbeats, and
-//! serves scatter-gather reads and writes against them on its own TCP data endpoint.
+//! The local service: owns the pools (a DRAM arena, and an HBM pool in device memory through the
+//! process's device backend, see `pool`), registers them with the meta service as segments,
+//! heartbeats, and serves scatter-gather reads and writes against them on its own TCP data
+//! endpoint.
 //!
 //! It runs as its own process (`mmc-local`) or inside a client's process (embedded): then the
 //! client copies into its own pools directly, with no socket in between.
 
 mod data_server;
 mod member;
+pub(crate) mod pool;
 mod repair;
 mod shards;
 pub(crate) mod shm_server;
@@ -23,7 +25,9 @@ use mmc_controlplane::msg::{self, Register, SegmentSpec};
 use mmc_controlplane::{Code, Error, Result};
 use mmc_core::fence::{Fence, SharedFence, Stale};
 use mmc_core::local::{LocalCore, LocalParams, Membership, Refused};
+use mmc_hal::device::{BackendChoice, BackendKind};
 use mmc_hal::Arena;
+use pool::{DevicePool, PoolMem, Staging, STAGING_BUFFERS};
 use tracing::{info, warn};
 
 use mmc_config::LocalConfig;
@@ -39,7 +43,7 @@ const DRAIN_TIMEOUT_MS: u64 = 2_000;
 /// One pool and the segment id the meta service gave it.
 pub(crate) struct Pool {
     pub(crate) media: u16,
-    pub(crate) arena: Arena,
+    pub(crate) mem: PoolMem,
 }
 
 pub(crate) struct Inner {
@@ -58,7 +62,8 @@ pub(crate) struct Inner {
     pub(crate) conns: Mutex<HashMap<u64, TcpStream>>,
     /// Busy-poll for each next request this long before blocking.
     pub(crate) busy_poll: Duration,
-    meta_addr: SocketAddr,
+    /// The meta service: a fixed address, or the leader etcd names (followed on failure).
+    pub(crate) meta: mmc_meta_service::MetaLocator,
     /// The core's clock starts here.
     started: Instant,
     /// The repair worker's queue (set once it runs).
@@ -100,6 +105,37 @@ pub(crate) fn refused(endpoint: &str, why: Refused) -> Error {
     }
 }
 
+/// A device backend's failure (-3000: the device memory given was not usable, or no backend).
+pub(crate) fn device_error(e: mmc_hal::HalError) -> Error {
+    warn!(error = %e, "device copy failed");
+    Error::InvalidParam(e.to_string())
+}
+
+/// Start the process's device backend (`MMC_DEVICE_BACKEND`, else `device_backend`).
+pub(crate) fn device_backend(config: &LocalConfig) -> Result<&'static dyn mmc_hal::device::Device> {
+    let choice: BackendChoice = config
+        .device_backend
+        .parse()
+        .map_err(|e: mmc_hal::HalError| Error::Config(e.to_string()))?;
+    mmc_hal::device::init(choice).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// The HBM pool: `bytes` of device memory on `device_id`.
+fn hbm_pool(config: &LocalConfig, bytes: u64) -> Result<DevicePool> {
+    let dev = device_backend(config)?;
+    if dev.kind() == BackendKind::None {
+        return Err(Error::Config(format!(
+            "hbm_size = {bytes} needs device memory, but no device backend is loaded \
+             (device_backend / MMC_DEVICE_BACKEND = cuda, ascend or sim)"
+        )));
+    }
+    let staging = std::sync::Arc::new(Staging::new(dev, STAGING_BUFFERS));
+    let pool = DevicePool::alloc(dev, config.device_id, bytes, staging)
+        .map_err(|e| Error::Memory(format!("HBM pool on device {}: {e}", config.device_id)))?;
+    info!(bytes, device = config.device_id, backend = %dev.kind(), "HBM pool in device memory");
+    Ok(pool)
+}
+
 /// The error a copy fails with when the fence moved before or during it (-3018).
 pub(crate) fn stale(endpoint: &str, why: Stale) -> Error {
     warn!(endpoint, reason = %why, "transfer refused by the epoch fence");
@@ -130,10 +166,13 @@ impl LocalService {
                 "a local service needs a DRAM or HBM size above 0".into(),
             ));
         }
-        let meta_addr =
-            parse_tcp_url(&config.meta_url).map_err(|e| Error::Config(e.to_string()))?;
         let tls = TlsContext::from_config(&config.tls).map_err(|e| Error::Config(e.to_string()))?;
+        let meta = mmc_meta_service::MetaLocator::new(&config.meta_url)?.with_tls(tls.clone());
         let listen = parse_tcp_url(&config.data_url).map_err(|e| Error::Config(e.to_string()))?;
+        if config.device_backend != "auto" {
+            // Chosen explicitly: start it now (a bad choice fails here, not at the first copy).
+            device_backend(config)?;
+        }
         let mut pools = Vec::new();
         for (media, bytes) in [
             (msg::MEDIA_DRAM, config.dram_bytes),
@@ -143,10 +182,11 @@ impl LocalService {
                 continue;
             }
             if media == msg::MEDIA_HBM {
-                info!(
-                    bytes,
-                    "HBM pool: no device backend in this build, using a host-backed stand-in"
-                );
+                pools.push(Pool {
+                    media,
+                    mem: PoolMem::Device(hbm_pool(config, bytes)?),
+                });
+                continue;
             }
             let name = format!(
                 "mmc-{}-{}-{}",
@@ -156,7 +196,10 @@ impl LocalService {
             );
             let arena = Arena::new(&name, bytes, config.prefault)
                 .map_err(|e| Error::Memory(e.to_string()))?;
-            pools.push(Pool { media, arena });
+            pools.push(Pool {
+                media,
+                mem: PoolMem::Host(arena),
+            });
         }
         let listener = TcpListener::bind(listen)
             .map_err(|e| Error::io(format!("bind the data endpoint {listen}"), e))?;
@@ -186,7 +229,7 @@ impl LocalService {
                 .iter()
                 .map(|p| SegmentSpec {
                     media: p.media,
-                    capacity: p.arena.len(),
+                    capacity: p.mem.len(),
                 })
                 .collect(),
         };
@@ -203,7 +246,7 @@ impl LocalService {
             request_timeout_ms: REQUEST_TIMEOUT_MS,
         };
         let inner = Inner {
-            pool_lens: pools.iter().map(|p| p.arena.len()).collect(),
+            pool_lens: pools.iter().map(|p| p.mem.len()).collect(),
             pools,
             core: RwLock::new(LocalCore::new(params, 0)),
             fence,
@@ -211,7 +254,7 @@ impl LocalService {
             driver_turn: Mutex::new(()),
             conns: Mutex::new(HashMap::new()),
             busy_poll: Duration::from_micros(config.busy_poll_us),
-            meta_addr,
+            meta,
             started: Instant::now(),
             repairs: std::sync::OnceLock::new(),
             tls,
@@ -280,9 +323,9 @@ impl LocalService {
         self.data_addr
     }
 
-    /// The meta service this local service registered with.
-    pub fn meta_addr(&self) -> SocketAddr {
-        self.inner.meta_addr
+    /// Whether this local service registers with the meta service that `meta_url` names.
+    pub fn uses_meta(&self, meta_url: &str) -> bool {
+        self.inner.meta.same_as(meta_url)
     }
 
     /// This service's TLS context (None with TLS off); an embedded client uses it too.
@@ -300,7 +343,7 @@ impl LocalService {
             .enter(f.incarnation)
             .map_err(|s| stale(endpoint, s))?;
         let pool = self.pool(f, offset, src.len() as u64)?;
-        pool.arena
+        pool.mem
             .copy_in(offset, src)
             .map_err(|e| Error::Internal(e.to_string()))?;
         guard.still(f.incarnation).map_err(|s| stale(endpoint, s))
@@ -316,9 +359,35 @@ impl LocalService {
             .enter(f.incarnation)
             .map_err(|s| stale(endpoint, s))?;
         let pool = self.pool(f, offset, dst.len() as u64)?;
-        pool.arena
+        pool.mem
             .copy_out(offset, dst)
             .map_err(|e| Error::Internal(e.to_string()))?;
+        guard.still(f.incarnation).map_err(|s| stale(endpoint, s))
+    }
+
+    /// Run device copies between the pool of `f.segment` and device memory, `(offset, device
+    /// address, len)` each (`write`: into the pool), with one synchronization, inside the epoch
+    /// fence.
+    pub(crate) fn dev_copies(
+        &self,
+        f: Fence,
+        write: bool,
+        items: &[(u64, u64, u64)],
+    ) -> Result<()> {
+        let endpoint = "the embedded local service";
+        let guard = self
+            .inner
+            .fence
+            .enter(f.incarnation)
+            .map_err(|s| stale(endpoint, s))?;
+        let mut batch = mmc_hal::device::Batch::new();
+        for &(offset, addr, len) in items {
+            let pool = self.pool(f, offset, len)?;
+            pool.mem
+                .dev_copy(&mut batch, offset, addr, len, write)
+                .map_err(device_error)?;
+        }
+        batch.run(mmc_hal::device::active()).map_err(device_error)?;
         guard.still(f.incarnation).map_err(|s| stale(endpoint, s))
     }
 

@@ -161,7 +161,7 @@ fn write_here(
             .map_err(|why| super::refused(endpoint, why))?
     };
     inner.pools[pool]
-        .arena
+        .mem
         .copy_in(offset, bytes)
         .map_err(|e| Error::Internal(e.to_string()))?;
     guard.still(incarnation).map_err(|s| stale(endpoint, s))

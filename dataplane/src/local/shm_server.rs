@@ -13,7 +13,7 @@
 //! permissions: any process in the network namespace could connect.)
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,8 @@ use std::time::Duration;
 use mmc_controlplane::msg::ShmHello;
 use mmc_controlplane::wire;
 use mmc_core::fence::FENCE_PAGE_BYTES;
+use mmc_core::local::Membership;
+use mmc_hal::device::IpcHandle;
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
@@ -151,6 +153,54 @@ pub(crate) fn connect(endpoint: &str, timeout: Duration) -> std::io::Result<Unix
     Ok(stream)
 }
 
+/// The hello for membership `m`, and per pool the descriptor a device pool was exported as (if
+/// any). `None` (logged) when a device pool cannot be exported: the client then uses TCP.
+fn hello(inner: &Inner, m: &Membership) -> Option<(ShmHello, Vec<Option<OwnedFd>>)> {
+    let mut devices = Vec::with_capacity(inner.pools.len());
+    let mut handles = Vec::with_capacity(inner.pools.len());
+    let mut exported = Vec::with_capacity(inner.pools.len());
+    let mut backend = "none";
+    for p in &inner.pools {
+        let Some(d) = p.mem.device() else {
+            devices.push(-1);
+            handles.push(Vec::new());
+            exported.push(None);
+            continue;
+        };
+        backend = d.dev.kind().name();
+        devices.push(d.device as i32);
+        match d.dev.export(d.addr) {
+            Ok(IpcHandle::Fd { fd, .. }) => {
+                handles.push(Vec::new());
+                exported.push(Some(fd));
+            }
+            Ok(IpcHandle::Opaque { bytes, .. }) => {
+                handles.push(bytes);
+                exported.push(None);
+            }
+            Err(e) => {
+                warn!(error = %e, "device pool not exported: same-host clients use TCP");
+                return None;
+            }
+        }
+    }
+    let hello = ShmHello {
+        rank: m.rank,
+        incarnation: m.incarnation,
+        segments: m
+            .segments
+            .iter()
+            .zip(&inner.pools)
+            .map(|(s, p)| (*s, p.mem.len()))
+            .collect(),
+        devices,
+        handles,
+        device_backend: backend.to_string(),
+        fence_bytes: FENCE_PAGE_BYTES,
+    };
+    Some((hello, exported))
+}
+
 /// True while the peer of `stream` has not closed it (a non-blocking peek).
 pub(crate) fn peer_alive(stream: &UnixStream) -> bool {
     let mut b = [0u8; 1];
@@ -242,22 +292,24 @@ pub(super) fn accept_loop(bound: Bound, inner: Arc<Inner>) {
             debug!("shm hello refused: registering again");
             continue;
         };
-        let hello = ShmHello {
-            rank: m.rank,
-            incarnation: m.incarnation,
-            segments: m
-                .segments
-                .iter()
-                .zip(&inner.pools)
-                .map(|(s, p)| (*s, p.arena.len()))
-                .collect(),
-            fence_bytes: FENCE_PAGE_BYTES,
+        let Some((hello, exported)) = hello(&inner, &m) else {
+            continue;
         };
         if let Err(e) = wire::encode_payload(&hello, &mut payload) {
             warn!(error = %e, "shm hello not encoded");
             continue;
         }
-        let mut fds: Vec<_> = inner.pools.iter().map(|p| p.arena.as_fd()).collect();
+        // In pool order: a host pool's memfd, or a device pool's exported descriptor.
+        let mut fds: Vec<BorrowedFd<'_>> = inner
+            .pools
+            .iter()
+            .zip(&exported)
+            .filter_map(|(p, e)| match (p.mem.arena(), e) {
+                (Some(a), _) => Some(a.as_fd()),
+                (None, Some(fd)) => Some(fd.as_fd()),
+                (None, None) => None,
+            })
+            .collect();
         fds.push(inner.fence.as_fd());
         match mmc_hal::fdpass::send_with_fds(&stream, &payload, &fds) {
             Ok(()) => {

@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use mmc_controlplane::msg::ServiceAddr;
 use mmc_controlplane::Result;
+use mmc_core::client::{CloneError, Transfer};
 use mmc_core::fence::Fence;
-use mmc_core::transport::{Completions, Job, Mem, Transport};
+use mmc_core::transport::{Completions, DevSpan, Job, Mem, Transport};
+use mmc_hal::device::Batch;
 use tracing::{debug, warn};
 
 use crate::local::LocalService;
@@ -117,10 +119,16 @@ impl Transports {
         for (_, map, share) in mapped {
             shm::Shm(&map).submit(share, &mut done);
         }
-        if !remote.is_empty() {
-            tcp::Tcp::new(&self.tcp, services, deadline).submit(remote, &mut done);
+        let (staged, meta) = Staged::stage(&mut remote, &mut done);
+        let mut staged = staged;
+        if !remote.is_empty() || !meta.is_empty() {
+            let mut all = remote;
+            all.extend(staged.jobs(&meta));
+            tcp::Tcp::new(&self.tcp, services, deadline).submit(all, &mut done);
         }
-        done.take()
+        let mut outcomes = done.take();
+        staged.finish(&meta, &mut outcomes);
+        outcomes
     }
 
     /// The backend for `rank`'s `segment`: the client's own pool; else (same host, unless the
@@ -185,7 +193,7 @@ impl Transports {
             }
             alive.push(rank);
         }
-        if map.arena(segment).is_none() {
+        if map.pool(segment).is_none() {
             return Route::Tcp;
         }
         Route::Shm(map)
@@ -207,32 +215,174 @@ impl Transports {
     }
 }
 
-/// The memcpy backends' loop: copy each job's runs with `copy_in` / `copy_out` (which check the
-/// fence around each copy), consecutive runs at consecutive pool offsets; the first failure is
-/// the job's outcome.
-fn copy_jobs(
-    jobs: Vec<Job<'_>>,
-    done: &mut Completions,
-    copy_in: impl Fn(Fence, u64, &[u8]) -> Result<()>,
-    copy_out: impl Fn(Fence, u64, &mut [u8]) -> Result<()>,
-) {
+/// What the memcpy backends copy with: a pool set (the embedded service's, or a same-host
+/// service's mapped pools) whose copies check the epoch fence around them.
+pub(crate) trait PoolCopies {
+    /// Host bytes `src` into `f.segment` at `offset`.
+    fn copy_in(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()>;
+    /// `f.segment` at `offset` into host bytes `dst`.
+    fn copy_out(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()>;
+    /// Device copies `(pool offset, device address, len)` between `f.segment` and device memory
+    /// (`write`: into the pool), run with one synchronization.
+    fn dev_copies(&self, f: Fence, write: bool, items: &[(u64, u64, u64)]) -> Result<()>;
+}
+
+/// The memcpy backends' loop: copy each host job's runs with `copy_in` / `copy_out` (which check
+/// the fence around each copy), consecutive runs at consecutive pool offsets; the first failure is
+/// the job's outcome. Device jobs are gathered per (segment fence, direction) and run as one
+/// device batch each (one synchronization), whose outcome is each of its jobs'.
+fn copy_jobs(jobs: Vec<Job<'_>>, done: &mut Completions, pools: &dyn PoolCopies) {
+    type Group = (Fence, bool, Vec<usize>, Vec<(u64, u64, u64)>);
+    let mut dev: Vec<Group> = Vec::new();
     for job in jobs {
         let (f, mut offset) = (job.t.fence, job.t.offset);
         let outcome = match job.mem {
             Mem::Src(src) => src.into_iter().try_for_each(|s| {
-                copy_in(f, offset, s)?;
+                pools.copy_in(f, offset, s)?;
                 offset += s.len() as u64;
                 Ok(())
             }),
             Mem::Dst(dst) => dst.into_iter().try_for_each(|d| {
                 let n = d.len() as u64;
-                copy_out(f, offset, d)?;
+                pools.copy_out(f, offset, d)?;
                 offset += n;
                 Ok(())
             }),
+            Mem::DevSrc(spans) | Mem::DevDst(spans) => {
+                let write = job.t.dir == mmc_core::client::Dir::Write;
+                let g = match dev.iter().position(|g| g.0 == f && g.1 == write) {
+                    Some(i) => &mut dev[i],
+                    None => {
+                        dev.push((f, write, Vec::new(), Vec::new()));
+                        dev.last_mut().expect("just pushed")
+                    }
+                };
+                g.2.push(job.idx);
+                for s in spans {
+                    g.3.push((offset, s.addr, s.len));
+                    offset += s.len;
+                }
+                continue;
+            }
         };
         debug_assert!(outcome.is_err() || offset == job.t.offset + job.t.len);
         let fresh = done.set(job.idx, outcome);
         debug_assert!(fresh, "one outcome per job");
+    }
+    for (f, write, idxs, items) in dev {
+        let outcome = pools.dev_copies(f, write, &items);
+        for idx in idxs {
+            let fresh = done.set(idx, outcome.as_ref().map_err(|e| e.clone_error()).copied());
+            debug_assert!(fresh, "one outcome per job");
+        }
+    }
+}
+
+/// Host staging for device jobs bound for TCP: a write's device bytes are copied to host buffers
+/// first (one device batch), a read lands in host buffers and is copied to the device after the
+/// transfers (one device batch), for the jobs that succeeded. The buffers are allocated per batch
+/// (pageable memory; the service side stages through pinned buffers it keeps).
+struct Staged {
+    /// Per staged job: its index, the device spans, and its host buffer.
+    jobs: Vec<(usize, Vec<DevSpan>, Vec<u8>)>,
+}
+
+impl Staged {
+    /// Take the device jobs out of `jobs`, staging writes now; failures are reported in `done`.
+    fn stage(
+        jobs: &mut Vec<Job<'_>>,
+        done: &mut Completions,
+    ) -> (Staged, Vec<(usize, Transfer, bool)>) {
+        let mut staged = Staged { jobs: Vec::new() };
+        let mut meta = Vec::new();
+        let mut i = 0;
+        while i < jobs.len() {
+            if !jobs[i].mem.is_device() {
+                i += 1;
+                continue;
+            }
+            let job = jobs.swap_remove(i);
+            let (spans, write) = match job.mem {
+                Mem::DevSrc(s) => (s, true),
+                Mem::DevDst(s) => (s, false),
+                _ => unreachable!("a device job"),
+            };
+            staged
+                .jobs
+                .push((job.idx, spans, vec![0u8; job.t.len as usize]));
+            meta.push((job.idx, job.t, write));
+        }
+        // Writes: device -> host buffers, one batch.
+        let mut batch = Batch::new();
+        for ((_, spans, buf), (_, _, write)) in staged.jobs.iter_mut().zip(&meta) {
+            if *write {
+                let mut rest = &mut buf[..];
+                for s in spans.iter() {
+                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(s.len as usize);
+                    batch.to_host(head, s.addr);
+                    rest = tail;
+                }
+            }
+        }
+        if let Err(e) = batch.run(mmc_hal::device::active()) {
+            // Every staged write fails with the batch; the reads go ahead.
+            let e = crate::local::device_error(e);
+            for (idx, _, _) in meta.iter().filter(|(_, _, write)| *write) {
+                done.set(*idx, Err(e.clone_error()));
+            }
+            let (jobs, kept): (Vec<_>, Vec<_>) = staged
+                .jobs
+                .into_iter()
+                .zip(meta)
+                .filter(|(_, (_, _, write))| !*write)
+                .unzip();
+            staged.jobs = jobs;
+            meta = kept;
+        }
+        (staged, meta)
+    }
+
+    /// Host jobs over the staging buffers.
+    fn jobs<'b>(&'b mut self, meta: &[(usize, Transfer, bool)]) -> Vec<Job<'b>> {
+        self.jobs
+            .iter_mut()
+            .zip(meta)
+            .map(|((idx, _, buf), (midx, t, write))| {
+                debug_assert_eq!(idx, midx);
+                Job {
+                    idx: *idx,
+                    t: *t,
+                    mem: if *write {
+                        Mem::Src(vec![&buf[..]])
+                    } else {
+                        Mem::Dst(vec![&mut buf[..]])
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// After the transfers: reads that succeeded go host -> device, one batch; a failure there
+    /// fails those reads.
+    fn finish(self, meta: &[(usize, Transfer, bool)], outcomes: &mut [Result<()>]) {
+        let mut batch = Batch::new();
+        let mut reads = Vec::new();
+        for ((idx, spans, buf), (_, _, write)) in self.jobs.iter().zip(meta) {
+            if *write || outcomes[*idx].is_err() {
+                continue;
+            }
+            let mut at = 0usize;
+            for s in spans {
+                batch.to_device(s.addr, &buf[at..at + s.len as usize]);
+                at += s.len as usize;
+            }
+            reads.push(*idx);
+        }
+        if let Err(e) = batch.run(mmc_hal::device::active()) {
+            let e = crate::local::device_error(e);
+            for idx in reads {
+                outcomes[idx] = Err(e.clone_error());
+            }
+        }
     }
 }

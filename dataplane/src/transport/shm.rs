@@ -14,7 +14,9 @@ use mmc_core::transport::{Completions, Job, Transport};
 use mmc_hal::Arena;
 use rkyv::util::AlignedVec;
 
-use crate::local::{shm_server, stale};
+use crate::local::pool::{DevicePool, PoolMem};
+use crate::local::{device_error, shm_server, stale};
+use mmc_hal::device::{Batch, IpcHandle};
 
 /// One mapped service, as a backend.
 pub(crate) struct Shm<'a>(pub(crate) &'a ShmMap);
@@ -22,19 +24,14 @@ pub(crate) struct Shm<'a>(pub(crate) &'a ShmMap);
 impl Transport for Shm<'_> {
     fn submit(&mut self, jobs: Vec<Job<'_>>, done: &mut Completions) {
         let map = self.0;
-        super::copy_jobs(
-            jobs,
-            done,
-            |f, offset, src| map.copy_in(f, offset, src),
-            |f, offset, dst| map.copy_out(f, offset, dst),
-        );
+        super::copy_jobs(jobs, done, map);
     }
 }
 
 /// A same-host local service's pools, mapped into this process.
 pub(crate) struct ShmMap {
     pub(crate) incarnation: u64,
-    segments: Vec<(u32, Arena)>,
+    segments: Vec<(u32, PoolMem)>,
     /// The service's fence word, shared with it and its other clients.
     fence: SharedFence,
     endpoint: String,
@@ -58,8 +55,16 @@ impl ShmMap {
         payload.extend_from_slice(&buf[..n]);
         let hello: ShmHello =
             wire::decode_payload(&payload).map_err(|e| unreachable(e.to_string()))?;
+        let with_fd = hello
+            .devices
+            .iter()
+            .zip(&hello.handles)
+            .filter(|(d, h)| **d < 0 || h.is_empty())
+            .count();
         if hello.incarnation != addr.incarnation
-            || hello.segments.len() + 1 != fds.len()
+            || hello.devices.len() != hello.segments.len()
+            || hello.handles.len() != hello.segments.len()
+            || with_fd + 1 != fds.len()
             || hello.fence_bytes != FENCE_PAGE_BYTES
         {
             return Err(unreachable(format!(
@@ -76,11 +81,40 @@ impl ShmMap {
             .pop()
             .expect("checked above: one more than the segments");
         let fence = SharedFence::from_fd(fence_fd).map_err(|e| unreachable(e.to_string()))?;
-        let mut segments = Vec::with_capacity(fds.len());
-        for ((segment, len), fd) in hello.segments.into_iter().zip(fds) {
+        let mut fds = fds.into_iter();
+        let mut segments = Vec::with_capacity(hello.segments.len());
+        for (((segment, len), device), handle) in hello
+            .segments
+            .into_iter()
+            .zip(hello.devices)
+            .zip(hello.handles)
+        {
             let name = format!("rank{}-segment{segment}", addr.rank);
-            let arena = Arena::from_fd(&name, fd, len).map_err(|e| unreachable(e.to_string()))?;
-            segments.push((segment, arena));
+            let mem = if device < 0 {
+                let fd = fds.next().expect("counted above");
+                PoolMem::Host(
+                    Arena::from_fd(&name, fd, len).map_err(|e| unreachable(e.to_string()))?,
+                )
+            } else {
+                let handle = if handle.is_empty() {
+                    IpcHandle::Fd {
+                        fd: fds.next().expect("counted above"),
+                        len,
+                    }
+                } else {
+                    IpcHandle::Opaque { bytes: handle, len }
+                };
+                match import(&hello.device_backend, &handle, device as u32, len) {
+                    Ok(pool) => PoolMem::Device(pool),
+                    Err(why) => {
+                        // This segment goes over TCP (the chooser finds it unmapped).
+                        tracing::info!(rank = addr.rank, segment, reason = %why,
+                            "same-host device pool not mapped: TCP serves it");
+                        continue;
+                    }
+                }
+            };
+            segments.push((segment, mem));
         }
         tracing::debug!(
             rank = addr.rank,
@@ -108,7 +142,7 @@ impl ShmMap {
             .fence
             .enter(f.incarnation)
             .map_err(|s| stale(&self.endpoint, s))?;
-        self.arena_of(f)?
+        self.pool_of(f)?
             .copy_in(offset, src)
             .map_err(|e| Error::InvalidParam(e.to_string()))?;
         guard
@@ -123,7 +157,7 @@ impl ShmMap {
             .fence
             .enter(f.incarnation)
             .map_err(|s| stale(&self.endpoint, s))?;
-        self.arena_of(f)?
+        self.pool_of(f)?
             .copy_out(offset, dst)
             .map_err(|e| Error::InvalidParam(e.to_string()))?;
         guard
@@ -132,7 +166,7 @@ impl ShmMap {
     }
 
     /// The pool of `f.segment`, which must be one of this mapping's incarnation.
-    fn arena_of(&self, f: Fence) -> Result<&Arena> {
+    fn pool_of(&self, f: Fence) -> Result<&PoolMem> {
         if f.incarnation != self.incarnation {
             return Err(Error::LocalUnreachable {
                 endpoint: self.endpoint.clone(),
@@ -142,10 +176,34 @@ impl ShmMap {
                 ),
             });
         }
-        self.arena(f.segment).ok_or_else(|| Error::Remote {
+        self.pool(f.segment).ok_or_else(|| Error::Remote {
             code: mmc_controlplane::Code::LinkNotFound,
             context: format!("segment {} is not in the mapped pools", f.segment),
         })
+    }
+
+    /// Device copies between `f.segment` and device memory, one synchronization, inside the
+    /// service's epoch fence.
+    pub(crate) fn dev_copies(
+        &self,
+        f: Fence,
+        write: bool,
+        items: &[(u64, u64, u64)],
+    ) -> Result<()> {
+        let guard = self
+            .fence
+            .enter(f.incarnation)
+            .map_err(|s| stale(&self.endpoint, s))?;
+        let pool = self.pool_of(f)?;
+        let mut batch = Batch::new();
+        for &(offset, addr, len) in items {
+            pool.dev_copy(&mut batch, offset, addr, len, write)
+                .map_err(device_error)?;
+        }
+        batch.run(mmc_hal::device::active()).map_err(device_error)?;
+        guard
+            .still(f.incarnation)
+            .map_err(|s| stale(&self.endpoint, s))
     }
 
     /// False once the service closed its end (it stopped or died).
@@ -153,10 +211,41 @@ impl ShmMap {
         shm_server::peer_alive(&self.stream)
     }
 
-    pub(crate) fn arena(&self, segment: u32) -> Option<&Arena> {
+    pub(crate) fn pool(&self, segment: u32) -> Option<&PoolMem> {
         self.segments
             .iter()
             .find(|(s, _)| *s == segment)
             .map(|(_, a)| a)
+    }
+}
+
+/// Import a same-host service's device pool, if this process runs the same device backend.
+fn import(
+    backend: &str,
+    handle: &IpcHandle,
+    device: u32,
+    len: u64,
+) -> std::result::Result<DevicePool, String> {
+    let dev = mmc_hal::device::active();
+    if dev.kind().name() != backend {
+        return Err(format!(
+            "the pool is device memory of the {backend} backend; this process runs {}",
+            dev.kind()
+        ));
+    }
+    DevicePool::import(dev, handle, device, len).map_err(|e| e.to_string())
+}
+
+impl super::PoolCopies for ShmMap {
+    fn copy_in(&self, f: Fence, offset: u64, src: &[u8]) -> Result<()> {
+        ShmMap::copy_in(self, f, offset, src)
+    }
+
+    fn copy_out(&self, f: Fence, offset: u64, dst: &mut [u8]) -> Result<()> {
+        ShmMap::copy_out(self, f, offset, dst)
+    }
+
+    fn dev_copies(&self, f: Fence, write: bool, items: &[(u64, u64, u64)]) -> Result<()> {
+        ShmMap::dev_copies(self, f, write, items)
     }
 }

@@ -2,6 +2,7 @@
 //! ephemeral ports, killed when the `Cluster` drops.
 #![allow(dead_code)]
 
+pub mod ha;
 pub mod load;
 pub mod netns;
 

@@ -273,7 +273,7 @@ static void test_errors(size_t pool)
     zero = buf1d(NULL, 4);
     CHECK_EQ(mmcc_put("e", &zero, default_options(), 0), MMC_INVALID_PARAM);
     hbm = buf1d(data, 15);
-    hbm.type = MEDIA_HBM; /* no device backend in this build */
+    hbm.type = MEDIA_HBM; /* host memory given as device memory */
     CHECK_EQ(mmcc_put("e", &hbm, default_options(), 0), MMC_INVALID_PARAM);
     bad = buf1d(data, 15);
     bad.dimType = 7;

@@ -70,6 +70,7 @@ impl Claims {
 }
 
 /// A claimed range; dropping it ends the claim.
+#[derive(Debug)]
 pub(super) struct ClaimGuard<'a> {
     claims: &'a Claims,
     claim: Claim,

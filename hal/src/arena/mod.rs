@@ -391,6 +391,40 @@ impl Arena {
     }
 }
 
+/// A claimed range of an arena for a copy that no Rust code makes (a device runtime's DMA, see
+/// [`Arena::claim_raw`]); the claim ends when it drops.
+#[derive(Debug)]
+pub struct RawRange<'a> {
+    _claim: claims::ClaimGuard<'a>,
+    addr: u64,
+}
+
+impl RawRange<'_> {
+    /// Address of the range's first byte, for the device copy.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+}
+
+impl Arena {
+    /// Claim `[offset, offset + len)` (`write`: the copy writes the arena) for a copy made
+    /// outside Rust's abstract machine, by a device runtime: while the returned guard lives, no
+    /// conflicting Rust copy of this process runs on the range (it is refused with
+    /// [`HalError::Busy`], as between two Rust copies).
+    ///
+    /// # Errors
+    ///
+    /// [`HalError::OutOfBounds`] outside the arena; [`HalError::Busy`] on a conflicting copy.
+    pub fn claim_raw(&self, offset: u64, len: u64, write: bool) -> Result<RawRange<'_>, HalError> {
+        let off = self.check(offset, len)?;
+        let claim = self.claims.claim(offset, len, write)?;
+        Ok(RawRange {
+            _claim: claim,
+            addr: self.map.as_mut_ptr() as u64 + off as u64,
+        })
+    }
+}
+
 impl AsRawFd for Arena {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()

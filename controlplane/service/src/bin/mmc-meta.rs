@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use mmc_config::flags::{apply_flags, with_flags};
 use mmc_config::{fsutil, logging, MetaConfig, META_KEYS, TLS_KEYS};
-use mmc_meta_service::MetaServer;
+use mmc_meta_service::{ha, MetaServer};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +22,8 @@ struct Args {
     /// Config file (TOML, or Ascend MemCache's ock.mmc.* key=value); default $MMC_META_CONFIG_PATH.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Write the bound address (ip:port) to this file once listening (for scripts and tests).
+    /// Write the bound address (ip:port) to this file once listening (for scripts and tests). With
+    /// `etcd_url`: written when elected leader, removed when stepping down.
     #[arg(long)]
     addr_file: Option<PathBuf>,
 }
@@ -43,6 +44,23 @@ fn main() {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
             .unwrap_or_else(|e| fail(&format!("signal: {e}")));
+    }
+    if !config.etcd_url.is_empty() {
+        // High availability: serve only while elected (see mmc_meta_service::ha).
+        let addr_file = args.addr_file;
+        ha::run(&config, &stop, |role| match (role, &addr_file) {
+            (ha::Role::Leader(addr), Some(path)) => {
+                fsutil::write_atomically(path, &addr.to_string())
+                    .unwrap_or_else(|e| fail(&format!("write {}: {e}", path.display())));
+            }
+            (ha::Role::Standby, Some(path)) => {
+                let _ = std::fs::remove_file(path);
+            }
+            (_, None) => {}
+        })
+        .unwrap_or_else(|e| fail(&e.to_string()));
+        tracing::info!("signal received: stopped");
+        return;
     }
     let server = MetaServer::start(&config).unwrap_or_else(|e| fail(&e.to_string()));
     if let Some(path) = args.addr_file {

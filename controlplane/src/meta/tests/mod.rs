@@ -2,6 +2,7 @@
 //! in their own files.
 
 mod admission;
+mod demote;
 mod index;
 mod membership;
 mod pause;

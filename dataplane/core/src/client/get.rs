@@ -215,6 +215,32 @@ impl GetOp {
         }
     }
 
+    /// [`GetOp::verify`] for bytes the caller cannot hand over as slices (device memory):
+    /// `actual(t)` computes the checksum of what transfer `t` delivered, or fails (that failure
+    /// is then the copy's outcome).
+    pub fn verify_by(
+        &self,
+        outcomes: &mut [Result<()>],
+        mut actual: impl FnMut(&Transfer) -> Result<u32>,
+    ) {
+        assert_eq!(
+            outcomes.len(),
+            self.transfers.len(),
+            "one outcome per transfer"
+        );
+        for (t, outcome) in self.transfers.iter().zip(outcomes.iter_mut()) {
+            if outcome.is_err() {
+                continue;
+            }
+            let Some(expected) = self.crc(t.item) else {
+                continue;
+            };
+            if let Err(e) = actual(t).and_then(|a| self.check(t, expected, a)) {
+                *outcome = Err(e);
+            }
+        }
+    }
+
     /// The error for a copy `t` whose bytes have checksum `actual`, if not `expected`.
     fn check(&self, t: &Transfer, expected: u32, actual: u32) -> Result<()> {
         if actual == expected {

@@ -1,7 +1,7 @@
-//! Exist, query and remove: one meta round trip for any number of keys, no bytes moved (sent
-//! again after a back-off while the meta service answers `Busy`).
+//! Exist, query, remove and lease: one meta round trip for any number of keys, no bytes moved
+//! (sent again after a back-off while the meta service answers `Busy`).
 
-use mmc_controlplane::msg::{Replica, Reply, Request};
+use mmc_controlplane::msg::{Replica, Reply, Request, ServiceAddr};
 use mmc_controlplane::{Error, Result};
 use tracing::debug;
 
@@ -14,13 +14,23 @@ pub enum MetaKind {
     Exist,
     Query,
     Remove,
+    /// A lookup that takes a read lease per key and moves no bytes (the layer-wise read path:
+    /// the caller copies under the lease later and gives it back with `Request::Release`).
+    Lease,
 }
 
-/// What a query tells about an object (empty for exist and remove).
+/// What a query or lease tells about an object (empty for exist and remove).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Info {
     pub size: u64,
     pub replicas: Vec<Replica>,
+    /// `Lease` only: the read lease's id (give it back with `Request::Release`) ...
+    pub lease: u64,
+    /// ... the object's CRC-32C ...
+    pub crc: u32,
+    /// ... and when the lease ends on the operation's clock (counted from when the lookup was
+    /// sent, so never later than the meta service's own expiry).
+    pub lease_until_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +57,10 @@ pub struct MetaOp {
     timeout_ms: u64,
     /// The message of the last `Busy` answer.
     busy: Option<String>,
+    /// When the request in flight was sent (leases count from there).
+    sent_ms: u64,
+    /// `Lease`: the addresses of the services holding the replicas.
+    services: Vec<ServiceAddr>,
 }
 
 impl MetaOp {
@@ -77,6 +91,8 @@ impl MetaOp {
             deadline_ms: now_ms.saturating_add(timeout_ms),
             timeout_ms,
             busy: None,
+            sent_ms: now_ms,
+            services: Vec::new(),
         })
     }
 
@@ -92,6 +108,7 @@ impl MetaOp {
         match self.state {
             State::Send => {
                 self.state = State::Await;
+                self.sent_ms = now_ms;
                 debug_assert!(self.sent.is_empty());
                 self.sent = (0..self.keys.len())
                     .filter(|&i| self.results[i].is_ok())
@@ -101,6 +118,7 @@ impl MetaOp {
                     MetaKind::Exist => Request::Exist { keys },
                     MetaKind::Query => Request::Query { keys },
                     MetaKind::Remove => Request::Remove { keys },
+                    MetaKind::Lease => Request::Lookup { keys },
                 })
             }
             State::Await => Action::Wait {
@@ -118,9 +136,10 @@ impl MetaOp {
     pub fn on_meta(&mut self, now_ms: u64, request: Request, reply: Result<Reply>) {
         let sent = std::mem::take(&mut self.sent);
         match request {
-            Request::Exist { keys } | Request::Query { keys } | Request::Remove { keys } => {
-                restore(&mut self.keys, &sent, keys)
-            }
+            Request::Exist { keys }
+            | Request::Query { keys }
+            | Request::Remove { keys }
+            | Request::Lookup { keys } => restore(&mut self.keys, &sent, keys),
             other => panic!("a metadata call handed back {other:?}"),
         }
         if self.state != State::Await {
@@ -144,10 +163,37 @@ impl MetaOp {
                         Info {
                             size: i.size,
                             replicas: i.replicas,
+                            ..Info::default()
                         },
                     )
                 })
                 .collect(),
+            (
+                MetaKind::Lease,
+                Ok(Reply::Lookup {
+                    lease_ms,
+                    items,
+                    services,
+                }),
+            ) => {
+                self.services = services;
+                let until = self.sent_ms.saturating_add(lease_ms);
+                items
+                    .into_iter()
+                    .map(|i| {
+                        (
+                            i.code,
+                            Info {
+                                size: i.size,
+                                replicas: i.replicas,
+                                lease: i.lease,
+                                crc: i.crc,
+                                lease_until_ms: until,
+                            },
+                        )
+                    })
+                    .collect()
+            }
             (MetaKind::Exist | MetaKind::Remove, Ok(Reply::Codes { codes })) => {
                 codes.into_iter().map(|c| (c, Info::default())).collect()
             }
@@ -193,6 +239,11 @@ impl MetaOp {
     fn fail(&mut self, e: Error) {
         self.fatal = Some(e);
         self.state = State::Done;
+    }
+
+    /// `Lease`: the addresses of the services the leased replicas live on.
+    pub fn services(&self) -> &[ServiceAddr] {
+        &self.services
     }
 
     /// One result per key; `Err` for the whole call when the meta service could not answer.

@@ -13,11 +13,13 @@ mod get;
 mod keys;
 mod meta_op;
 mod put;
+mod staged;
 
 pub use get::GetOp;
 pub use keys::{check_key, check_keys, check_lengths, key_error, unexpected, CloneError};
 pub use meta_op::{Info, MetaKind, MetaOp};
 pub use put::{PutOp, PutOptions, REPLACE_MAX};
+pub use staged::{FinishOp, Staged, STAGED_WRITE_MS};
 
 use mmc_controlplane::msg::{Request, ServiceAddr};
 use mmc_hal::fence::Fence;
@@ -77,7 +79,7 @@ macro_rules! operation {
         }
     )*};
 }
-operation!(PutOp, GetOp, MetaOp);
+operation!(PutOp, GetOp, MetaOp, FinishOp);
 
 /// Which way bytes move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,3 +205,5 @@ pub fn runs(
 mod tests;
 #[cfg(test)]
 mod tests_busy_verify;
+#[cfg(test)]
+mod tests_staged;

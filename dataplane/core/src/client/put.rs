@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::keys::{lend, restore};
 use super::{
     busy_timeout, busy_until, check_keys, check_lengths, key_error, service, unexpected, Action,
-    CloneError, Dir, Suspects, Transfer,
+    CloneError, Dir, Staged, Suspects, Transfer,
 };
 
 /// Back-off between tries of a put that waits for leased space to be released.
@@ -108,6 +108,10 @@ pub struct PutOp {
     margin_ms: u64,
     /// The message of the last `Busy` answer, until the meta service answers again.
     busy: Option<String>,
+    /// Allocate only ([`PutOp::stage`]): keys that got space end in `staged`, unwritten and
+    /// uncommitted, for the caller to write and then commit with a `FinishOp`.
+    stage_only: bool,
+    staged: Vec<Staged>,
 }
 
 impl PutOp {
@@ -187,7 +191,43 @@ impl PutOp {
             // Leave room for one more round trip, so that a put that found no room answers -3013,
             // not a timeout.
             margin_ms: (timeout_ms / 10).min(200),
+            stage_only: false,
+            staged: Vec::new(),
         })
+    }
+
+    /// The allocation phase of a put alone (vllm-ascend's `batch_alloc`): keys that get space are
+    /// [`Staged`] (see [`PutOp::take_staged`]); their results are `Ok` though nothing is written
+    /// or committed yet. Waiting for leased space and `Busy` answers work as in a whole put.
+    pub fn stage<K: AsRef<str>>(
+        keys: &[K],
+        sizes: &[u64],
+        opts: &PutOptions,
+        writer_rank: Option<u32>,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Result<PutOp> {
+        // Keys refused by the meta service (placed with a bad reply) are committed as failed,
+        // which needs checksums: any value does for a failed commit.
+        let zeros = vec![0; keys.len()];
+        let mut op = PutOp::new(
+            keys,
+            sizes,
+            Some(&zeros),
+            opts,
+            writer_rank,
+            now_ms,
+            timeout_ms,
+        )?;
+        op.stage_only = true;
+        Ok(op)
+    }
+
+    /// After a [`PutOp::stage`]: the keys that got space, in batch order.
+    pub fn take_staged(&mut self) -> Vec<Staged> {
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.sort_by_key(|s| s.item);
+        staged
     }
 
     /// The values' CRC-32C, when `new` was not given them. Must come before the commit.
@@ -394,7 +434,29 @@ impl PutOp {
             } else {
                 self.placed.push((i, item.token));
                 self.plan_writes(i, &item.replicas);
+                if self.stage_only && self.results[i].is_ok() {
+                    self.placed.pop();
+                    self.confirmed[i] = true;
+                    let services = self
+                        .services
+                        .iter()
+                        .filter(|s| item.replicas.iter().any(|r| r.rank == s.rank))
+                        .cloned()
+                        .collect();
+                    self.staged.push(Staged {
+                        item: i,
+                        token: item.token,
+                        replicas: item.replicas.clone(),
+                        services,
+                        at_ms: now_ms,
+                    });
+                }
             }
+        }
+        if self.stage_only {
+            // Nothing is written here; keys left in `placed` had a bad placement and are
+            // committed as failed below.
+            self.transfers.clear();
         }
         // Every write belongs to a key that got space in this round.
         debug_assert!(self

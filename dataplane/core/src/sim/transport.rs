@@ -40,6 +40,9 @@ impl Transport for SimTransport<'_> {
                 Mem::Src(src) => Some(src.concat()),
                 // Delivered into the client's buffer when the copy completes.
                 Mem::Dst(_) => None,
+                Mem::DevSrc(_) | Mem::DevDst(_) => {
+                    unreachable!("the simulated cluster moves host memory only")
+                }
             };
             debug_assert_eq!(data.is_some(), job.t.dir == Dir::Write);
             if let Err(e) = self.start(job.idx, job.t, data) {
