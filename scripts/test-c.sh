@@ -37,6 +37,7 @@ cargo build --locked --profile "$([ "$profile" = debug ] && echo dev || echo rel
 # uninitialised value" inside optimized Rust code (mmc_core's MetaOp::poll) that the debug build
 # does not show, taken for optimizer artefacts; memcheck checks the debug build.
 cargo build --locked -p mmc-ffi -p mmc-meta-service -p mmc-dataplane --lib --bins
+cargo build --locked -p mmc-tls --features testpki --bin mmc-testpki
 rm -rf "$sdk" "$out"
 mkdir -p "$sdk/lib/pkgconfig" "$sdk/include" "$out"
 cp "$lib_dir/libmmc.so" "$lib_dir/libmmc.a" "$sdk/lib/"
@@ -52,6 +53,7 @@ gcc $cflags ffi/tests/c/test_api.c "$sdk/lib/libmmc.a" $(pkg-config --libs-only-
 g++ -x c++ -std=c++17 -Wall -Wextra -Werror -g $(pkg-config --cflags mmc) ffi/tests/c/test_api.c \
     $(pkg-config --libs mmc) -o "$out/test_api_cpp"
 gcc $cflags examples/c/kv_layers.c $(pkg-config --libs mmc) -o "$out/kv_layers"
+gcc $cflags ffi/tests/c/test_tls.c $(pkg-config --libs mmc) -o "$out/test_tls"
 gcc $cflags ffi/tests/c/test_device.c $(pkg-config --libs mmc) -o "$out/test_device"
 export LD_LIBRARY_PATH=$sdk/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
@@ -82,6 +84,18 @@ done
 for i in 0 1; do for _ in $(seq 200); do [ -s "$work/local$i" ] && break; sleep 0.05; done; done
 "$out/test_api_shared" remote "$meta"
 MMC_DEVICE_BACKEND=sim "$out/test_device" remote "$meta"
+
+step "TLS: in-process services, then mmc-meta / mmc-local processes with --tls flags"
+"$target/debug/mmc-testpki" "$work/pki" >/dev/null
+"$out/test_tls" "$work/pki" inproc "$(port)"
+tlsflags=(--tls --tls-ca "$work/pki/ca.pem" --tls-crl "$work/pki/crl.pem" --tls-cert "$work/pki/node.pem"
+    --tls-key "$work/pki/node-enc.key" --tls-key-pass "$work/pki/pass.txt")
+"$target/debug/mmc-meta" --listen tcp://127.0.0.1:0 --addr-file "$work/tmeta" --log-level error "${tlsflags[@]}" & pids+=($!)
+for _ in $(seq 200); do [ -s "$work/tmeta" ] && break; sleep 0.05; done
+tmeta="tcp://$(cat "$work/tmeta")"
+"$target/debug/mmc-local" --meta "$tmeta" --dram 64MB --addr-file "$work/tlocal" --log-level error "${tlsflags[@]}" & pids+=($!)
+for _ in $(seq 200); do [ -s "$work/tlocal" ] && break; sleep 0.05; done
+"$out/test_tls" "$work/pki" remote "$tmeta"
 
 step "valgrind memcheck (in-process cluster, small sizes, debug libmmc)"
 # Process-wide tables (the async handle map, the log subscriber) stay reachable until exit; only

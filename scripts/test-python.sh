@@ -52,9 +52,10 @@ if [ "${MMC_PY_CLIPPY:-0}" = 1 ]; then
     (cd python && CARGO_TARGET_DIR="$WHEEL_TARGET" cargo clippy --all-targets -- -D warnings)
 fi
 
-step "build mmc-meta, mmc-local, mmc"
+step "build mmc-meta, mmc-local, mmc, mmc-testpki"
 cargo build -p mmc-meta-service -p mmc-dataplane --bins
-for b in mmc-meta mmc-local mmc; do
+cargo build -p mmc-tls --features testpki --bin mmc-testpki
+for b in mmc-meta mmc-local mmc mmc-testpki; do
     [ -x "$BIN_DIR/$b" ] || { echo "missing $BIN_DIR/$b" >&2; exit 1; }
 done
 

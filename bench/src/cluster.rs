@@ -148,6 +148,16 @@ pub fn bin_dir() -> PathBuf {
 impl Cluster {
     /// Start a meta service in this process on an ephemeral port.
     pub fn start(dir: &Path, log_level: LogLevel) -> Result<Cluster, String> {
+        Cluster::start_with_tls(dir, log_level, mmc_config::TlsConfig::default())
+    }
+
+    /// [`Cluster::start`] with these TLS settings for the meta service (its local services need
+    /// the matching `--tls*` flags).
+    pub fn start_with_tls(
+        dir: &Path,
+        log_level: LogLevel,
+        tls: mmc_config::TlsConfig,
+    ) -> Result<Cluster, String> {
         let bin = bin_dir();
         if !bin.join("mmc-local").is_file() {
             return Err(format!(
@@ -159,6 +169,7 @@ impl Cluster {
         let meta = MetaServer::start(&MetaConfig {
             listen_url: "tcp://127.0.0.1:0".into(),
             log_level,
+            tls,
             ..MetaConfig::default()
         })
         .map_err(|e| format!("start the meta service: {e}"))?;

@@ -19,6 +19,7 @@ mod progress;
 mod rdma;
 mod report;
 mod targets;
+mod tls_rows;
 mod workloads;
 
 use std::path::PathBuf;
@@ -117,6 +118,11 @@ struct Args {
     /// `verbs` (a real device, build with `--features mmc-hal/rdma`); `none` skips them.
     #[arg(long, default_value = "sim", value_name = "NAME")]
     rdma_provider: String,
+    /// Measure the TCP placement with mutual TLS 1.3 on too (batch-8m and 4k, against a second
+    /// cluster with TLS on every channel, certificates made at run time); on by default in full
+    /// runs, off with --quick unless given.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -203,6 +209,16 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         && args.meta.is_none()
         && names.contains(&"batch-8m")
         && placements.contains(&TCP);
+    let tls_names: Vec<&str> =
+        if (args.tls || !args.quick) && args.meta.is_none() && placements.contains(&TCP) {
+            names
+                .iter()
+                .copied()
+                .filter(|n| ["batch-8m", "4k"].contains(n))
+                .collect()
+        } else {
+            Vec::new()
+        };
     let peer_workloads = names.iter().filter(|n| **n != "first-write").count() as u64;
     let steps =
         3 + if busy_poll {
@@ -211,6 +227,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             0
         } + 2 * u64::from(shards_row)
             + (placements.len() * names.len()) as u64
+            + tls_names.len() as u64
             + kv_peers.len() as u64 * peer_workloads
             + if mooncake { 2 } else { 0 };
     let progress = Progress::new(steps, args.quiet);
@@ -550,6 +567,29 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         Err(e) => {
             progress.note(format!("rdma overhead rows: FAILED: {e}"));
             op_failures.push(format!("rdma overhead: {e}"));
+        }
+    }
+    if !tls_names.is_empty() {
+        progress.say("starting a cluster with mutual TLS 1.3 on every channel for the TLS rows");
+        let dram_tls = plan.peak_bytes() + (64 << 20);
+        match tls_rows::rows(
+            &dir.0,
+            &config,
+            dram_tls,
+            &tls_names,
+            &prefix,
+            &plan,
+            &progress,
+            &mut checks,
+        ) {
+            Ok((r, note)) => {
+                rows.extend(r);
+                notes.push(note);
+            }
+            Err(f) => {
+                progress.note(format!("TLS rows: FAILED: {f}"));
+                op_failures.push(format!("TLS rows: {f}"));
+            }
         }
     }
 

@@ -26,6 +26,8 @@ pub const BUSY_POLL: &str = "busy-poll";
 /// (a thread per connection), or shard threads (`mmc-local --data-shards N`).
 pub const THREADS: &str = "thread-per-connection";
 pub const SHARDS: &str = "2 shards";
+/// A thread per connection, every connection (meta and data) over mutual TLS 1.3.
+pub const TLS_THREADS: &str = "TLS 1.3";
 /// The shard data server waiting with io_uring instead of mio.
 pub const SHARDS_URING: &str = "2 uring shards";
 
@@ -156,7 +158,7 @@ impl Row {
         if self.wait != BLOCKING {
             s = format!("{s} {}", self.wait);
         }
-        if self.data_server == SHARDS || self.data_server == SHARDS_URING {
+        if self.data_server != THREADS && self.data_server != "-" {
             s = format!("{s} {}", self.data_server);
         }
         s
@@ -164,7 +166,7 @@ impl Row {
 
     /// A row of the default set-up: blocking calls, default data server.
     pub fn standard(&self) -> bool {
-        self.wait == BLOCKING && self.data_server != SHARDS && self.data_server != SHARDS_URING
+        self.wait == BLOCKING && (self.data_server == THREADS || self.data_server == "-")
     }
 
     /// Matches a standard row (blocking, default data server) only; see `find_busy`.

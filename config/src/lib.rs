@@ -170,7 +170,7 @@ pub fn keys_markdown() -> String {
             table::markdown_rows(CLIENT_KEYS, ""),
         ),
         (
-            "TLS, for all three: `[tls]` (or `[local.tls]`, `[client.tls]`).",
+            "TLS, for all three: `[tls]` (or `[local.tls]`, `[client.tls]`); the flags are those of `mmc-meta`, `mmc-local` and `mmc` (see Security).",
             table::markdown_rows(TLS_KEYS, "tls."),
         ),
     ];

@@ -1,7 +1,7 @@
 //! TLS settings (the C `mmc_tls_config`): a `[tls]` table in TOML, `ock.mmc.tls.*` in key = value
 //! files.
 
-use super::table::{self, as_table, Bool, Key, Path, TomlApplier};
+use super::table::{self, as_table, Bool, Flag, Key, Path, TomlApplier};
 use super::{ConfigError, OckFile};
 use crate::{config_key, config_struct};
 
@@ -10,50 +10,56 @@ pub static TLS_KEYS: &[Key<TlsConfig>] = &[
     config_key!(TlsConfig {
         name: "enable",
         ock: "ock.mmc.tls.enable",
+        flag: Flag::Switch("tls", "true"),
         kind: Bool,
         field: enable,
         default: "false",
-        doc: "Use TLS.",
+        doc: "Mutual TLS 1.3 on every TCP channel (meta, data); same-host shared memory then also needs the secret only authenticated peers learn.",
     }),
     config_key!(TlsConfig {
         name: "ca_path",
         ock: "ock.mmc.tls.ca.path",
+        flag: Flag::Value("tls-ca"),
         kind: Path,
         field: ca_path,
         default: "",
-        doc: "CA certificate (required with TLS).",
+        doc: "PEM file of the CA: the only one trusted; both sides must present a certificate it signed (required with TLS).",
     }),
     config_key!(TlsConfig {
         name: "crl_path",
         ock: "ock.mmc.tls.crl.path",
+        flag: Flag::Value("tls-crl"),
         kind: Path,
         field: crl_path,
         default: "",
-        doc: "Certificate revocation list.",
+        doc: "PEM file of revocation lists (X509 CRL) checked against every peer; empty = no revocation check.",
     }),
     config_key!(TlsConfig {
         name: "cert_path",
         ock: "ock.mmc.tls.cert.path",
+        flag: Flag::Value("tls-cert"),
         kind: Path,
         field: cert_path,
         default: "",
-        doc: "This side's certificate (required with TLS).",
+        doc: "PEM file of this side's certificate chain (required with TLS).",
     }),
     config_key!(TlsConfig {
         name: "key_path",
         ock: "ock.mmc.tls.key.path",
+        flag: Flag::Value("tls-key"),
         kind: Path,
         field: key_path,
         default: "",
-        doc: "This side's private key (required with TLS).",
+        doc: "PEM file of this side's private key: PKCS#8, SEC1 or PKCS#1; or an encrypted PKCS#8 key (`ENCRYPTED PRIVATE KEY`) with `key_pass_path` (required with TLS).",
     }),
     config_key!(TlsConfig {
         name: "key_pass_path",
         ock: "ock.mmc.tls.key.pass.path",
+        flag: Flag::Value("tls-key-pass"),
         kind: Path,
         field: key_pass_path,
         default: "",
-        doc: "The private key's passphrase file.",
+        doc: "File holding the encrypted key's password (one trailing newline ignored); with `decrypter_lib_path`, its contents are what the library decrypts.",
     }),
     config_key!(TlsConfig {
         name: "package_path",
@@ -61,16 +67,17 @@ pub static TLS_KEYS: &[Key<TlsConfig>] = &[
         kind: Path,
         field: package_path,
         default: "",
-        doc: "TLS package folder.",
+        doc: "Accepted for compatibility (an OpenSSL library in Ascend MemCache) and unused: TLS is built in (rustls).",
     }),
     config_key!(TlsConfig {
         name: "decrypter_lib_path",
         aliases: ["decrypter_path"],
         ock: "ock.mmc.tls.decrypter.path",
+        flag: Flag::Value("tls-decrypter"),
         kind: Path,
         field: decrypter_lib_path,
         default: "",
-        doc: "Library that decrypts the key passphrase.",
+        doc: "Shared library loaded at start-up whose `mmc_tls_decrypt` turns the contents of `key_pass_path` into the password (see Security).",
     }),
 ];
 

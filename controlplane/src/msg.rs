@@ -49,8 +49,9 @@ pub struct Register {
     pub host: String,
     /// `ip:port` of the data endpoint.
     pub data_endpoint: String,
-    /// Unix socket (`@name` = abstract) where same-host clients receive the pools' memfds; empty =
-    /// not offered.
+    /// Unix socket where same-host clients receive the pools' memfds, as `PATH#HEX-SECRET` (the
+    /// secret is what a client sends first; see the local service's `shm_server`); empty = not
+    /// offered.
     pub shm_endpoint: String,
     pub segments: Vec<SegmentSpec>,
 }

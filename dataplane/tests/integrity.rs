@@ -9,8 +9,8 @@
 
 mod common;
 
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::{pattern, Cluster};
@@ -63,14 +63,17 @@ fn scribble(services: &[ServiceAddr], replica: &Replica, at: u64, bytes: &[u8]) 
         .iter()
         .find(|s| s.rank == replica.rank)
         .expect("an address for the replica's service");
-    let name = addr
+    // `PATH#HEX-SECRET`: connect to the socket file and send the secret first.
+    let (path, secret) = addr
         .shm_endpoint
-        .strip_prefix('@')
-        .expect("an abstract shm socket");
-    let stream = UnixStream::connect_addr(
-        &SocketAddr::from_abstract_name(name.as_bytes()).expect("socket name"),
-    )
-    .expect("connect to the shm socket");
+        .rsplit_once('#')
+        .expect("a shm endpoint with its secret");
+    let secret: Vec<u8> = (0..secret.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&secret[i..i + 2], 16).expect("hex secret"))
+        .collect();
+    let mut stream = UnixStream::connect(path).expect("connect to the shm socket");
+    stream.write_all(&secret).expect("send the secret");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");

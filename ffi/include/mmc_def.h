@@ -95,6 +95,10 @@
 // A log sink: `level` 0 debug, 1 info, 2 warn, 3 error; `msg` is valid during the call only.
 typedef void (*mmc_log_func)(int level, const char *msg);
 
+// Mutual TLS 1.3 on every TCP channel (README "Security"). Paths are PEM files; with `tlsEnable`,
+// `caPath`, `certPath` and `keyPath` are required. `keyPassPath` holds an encrypted PKCS#8 key's
+// password; `decrypterLibPath` names a library whose `mmc_tls_decrypt` (mmc_tls_decrypter.h)
+// turns that file's contents into the password; `packagePath` is accepted and unused.
 typedef struct mmc_tls_config {
   bool tlsEnable;
   char caPath[TLS_PATH_SIZE];

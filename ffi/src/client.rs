@@ -91,10 +91,7 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
             return MMC_REPEAT_CALL;
         }
         let url = tri!(convert::field("discoveryURL", &c.discoveryURL));
-        if c.tlsConfig.tlsEnable {
-            warn!("mmcc_init: TLS is not supported by this build");
-            return MMC_INVALID_PARAM;
-        }
+        let tls = tri!(convert::tls(&c.tlsConfig));
         let config = ClientConfig {
             meta_url: url.clone(),
             rank_id: c.rankId,
@@ -105,6 +102,7 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
             },
             read_threads: c.readThreadPoolNum,
             write_threads: c.writeThreadPoolNum,
+            tls,
             ..ClientConfig::default()
         };
         let client = match crate::service::local_for(&url) {

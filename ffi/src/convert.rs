@@ -70,6 +70,30 @@ pub(crate) fn field(name: &str, arr: &[c_char]) -> Result<String, i32> {
     })
 }
 
+/// The TLS settings of a C `mmc_tls_config` (every path field NUL-terminated UTF-8), checked:
+/// with `tlsEnable`, the CA, certificate and key paths must be set.
+/// With `tlsEnable` false the path fields are not read (as before TLS existed).
+pub(crate) fn tls(c: &mmc_tls_config) -> Result<mmc_config::TlsConfig, i32> {
+    if !c.tlsEnable {
+        return Ok(mmc_config::TlsConfig::default());
+    }
+    let t = mmc_config::TlsConfig {
+        enable: c.tlsEnable,
+        ca_path: field("tlsConfig.caPath", &c.caPath)?,
+        crl_path: field("tlsConfig.crlPath", &c.crlPath)?,
+        cert_path: field("tlsConfig.certPath", &c.certPath)?,
+        key_path: field("tlsConfig.keyPath", &c.keyPath)?,
+        key_pass_path: field("tlsConfig.keyPassPath", &c.keyPassPath)?,
+        package_path: field("tlsConfig.packagePath", &c.packagePath)?,
+        decrypter_lib_path: field("tlsConfig.decrypterLibPath", &c.decrypterLibPath)?,
+    };
+    t.validate().map_err(|e| {
+        warn!(error = %e, "tlsConfig refused");
+        MMC_INVALID_PARAM
+    })?;
+    Ok(t)
+}
+
 /// The (address, length) pieces a buffer describes, in object order.
 pub(crate) fn pieces(buf: &mmc_buffer) -> Result<Vec<(usize, usize)>, i32> {
     match buf.r#type {

@@ -73,10 +73,9 @@ pub unsafe extern "C" fn mmcs_meta_service_start(
         let Ok(metrics) = convert::field("metricsURL", &c.metricsURL) else {
             return std::ptr::null_mut();
         };
-        if c.tlsConfig.tlsEnable {
-            warn!("mmcs_meta_service_start: TLS is not supported by this build");
+        let Ok(tls) = convert::tls(&c.tlsConfig) else {
             return std::ptr::null_mut();
-        }
+        };
         let config = MetaConfig {
             listen_url: url,
             log_level: LogLevel::from_i32(c.logLevel).unwrap_or(LogLevel::Info),
@@ -91,6 +90,7 @@ pub unsafe extern "C" fn mmcs_meta_service_start(
                 c.evictThresholdLow
             },
             metrics_url: metrics,
+            tls,
             ..MetaConfig::default()
         };
         match MetaServer::start(&config) {
@@ -177,10 +177,9 @@ pub unsafe extern "C" fn mmcs_local_service_start(
                 }
             }
         };
-        if c.tlsConfig.tlsEnable {
-            warn!("mmcs_local_service_start: TLS is not supported by this build");
+        let Ok(tls) = convert::tls(&c.tlsConfig) else {
             return std::ptr::null_mut();
-        }
+        };
         let config = LocalConfig {
             meta_url: meta,
             data_url: if listen.is_empty() {
@@ -197,6 +196,7 @@ pub unsafe extern "C" fn mmcs_local_service_start(
             device_id: c.deviceId,
             protocol,
             log_level: LogLevel::from_i32(c.logLevel).unwrap_or(LogLevel::Info),
+            tls,
             ..LocalConfig::default()
         };
         match LocalService::start(&config) {

@@ -108,6 +108,10 @@ pub struct mmc_location_t {
     pub size: u64,
 }
 
+/// Mutual TLS 1.3 on every TCP channel (README "Security"). Paths are PEM files; with `tlsEnable`,
+/// `caPath`, `certPath` and `keyPath` are required. `keyPassPath` holds an encrypted PKCS#8 key's
+/// password; `decrypterLibPath` names a library whose `mmc_tls_decrypt` (mmc_tls_decrypter.h)
+/// turns that file's contents into the password; `packagePath` is accepted and unused.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct mmc_tls_config {

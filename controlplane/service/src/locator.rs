@@ -19,6 +19,8 @@ use crate::rpc::MetaConn;
 pub struct MetaLocator {
     url: String,
     kind: Kind,
+    /// `[tls]`: connections to the meta service use mutual TLS.
+    tls: Option<std::sync::Arc<mmc_tls::TlsContext>>,
 }
 
 enum Kind {
@@ -46,7 +48,14 @@ impl MetaLocator {
         Ok(MetaLocator {
             url: url.trim().to_string(),
             kind,
+            tls: None,
         })
+    }
+
+    /// Connect over mutual TLS with `tls` (None: plaintext).
+    pub fn with_tls(mut self, tls: Option<std::sync::Arc<mmc_tls::TlsContext>>) -> MetaLocator {
+        self.tls = tls;
+        self
     }
 
     /// The URL it was made from.
@@ -103,7 +112,7 @@ impl MetaLocator {
     /// tries once more with the one etcd names now.
     pub fn connect(&self, deadline: Instant) -> Result<MetaConn> {
         let addr = self.resolve(deadline)?;
-        match MetaConn::connect(addr, deadline) {
+        match MetaConn::connect_with(addr, self.tls.as_ref(), deadline) {
             Ok(c) => Ok(c),
             Err(e) if matches!(self.kind, Kind::Etcd { .. }) => {
                 self.forget(addr);
@@ -111,7 +120,8 @@ impl MetaLocator {
                 if again == addr {
                     return Err(e);
                 }
-                MetaConn::connect(again, deadline).inspect_err(|_| self.forget(again))
+                MetaConn::connect_with(again, self.tls.as_ref(), deadline)
+                    .inspect_err(|_| self.forget(again))
             }
             Err(e) => Err(e),
         }

@@ -3,7 +3,10 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use mmc_tls::{Stream, TlsContext};
 
 use rkyv::util::AlignedVec;
 
@@ -13,7 +16,7 @@ use mmc_controlplane::wire::{self, Kind, WireError};
 
 /// A connection to the meta service.
 pub struct MetaConn {
-    stream: TcpStream,
+    stream: Stream,
     addr: SocketAddr,
     buf: AlignedVec,
     next_id: u64,
@@ -21,7 +24,18 @@ pub struct MetaConn {
 }
 
 impl MetaConn {
+    /// A plaintext connection (TLS off).
     pub fn connect(addr: SocketAddr, deadline: Instant) -> Result<MetaConn> {
+        MetaConn::connect_with(addr, None, deadline)
+    }
+
+    /// A connection over TLS when `tls` is set (the handshake is bounded by the deadline and by
+    /// [`mmc_tls::HANDSHAKE_TIMEOUT`]; a failed one is -3017 with its reason), else plaintext.
+    pub fn connect_with(
+        addr: SocketAddr,
+        tls: Option<&Arc<TlsContext>>,
+        deadline: Instant,
+    ) -> Result<MetaConn> {
         let timeout = remaining(deadline, "connect to the meta service")?;
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
             if is_timeout(&e) {
@@ -39,6 +53,17 @@ impl MetaConn {
         stream
             .set_nodelay(true)
             .map_err(|e| Error::io("set TCP_NODELAY", e))?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let timeout = remaining(deadline, "TLS handshake with the meta service")?;
+                tls.connect(stream, addr, timeout)
+                    .map_err(|e| Error::MetaUnreachable {
+                        url: addr.to_string(),
+                        reason: e.to_string(),
+                    })?
+            }
+        };
         Ok(MetaConn {
             stream,
             addr,
@@ -63,9 +88,12 @@ impl MetaConn {
         let id = self.send(Kind::MetaRequest, req, deadline)?;
         let timeout = remaining(deadline, "meta reply")?;
         self.stream
+            .tcp()
             .set_read_timeout(Some(timeout))
             .map_err(|e| Error::io("set read timeout", e))?;
-        wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
+        if !self.busy_poll.is_zero() && !self.stream.has_buffered() {
+            wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
+        }
         let header = wire::read_frame(&mut self.stream, &mut self.buf)
             .map_err(|e| self.wire_error(e, timeout))?;
         if header.kind != Kind::MetaReply || header.req_id != id || header.raw_len != 0 {
@@ -96,6 +124,7 @@ impl MetaConn {
         wire::encode_payload(req, &mut self.buf).map_err(|e| Error::InvalidParam(e.to_string()))?;
         let timeout = remaining(deadline, "meta request")?;
         self.stream
+            .tcp()
             .set_write_timeout(Some(timeout))
             .map_err(|e| Error::io("set write timeout", e))?;
         let r = wire::write_frame(&mut self.stream, kind, id, &self.buf, 0)

@@ -20,6 +20,7 @@ use mmc_controlplane::wire::{self, Kind, WireError};
 use crate::metrics::{self, OpStats, Snapshot};
 use crate::obs::{self, HttpEndpoint, Scrape, Source};
 use crate::probe::{self, Outcome, ProbeSettings, Prober};
+use mmc_tls::{secure, Stream, TlsContext};
 
 /// How often the ticker expires leases, reclaims pending puts and checks heartbeats.
 const TICK_MS: u64 = 100;
@@ -43,6 +44,8 @@ struct Shared {
     suspect_on_close: bool,
     /// Probes of members paused by a hint (`probe_dead`).
     prober: Prober,
+    /// `[tls]`: every connection must complete a mutual TLS handshake first.
+    tls: Option<Arc<TlsContext>>,
     /// Requests are served until this many ms after `started` (u64::MAX: always). An elected
     /// leader sets it to where its etcd lease may have lapsed, so a leader frozen past its lease
     /// closes the connections it finds on waking instead of answering (see [`crate::ha`]).
@@ -142,6 +145,7 @@ impl MetaServer {
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
         let addr = parse_tcp_url(&config.listen_url).map_err(|e| Error::Config(e.to_string()))?;
+        let tls = TlsContext::from_config(&config.tls).map_err(|e| Error::Config(e.to_string()))?;
         let listener = TcpListener::bind(addr)
             .map_err(|e| Error::io(format!("bind the meta service to {addr}"), e))?;
         let addr = listener
@@ -160,6 +164,7 @@ impl MetaServer {
             clients: Mutex::new(HashMap::new()),
             suspect_on_close: config.suspect_on_close,
             prober: Prober::new(probe_settings(config)),
+            tls,
             serve_until_ms: AtomicU64::new(u64::MAX),
             ops: OpStats::default(),
         });
@@ -197,7 +202,7 @@ impl MetaServer {
         info!(%addr, high = config.evict_threshold_high, low = config.evict_threshold_low,
             heartbeat_ms = config.heartbeat_period_ms(), member_timeout_ms = config.member_timeout_ms,
             suspect_on_close = config.suspect_on_close, probe_dead = config.probe_dead,
-            "meta service listening");
+            tls = config.tls.enable, "meta service listening");
         Ok(MetaServer {
             addr,
             metrics,
@@ -314,7 +319,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         conn_threads.retain(|t| !t.is_finished());
         conn_threads.push(spawn("mmc-meta-conn", move || {
             let mut carried = Carried::default();
-            if let Err(e) = serve_conn(stream, &s, id, &mut carried) {
+            let served = match secure(stream, s.tls.as_deref(), peer, idle, "meta") {
+                Some(stream) => serve_conn(stream, &s, id, &mut carried),
+                None => Ok(()),
+            };
+            if let Err(e) = served {
                 match e {
                     WireError::Closed => debug!(?peer, "connection closed"),
                     e if e.is_timeout() => warn!(
@@ -533,7 +542,7 @@ fn note_carrier(shared: &Shared, id: u64, reply: &Reply, req: &Request, carried:
 }
 
 fn serve_conn(
-    mut stream: TcpStream,
+    mut stream: Stream,
     shared: &Arc<Shared>,
     id: u64,
     carried: &mut Carried,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use mmc_config::flags::{apply_flags, with_flags};
 use mmc_config::logging;
-use mmc_config::{LocalConfig, LOCAL_KEYS};
+use mmc_config::{LocalConfig, LOCAL_KEYS, TLS_KEYS};
 use mmc_dataplane::LocalService;
 
 #[derive(Parser)]
@@ -28,11 +28,12 @@ struct Args {
 }
 
 fn main() {
-    let matches = with_flags(Args::command(), LOCAL_KEYS).get_matches();
+    let matches = with_flags(with_flags(Args::command(), LOCAL_KEYS), TLS_KEYS).get_matches();
     let a = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let mut c =
         LocalConfig::load(a.config.as_deref()).unwrap_or_else(|e| fail(&format!("config: {e}")));
     apply_flags(LOCAL_KEYS, &matches, &mut c)
+        .and_then(|()| apply_flags(TLS_KEYS, &matches, &mut c.tls))
         .and_then(|()| c.validate())
         .unwrap_or_else(|e| fail(&e.to_string()));
     logging::init_with("mmc-local", &c.log_settings())

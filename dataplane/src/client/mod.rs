@@ -101,12 +101,14 @@ impl Client {
     }
 
     fn build(config: &ClientConfig, embedded: Option<Arc<LocalService>>) -> Result<Client> {
-        let meta = MetaLocator::new(&config.meta_url)?;
         let timeout = Duration::from_millis(if config.timeout_ms == 0 {
             60_000
         } else {
             config.timeout_ms
         });
+        let tls = mmc_tls::TlsContext::from_config(&config.tls)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let meta = MetaLocator::new(&config.meta_url)?.with_tls(tls.clone());
         let mut client = Client {
             started: Instant::now(),
             meta,
@@ -121,6 +123,7 @@ impl Client {
                 timeout,
                 Duration::from_micros(config.busy_poll_us),
                 config.rdma_provider,
+                tls.clone(),
             ),
             busy_poll: Duration::from_micros(config.busy_poll_us),
             verify_reads: config.verify_reads,

@@ -6,8 +6,8 @@
 //! service's epoch fence with that incarnation, the core checks each piece's segment belongs to it,
 //! and after the copy the fence must still hold (a read then says so after its bytes).
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use mmc_controlplane::msg::{ArchivedDataRequest, ArchivedPiece, DataReply};
 use mmc_controlplane::wire::{self, Kind, WireError};
 use mmc_controlplane::Code;
 use mmc_core::local::{LocalCore, Refused};
+use mmc_tls::{secure, Stream};
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
@@ -30,7 +31,9 @@ pub(crate) const CONNS_MAX: usize = 4096;
 pub(crate) const PIECES_MAX: usize = 65536;
 
 /// Accept data connections: each goes to the next shard when there are shards, else to a thread
-/// of its own.
+/// of its own. With TLS on, each connection's handshake runs on a thread of its own first (so a
+/// slow or hostile peer holds up neither the acceptor nor a shard); a peer that fails it is
+/// refused and logged with its address.
 pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<Shard>) {
     let mut threads = Vec::new();
     let mut next_id = 0u64;
@@ -51,12 +54,44 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
             continue;
         }
         inner.stats.conns_opened.fetch_add(1, Ordering::Relaxed);
+        threads.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
         if !shards.is_empty() {
             next_id += 1;
-            let shard = &shards[(next_id % shards.len() as u64) as usize];
-            if shard.hand(stream).is_err() {
-                inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
-                warn!(?peer, "data connection refused: shard queue full");
+            let shard = shards[(next_id % shards.len() as u64) as usize].clone();
+            let counted = inner.clone();
+            let hand = move |stream: Stream| {
+                if shard.hand(stream).is_err() {
+                    counted.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
+                    warn!(?peer, "data connection refused: shard queue full");
+                }
+            };
+            match inner.tls.clone() {
+                None => hand(Stream::Plain(stream)),
+                Some(_) if threads.len() >= CONNS_MAX => {
+                    inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        ?peer,
+                        limit = CONNS_MAX,
+                        "data connection refused: too many TLS handshakes in flight"
+                    )
+                }
+                Some(tls) => threads.push({
+                    let counted_tls = inner.clone();
+                    std::thread::Builder::new()
+                        .name("mmc-local-handshake".into())
+                        .spawn(
+                            move || match secure(stream, Some(&tls), peer, idle, "data") {
+                                Some(s) => hand(s),
+                                None => {
+                                    counted_tls
+                                        .stats
+                                        .conns_closed
+                                        .fetch_add(1, Ordering::Relaxed);
+                                }
+                            },
+                        )
+                        .expect("spawn a handshake thread")
+                }),
             }
             continue;
         }
@@ -85,14 +120,17 @@ pub(super) fn accept_loop(listener: TcpListener, inner: Arc<Inner>, shards: Vec<
                 .insert(id, c);
         }
         let i = inner.clone();
-        threads.retain(|t: &std::thread::JoinHandle<()>| !t.is_finished());
         threads.push(
             std::thread::Builder::new()
                 .name("mmc-local-conn".into())
                 .spawn(move || {
-                    match serve(stream, &i) {
-                        Ok(()) | Err(WireError::Closed) => debug!(?peer, "data connection closed"),
-                        Err(e) => cut_off(peer, &e),
+                    if let Some(stream) = secure(stream, i.tls.as_deref(), peer, idle, "data") {
+                        match serve(stream, &i) {
+                            Ok(()) | Err(WireError::Closed) => {
+                                debug!(?peer, "data connection closed")
+                            }
+                            Err(e) => cut_off(peer, &e),
+                        }
                     }
                     // Dropping the registry's clone closes the socket: the peer sees the end.
                     i.conns
@@ -119,7 +157,13 @@ pub(super) struct Conn {
     /// (pool index, offset, len) of the current request, in order.
     ranges: Vec<(usize, u64, u64)>,
     runs: Vec<(u64, u64)>,
+    /// Staging for TLS: decrypted bytes on their way into the pool, pool bytes on their way to be
+    /// encrypted (empty until a TLS connection moves bytes; plain connections use the socket).
+    staging: Vec<u8>,
 }
+
+/// Bytes staged per copy step of a TLS transfer.
+const STAGING_BYTES: usize = 256 << 10;
 
 impl Conn {
     pub(super) fn new() -> Conn {
@@ -128,6 +172,7 @@ impl Conn {
             reply: AlignedVec::new(),
             ranges: Vec::new(),
             runs: Vec::new(),
+            staging: Vec::new(),
         }
     }
 }
@@ -146,21 +191,19 @@ pub(super) fn cut_off(peer: Option<std::net::SocketAddr>, e: &WireError) {
     }
 }
 
-fn serve(mut stream: TcpStream, inner: &Inner) -> Result<(), WireError> {
+fn serve(mut stream: Stream, inner: &Inner) -> Result<(), WireError> {
     let mut c = Conn::new();
     loop {
-        wire::spin_until_readable(&stream, inner.busy_poll);
+        if !inner.busy_poll.is_zero() && !stream.has_buffered() {
+            wire::spin_until_readable(&stream, inner.busy_poll);
+        }
         serve_one(&mut stream, inner, &mut c)?;
     }
 }
 
 /// Read one request from `stream` and answer it, moving its bytes between the socket and the pool.
 /// Returns at once when no request began within the socket's read timeout.
-pub(super) fn serve_one(
-    stream: &mut TcpStream,
-    inner: &Inner,
-    c: &mut Conn,
-) -> Result<(), WireError> {
+pub(super) fn serve_one(stream: &mut Stream, inner: &Inner, c: &mut Conn) -> Result<(), WireError> {
     let Some(header) = wire::read_request(&mut *stream, &mut c.payload)? else {
         return Ok(()); // idle between requests
     };
@@ -232,7 +275,7 @@ pub(super) fn serve_one(
     });
     match (write, total) {
         (true, Ok(_)) => {
-            fill(inner, &c.ranges, &mut c.runs, &mut *stream)?;
+            fill(inner, &c.ranges, &mut c.runs, &mut c.staging, &mut *stream)?;
             // A write that crossed a re-registration (only after a drain that timed out) may have
             // landed in space the new incarnation placed: the put fails, its space is never
             // committed.
@@ -266,7 +309,7 @@ pub(super) fn serve_one(
                 "",
                 total,
             )?;
-            drain(inner, &c.ranges, &mut c.runs, &mut *stream)?;
+            drain(inner, &c.ranges, &mut c.runs, &mut c.staging, &mut *stream)?;
             // The bytes are sent; this says whether they are the object's.
             let held = guard.as_ref().map(|g| g.still(incarnation));
             let held = matches!(held, Ok(Ok(())));
@@ -367,31 +410,62 @@ fn for_each_run(
     Ok(())
 }
 
+fn hal(e: mmc_hal::HalError) -> WireError {
+    WireError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// Socket -> pool. A plain socket reads straight into the pool (vectored); a TLS session
+/// decrypts into `staging`, which is then copied into the pool.
 fn fill(
     inner: &Inner,
     ranges: &[(usize, u64, u64)],
     runs: &mut Vec<(u64, u64)>,
-    s: &mut TcpStream,
+    staging: &mut Vec<u8>,
+    s: &mut Stream,
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
-        inner.pools[pool]
-            .mem
-            .fill_from(runs, s)
-            .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))
+        let mem = &inner.pools[pool].mem;
+        let Stream::Plain(tcp) = &mut *s else {
+            staging.resize(STAGING_BYTES, 0);
+            for &(offset, len) in runs {
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(STAGING_BYTES as u64) as usize;
+                    s.read_exact(&mut staging[..n])?;
+                    mem.copy_in(offset + at, &staging[..n]).map_err(hal)?;
+                    at += n as u64;
+                }
+            }
+            return Ok(());
+        };
+        mem.fill_from(runs, tcp).map_err(hal)
     })
 }
 
+/// Pool -> socket: straight from the pool on a plain socket, through `staging` for TLS.
 fn drain(
     inner: &Inner,
     ranges: &[(usize, u64, u64)],
     runs: &mut Vec<(u64, u64)>,
-    s: &mut TcpStream,
+    staging: &mut Vec<u8>,
+    s: &mut Stream,
 ) -> Result<(), WireError> {
     for_each_run(ranges, runs, |pool, runs| {
-        inner.pools[pool]
-            .mem
-            .drain_to(runs, s)
-            .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))
+        let mem = &inner.pools[pool].mem;
+        let Stream::Plain(tcp) = &mut *s else {
+            staging.resize(STAGING_BYTES, 0);
+            for &(offset, len) in runs {
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(STAGING_BYTES as u64) as usize;
+                    mem.copy_out(offset + at, &mut staging[..n]).map_err(hal)?;
+                    s.write_all(&staging[..n])?;
+                    at += n as u64;
+                }
+            }
+            return s.flush().map_err(WireError::Io);
+        };
+        mem.drain_to(runs, tcp).map_err(hal)
     })
 }
 
@@ -410,7 +484,7 @@ fn discard(s: &mut impl Read, mut n: u64) -> Result<(), WireError> {
 
 /// After a copy: tell the peer whether the fence of (`rank`, `incarnation`) held all along.
 fn reply_fence(
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut AlignedVec,
     req_id: u64,
     held: bool,
@@ -426,7 +500,7 @@ fn reply_fence(
 }
 
 fn reply(
-    s: &mut TcpStream,
+    s: &mut Stream,
     buf: &mut AlignedVec,
     req_id: u64,
     code: Code,
@@ -438,7 +512,8 @@ fn reply(
         message: why.to_string(),
     };
     wire::encode_payload(&r, buf)?;
-    wire::write_frame(s, Kind::DataReply, req_id, buf, raw_len)
+    wire::write_frame(s, Kind::DataReply, req_id, buf, raw_len)?;
+    Ok(s.flush()?) // a no-op on a plain socket; TLS: every record handed to the socket
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ use tracing::{info, warn};
 use metrics::{Dir, Transport};
 
 use mmc_config::LocalConfig;
+use mmc_tls::TlsContext;
 
 /// How long start-up waits for the meta service to answer the registration.
 const REGISTER_TIMEOUT_MS: u64 = 10_000;
@@ -76,6 +77,9 @@ pub(crate) struct Inner {
     pub(crate) rdma: Option<rdma_server::RdmaServer>,
     /// Counters for `/metrics`.
     pub(crate) stats: metrics::LocalStats,
+    /// `[tls]`: the data endpoint takes only mutual-TLS peers, and this service's own connections
+    /// (to the meta service, to other services for repairs) use TLS.
+    pub(crate) tls: Option<Arc<TlsContext>>,
 }
 
 impl Inner {
@@ -170,7 +174,8 @@ impl LocalService {
                 "a local service needs a DRAM or HBM size above 0".into(),
             ));
         }
-        let meta = mmc_meta_service::MetaLocator::new(&config.meta_url)?;
+        let tls = TlsContext::from_config(&config.tls).map_err(|e| Error::Config(e.to_string()))?;
+        let meta = mmc_meta_service::MetaLocator::new(&config.meta_url)?.with_tls(tls.clone());
         let listen = parse_tcp_url(&config.data_url).map_err(|e| Error::Config(e.to_string()))?;
         if config.device_backend != "auto" {
             // Chosen explicitly: start it now (a bad choice fails here, not at the first copy).
@@ -213,8 +218,12 @@ impl LocalService {
         let advertise = advertised(config, data_addr, || {
             meta.resolve(Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS))
         })?;
-        let (shm_listener, shm_endpoint) =
-            shm_server::bind().map_err(|e| Error::io("bind the shm endpoint", e))?;
+        // Without a private folder for its socket the service offers no shared memory: its
+        // same-host clients use TCP.
+        let shm = shm_server::bind()
+            .inspect_err(|e| warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately"))
+            .ok();
+        let shm_endpoint = shm.as_ref().map(|b| b.endpoint.clone()).unwrap_or_default();
         let register = Register {
             rank: config.rank_id,
             create_id: config.create_id,
@@ -258,6 +267,7 @@ impl LocalService {
             started: Instant::now(),
             repairs: std::sync::OnceLock::new(),
             stats: metrics::LocalStats::default(),
+            tls,
         };
         let mut driver = member::Driver::new();
         let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
@@ -278,10 +288,12 @@ impl LocalService {
         threads.push(spawn("mmc-local-accept", move || {
             data_server::accept_loop(listener, i, shards)
         }));
-        let i = inner.clone();
-        threads.push(spawn("mmc-local-shm", move || {
-            shm_server::accept_loop(shm_listener, i)
-        }));
+        if let Some(shm) = shm {
+            let i = inner.clone();
+            threads.push(spawn("mmc-local-shm", move || {
+                shm_server::accept_loop(shm, i)
+            }));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(repair::QUEUE);
         let _ = inner.repairs.set(tx);
         let i = inner.clone();
@@ -348,6 +360,11 @@ impl LocalService {
             .expect("metrics lock poisoned")
             .as_ref()
             .map(HttpEndpoint::addr)
+    }
+
+    /// This service's TLS context (None with TLS off); an embedded client uses it too.
+    pub fn tls(&self) -> Option<&Arc<TlsContext>> {
+        self.inner.tls.as_ref()
     }
 
     /// Copy `src` into the pool that holds `f.segment` (the embedded client's fast path), inside
@@ -470,7 +487,9 @@ impl LocalService {
         );
         member::stop(&self.inner, Duration::from_millis(1000));
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
-        let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
+        if !self.shm_endpoint.is_empty() {
+            let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
+        }
         for c in self
             .inner
             .conns

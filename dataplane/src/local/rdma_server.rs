@@ -10,8 +10,6 @@
 //! others. Queue pairs are kept for the service's life, at most [`QPS_MAX`] (the oldest goes).
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 use mmc_config::{DataOpType, RdmaProvider};
@@ -190,7 +188,7 @@ impl RdmaServer {
 
 /// Serve one `RdmaConnect`: the reply frame, then the encoded hello as its raw bytes.
 pub(super) fn serve(
-    stream: &mut TcpStream,
+    stream: &mut impl std::io::Write,
     inner: &Inner,
     reply: &mut AlignedVec,
     req_id: u64,

@@ -91,7 +91,12 @@ fn done(inner: &Inner, incarnation: u64, token: u64, ok: bool) {
 /// Read the source replica chunk by chunk into the reserved space; check the checksum.
 fn copy(inner: &Inner, incarnation: u64, task: &RepairTask) -> Result<()> {
     let connect_by = Instant::now() + CHUNK_TIMEOUT;
-    let mut conn = DataConn::connect(&task.source.data_endpoint, connect_by, inner.busy_poll)?;
+    let mut conn = DataConn::connect(
+        &task.source.data_endpoint,
+        inner.tls.as_ref(),
+        connect_by,
+        inner.busy_poll,
+    )?;
     let mut buf = vec![0u8; CHUNK.min(task.len) as usize];
     let mut crc = 0u32;
     let mut at = 0u64;

@@ -18,6 +18,7 @@ use crossbeam_queue::ArrayQueue;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use mmc_hal::uring::UringPoller;
+use mmc_tls::Stream;
 use tracing::{debug, warn};
 
 use super::data_server::{cut_off, serve_one, Conn, CONNS_MAX};
@@ -34,20 +35,22 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 const URING_ENTRIES: u32 = 256;
 
 /// How the acceptor wakes a shard.
+#[derive(Clone)]
 enum Wake {
     Mio(Arc<Waker>),
     EventFd(Arc<OwnedFd>),
 }
 
 /// The acceptor's handle on one shard.
+#[derive(Clone)]
 pub(super) struct Shard {
-    queue: Arc<ArrayQueue<TcpStream>>,
+    queue: Arc<ArrayQueue<Stream>>,
     wake: Wake,
 }
 
 impl Shard {
     /// Hand a new connection to this shard; gives it back when the shard's queue is full.
-    pub(super) fn hand(&self, stream: TcpStream) -> Result<(), TcpStream> {
+    pub(super) fn hand(&self, stream: Stream) -> Result<(), Stream> {
         self.queue.push(stream)?;
         self.wake();
         Ok(())
@@ -214,11 +217,11 @@ fn has_bytes(s: &TcpStream) -> Option<bool> {
 
 fn shard_loop(
     mut readiness: Box<dyn Readiness>,
-    queue: &ArrayQueue<TcpStream>,
+    queue: &ArrayQueue<Stream>,
     inner: &Inner,
     conns_max: usize,
 ) {
-    let mut conns: HashMap<usize, (TcpStream, Conn)> = HashMap::new();
+    let mut conns: HashMap<usize, (Stream, Conn)> = HashMap::new();
     let mut ready: Vec<usize> = Vec::with_capacity(256);
     let mut next_token = 0usize;
     let timeout = if inner.busy_poll.is_zero() {
@@ -233,15 +236,20 @@ fn shard_loop(
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        for &token in &ready {
+        // By index: a new TLS connection whose first request came with its handshake is already
+        // readable inside its session (not on its socket), and is appended to `ready`.
+        let mut next = 0;
+        while next < ready.len() {
+            let token = ready[next];
+            next += 1;
             if token == WAKE {
                 if let Err(e) = readiness.woken() {
                     warn!(error = %e, "shard wake-up not re-armed");
                 }
-                while let Some(stream) = queue.pop() {
+                while let Some(mut stream) = queue.pop() {
                     if conns.len() >= conns_max {
                         warn!(
-                            peer = ?stream.peer_addr().ok(),
+                            peer = ?stream.tcp().peer_addr().ok(),
                             open = conns.len(),
                             limit = conns_max,
                             "data connection refused: too many open connections on this shard"
@@ -252,10 +260,14 @@ fn shard_loop(
                     let token = next_token;
                     next_token = (next_token + 1) % (WAKE - 1);
                     let added = stream
+                        .tcp()
                         .set_nonblocking(true)
-                        .and_then(|_| readiness.add(&stream, token));
+                        .and_then(|_| readiness.add(stream.tcp(), token));
                     match added {
                         Ok(()) => {
+                            if stream.has_buffered() {
+                                ready.push(token);
+                            }
                             conns.insert(token, (stream, Conn::new()));
                         }
                         Err(e) => {
@@ -272,7 +284,9 @@ fn shard_loop(
             };
             let mut keep = true;
             loop {
-                match has_bytes(stream) {
+                let buffered = stream.has_buffered();
+                match has_bytes(stream.tcp()) {
+                    _ if buffered => {}
                     Some(true) => {}
                     Some(false) => break,
                     None => {
@@ -281,29 +295,30 @@ fn shard_loop(
                     }
                 }
                 let served = stream
+                    .tcp()
                     .set_nonblocking(false)
                     .map_err(mmc_controlplane::wire::WireError::Io)
                     .and_then(|_| serve_one(stream, inner, conn));
-                if let Err(e) = served.and_then(|_| Ok(stream.set_nonblocking(true)?)) {
+                if let Err(e) = served.and_then(|_| Ok(stream.tcp().set_nonblocking(true)?)) {
                     match e {
                         mmc_controlplane::wire::WireError::Closed => {
                             debug!("data connection closed")
                         }
-                        e => cut_off(stream.peer_addr().ok(), &e),
+                        e => cut_off(stream.tcp().peer_addr().ok(), &e),
                     }
                     keep = false;
                     break;
                 }
             }
             if keep {
-                if let Err(e) = readiness.rearm(stream, token) {
+                if let Err(e) = readiness.rearm(stream.tcp(), token) {
                     warn!(error = %e, "data connection not re-armed: closing it");
                     keep = false;
                 }
             }
             if !keep {
                 if let Some((stream, _)) = conns.remove(&token) {
-                    readiness.remove(&stream);
+                    readiness.remove(stream.tcp());
                     inner.stats.conns_closed.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -1,10 +1,22 @@
-//! The local service's shared-memory endpoint: a Unix socket (abstract namespace) where a client on
-//! the same host receives the pools' memfds and the segment ids they back. The client then maps
-//! the pools and copies into and out of them itself: no socket, no copy in this service.
+//! The local service's shared-memory endpoint: a Unix socket where a client on the same host
+//! receives the pools' memfds and the segment ids they back. The client then maps the pools and
+//! copies into and out of them itself: no socket, no copy in this service.
+//!
+//! Who gets the descriptors: the socket is a file (mode 0600) in a private runtime folder
+//! (`$XDG_RUNTIME_DIR/mmc`, else `/tmp/mmc-UID`, mode 0700, refused if another user owns it or
+//! others can enter it); a connecting peer must run as this service's user (`SO_PEERCRED`) and
+//! must send, first thing, the secret this service made at start (32 random bytes). The secret
+//! travels only inside the endpoint string the service registers with the meta service
+//! (`PATH#HEX`), which the meta service hands to its clients: with TLS on, only peers that passed
+//! the mutual TLS handshake learn it. A peer that fails either check is logged and dropped, and a
+//! client that cannot map a service uses TCP. (Abstract sockets, used before, have no
+//! permissions: any process in the network namespace could connect.)
 
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,27 +32,124 @@ use tracing::{debug, warn};
 use super::data_server::CONNS_MAX;
 use super::Inner;
 
-/// Bind a fresh abstract socket; returns it and its endpoint string (`@name`).
-pub(super) fn bind() -> std::io::Result<(UnixListener, String)> {
+/// Bytes of the secret a peer must send.
+pub(crate) const SECRET_BYTES: usize = 32;
+/// How long a connecting peer has to send the secret.
+const SECRET_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A bound shm endpoint: the listener, its socket file, the secret, and the endpoint string to
+/// register (`PATH#HEX-SECRET`).
+pub(super) struct Bound {
+    pub(super) listener: UnixListener,
+    pub(super) path: PathBuf,
+    pub(super) secret: [u8; SECRET_BYTES],
+    pub(super) endpoint: String,
+}
+
+/// The private folder for sockets: `$XDG_RUNTIME_DIR/mmc`, else `/tmp/mmc-UID`; created 0700,
+/// and refused when it is a link, another user's, or open to others.
+fn runtime_dir() -> std::io::Result<PathBuf> {
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() && Path::new(&d).is_dir() => Path::new(&d).join("mmc"),
+        _ => PathBuf::from(format!("/tmp/mmc-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(&dir)?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a folder of user {uid} closed to others (mode {:o}, owner {})",
+                dir.display(),
+                m.mode() & 0o7777,
+                m.uid()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+/// Remove socket files of services whose process is gone (killed before it could clean up).
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("shm-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+fn random_secret() -> std::io::Result<[u8; SECRET_BYTES]> {
+    let mut s = [0u8; SECRET_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut s)?;
+    Ok(s)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 == 1 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Bind a fresh socket in the runtime folder, with a fresh secret.
+pub(super) fn bind() -> std::io::Result<Bound> {
+    let dir = runtime_dir()?;
+    remove_stale(&dir);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let name = format!("mmc-shm-{}-{nanos:08x}", std::process::id());
-    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
-    Ok((listener, format!("@{name}")))
+    let path = dir.join(format!("shm-{}-{nanos:08x}.sock", std::process::id()));
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let secret = random_secret()?;
+    let endpoint = format!("{}#{}", path.display(), hex(&secret));
+    Ok(Bound {
+        listener,
+        path,
+        secret,
+        endpoint,
+    })
 }
 
-/// Connect to an endpoint made by [`bind`].
+/// Connect to an endpoint made by [`bind`] and send its secret.
 pub(crate) fn connect(endpoint: &str, timeout: Duration) -> std::io::Result<UnixStream> {
-    let name = endpoint.strip_prefix('@').ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not an abstract socket name",
-        )
-    })?;
-    let stream = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
+    let invalid =
+        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    let (path, secret) = endpoint
+        .rsplit_once('#')
+        .ok_or_else(|| invalid("no secret in the shm endpoint"))?;
+    let secret = unhex(secret)
+        .filter(|s| s.len() == SECRET_BYTES)
+        .ok_or_else(|| invalid("malformed secret in the shm endpoint"))?;
+    let mut stream = UnixStream::connect(path)?;
     stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(&secret)?;
     Ok(stream)
 }
 
@@ -106,7 +215,56 @@ pub(crate) fn peer_alive(stream: &UnixStream) -> bool {
     }
 }
 
-pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
+/// Equal in constant time (the secret's bytes are not revealed by how long a refusal takes).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Whether the peer on `stream` may have the pools: same user, and it sent the secret. Logs why not.
+fn admitted(stream: &mut UnixStream, secret: &[u8; SECRET_BYTES]) -> bool {
+    let cred = match rustix::net::sockopt::socket_peercred(&*stream) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "shm request refused: peer credentials unknown");
+            return false;
+        }
+    };
+    let (pid, uid) = (cred.pid.as_raw_nonzero().get(), cred.uid.as_raw());
+    let ours = rustix::process::geteuid().as_raw();
+    if uid != ours {
+        warn!(
+            peer_pid = pid,
+            peer_uid = uid,
+            uid = ours,
+            "shm request refused: the peer runs as another user"
+        );
+        return false;
+    }
+    let mut got = [0u8; SECRET_BYTES];
+    let read = stream
+        .set_read_timeout(Some(SECRET_TIMEOUT))
+        .and_then(|_| stream.read_exact(&mut got));
+    if let Err(e) = read {
+        warn!(peer_pid = pid, error = %e, "shm request refused: no secret sent");
+        return false;
+    }
+    if !same(&got, secret) {
+        warn!(
+            peer_pid = pid,
+            "shm request refused: wrong secret (the peer did not learn it from the meta service)"
+        );
+        return false;
+    }
+    true
+}
+
+pub(super) fn accept_loop(bound: Bound, inner: Arc<Inner>) {
+    let Bound {
+        listener,
+        path,
+        secret,
+        ..
+    } = bound;
     let mut payload = AlignedVec::new();
     // Connections stay open while their client lives: a client sees this service die as the end of
     // its connection, and stops using the mapped pools.
@@ -115,7 +273,7 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
         if inner.stop.load(Ordering::Acquire) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(mut stream) = stream else { continue };
         open.retain(peer_alive);
         inner
             .stats
@@ -127,6 +285,9 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
                 limit = CONNS_MAX,
                 "shm connection refused: too many open connections"
             );
+            continue;
+        }
+        if !admitted(&mut stream, &secret) {
             continue;
         }
         // While registering again there is nothing to hand over: the client falls back to TCP,
@@ -166,5 +327,22 @@ pub(super) fn accept_loop(listener: UnixListener, inner: Arc<Inner>) {
             }
             Err(e) => warn!(error = %e, "handing the pools over failed"),
         }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_round_trip_and_compare() {
+        let s = random_secret().unwrap();
+        assert_eq!(unhex(&hex(&s)).unwrap(), s);
+        assert!(unhex("abc").is_none() && unhex("zz").is_none());
+        assert!(same(&s, &s));
+        let mut t = s;
+        t[31] ^= 1;
+        assert!(!same(&s, &t) && !same(&s, &s[..31]));
     }
 }

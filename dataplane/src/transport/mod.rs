@@ -76,12 +76,13 @@ impl Transports {
         timeout: Duration,
         busy_poll: Duration,
         rdma_provider: mmc_config::RdmaProvider,
+        tls: Option<Arc<mmc_tls::TlsContext>>,
     ) -> Transports {
         let rdma_forced = transport == Some(DataOpType::Rdma);
         let kind = crate::local::rdma_server::provider_kind(rdma_provider);
         let rdma = match mmc_hal::rdma::provider(kind, &crate::local::host_id()) {
             _ if transport == Some(DataOpType::Tcp) => None,
-            Ok(Some(dev)) => Some(rdma::RdmaNet::new(dev, busy_poll)),
+            Ok(Some(dev)) => Some(rdma::RdmaNet::new(dev, busy_poll, tls.clone())),
             Ok(None) => None,
             Err(e) => {
                 warn!(error = %e, "RDMA unavailable: using the own pool, same-host shared memory or TCP");
@@ -99,7 +100,7 @@ impl Transports {
             host: crate::local::host_id(),
             map_timeout: timeout.min(Duration::from_secs(5)),
             shm_maps: Mutex::new(HashMap::new()),
-            tcp: tcp::Pool::new(busy_poll),
+            tcp: tcp::Pool::new(busy_poll, tls),
         }
     }
 

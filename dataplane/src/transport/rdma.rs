@@ -74,6 +74,8 @@ pub(crate) struct RdmaNet {
     /// passes.
     refused: Mutex<HashMap<u32, (u64, Instant)>>,
     cache: Mutex<MrCache>,
+    /// `[tls]`: the connection set-up over the data endpoint uses TLS too.
+    tls: Option<Arc<mmc_tls::TlsContext>>,
 }
 
 fn unreachable(addr: &ServiceAddr, reason: impl std::fmt::Display) -> Error {
@@ -93,7 +95,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl RdmaNet {
-    pub(crate) fn new(dev: Arc<dyn Device>, busy_poll: Duration) -> RdmaNet {
+    pub(crate) fn new(
+        dev: Arc<dyn Device>,
+        busy_poll: Duration,
+        tls: Option<Arc<mmc_tls::TlsContext>>,
+    ) -> RdmaNet {
         let a = dev.attr().clone();
         let sq_depth = SQ_DEPTH.min(a.max_qp_wr).max(4);
         let limits = Limits {
@@ -105,6 +111,7 @@ impl RdmaNet {
             max_inline: a.max_inline,
         };
         RdmaNet {
+            tls,
             cache: Mutex::new(MrCache::new(dev.clone())),
             dev,
             limits,
@@ -187,7 +194,12 @@ impl RdmaNet {
             .create_qp(SQ_DEPTH.min(self.dev.attr().max_qp_wr))
             .map_err(rd)?;
         let ep = qp.endpoint();
-        let mut dc = DataConn::connect(&addr.data_endpoint, deadline, self.busy_poll)?;
+        let mut dc = DataConn::connect(
+            &addr.data_endpoint,
+            self.tls.as_ref(),
+            deadline,
+            self.busy_poll,
+        )?;
         let peer = RdmaPeer {
             qpn: ep.qpn,
             psn: ep.psn,

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mmc_controlplane::msg::{DataReply, DataRequest, Piece, RdmaHello, RdmaPeer, ServiceAddr};
@@ -18,6 +18,7 @@ use mmc_controlplane::{Code, Error, Result};
 use mmc_core::client::{service, CloneError, Dir};
 use mmc_core::transport::{Completions, Job, Mem, Transport};
 use mmc_meta_service::rpc::{is_timeout, remaining};
+use mmc_tls::{Stream, TlsContext};
 use rkyv::util::AlignedVec;
 use tracing::warn;
 
@@ -55,13 +56,15 @@ impl Lanes {
 pub(crate) struct Pool {
     conns: Mutex<HashMap<String, Vec<DataConn>>>,
     busy_poll: Duration,
+    tls: Option<Arc<TlsContext>>,
 }
 
 impl Pool {
-    pub(crate) fn new(busy_poll: Duration) -> Pool {
+    pub(crate) fn new(busy_poll: Duration, tls: Option<Arc<TlsContext>>) -> Pool {
         Pool {
             conns: Mutex::new(HashMap::new()),
             busy_poll,
+            tls,
         }
     }
 
@@ -74,7 +77,7 @@ impl Pool {
             .and_then(|v| v.pop());
         match pooled {
             Some(c) => Ok(c),
-            None => DataConn::connect(endpoint, deadline, self.busy_poll),
+            None => DataConn::connect(endpoint, self.tls.as_ref(), deadline, self.busy_poll),
         }
     }
 
@@ -222,7 +225,7 @@ impl Transport for Tcp<'_> {
 }
 
 pub(crate) struct DataConn {
-    stream: TcpStream,
+    stream: Stream,
     endpoint: String,
     buf: AlignedVec,
     next_id: u64,
@@ -230,8 +233,11 @@ pub(crate) struct DataConn {
 }
 
 impl DataConn {
+    /// Connect to a local service's data endpoint; over TLS when `tls` is set (a failed handshake
+    /// is -3018 with its reason).
     pub(crate) fn connect(
         endpoint: &str,
+        tls: Option<&Arc<TlsContext>>,
         deadline: Instant,
         busy_poll: std::time::Duration,
     ) -> Result<DataConn> {
@@ -246,6 +252,17 @@ impl DataConn {
                 reason: e.to_string(),
             })?;
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let timeout = remaining(deadline, "TLS handshake with a local service")?;
+                tls.connect(stream, addr, timeout)
+                    .map_err(|e| Error::LocalUnreachable {
+                        endpoint: endpoint.to_string(),
+                        reason: e.to_string(),
+                    })?
+            }
+        };
         Ok(DataConn {
             stream,
             endpoint: endpoint.to_string(),
@@ -264,7 +281,8 @@ impl DataConn {
     /// reach the service when the network heals (TCP would retransmit it, seconds later), by
     /// which time the failed put's space may hold another object.
     pub(crate) fn abort(self) {
-        if let Err(e) = rustix::net::sockopt::set_socket_linger(&self.stream, Some(Duration::ZERO))
+        if let Err(e) =
+            rustix::net::sockopt::set_socket_linger(self.stream.tcp(), Some(Duration::ZERO))
         {
             warn!(endpoint = %self.endpoint, error = %e, "SO_LINGER 0 refused: closing gracefully");
         }
@@ -341,9 +359,9 @@ impl DataConn {
         wire::encode_payload(&req, &mut self.buf)
             .map_err(|e| Error::InvalidParam(e.to_string()))?;
         let timeout = remaining(deadline, "data transfer")?;
-        self.stream
-            .set_write_timeout(Some(timeout))
-            .and_then(|_| self.stream.set_read_timeout(Some(timeout)))
+        let tcp = self.stream.tcp();
+        tcp.set_write_timeout(Some(timeout))
+            .and_then(|_| tcp.set_read_timeout(Some(timeout)))
             .map_err(|e| Error::io("set socket timeouts", e))?;
         wire::write_frame(&mut self.stream, Kind::DataRequest, id, &self.buf, raw_len)
             .map_err(|e| self.io_error(e))?;
@@ -354,9 +372,12 @@ impl DataConn {
     fn read_reply(&mut self, id: u64, deadline: Instant) -> Result<u64> {
         let timeout = remaining(deadline, "data transfer")?;
         self.stream
+            .tcp()
             .set_read_timeout(Some(timeout))
             .map_err(|e| Error::io("set read timeout", e))?;
-        wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
+        if !self.busy_poll.is_zero() && !self.stream.has_buffered() {
+            wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
+        }
         let header =
             wire::read_frame(&mut self.stream, &mut self.buf).map_err(|e| self.io_error(e))?;
         if header.kind != Kind::DataReply || header.req_id != id {

@@ -39,7 +39,7 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Wait for `path` to hold a line, bounded.
-fn wait_file(path: &Path, child: &mut Child, what: &str) -> String {
+pub fn wait_file(path: &Path, child: &mut Child, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(s) = std::fs::read_to_string(path) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use mmc_config::flags::{apply_flags, with_flags};
-use mmc_config::{fsutil, logging, MetaConfig, META_KEYS};
+use mmc_config::{fsutil, logging, MetaConfig, META_KEYS, TLS_KEYS};
 use mmc_meta_service::{ha, MetaServer};
 
 #[derive(Parser)]
@@ -16,7 +16,8 @@ use mmc_meta_service::{ha, MetaServer};
     about = "MemCache meta service: key directory, placement, leases, eviction"
 )]
 // The flags that are not config keys; the others come from [`META_KEYS`] (`--listen`,
-// `--log-level`, `--evict-high`, ...) and override the file.
+// `--log-level`, `--evict-high`, ...) and [`TLS_KEYS`] (`--tls`, `--tls-cert`, ...) and override
+// the file.
 struct Args {
     /// Config file (TOML, or Ascend MemCache's ock.mmc.* key=value); default $MMC_META_CONFIG_PATH.
     #[arg(long, short)]
@@ -28,13 +29,14 @@ struct Args {
 }
 
 fn main() {
-    let matches = with_flags(Args::command(), META_KEYS).get_matches();
+    let matches = with_flags(with_flags(Args::command(), META_KEYS), TLS_KEYS).get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let mut config = match MetaConfig::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => fail(&format!("config: {e}")),
     };
     apply_flags(META_KEYS, &matches, &mut config)
+        .and_then(|()| apply_flags(TLS_KEYS, &matches, &mut config.tls))
         .and_then(|()| config.validate())
         .unwrap_or_else(|e| fail(&e.to_string()));
     logging::init_with("mmc-meta", &config.log_settings())

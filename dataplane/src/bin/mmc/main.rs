@@ -4,7 +4,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use mmc_config::flags::{apply_flags, with_flags};
 use mmc_config::logging;
 use mmc_config::LogLevel;
 use mmc_controlplane::msg::media_name;
@@ -22,9 +23,13 @@ mod status;
     after_help = "Exit codes: 0 ok, 1 key missing, 2 usage, 3 key exists, 4 other failure."
 )]
 struct Args {
-    /// The meta service (default $MMC_META_URL, else tcp://127.0.0.1:5000).
+    /// The meta service (default $MMC_META_URL, else the config file's, else tcp://127.0.0.1:5000).
     #[arg(long, global = true)]
     meta: Option<String>,
+    /// Client config file (TOML or ock.mmc.* key=value, as for clients: `meta_url`, `[client]`,
+    /// `[tls]`); the flags override it. The `--tls*` flags (before the command) set TLS alone.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     /// Per-call timeout in seconds.
     #[arg(long, global = true, default_value_t = 30)]
     timeout: u64,
@@ -88,17 +93,31 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let a = Args::parse();
+    let matches = with_flags(Args::command(), mmc_config::TLS_KEYS).get_matches();
+    let a = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init(LogLevel::parse(&a.log_level).unwrap_or(LogLevel::Warn));
+    let mut config = match &a.config {
+        Some(path) => match mmc_config::load_client_and_local(Some(path)) {
+            Ok((client, _)) => client,
+            Err(e) => {
+                eprintln!("mmc: config: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => ClientConfig::default(),
+    };
+    if let Err(e) = apply_flags(mmc_config::TLS_KEYS, &matches, &mut config.tls)
+        .and_then(|()| config.tls.validate())
+    {
+        eprintln!("mmc: {e}");
+        return ExitCode::from(2);
+    }
     let meta = a
         .meta
         .or_else(|| std::env::var("MMC_META_URL").ok())
-        .unwrap_or_else(|| "tcp://127.0.0.1:5000".into());
-    let config = ClientConfig {
-        meta_url: meta.clone(),
-        timeout_ms: a.timeout.max(1) * 1000,
-        ..ClientConfig::default()
-    };
+        .unwrap_or_else(|| config.meta_url.clone());
+    config.meta_url = meta.clone();
+    config.timeout_ms = a.timeout.max(1) * 1000;
     let client = match Client::connect(&config) {
         Ok(c) => c,
         Err(e) => return fail(&format!("cannot reach the meta service at {meta}"), &e),
