@@ -3,7 +3,10 @@
 //! memcpy per run between the caller's slices and the mapped pool, inside the service's shared
 //! fence word (entered before, checked after), done before `submit` returns. It refuses (by the
 //! fence, -3018) a job planned for another incarnation than the mapping's, and (`LinkNotFound`) a
-//! segment the mapping lacks; the chooser sends it only same-host ranks it mapped.
+//! segment the mapping lacks; the chooser sends it only same-host ranks it mapped. A host pool's
+//! page tables are populated on a background thread from the moment it is mapped
+//! (`mmc_hal::Arena::from_fd_populate`; `MMC_SHM_POPULATE=off|read|write`, default read), so first
+//! writes into never-used pool space do not each take a page fault.
 
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use mmc_controlplane::msg::{ServiceAddr, ShmHello};
 use mmc_controlplane::{wire, Error, Result};
 use mmc_core::fence::{Fence, SharedFence, FENCE_PAGE_BYTES};
 use mmc_core::transport::{Completions, Job, Transport};
-use mmc_hal::Arena;
+use mmc_hal::{Arena, Populate};
 use rkyv::util::AlignedVec;
 
 use crate::local::pool::{DevicePool, PoolMem};
@@ -82,6 +85,7 @@ impl ShmMap {
             .expect("checked above: one more than the segments");
         let fence = SharedFence::from_fd(fence_fd).map_err(|e| unreachable(e.to_string()))?;
         let mut fds = fds.into_iter();
+        let populate = Populate::from_env();
         let mut segments = Vec::with_capacity(hello.segments.len());
         for (((segment, len), device), handle) in hello
             .segments
@@ -92,8 +96,11 @@ impl ShmMap {
             let name = format!("rank{}-segment{segment}", addr.rank);
             let mem = if device < 0 {
                 let fd = fds.next().expect("counted above");
+                // The service pre-faulted the pool, but this mapping's page tables start
+                // empty: populate them in the background (copies need not wait for it).
                 PoolMem::Host(
-                    Arena::from_fd(&name, fd, len).map_err(|e| unreachable(e.to_string()))?,
+                    Arena::from_fd_populate(&name, fd, len, populate)
+                        .map_err(|e| unreachable(e.to_string()))?,
                 )
             } else {
                 let handle = if handle.is_empty() {
