@@ -218,6 +218,14 @@ impl ShmMap {
         shm_server::peer_alive(&self.stream)
     }
 
+    /// Host pools of this mapping whose background populate still runs.
+    pub(crate) fn pools_populating(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|(_, m)| matches!(m, PoolMem::Host(a) if !a.populated()))
+            .count()
+    }
+
     pub(crate) fn pool(&self, segment: u32) -> Option<&PoolMem> {
         self.segments
             .iter()

@@ -418,7 +418,10 @@ fn faults_writing_a_second_mapping(owner: &Arena, how: Populate) -> i64 {
     let faults = thread_minor_faults() - before;
     let mut back = vec![0u8; src.len()];
     owner.copy_out(0, &mut back).unwrap();
-    assert!(back == src, "the owner sees the bytes written through the second mapping");
+    assert!(
+        back == src,
+        "the owner sees the bytes written through the second mapping"
+    );
     faults
 }
 
