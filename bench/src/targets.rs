@@ -273,6 +273,27 @@ pub fn judge(rows: &[Row], busy_poll: bool) -> Vec<Target> {
         ));
     }
 
+    // The same, against puts into reused space of the same pool (the put path's own speed).
+    for pl in [OWN, HOST] {
+        let (Some(r), Some(w)) = (
+            find(rows, MMC, pl, "fresh", "put"),
+            find(rows, MMC, pl, "fresh", crate::fresh::REUSED),
+        ) else {
+            continue;
+        };
+        let x = r.gbps / w.gbps;
+        out.push(t(
+            format!("{pl}: first write into never-used space >= 90% of a put into reused space"),
+            format!(
+                "{:.2} GB/s = {} of {:.2} GB/s into the same pool's reused space",
+                r.gbps,
+                pct(x),
+                w.gbps
+            ),
+            Some(x >= 0.9),
+        ));
+    }
+
     // First write into a fresh pool >= 80% of a warm one.
     for pl in [OWN, HOST, TCP] {
         let (Some(c), Some(w)) = (
