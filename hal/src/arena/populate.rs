@@ -117,7 +117,6 @@ impl Populator {
         let spawned = std::thread::Builder::new()
             .name("mmc-populate".into())
             .spawn(move || {
-                lower_priority();
                 if let Some(_slot) = Slot::take(&c) {
                     run(&arena, addr, len, advice, &c);
                 }
@@ -148,20 +147,6 @@ impl Drop for Populator {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-    }
-}
-
-/// Niceness of populate threads: they yield the CPU to the copies they prepare for (and to the
-/// application), and use idle cores.
-const NICE: libc::c_int = 10;
-
-/// Lower this thread's scheduling priority to [`NICE`] (best effort).
-fn lower_priority() {
-    // SAFETY: gettid has no preconditions; setpriority on this thread's own id only changes its
-    // niceness (an error leaves it as it was).
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE);
     }
 }
 
