@@ -136,8 +136,15 @@ fn baselines(
 }
 
 /// The puts of one placement: `rounds` batch_puts of new keys (timed), each read back and verified
-/// (not timed); the row (`op`) and the minor faults taken inside the timed puts.
-fn puts(ctx: &mut Ctx<'_>, op: &str, rounds: usize, src: &mut [Vec<u8>]) -> R<(Row, i64)> {
+/// (not timed); the row (`op`) and the minor faults taken inside the timed puts. The keys stay
+/// (so the next rounds go to never-used space too) and are added to `written`.
+fn puts(
+    ctx: &mut Ctx<'_>,
+    op: &str,
+    rounds: usize,
+    src: &mut [Vec<u8>],
+    written: &mut Vec<String>,
+) -> R<(Row, i64)> {
     let mut dst: Vec<Vec<u8>> = (0..OBJECTS).map(|_| vec![0xA5u8; OBJECT_BYTES]).collect();
     let mut calls = Vec::with_capacity(rounds);
     let mut faults = 0;
@@ -171,7 +178,7 @@ fn puts(ctx: &mut Ctx<'_>, op: &str, rounds: usize, src: &mut [Vec<u8>]) -> R<(R
         all_keys.extend(keys);
     }
     ctx.check_placement(NAME, &all_keys)?;
-    ctx.remove(&all_keys)?;
+    written.extend(all_keys);
     let bytes = rounds as u64 * ROUND_BYTES;
     let row = ctx.row(
         NAME,
@@ -292,7 +299,16 @@ pub fn run(
         } else {
             &["put", REUSED]
         };
+        let mut written = Vec::new();
         for &op in ops {
+            if op == REUSED {
+                // Free the space the fresh rounds used: these rounds write into it again.
+                if let Err(f) = ctx.remove(&written) {
+                    failures.push(format!("{NAME} {pl}: {f}"));
+                    break;
+                }
+                written.clear();
+            }
             if op == "put" && pl == HOST {
                 let waited = Instant::now();
                 while client.pools_populating() > 0 && waited.elapsed() < POPULATE_WAIT {
@@ -311,7 +327,7 @@ pub fn run(
                     }
                 ));
             }
-            match puts(&mut ctx, op, rounds, &mut src) {
+            match puts(&mut ctx, op, rounds, &mut src, &mut written) {
                 Ok((row, faults)) => {
                     let pages = (rounds as u64 * ROUND_BYTES / 4096) as f64;
                     notes.push(format!(
