@@ -283,12 +283,15 @@ pub fn run(
         let first = client.put(&key, &[0x5A; 4096], &ctx.place.opts);
         let first_ms = mapped_at.elapsed().as_secs_f64() * 1e3;
         match first {
-            Ok(()) => {
-                notes.push(format!(
-                "{NAME} {pl}: the new client's first call (a 4 KiB put{}) took {first_ms:.1} ms",
-                if pl == HOST { ", which maps the pool" } else { "" }
-            ))
-            }
+            Ok(()) => notes.push(format!(
+                "{NAME} {pl}: the new client's first call (a 4 KiB put{}) took \
+                 {first_ms:.1} ms",
+                if pl == HOST {
+                    ", which maps the pool"
+                } else {
+                    ""
+                }
+            )),
             Err(e) => failures.push(format!("{NAME} {pl}: first 4 KiB put: {e}")),
         }
         // Host: the first rounds race the populate of the mapping the first call made; then,
