@@ -11,6 +11,7 @@
 mod baselines;
 mod chart;
 mod cluster;
+mod fresh;
 mod kv;
 mod mooncake;
 mod pattern;
@@ -77,7 +78,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     placements: Vec<String>,
     /// Only these workloads (comma-separated): first-write, 4k, batch-1m, batch-8m, deepseek-r1,
-    /// exist.
+    /// exist, fresh (first writes into never-used space of a pool larger than the huge-page
+    /// reserve, own and host).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     workloads: Vec<String>,
     /// DRAM of each local service the benchmark starts (and of its own embedded one); default
@@ -219,14 +221,28 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         } else {
             Vec::new()
         };
-    let peer_workloads = names.iter().filter(|n| **n != "first-write").count() as u64;
+    let peer_workloads = names
+        .iter()
+        .filter(|n| **n != "first-write" && **n != fresh::NAME)
+        .count() as u64;
+    let fresh_places: Vec<&'static str> = if names.contains(&fresh::NAME) {
+        placements
+            .iter()
+            .copied()
+            .filter(|p| *p == OWN || (*p == HOST && args.meta.is_none()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let per_placement = names.iter().filter(|n| **n != fresh::NAME).count();
     let steps =
         3 + if busy_poll {
             1 + busy_places.len() as u64
         } else {
             0
         } + 2 * u64::from(shards_row)
-            + (placements.len() * names.len()) as u64
+            + (placements.len() * per_placement) as u64
+            + fresh_places.len() as u64
             + tls_names.len() as u64
             + kv_peers.len() as u64 * peer_workloads
             + if mooncake { 2 } else { 0 };
@@ -359,19 +375,19 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let prefix = format!("mmc-bench-{}-{now}", std::process::id());
+    let local_base = LocalConfig {
+        meta_url: meta.clone(),
+        data_url: "tcp://127.0.0.1:0".into(),
+        dram_bytes: dram,
+        log_level: level,
+        ..LocalConfig::default()
+    };
     let mut next_remote = 0;
     for &pl in &placements {
         let (client, opts, rank) = match pl {
             OWN => {
                 progress.say("mmc own: starting an embedded local service in this process");
-                let local = LocalConfig {
-                    meta_url: meta.clone(),
-                    data_url: "tcp://127.0.0.1:0".into(),
-                    dram_bytes: dram,
-                    log_level: level,
-                    ..LocalConfig::default()
-                };
-                let c = Client::with_local_service(&config, &local).map_err(|e| {
+                let c = Client::with_local_service(&config, &local_base).map_err(|e| {
                     Fail::Run(format!(
                         "client with an embedded local service: {e} (code {})",
                         e.code()
@@ -428,6 +444,20 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                 "{left} keys under {prefix}/{pl} could not be removed"
             ));
         }
+    }
+    // First writes into never-used space: a new, large pool and a new client per placement.
+    if !fresh_places.is_empty() {
+        let setup = fresh::Setup {
+            quick: args.quick,
+            config: &config,
+            local: local_base.clone(),
+            prefix: &prefix,
+            progress: &progress,
+        };
+        let (r, n, f) = fresh::run(&setup, &fresh_places, cluster.as_mut(), &mut checks);
+        rows.extend(r);
+        notes.extend(n);
+        op_failures.extend(f);
     }
     // Busy-poll rows and the shard-mode data server: extra mmc-local processes.
     if let Some(c) = cluster.as_mut() {

@@ -231,9 +231,13 @@ pub fn add_ratios(rows: &mut [Row]) {
             } else {
                 (MEMCPY, "copy in")
             };
+            // A baseline measured for this placement (fresh) first, else the shared one.
+            let of = |b: &&Row| b.system == base && b.op == base_op && b.workload == r.workload;
             let b = snapshot
                 .iter()
-                .find(|b| b.system == base && b.op == base_op && b.workload == r.workload);
+                .filter(of)
+                .find(|b| b.placement == r.placement)
+                .or_else(|| snapshot.iter().find(of));
             if let Some(b) = b.filter(|b| b.gbps > 0.0) {
                 r.ratio = Some(r.gbps / b.gbps);
                 r.ratio_vs = Some(base.to_string());

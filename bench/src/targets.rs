@@ -246,6 +246,54 @@ pub fn judge(rows: &[Row], busy_poll: bool) -> Vec<Target> {
         }
     }
 
+    // First write into never-used space of a pool larger than the huge-page reserve >= 90% of
+    // memcpy into fresh memory of the pool's size, measured just before.
+    for (pl, op, when) in [
+        (OWN, "put", ""),
+        (HOST, "put", " (mapping populated)"),
+        (HOST, crate::fresh::AT_MAPPING, " (right after mapping it)"),
+    ] {
+        let (Some(r), Some(b)) = (
+            find(rows, MMC, pl, "fresh", op),
+            find(rows, MEMCPY, pl, "fresh", "copy in"),
+        ) else {
+            continue;
+        };
+        let x = r.gbps / b.gbps;
+        out.push(t(
+            format!("{pl}: first write into never-used space >= 90% of memcpy{when}"),
+            format!(
+                "{:.2} GB/s = {} of memcpy into a fresh pre-faulted arena {:.2} GB/s (16 x 8 \
+                 MiB rounds, pool > huge-page reserve)",
+                r.gbps,
+                pct(x),
+                b.gbps
+            ),
+            Some(x >= 0.9),
+        ));
+    }
+
+    // The same, against puts into reused space of the same pool (the put path's own speed).
+    for pl in [OWN, HOST] {
+        let (Some(r), Some(w)) = (
+            find(rows, MMC, pl, "fresh", "put"),
+            find(rows, MMC, pl, "fresh", crate::fresh::REUSED),
+        ) else {
+            continue;
+        };
+        let x = r.gbps / w.gbps;
+        out.push(t(
+            format!("{pl}: first write into never-used space >= 90% of a put into reused space"),
+            format!(
+                "{:.2} GB/s = {} of {:.2} GB/s into the same pool's reused space",
+                r.gbps,
+                pct(x),
+                w.gbps
+            ),
+            Some(x >= 0.9),
+        ));
+    }
+
     // First write into a fresh pool >= 80% of a warm one.
     for pl in [OWN, HOST, TCP] {
         let (Some(c), Some(w)) = (

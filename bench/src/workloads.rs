@@ -44,7 +44,11 @@ impl<T> Context<T> for Result<T, Error> {
 }
 
 /// The first per-key error of a batch, as a `Failure` naming the key.
-fn all_ok<T, K: AsRef<str>>(results: Vec<Result<T, Error>>, keys: &[K], what: &str) -> R<Vec<T>> {
+pub(crate) fn all_ok<T, K: AsRef<str>>(
+    results: Vec<Result<T, Error>>,
+    keys: &[K],
+    what: &str,
+) -> R<Vec<T>> {
     results
         .into_iter()
         .zip(keys)
@@ -106,7 +110,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn client(&self) -> &'a Client {
+    pub(crate) fn client(&self) -> &'a Client {
         self.place.client
     }
 
@@ -114,12 +118,12 @@ impl<'a> Ctx<'a> {
         format!("{}/{}/{workload}/{tag}", self.prefix, self.place.name)
     }
 
-    fn track<K: AsRef<str>>(&mut self, keys: &[K]) {
+    pub(crate) fn track<K: AsRef<str>>(&mut self, keys: &[K]) {
         self.live
             .extend(keys.iter().map(|k| k.as_ref().to_string()));
     }
 
-    fn say(&self, msg: impl fmt::Display) {
+    pub(crate) fn say(&self, msg: impl fmt::Display) {
         self.progress.say(format!("mmc {}: {msg}", self.place.name));
     }
 
@@ -161,7 +165,7 @@ impl<'a> Ctx<'a> {
 
     /// Every replica of `keys` must be on the placement's rank (else the figures would be of
     /// another path): a verification failure otherwise.
-    fn check_placement<K: AsRef<str>>(&mut self, workload: &str, keys: &[K]) -> R<()> {
+    pub(crate) fn check_placement<K: AsRef<str>>(&mut self, workload: &str, keys: &[K]) -> R<()> {
         let mut elsewhere = BTreeSet::new();
         for chunk in keys.chunks(KEYS_PER_CALL) {
             let refs: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
@@ -190,7 +194,7 @@ impl<'a> Ctx<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn row(
+    pub(crate) fn row(
         &self,
         workload: &str,
         op: &str,
@@ -276,12 +280,16 @@ pub const NAMES: &[&str] = &[
     "batch-8m",
     "deepseek-r1",
     "exist",
+    crate::fresh::NAME,
 ];
 
 /// Run `names` (in `NAMES` order) on one placement.
 pub fn run_all(ctx: &mut Ctx<'_>, plan: &Plan, names: &[&str]) -> R<Vec<Row>> {
     let mut rows = Vec::new();
-    for &w in NAMES.iter().filter(|w| names.contains(w)) {
+    for &w in NAMES
+        .iter()
+        .filter(|w| names.contains(w) && **w != crate::fresh::NAME)
+    {
         let r = match w {
             "first-write" => first_write(ctx, plan)?,
             "4k" => small(ctx, plan.small_count, 4 << 10)?,
@@ -298,7 +306,7 @@ pub fn run_all(ctx: &mut Ctx<'_>, plan: &Plan, names: &[&str]) -> R<Vec<Row>> {
 }
 
 /// Verify a batch of big objects read back.
-fn verify_objects(
+pub(crate) fn verify_objects(
     ctx: &mut Ctx<'_>,
     what: &str,
     keys: &[&str],

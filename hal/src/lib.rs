@@ -33,5 +33,5 @@ pub mod uring;
 
 pub use alloc::{Space, SpaceAllocator};
 #[cfg(feature = "os")]
-pub use arena::{Arena, PageKind, RawRange};
+pub use arena::{Arena, PageKind, Populate, RawRange};
 pub use error::HalError;

@@ -389,6 +389,12 @@ impl Client {
         self.transports.rdma().map(|r| r.mr_stats())
     }
 
+    /// Mapped same-host pools whose page tables are still being populated in the background
+    /// (see the shm transport); 0 once every mapping is populated.
+    pub fn pools_populating(&self) -> usize {
+        self.transports.pools_populating()
+    }
+
     // ---- Keyed metadata operations -------------------------------------------------------------
 
     /// Run one metadata call (exist, query, remove) through its sans-IO core.

@@ -270,6 +270,18 @@ impl Transports {
         self.rdma.as_ref()
     }
 
+    /// Mapped same-host host pools whose background populate still runs.
+    pub(crate) fn pools_populating(&self) -> usize {
+        let maps = self
+            .shm_maps
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
+        maps.values()
+            .filter_map(|(_, m)| m.as_ref())
+            .map(|m| m.pools_populating())
+            .sum()
+    }
+
     /// Ranks of the same-host local services whose pools are mapped (and used instead of TCP).
     pub(crate) fn mapped_services(&self) -> Vec<u32> {
         let maps = self

@@ -3,7 +3,10 @@
 //! memcpy per run between the caller's slices and the mapped pool, inside the service's shared
 //! fence word (entered before, checked after), done before `submit` returns. It refuses (by the
 //! fence, -3018) a job planned for another incarnation than the mapping's, and (`LinkNotFound`) a
-//! segment the mapping lacks; the chooser sends it only same-host ranks it mapped.
+//! segment the mapping lacks; the chooser sends it only same-host ranks it mapped. A host pool's
+//! page tables are populated on a background thread from the moment it is mapped
+//! (`mmc_hal::Arena::from_fd_populate`; `MMC_SHM_POPULATE=off|read|write`, default read), so first
+//! writes into never-used pool space do not each take a page fault.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use mmc_controlplane::msg::{ServiceAddr, ShmHello};
 use mmc_controlplane::{wire, Error, Result};
 use mmc_core::fence::{Fence, SharedFence, FENCE_PAGE_BYTES};
 use mmc_core::transport::{Completions, Job, Transport};
-use mmc_hal::Arena;
+use mmc_hal::{Arena, Populate};
 use rkyv::util::AlignedVec;
 
 use crate::local::pool::{DevicePool, PoolMem};
@@ -83,6 +86,7 @@ impl ShmMap {
             .expect("checked above: one more than the segments");
         let fence = SharedFence::from_fd(fence_fd).map_err(|e| unreachable(e.to_string()))?;
         let mut fds = fds.into_iter();
+        let populate = Populate::from_env();
         let mut segments = Vec::with_capacity(hello.segments.len());
         for (((segment, len), device), handle) in hello
             .segments
@@ -93,8 +97,11 @@ impl ShmMap {
             let name = format!("rank{}-segment{segment}", addr.rank);
             let mem = if device < 0 {
                 let fd = fds.next().expect("counted above");
+                // The service pre-faulted the pool, but this mapping's page tables start
+                // empty: populate them in the background (copies need not wait for it).
                 PoolMem::Host(Arc::new(
-                    Arena::from_fd(&name, fd, len).map_err(|e| unreachable(e.to_string()))?,
+                    Arena::from_fd_populate(&name, fd, len, populate)
+                        .map_err(|e| unreachable(e.to_string()))?,
                 ))
             } else {
                 let handle = if handle.is_empty() {
@@ -210,6 +217,14 @@ impl ShmMap {
     /// False once the service closed its end (it stopped or died).
     pub(crate) fn alive(&self) -> bool {
         shm_server::peer_alive(&self.stream)
+    }
+
+    /// Host pools of this mapping whose background populate still runs.
+    pub(crate) fn pools_populating(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|(_, m)| matches!(m, PoolMem::Host(a) if !a.populated()))
+            .count()
     }
 
     pub(crate) fn pool(&self, segment: u32) -> Option<&PoolMem> {

@@ -63,9 +63,12 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 use crate::error::HalError;
 
 mod claims;
+mod populate;
 #[cfg(test)]
 mod tests;
 mod vectored;
+
+pub use populate::{Populate, MAX_ACTIVE as MAX_POPULATE_THREADS};
 
 /// Size of a hugetlb / transparent huge page used by this crate.
 pub const HUGE_PAGE_BYTES: u64 = 2 << 20;
@@ -120,7 +123,10 @@ impl fmt::Display for PageKind {
 /// Dropping the arena unmaps the region and closes the fd; the memory itself
 /// lives on while another process still maps it.
 pub struct Arena {
-    /// The mapping. Declared first so it is unmapped before the fd closes.
+    /// A background populate of the mapping ([`Arena::from_fd_populate`]). Declared first: it
+    /// is cancelled and joined before the mapping goes.
+    populator: Option<populate::Populator>,
+    /// The mapping. Declared before the fd so it is unmapped before the fd closes.
     map: MmapRaw,
     /// The memfd backing the mapping.
     file: File,
@@ -220,6 +226,7 @@ impl Arena {
             prefault_map(&map, true).map_err(|reason| HalError::Map { bytes: len, reason })?;
         }
         let arena = Arena {
+            populator: None,
             map,
             file,
             name: name.to_owned(),
@@ -232,8 +239,23 @@ impl Arena {
     }
 
     /// Map an arena another process created and handed over (a memfd received with
-    /// [`crate::fdpass::recv_with_fds`]). `len` must not exceed the file's size.
+    /// [`crate::fdpass::recv_with_fds`]). `len` must not exceed the file's size. The mapping's
+    /// page tables start empty: the first touch of each page faults (see
+    /// [`Arena::from_fd_populate`]).
     pub fn from_fd(name: &str, fd: std::os::fd::OwnedFd, len: u64) -> Result<Arena, HalError> {
+        Self::from_fd_populate(name, fd, len, Populate::Off)
+    }
+
+    /// [`Arena::from_fd`], then populate the mapping's page tables on a background thread
+    /// (`how`; see [`Populate`]): returns at once, copies may start while it runs, and dropping
+    /// the arena cancels it. With `MADV_HUGEPAGE` advised too, so a pool the kernel backs with
+    /// transparent huge pages (shmem THP enabled) is mapped 2 MiB at a time.
+    pub fn from_fd_populate(
+        name: &str,
+        fd: std::os::fd::OwnedFd,
+        len: u64,
+        how: Populate,
+    ) -> Result<Arena, HalError> {
         let file = File::from(fd);
         let size = file
             .metadata()
@@ -248,7 +270,13 @@ impl Arena {
             )));
         }
         let map = map_shared(&file, len).map_err(|reason| HalError::Map { bytes: len, reason })?;
+        if how != Populate::Off && shmem_thp_possible() {
+            // Harmless where the pool has no huge pages; lets a THP-backed pool map as PMDs.
+            let _ = map.advise(Advice::HugePage);
+        }
+        let populator = populate::Populator::start(name, map.as_mut_ptr(), map.len(), how);
         Ok(Arena {
+            populator,
             map,
             file,
             name: name.to_owned(),
@@ -256,6 +284,11 @@ impl Arena {
             page_kind: PageKind::Normal,
             claims: claims::Claims::default(),
         })
+    }
+
+    /// True once a background populate ([`Arena::from_fd_populate`]) finished, or when none ran.
+    pub fn populated(&self) -> bool {
+        self.populator.as_ref().is_none_or(|p| p.finished())
     }
 
     /// Tries the hugetlb backing; any failure is returned so the caller can
@@ -273,6 +306,7 @@ impl Arena {
             prefault_map(&map, false).map_err(|e| format!("hugetlb pre-fault: {e}"))?;
         }
         Ok(Arena {
+            populator: None,
             map,
             file,
             name: name.to_owned(),
