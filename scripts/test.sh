@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%ds)\n' "$*" "$SECONDS"; }
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is missing: install Rust (rustup) first" >&2
