@@ -163,16 +163,8 @@ impl Client {
         services: &[ServiceAddr],
         deadline: Instant,
     ) -> Vec<Result<()>> {
-        let jobs = writes
-            .into_iter()
-            .enumerate()
-            .map(|(idx, (r, src))| Job {
-                idx,
-                t: transfer(Dir::Write, r, src.len(), idx),
-                mem: Mem::Src(vec![src]),
-            })
-            .collect();
-        self.transports.run(jobs, services, deadline)
+        let items = writes.into_iter().map(|(r, s)| (r, Mem::Src(vec![s])));
+        self.run_ranges(items.collect(), services, deadline)
     }
 
     /// Fill each destination from its pool range: one outcome per read. The ranges must lie
@@ -183,20 +175,10 @@ impl Client {
         services: &[ServiceAddr],
         deadline: Instant,
     ) -> Vec<Result<()>> {
-        let jobs = reads
-            .into_iter()
-            .enumerate()
-            .map(|(idx, (r, dst))| Job {
-                idx,
-                t: transfer(Dir::Read, r, dst.len(), idx),
-                mem: Mem::Dst(vec![dst]),
-            })
-            .collect();
-        self.transports.run(jobs, services, deadline)
+        let items = reads.into_iter().map(|(r, d)| (r, Mem::Dst(vec![d])));
+        self.run_ranges(items.collect(), services, deadline)
     }
-}
 
-impl Client {
     /// [`Client::write_ranges`] from device memory (of the process's device backend).
     pub fn write_ranges_device(
         &self,
@@ -204,16 +186,8 @@ impl Client {
         services: &[ServiceAddr],
         deadline: Instant,
     ) -> Vec<Result<()>> {
-        let jobs = writes
-            .into_iter()
-            .enumerate()
-            .map(|(idx, (r, src))| Job {
-                idx,
-                t: transfer(Dir::Write, r, src.len as usize, idx),
-                mem: Mem::DevSrc(vec![src]),
-            })
-            .collect();
-        self.transports.run(jobs, services, deadline)
+        let items = writes.into_iter().map(|(r, s)| (r, Mem::DevSrc(vec![s])));
+        self.run_ranges(items.collect(), services, deadline)
     }
 
     /// [`Client::read_ranges`] into device memory.
@@ -223,13 +197,30 @@ impl Client {
         services: &[ServiceAddr],
         deadline: Instant,
     ) -> Vec<Result<()>> {
-        let jobs = reads
+        let items = reads.into_iter().map(|(r, d)| (r, Mem::DevDst(vec![d])));
+        self.run_ranges(items.collect(), services, deadline)
+    }
+
+    /// One job per range (a write for source memory, a read for destination memory).
+    fn run_ranges(
+        &self,
+        items: Vec<(PoolRange, Mem<'_>)>,
+        services: &[ServiceAddr],
+        deadline: Instant,
+    ) -> Vec<Result<()>> {
+        let jobs = items
             .into_iter()
             .enumerate()
-            .map(|(idx, (r, dst))| Job {
-                idx,
-                t: transfer(Dir::Read, r, dst.len as usize, idx),
-                mem: Mem::DevDst(vec![dst]),
+            .map(|(idx, (r, mem))| {
+                let dir = match mem {
+                    Mem::Src(_) | Mem::DevSrc(_) => Dir::Write,
+                    Mem::Dst(_) | Mem::DevDst(_) => Dir::Read,
+                };
+                Job {
+                    idx,
+                    t: transfer(dir, r, mem.len() as usize, idx),
+                    mem,
+                }
             })
             .collect();
         self.transports.run(jobs, services, deadline)
