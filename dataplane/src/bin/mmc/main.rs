@@ -1,5 +1,16 @@
 //! `mmc`: the MemCache command-line client and admin tool.
 
+/// `println!` that ends the program quietly when standard output is closed (`mmc info K | head`)
+/// instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -186,9 +197,9 @@ fn run(client: &Client, cmd: Cmd) -> CmdResult {
         }
         Cmd::Info { key } => {
             let info = client.query(&key).map_err(|e| (format!("info {key}"), e))?;
-            println!("key       {key}");
-            println!("size      {} bytes", info.size);
-            println!("replicas  {}", info.replicas.len());
+            out!("key       {key}");
+            out!("size      {} bytes", info.size);
+            out!("replicas  {}", info.replicas.len());
             let status = client.status().ok();
             for r in &info.replicas {
                 let endpoint = status
@@ -196,7 +207,7 @@ fn run(client: &Client, cmd: Cmd) -> CmdResult {
                     .and_then(|s| s.segments.iter().find(|g| g.segment == r.segment))
                     .map(|g| g.data_endpoint.clone())
                     .unwrap_or_default();
-                println!(
+                out!(
                     "  rank {} segment {} {} offset {} len {} at {}",
                     r.rank,
                     r.segment,
@@ -229,10 +240,10 @@ fn per_key(keys: &[String], results: Vec<Result<(), Error>>, verb: &str) -> CmdR
     let mut missing = false;
     for (k, r) in keys.iter().zip(results) {
         match r {
-            Ok(()) => println!("{k}: {verb}"),
+            Ok(()) => out!("{k}: {verb}"),
             Err(e) if e.code() == Code::ObjectNotExists => {
                 missing = true;
-                println!("{k}: missing");
+                out!("{k}: missing");
             }
             Err(e) => return Err((k.clone(), e)),
         }

@@ -252,7 +252,7 @@ pub fn top(
         "{:>10}{:>12}{:>12}{:>14}",
         "objects", "objects/s", "evicted/s", "used B/s"
     ));
-    println!("{header}");
+    out!("{header}");
     let mut n = 0u64;
     while count.is_none_or(|c| n < c) {
         std::thread::sleep(interval);
@@ -282,7 +282,7 @@ pub fn top(
             now.1.evicted_total.saturating_sub(last.1.evicted_total) as f64 / secs,
             (used(&now.1) as f64 - used(&last.1) as f64) / secs,
         ));
-        println!("{line}");
+        out!("{line}");
         let _ = std::io::stdout().flush();
         last = now;
         n += 1;
