@@ -366,9 +366,21 @@ impl DistributedObjectStore {
         let Some(client) = self.client() else {
             return vec![NOT_INIT; n];
         };
-        if size_arg(ttl).is_err() {
-            warn!("batch_add_lease: lease_ttl_ms must be an int >= 0");
-            return vec![INVALID; n];
+        match size_arg(ttl) {
+            Err(_) => {
+                warn!("batch_add_lease: lease_ttl_ms must be an int >= 0");
+                return vec![INVALID; n];
+            }
+            Ok(Some(_)) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    warn!(
+                        "batch_add_lease: lease_ttl_ms is not honoured: a lease lasts the meta \
+                         service's lease_ms (set that to the longest load)"
+                    )
+                });
+            }
+            Ok(None) => {}
         }
         let mut out = vec![OK; n];
         let mut todo = Vec::new();

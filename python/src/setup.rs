@@ -94,6 +94,13 @@ fn finish(
     }
     // A logical id: the device runtime applies CUDA_VISIBLE_DEVICES / ASCEND_RT_VISIBLE_DEVICES.
     local.device_id = device_id;
+    if !local.log_path.is_empty() || local.log_format != mmc_config::logging::LogFormat::Text {
+        tracing::warn!(
+            log_path = %local.log_path,
+            "log_path / log_format / log rotation are settings of mmc-meta and mmc-local: \
+             the Python module logs text lines to standard error (RUST_LOG sets the level)"
+        );
+    }
     if local.is_pure_client() {
         (client, None)
     } else {
