@@ -22,6 +22,22 @@ pub(crate) fn exist_code(r: &Result<(), codes::Error>) -> i32 {
     }
 }
 
+/// A batch's pointer list, its name in messages, and its size list.
+type BatchLists<'a, 'py> = (
+    Option<&'a Bound<'py, PyAny>>,
+    &'static str,
+    Option<&'a Bound<'py, PyAny>>,
+);
+
+/// Makes one key's item: key, pointer(s), size(s), writable, the buffer guards to hold.
+type ItemMaker<'py> = fn(
+    &Bound<'py, PyAny>,
+    &Bound<'py, PyAny>,
+    Option<&Bound<'py, PyAny>>,
+    bool,
+    &mut Vec<BufGuard<'py>>,
+) -> Result<Item, i32>;
+
 /// A batch put's or get's `direct` and `replicateConfig` arguments.
 pub(crate) type CallArgs<'a, 'py> = (Option<&'a Bound<'py, PyAny>>, Option<&'a Bound<'py, PyAny>>);
 
@@ -160,37 +176,11 @@ impl DistributedObjectStore {
         keys: &Bound<'_, PyAny>,
         ptrs: Option<&Bound<'_, PyAny>>,
         sizes: Option<&Bound<'_, PyAny>>,
-        (direct, replicate): CallArgs<'_, '_>,
+        args: CallArgs<'_, '_>,
         op: Op,
     ) -> Vec<i32> {
-        let Some(client) = self.client() else {
-            return all(keys, NOT_INIT);
-        };
-        let Ok(keys_v) = batch_keys(keys) else {
-            return vec![INVALID];
-        };
-        let n = keys_v.len();
-        let (mode, opts) = match (direction(direct, op), put_options(replicate)) {
-            (Ok(m), Ok(o)) => (m, o),
-            (Err(c), _) | (_, Err(c)) => return vec![c; n],
-        };
-        let (ptrs, sizes) = match (per_key(ptrs, n, "buffer_ptrs"), per_key(sizes, n, "sizes")) {
-            (Ok(p), Ok(s)) => (p, s),
-            _ => return vec![INVALID; n],
-        };
-        let writable = op == Op::Get;
-        let mut guards = Vec::new();
-        let items: Vec<Result<Item, i32>> = keys_v
-            .iter()
-            .zip(ptrs.iter().zip(&sizes))
-            .map(|(k, (p, s))| match p {
-                Some(p) => one_item(k, p, s.as_ref(), writable, &mut guards),
-                None => Err(INVALID),
-            })
-            .collect();
-        let out = self.transfer(py, &client, items, op, mode, &opts);
-        drop(guards);
-        out
+        let lists = (ptrs, "buffer_ptrs", sizes);
+        self.batch_items(py, keys, lists, args, op, one_item)
     }
 
     /// A batch of several pieces per key (`batch_put_from_layers`, `batch_get_into_layers`).
@@ -200,8 +190,22 @@ impl DistributedObjectStore {
         keys: &Bound<'_, PyAny>,
         ptrs_list: Option<&Bound<'_, PyAny>>,
         sizes_list: Option<&Bound<'_, PyAny>>,
-        (direct, replicate): CallArgs<'_, '_>,
+        args: CallArgs<'_, '_>,
         op: Op,
+    ) -> Vec<i32> {
+        let lists = (ptrs_list, "buffer_ptrs_list", sizes_list);
+        self.batch_items(py, keys, lists, args, op, layers_item)
+    }
+
+    /// A batch whose key `i` is made by `make(key, ptrs[i], sizes[i], writable, guards)`.
+    fn batch_items<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        (ptrs, ptrs_name, sizes): BatchLists<'_, 'py>,
+        (direct, replicate): CallArgs<'_, 'py>,
+        op: Op,
+        make: ItemMaker<'py>,
     ) -> Vec<i32> {
         let Some(client) = self.client() else {
             return all(keys, NOT_INIT);
@@ -214,10 +218,7 @@ impl DistributedObjectStore {
             (Ok(m), Ok(o)) => (m, o),
             (Err(c), _) | (_, Err(c)) => return vec![c; n],
         };
-        let (ptrs, sizes) = match (
-            per_key(ptrs_list, n, "buffer_ptrs_list"),
-            per_key(sizes_list, n, "sizes"),
-        ) {
+        let (ptrs, sizes) = match (per_key(ptrs, n, ptrs_name), per_key(sizes, n, "sizes")) {
             (Ok(p), Ok(s)) => (p, s),
             _ => return vec![INVALID; n],
         };
@@ -227,7 +228,7 @@ impl DistributedObjectStore {
             .iter()
             .zip(ptrs.iter().zip(&sizes))
             .map(|(k, (p, s))| match p {
-                Some(p) => layers_item(k, p, s.as_ref(), writable, &mut guards),
+                Some(p) => make(k, p, s.as_ref(), writable, &mut guards),
                 None => Err(INVALID),
             })
             .collect();
