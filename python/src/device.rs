@@ -9,8 +9,8 @@ use mmc_hal::device::{self, CopyKind, DeviceCopy};
 use pyo3::prelude::*;
 use tracing::warn;
 
-use crate::codes::{self, EXISTS, INVALID, OK};
-use crate::items::{initial_codes, ready, Item};
+use crate::codes::{INVALID, OK};
+use crate::items::{fill_codes, initial_codes, ready, Item};
 
 /// The name of the process's device backend: ``"none"``, ``"sim"``, ``"cuda"`` or ``"ascend"``
 /// (chosen by ``$MMC_DEVICE_BACKEND`` or the local service's ``device_backend``; ``auto`` probes
@@ -140,18 +140,7 @@ pub(crate) fn put_device_items(
         let views: Vec<&[DevSpan]> = spans.iter().map(Vec::as_slice).collect();
         client.batch_put_device(&keys, &views, opts)
     });
-    fill(
-        &mut out,
-        &todo,
-        results.map(|rs| {
-            rs.iter()
-                .map(|r| match codes::of_result(r) {
-                    EXISTS => OK,
-                    c => c,
-                })
-                .collect()
-        }),
-    );
+    fill_codes(&mut out, &todo, results, true);
     out
 }
 
@@ -172,30 +161,6 @@ pub(crate) fn get_device_items(
         let views: Vec<&[DevSpan]> = spans.iter().map(Vec::as_slice).collect();
         client.batch_get_device(&keys, &views)
     });
-    fill(
-        &mut out,
-        &todo,
-        results.map(|rs| rs.iter().map(codes::of_result).collect()),
-    );
+    fill_codes(&mut out, &todo, results, false);
     out
-}
-
-fn fill(
-    out: &mut [i32],
-    todo: &[(usize, Item)],
-    codes_or: Result<Vec<i32>, mmc_controlplane::Error>,
-) {
-    match codes_or {
-        Ok(cs) => {
-            for ((i, _), c) in todo.iter().zip(cs) {
-                out[*i] = c;
-            }
-        }
-        Err(e) => {
-            let c = codes::of(&e);
-            for (i, _) in todo {
-                out[*i] = c;
-            }
-        }
-    }
 }

@@ -64,22 +64,7 @@ pub(crate) fn put_items(
         let views: Vec<&[&[u8]]> = parts.iter().map(Vec::as_slice).collect();
         client.batch_put_parts(&keys, &views, opts)
     });
-    match results {
-        Ok(rs) => {
-            for ((i, _), r) in todo.iter().zip(rs) {
-                out[*i] = match codes::of_result(&r) {
-                    EXISTS => OK,
-                    c => c,
-                };
-            }
-        }
-        Err(e) => {
-            let c = codes::of(&e);
-            for (i, _) in &todo {
-                out[*i] = c;
-            }
-        }
-    }
+    fill_codes(&mut out, &todo, results, true);
     out
 }
 
@@ -129,20 +114,34 @@ pub(crate) fn get_items(
         let mut views: Vec<&mut [&mut [u8]]> = parts.iter_mut().map(Vec::as_mut_slice).collect();
         client.batch_get_into_parts(&keys, &mut views)
     });
+    fill_codes(&mut out, &todo, results, false);
+    out
+}
+
+/// Each ready item's code from its outcome (`put`: a key that exists is 0, the Python layer's
+/// convention), or the whole call's error for all of them.
+pub(crate) fn fill_codes<T>(
+    out: &mut [i32],
+    todo: &[(usize, Item)],
+    results: Result<Vec<Result<T, codes::Error>>, codes::Error>,
+    put: bool,
+) {
     match results {
         Ok(rs) => {
             for ((i, _), r) in todo.iter().zip(rs) {
-                out[*i] = codes::of_result(&r);
+                out[*i] = match codes::of_result(&r) {
+                    EXISTS if put => OK,
+                    c => c,
+                };
             }
         }
         Err(e) => {
             let c = codes::of(&e);
-            for (i, _) in &todo {
+            for (i, _) in todo {
                 out[*i] = c;
             }
         }
     }
-    out
 }
 
 /// One key with one pointer/size pair.
