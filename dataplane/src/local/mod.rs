@@ -448,7 +448,7 @@ impl LocalService {
                 .dev_copy(&mut batch, offset, addr, len, write)
                 .map_err(device_error)?;
         }
-        batch.run(mmc_hal::device::active()).map_err(device_error)?;
+        batch.run_active().map_err(device_error)?;
         guard.still(f.incarnation).map_err(|s| stale(endpoint, s))
     }
 

@@ -407,7 +407,7 @@ impl Staged {
                 }
             }
         }
-        if let Err(e) = batch.run(mmc_hal::device::active()) {
+        if let Err(e) = batch.run_active() {
             // Every staged write fails with the batch; the reads go ahead.
             let e = crate::local::device_error(e);
             for (idx, _, _) in meta.iter().filter(|(_, _, write)| *write) {
@@ -461,7 +461,7 @@ impl Staged {
             }
             reads.push(*idx);
         }
-        if let Err(e) = batch.run(mmc_hal::device::active()) {
+        if let Err(e) = batch.run_active() {
             let e = crate::local::device_error(e);
             for idx in reads {
                 outcomes[idx] = Err(e.clone_error());

@@ -208,7 +208,7 @@ impl ShmMap {
             pool.dev_copy(&mut batch, offset, addr, len, write)
                 .map_err(device_error)?;
         }
-        batch.run(mmc_hal::device::active()).map_err(device_error)?;
+        batch.run_active().map_err(device_error)?;
         guard
             .still(f.incarnation)
             .map_err(|s| stale(&self.endpoint, s))

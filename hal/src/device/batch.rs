@@ -91,6 +91,15 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
+    /// [`Batch::run`] on the process's backend ([`super::active`]), which an empty batch does
+    /// not start (so a process that never touches device memory never probes for a runtime).
+    pub fn run_active(self) -> Result<(), HalError> {
+        if self.copies.is_empty() {
+            return Ok(());
+        }
+        self.run(super::active())
+    }
+
     /// Run every copy on `dev` with one synchronization; the borrows and claims end after.
     pub fn run(self, dev: &dyn Device) -> Result<(), HalError> {
         if self.copies.is_empty() {
