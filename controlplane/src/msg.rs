@@ -144,6 +144,50 @@ pub enum Request {
     /// closes its fence before the first chunk and opens it at the new incarnation). A chunk out
     /// of order is refused; the service starts over from chunk 0.
     Rejoin(Rejoin),
+    /// Lease pool space ahead of puts (answered [`Reply::Slots`]): up to `count` *slots* of
+    /// `size` bytes, each a placement of `replicas` copies reserved for this client only, with no
+    /// key, invisible, held until the reply's `lease_ms` runs out (or a [`Request::PutLeased`]
+    /// uses or gives it back). A small put then writes into one of its slots and makes the object
+    /// visible with one [`Request::PutLeased`]: one meta round trip instead of two.
+    LeaseSlots(SlotRequest),
+    /// Put into leased slots, written already: bind each slot to its key and commit it, or give
+    /// it back (`ok = false`). Answered `Commit { codes }`, one per item; whatever the code, the
+    /// slot is used up.
+    PutLeased {
+        client_id: u64,
+        items: Vec<LeasedPut>,
+    },
+}
+
+/// A [`Request::LeaseSlots`]: where the slots go, as for an [`AllocRequest`] (no preferred
+/// ranks).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SlotRequest {
+    pub writer_rank: Option<u32>,
+    /// The client session the slots belong to (nonzero): only it may use them.
+    pub client_id: u64,
+    pub media: u16,
+    pub policy: u16,
+    /// 0 or 1 = one copy.
+    pub replicas: u16,
+    /// Bytes of each slot.
+    pub size: u64,
+    /// Slots wanted (the meta service may grant fewer, or none).
+    pub count: u32,
+}
+
+/// One item of a [`Request::PutLeased`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LeasedPut {
+    /// The slot's token (from [`Reply::Slots`]).
+    pub token: u64,
+    pub key: String,
+    /// The object's size: at most the slot's.
+    pub size: u64,
+    /// CRC-32C of the object's bytes.
+    pub crc: u32,
+    /// `false`: give the slot back unused.
+    pub ok: bool,
 }
 
 /// One chunk of a [`Request::Rejoin`].
@@ -358,6 +402,14 @@ pub enum Reply {
     Error {
         code: i32,
         message: String,
+    },
+    /// Slots granted to a [`Request::LeaseSlots`] (`code` 0 each; fewer than asked, or none,
+    /// when the pool is short or the client holds many already). Each is usable until
+    /// `lease_ms` after the request was sent; the client stops using one at half of that.
+    Slots {
+        lease_ms: u64,
+        items: Vec<AllocItem>,
+        services: Vec<ServiceAddr>,
     },
 }
 

@@ -16,7 +16,7 @@ use crate::obs::{Labels, LatencyHistogram, Scrape};
 use crate::probe::ProbeCounts;
 
 /// Request types, in the order of [`op_index`].
-pub const OPS: [&str; 14] = [
+pub const OPS: [&str; 16] = [
     "register",
     "rejoin",
     "heartbeat",
@@ -31,6 +31,8 @@ pub const OPS: [&str; 14] = [
     "remove_all",
     "status",
     "suspect",
+    "lease_slots",
+    "put_leased",
 ];
 
 /// Index of `req`'s type in [`OPS`].
@@ -50,6 +52,8 @@ pub fn op_index(req: &Request) -> usize {
         Request::RemoveAll => 11,
         Request::Status => 12,
         Request::Suspect { .. } => 13,
+        Request::LeaseSlots(_) => 14,
+        Request::PutLeased { .. } => 15,
     }
 }
 

@@ -106,7 +106,7 @@ impl MetaCore {
         Reply::Commit { codes }
     }
 
-    fn commit_one(&mut self, key: &str, item: CommitItem) -> Code {
+    pub(super) fn commit_one(&mut self, key: &str, item: CommitItem) -> Code {
         let Some(obj) = self.objects.get(&item.token) else {
             warn!(key, "commit of an unknown or reclaimed put");
             return Code::Timeout;
@@ -375,6 +375,7 @@ impl MetaCore {
     /// entry and its leases: no index may outlive the object. The key must already be unlinked.
     pub(super) fn free_object(&mut self, oid: u64) {
         let obj = self.objects.remove(&oid).expect("free of a live object");
+        self.slab_freed(oid, &obj);
         self.under.remove(&oid);
         assert_ne!(
             self.keys.get(&obj.key),

@@ -14,6 +14,7 @@ impl MetaCore {
         self.check_leases();
         self.check_lru();
         self.check_index_outboxes();
+        self.check_slab();
     }
 
     /// Every member's index outbox is bounded, numbered from 1, starts with its only `Reset` if

@@ -10,6 +10,7 @@ mod membership;
 mod placement;
 mod rebuild;
 mod repair;
+mod slab;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub use index::{IndexOutboxView, INDEX_OUTBOX_MAX};
 pub use rebuild::{BUSY_RETRY_MS, REJOINS_MAX};
 pub use repair::REPAIRS_INFLIGHT_MAX;
+pub use slab::{SLOTS_GRANT_MAX, SLOTS_PER_CLIENT_MAX, SLOT_GRANT_BYTES_MAX, SLOT_SIZE_MAX};
 pub use stats::{MetaStats, TierHeld};
 pub use view::CommittedView;
 
@@ -199,6 +201,8 @@ pub struct MetaCore {
     rebuild: rebuild::Rebuild,
     /// Counts for `/metrics`.
     stats: MetaStats,
+    /// Space leased to clients ahead of their puts (see `slab.rs`).
+    slab: slab::Slab,
 }
 
 impl MetaCore {
@@ -261,6 +265,7 @@ impl MetaCore {
             rejoins: rebuild::Rejoins::new(),
             rebuild: rebuild::Rebuild::default(),
             stats: MetaStats::default(),
+            slab: slab::Slab::default(),
         }
     }
 
@@ -313,6 +318,8 @@ impl MetaCore {
                 self.suspect(rank, incarnation, "a client could not reach it");
                 Reply::Ack { code: 0 }
             }
+            Request::LeaseSlots(r) => self.lease_slots(now_ms, r),
+            Request::PutLeased { client_id, items } => self.put_leased(client_id, items),
         }
     }
 

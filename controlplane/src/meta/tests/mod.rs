@@ -9,6 +9,7 @@ mod pause;
 mod probe;
 mod rebuild;
 mod simulation;
+mod slab;
 mod suspect;
 mod writer;
 
