@@ -8,6 +8,7 @@
 //! (started here when installed), and Mooncake Store with `--peers mooncake`. Every byte read back
 //! is verified; the targets are judged as pass / short.
 
+mod allocs;
 mod baselines;
 mod chart;
 mod cluster;
@@ -22,6 +23,9 @@ mod report;
 mod targets;
 mod tls_rows;
 mod workloads;
+
+#[global_allocator]
+static ALLOC: allocs::Counting = allocs::Counting;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -401,11 +401,15 @@ fn small(ctx: &mut Ctx<'_>, n: usize, size: usize) -> R<Vec<Row>> {
     }
     ctx.say(format!("{name}: {n} single-key puts of {size} bytes"));
     let mut put_calls = Vec::with_capacity(n);
+    // Heap allocations of the calling thread per call: put, get, exist.
+    let mut allocs: [Vec<u64>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
     for (key, value) in keys.iter().zip(src.chunks_exact(size)) {
         ctx.track(std::slice::from_ref(key));
-        let (res, t) = elapsed(|| ctx.client().put(key, value, &ctx.place.opts));
+        let ((res, t), a) =
+            crate::allocs::counted(|| elapsed(|| ctx.client().put(key, value, &ctx.place.opts)));
         res.context(|| format!("{name}: put {key:?}"))?;
         put_calls.push(t);
+        allocs[0].push(a);
     }
     ctx.check_placement(name, &keys)?;
 
@@ -415,9 +419,11 @@ fn small(ctx: &mut Ctx<'_>, n: usize, size: usize) -> R<Vec<Row>> {
     let mut bad = 0;
     for (key, want) in keys.iter().zip(src.chunks_exact(size)) {
         buf.fill(0xA5);
-        let (res, t) = elapsed(|| ctx.client().get_into(key, &mut buf));
+        let ((res, t), a) =
+            crate::allocs::counted(|| elapsed(|| ctx.client().get_into(key, &mut buf)));
         let got = res.context(|| format!("{name}: get_into {key:?}"))?;
         get_calls.push(t);
+        allocs[1].push(a);
         let diff = first_diff(want, &buf);
         if got != size as u64 || diff.is_some() {
             bad += 1;
@@ -434,7 +440,8 @@ fn small(ctx: &mut Ctx<'_>, n: usize, size: usize) -> R<Vec<Row>> {
     }
     let mut exist_calls = Vec::with_capacity(n);
     for key in &keys {
-        let (res, t) = elapsed(|| ctx.client().exist(key));
+        let ((res, t), a) = crate::allocs::counted(|| elapsed(|| ctx.client().exist(key)));
+        allocs[2].push(a);
         match res {
             Ok(()) => {}
             Err(Error::NotFound { .. }) => {
@@ -450,6 +457,13 @@ fn small(ctx: &mut Ctx<'_>, n: usize, size: usize) -> R<Vec<Row>> {
         }
         exist_calls.push(t);
     }
+    let warm = (n / 4).min(100);
+    ctx.say(format!(
+        "{name}: heap allocations per call (calling thread, after {warm} warm-up calls): put {:.1}, get {:.1}, exist {:.1}",
+        crate::allocs::per_call(&allocs[0], warm),
+        crate::allocs::per_call(&allocs[1], warm),
+        crate::allocs::per_call(&allocs[2], warm),
+    ));
     ctx.remove(&keys)?;
     let total = (n * size) as u64;
     Ok(vec![

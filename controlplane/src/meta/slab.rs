@@ -108,7 +108,10 @@ impl MetaCore {
                     && matches!(obj.state, State::Pending { .. }),
                 "slot {oid}: a keyless pending object of its client"
             );
-            assert!(reserved_of(obj) <= *reserved, "slot {oid}: replicas only go");
+            assert!(
+                reserved_of(obj) <= *reserved,
+                "slot {oid}: replicas only go"
+            );
             bytes += reserved;
             *per_client.entry(*client).or_default() += 1;
         }

@@ -8,6 +8,7 @@
 mod device;
 mod get;
 mod put;
+mod small;
 mod staged;
 
 pub use staged::{Leased, PoolRange, StagedPut, STAGED_WRITE_MS};
@@ -63,6 +64,8 @@ pub struct Client {
     /// Test hook run between a meta reply and the first byte moved (see
     /// [`Client::set_transfer_hook`]); unset in production, where checking it is one atomic load.
     transfer_hook: OnceLock<TransferHook>,
+    /// Slots leased for small puts (see `small.rs`).
+    small: small::Small,
 }
 
 /// A random, nonzero client session id: std's per-process random hash keys, mixed with the
@@ -128,7 +131,9 @@ impl Client {
             busy_poll: Duration::from_micros(config.busy_poll_us),
             verify_reads: config.verify_reads,
             transfer_hook: OnceLock::new(),
+            small: small::Small::new(0, None),
         };
+        client.small = small::Small::new(client.client_id, client.local_rank());
         // Prove the meta service answers now, so init fails early and clearly.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
         let conn = client.connect_meta(deadline).inspect_err(|e| {
@@ -213,6 +218,7 @@ impl Client {
         match req {
             Request::Release { leases } => self.release(leases),
             report @ Request::Suspect { .. } => self.oneway(report),
+            back @ Request::PutLeased { .. } => self.oneway(back),
             other => unreachable!("no operation sends {other:?} one-way"),
         }
     }
@@ -487,5 +493,13 @@ impl Client {
             Reply::Status(s) => Ok(s),
             other => Err(unexpected(&other)),
         }
+    }
+}
+
+impl Drop for Client {
+    /// Leased slots go back to the meta service at once (else they are held to the end of their
+    /// lease).
+    fn drop(&mut self) {
+        self.give_back_slots();
     }
 }

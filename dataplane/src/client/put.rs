@@ -28,6 +28,10 @@ impl Client {
 
     /// Put one object whose bytes are `parts` concatenated (layer-wise put).
     pub fn put_parts(&self, key: &str, parts: &[&[u8]], opts: &PutOptions) -> Result<()> {
+        // Small values: one meta round trip, into space leased ahead.
+        if let Some(done) = self.put_small(key, parts, opts) {
+            return done;
+        }
         self.batch_put_parts(&[key], &[parts], opts)?.remove(0)
     }
 

@@ -188,6 +188,68 @@ impl Transports {
         outcomes
     }
 
+    /// Whether `rank` is served by a memcpy backend now: the own pool, or a same-host service
+    /// whose pools are mapped already at its current incarnation (no probe, no mapping made).
+    pub(crate) fn is_memcpy(&self, rank: u32, services: &[ServiceAddr]) -> bool {
+        if self.embedded.as_ref().is_some_and(|s| s.rank() == rank) {
+            return true;
+        }
+        if self.tcp_only || self.rdma_forced {
+            return false;
+        }
+        let Some(addr) = services.iter().find(|s| s.rank == rank) else {
+            return false;
+        };
+        if addr.host != self.host || addr.shm_endpoint.is_empty() {
+            return false;
+        }
+        let maps = self
+            .shm_maps
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated");
+        matches!(maps.get(&rank), Some((inc, Some(_))) if *inc == addr.incarnation)
+    }
+
+    /// One host copy on a memcpy backend (the own pool, a same-host service's mapped pools),
+    /// for a single small key: `parts` (write: into the pool) or `dst` (read: out of it) at the
+    /// transfer's offset, inside the epoch fence, with no job list, completion table or outcome
+    /// vector on the way. `None` when the transfer is routed to another backend (RDMA, TCP): the
+    /// caller runs it through [`Transports::run`]. `alive` as for [`Transports::route`].
+    pub(crate) fn copy_one(
+        &self,
+        t: &Transfer,
+        mut io: OneCopy<'_, '_>,
+        services: &[ServiceAddr],
+        alive: &mut Vec<u32>,
+    ) -> Option<Result<()>> {
+        let f = t.fence;
+        let map;
+        let pools: &dyn PoolCopies = match self.route(f.rank, f.segment, services, alive) {
+            Route::Embedded => self.embedded.as_deref()?,
+            Route::Shm(m) => {
+                map = m;
+                &*map
+            }
+            Route::Rdma | Route::Tcp => return None,
+        };
+        Some(match &mut io {
+            OneCopy::Write(parts) => {
+                let lens = parts.iter().map(|p| p.len() as u64);
+                let mut pool_at = t.offset;
+                mmc_core::client::runs(lens, t.item_offset, t.len).try_for_each(|(i, at, n)| {
+                    let src = &parts[i][at as usize..(at + n) as usize];
+                    pools.copy_in(f, pool_at, src)?;
+                    pool_at += n;
+                    Ok(())
+                })
+            }
+            OneCopy::Read(dst) => {
+                debug_assert_eq!(t.item_offset, 0);
+                pools.copy_out(f, t.offset, &mut dst[..t.len as usize])
+            }
+        })
+    }
+
     /// The backend for `rank`'s `segment`: the client's own pool; else RDMA when this client has
     /// a device and the service accepts a connection (other hosts; any host with
     /// `transport = rdma`); else (same host, unless the transport is forced to TCP) the service's
@@ -296,6 +358,12 @@ impl Transports {
         ranks.sort_unstable();
         ranks
     }
+}
+
+/// The caller's side of [`Transports::copy_one`].
+pub(crate) enum OneCopy<'a, 'b> {
+    Write(&'a [&'b [u8]]),
+    Read(&'a mut [u8]),
 }
 
 /// What the memcpy backends copy with: a pool set (the embedded service's, or a same-host

@@ -13,12 +13,17 @@ mod get;
 mod keys;
 mod meta_op;
 mod put;
+mod slots;
 mod staged;
 
 pub use get::GetOp;
 pub use keys::{check_key, check_keys, check_lengths, key_error, unexpected, CloneError};
 pub use meta_op::{Info, MetaKind, MetaOp};
 pub use put::{PutOp, PutOptions, REPLACE_MAX};
+pub use slots::{
+    Leased, LeasedPutOp, LeasedScratch, Slot, SlotClass, SlotPool, SLOTS_ASK, SLOT_CLASS_MIN,
+    SLOT_PUT_MAX,
+};
 pub use staged::{FinishOp, Staged, STAGED_WRITE_MS};
 
 use mmc_controlplane::msg::{Request, ServiceAddr};
