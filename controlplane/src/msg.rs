@@ -159,8 +159,7 @@ pub enum Request {
     },
 }
 
-/// A [`Request::LeaseSlots`]: where the slots go, as for an [`AllocRequest`] (no preferred
-/// ranks).
+/// A [`Request::LeaseSlots`]: where the slots go, as for an [`AllocRequest`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct SlotRequest {
     pub writer_rank: Option<u32>,
@@ -174,6 +173,8 @@ pub struct SlotRequest {
     pub size: u64,
     /// Slots wanted (the meta service may grant fewer, or none).
     pub count: u32,
+    /// With `PREFERRED_AFFINITY`: the services to place on, as in [`AllocRequest`].
+    pub preferred: Vec<i32>,
 }
 
 /// One item of a [`Request::PutLeased`].

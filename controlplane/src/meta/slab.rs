@@ -175,7 +175,7 @@ impl MetaCore {
             media: r.media,
             policy: r.policy,
             replicas: r.replicas,
-            preferred: Vec::new(),
+            preferred: r.preferred,
             items: Vec::new(),
         };
         let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);

@@ -14,6 +14,7 @@ fn slot_req(client_id: u64, size: u64, count: u32, replicas: u16) -> SlotRequest
         replicas,
         size,
         count,
+        preferred: Vec::new(),
     }
 }
 
@@ -277,4 +278,21 @@ fn slots_of_an_earlier_run_are_refused() {
         vec![-3004]
     );
     assert!(!exists(&mut c, 0, "k"));
+}
+
+#[test]
+fn slots_go_where_the_put_prefers() {
+    let mut c = core();
+    register(&mut c, None, 64 * MIB);
+    let (rank, _) = register(&mut c, None, 64 * MIB);
+    let req = SlotRequest {
+        policy: msg::PREFERRED_AFFINITY,
+        preferred: vec![rank as i32],
+        ..slot_req(CLIENT, 4096, 8, 1)
+    };
+    let slots = lease(&mut c, 0, req);
+    assert_eq!(slots.len(), 8);
+    assert!(slots
+        .iter()
+        .all(|s| s.replicas.len() == 1 && s.replicas[0].rank == rank));
 }

@@ -3,8 +3,8 @@
 //!
 //! The meta service grants *slots* (see `mmc_controlplane::meta` `slab.rs`): placements of
 //! `replicas` copies of a size class, reserved for this client, keyless and invisible, until
-//! `lease_ms` after the grant. A put of at most [`SLOT_PUT_MAX`] bytes with default placement
-//! (no preferred ranks) takes one, writes its bytes (a memcpy on the own and same-host
+//! `lease_ms` after the grant. A put of at most [`SLOT_PUT_MAX`] bytes (native placement, or one
+//! preferred rank) takes one, writes its bytes (a memcpy on the own and same-host
 //! placements; one request per replica over TCP), and sends `PutLeased` (key, token, size,
 //! CRC): the meta service binds the slot to the key and commits at once. So the steady state
 //! is the write plus one meta round trip; one put in [`SLOTS_ASK`] also asks for more slots
@@ -47,17 +47,29 @@ pub struct SlotClass {
     pub size: u64,
     pub media: u16,
     pub replicas: u16,
+    /// The one preferred rank (`PREFERRED_AFFINITY`), or -1 (native placement).
+    pub preferred: i32,
 }
 
 impl SlotClass {
     /// The class of a put of `size` bytes, or `None` when it does not use slots (too large,
-    /// preferred ranks).
+    /// more than one preferred rank).
     pub fn of(size: u64, opts: &PutOptions) -> Option<SlotClass> {
-        let default_placement = opts.preferred.is_empty() && opts.policy == msg::NATIVE_AFFINITY;
-        (size > 0 && size <= SLOT_PUT_MAX && default_placement).then(|| SlotClass {
+        if size == 0 || size > SLOT_PUT_MAX {
+            return None;
+        }
+        let mut ranks = opts.preferred.iter().filter(|r| **r >= 0);
+        let preferred = match (opts.policy, ranks.next(), ranks.next()) {
+            (msg::PREFERRED_AFFINITY, Some(&rank), None) => rank,
+            (msg::PREFERRED_AFFINITY, Some(_), Some(_)) => return None,
+            // No usable preferred rank: placed as a native put is.
+            _ => -1,
+        };
+        Some(SlotClass {
             size: size.next_power_of_two().max(SLOT_CLASS_MIN),
             media: opts.media,
             replicas: opts.replicas.max(1),
+            preferred,
         })
     }
 }
@@ -141,10 +153,19 @@ impl SlotPool {
             writer_rank: self.writer_rank,
             client_id: self.client_id,
             media: class.media,
-            policy: msg::NATIVE_AFFINITY,
+            policy: if class.preferred >= 0 {
+                msg::PREFERRED_AFFINITY
+            } else {
+                msg::NATIVE_AFFINITY
+            },
             replicas: class.replicas,
             size: class.size,
             count: SLOTS_ASK,
+            preferred: if class.preferred >= 0 {
+                vec![class.preferred]
+            } else {
+                Vec::new()
+            },
         }))
     }
 
