@@ -346,6 +346,45 @@ pub fn read_exact_vectored<R: Read>(
     Ok(())
 }
 
+/// How far a socket timeout in force may be from what a call's deadline leaves before it is set
+/// again: a call may end up to this much past its deadline, or give up this much short of it.
+pub const SOCKET_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The read and write timeouts last set on one socket, so that a connection whose calls all have
+/// about the same time left (the steady state: one timeout for every call) sets them once, not
+/// with a `setsockopt` per request.
+#[derive(Debug, Default)]
+pub struct SocketTimeouts {
+    read: Option<std::time::Duration>,
+    write: Option<std::time::Duration>,
+}
+
+impl SocketTimeouts {
+    /// Make the socket's read (and, with `write`, write) timeout `timeout`, within
+    /// [`SOCKET_TIMEOUT_SLACK`].
+    pub fn fit(
+        &mut self,
+        socket: &std::net::TcpStream,
+        timeout: std::time::Duration,
+        write: bool,
+    ) -> io::Result<()> {
+        let off = |set: Option<std::time::Duration>| {
+            set.is_none_or(|set| set.abs_diff(timeout) > SOCKET_TIMEOUT_SLACK)
+        };
+        if write && off(self.write) {
+            self.write = None;
+            socket.set_write_timeout(Some(timeout))?;
+            self.write = Some(timeout);
+        }
+        if !write && off(self.read) {
+            self.read = None;
+            socket.set_read_timeout(Some(timeout))?;
+            self.read = Some(timeout);
+        }
+        Ok(())
+    }
+}
+
 /// Busy-poll `socket` for up to `spin` until bytes are ready to read (or the peer closed), so that
 /// the blocking read that follows does not sleep and pay a wake-up. `spin` zero returns at once.
 /// Returns true when bytes (or the end of the stream) are ready.

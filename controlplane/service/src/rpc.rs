@@ -21,6 +21,8 @@ pub struct MetaConn {
     buf: AlignedVec,
     next_id: u64,
     busy_poll: Duration,
+    /// Set only when off by more than `wire::SOCKET_TIMEOUT_SLACK`: no `setsockopt` per call.
+    timeouts: wire::SocketTimeouts,
 }
 
 impl MetaConn {
@@ -70,6 +72,7 @@ impl MetaConn {
             buf: AlignedVec::new(),
             next_id: 1,
             busy_poll: Duration::ZERO,
+            timeouts: wire::SocketTimeouts::default(),
         })
     }
 
@@ -87,9 +90,8 @@ impl MetaConn {
     pub fn call(&mut self, req: &Request, deadline: Instant) -> Result<Reply> {
         let id = self.send(Kind::MetaRequest, req, deadline)?;
         let timeout = remaining(deadline, "meta reply")?;
-        self.stream
-            .tcp()
-            .set_read_timeout(Some(timeout))
+        self.timeouts
+            .fit(self.stream.tcp(), timeout, false)
             .map_err(|e| Error::io("set read timeout", e))?;
         if !self.busy_poll.is_zero() && !self.stream.has_buffered() {
             wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
@@ -123,9 +125,8 @@ impl MetaConn {
         self.next_id += 1;
         wire::encode_payload(req, &mut self.buf).map_err(|e| Error::InvalidParam(e.to_string()))?;
         let timeout = remaining(deadline, "meta request")?;
-        self.stream
-            .tcp()
-            .set_write_timeout(Some(timeout))
+        self.timeouts
+            .fit(self.stream.tcp(), timeout, true)
             .map_err(|e| Error::io("set write timeout", e))?;
         let r = wire::write_frame(&mut self.stream, kind, id, &self.buf, 0)
             .and_then(|_| Ok(self.stream.flush()?));

@@ -230,6 +230,8 @@ pub(crate) struct DataConn {
     buf: AlignedVec,
     next_id: u64,
     busy_poll: std::time::Duration,
+    /// Set only when off by more than `wire::SOCKET_TIMEOUT_SLACK`: no `setsockopt` per request.
+    timeouts: wire::SocketTimeouts,
 }
 
 impl DataConn {
@@ -269,6 +271,7 @@ impl DataConn {
             buf: AlignedVec::new(),
             next_id: 1,
             busy_poll,
+            timeouts: wire::SocketTimeouts::default(),
         })
     }
 
@@ -360,8 +363,9 @@ impl DataConn {
             .map_err(|e| Error::InvalidParam(e.to_string()))?;
         let timeout = remaining(deadline, "data transfer")?;
         let tcp = self.stream.tcp();
-        tcp.set_write_timeout(Some(timeout))
-            .and_then(|_| tcp.set_read_timeout(Some(timeout)))
+        self.timeouts
+            .fit(tcp, timeout, true)
+            .and_then(|_| self.timeouts.fit(tcp, timeout, false))
             .map_err(|e| Error::io("set socket timeouts", e))?;
         wire::write_frame(&mut self.stream, Kind::DataRequest, id, &self.buf, raw_len)
             .map_err(|e| self.io_error(e))?;
@@ -371,9 +375,8 @@ impl DataConn {
     /// Read the reply frame; returns how many raw bytes follow it.
     fn read_reply(&mut self, id: u64, deadline: Instant) -> Result<u64> {
         let timeout = remaining(deadline, "data transfer")?;
-        self.stream
-            .tcp()
-            .set_read_timeout(Some(timeout))
+        self.timeouts
+            .fit(self.stream.tcp(), timeout, false)
             .map_err(|e| Error::io("set read timeout", e))?;
         if !self.busy_poll.is_zero() && !self.stream.has_buffered() {
             wire::spin_until_readable(&self.stream, self.busy_poll.min(timeout));
