@@ -5,15 +5,18 @@
 //! the bytes each copy delivered against the object's checksum ([`GetOp::verify`]) before the
 //! operation sees the outcome: a corrupt replica is a failed copy.
 
+use mmc_controlplane::msg::Request;
 use mmc_controlplane::Result;
 use mmc_core::client::{check_lengths, Action, GetOp};
 use mmc_core::transport::read_jobs;
 
 use super::Client;
+use crate::transport::OneCopy;
 
 impl Client {
     /// The whole object, in a new buffer.
     pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.flush_releases();
         let mut op = GetOp::new(
             &[key],
             &[u64::MAX],
@@ -30,6 +33,9 @@ impl Client {
                     let mut parts: [&mut [u8]; 1] = [&mut out];
                     let mut bufs: [&mut [&mut [u8]]; 1] = [&mut parts];
                     self.read_step(&mut op, &mut bufs);
+                }
+                Action::MetaOneway(Request::Release { leases }) => {
+                    self.release_later(&leases, op.size(0).unwrap_or(u64::MAX));
                 }
                 Action::Done => break,
                 other => self.control_step(&mut op, other),
@@ -70,6 +76,7 @@ impl Client {
         bufs: &mut [&mut [&mut [u8]]],
     ) -> Result<Vec<Result<u64>>> {
         check_lengths(keys.len(), bufs.len(), "buffers")?;
+        self.flush_releases();
         let capacities: Vec<u64> = bufs
             .iter()
             .map(|parts| parts.iter().map(|p| p.len() as u64).sum())
@@ -84,6 +91,12 @@ impl Client {
         loop {
             match op.poll(self.now_ms()) {
                 Action::Transfer => self.read_step(&mut op, bufs),
+                Action::MetaOneway(Request::Release { leases }) => {
+                    let bytes = (0..keys.len())
+                        .filter_map(|i| op.size(i))
+                        .fold(0u64, u64::saturating_add);
+                    self.release_later(&leases, bytes);
+                }
                 Action::Done => return op.results(),
                 other => self.control_step(&mut op, other),
             }
@@ -95,11 +108,36 @@ impl Client {
         // Every backend here completes (or abandons) each copy before `run` returns, so a round
         // may end before the call's deadline and fall over to other replicas.
         let deadline = self.instant(op.transfer_deadline_ms());
-        let jobs = read_jobs(op.transfers(), bufs);
-        let mut outcomes = self.transports.run(jobs, op.services(), deadline);
+        let mut outcomes = match self.read_one(op, bufs) {
+            Some(outcome) => vec![outcome],
+            None => {
+                let jobs = read_jobs(op.transfers(), bufs);
+                self.transports.run(jobs, op.services(), deadline)
+            }
+        };
         if self.verify_reads {
             op.verify(bufs, &mut outcomes);
         }
         op.on_transfers(self.now_ms(), outcomes);
+    }
+
+    /// A round of one copy into one buffer, from the own pool or mapped same-host pools: one
+    /// memcpy, without job lists (`None`: not such a round, run it through the transports).
+    fn read_one(&self, op: &GetOp, bufs: &mut [&mut [&mut [u8]]]) -> Option<Result<()>> {
+        let [t] = op.transfers() else {
+            return None;
+        };
+        let [dst] = &mut *bufs[t.item] else {
+            return None;
+        };
+        if t.item_offset != 0
+            || (dst.len() as u64) < t.len
+            || !self.transports.is_memcpy(t.fence.rank, op.services())
+        {
+            return None;
+        }
+        let mut alive = Vec::new();
+        self.transports
+            .copy_one(t, OneCopy::Read(dst), op.services(), &mut alive)
     }
 }

@@ -66,6 +66,8 @@ pub struct Client {
     transfer_hook: OnceLock<TransferHook>,
     /// Slots leased for small puts (see `small.rs`).
     small: small::Small,
+    /// Read leases of small gets, given back in batches (`mmc_core::client::ReleaseBatch`).
+    releases: Mutex<mmc_core::client::ReleaseBatch>,
 }
 
 /// A random, nonzero client session id: std's per-process random hash keys, mixed with the
@@ -132,6 +134,7 @@ impl Client {
             verify_reads: config.verify_reads,
             transfer_hook: OnceLock::new(),
             small: small::Small::new(0, None),
+            releases: Mutex::new(Default::default()),
         };
         client.small = small::Small::new(client.client_id, client.local_rank());
         // Prove the meta service answers now, so init fails early and clearly.
@@ -334,6 +337,34 @@ impl Client {
         }
     }
 
+    /// Give `leases` (of objects of `bytes` in all) back with a later batch, or now with the
+    /// batch they complete.
+    pub(crate) fn release_later(&self, leases: &[u64], bytes: u64) {
+        let due = {
+            let mut batch = self
+                .releases
+                .lock()
+                .expect("lock poisoned: a panic left this state half-updated");
+            batch.add(self.now_ms(), leases, bytes);
+            batch.due(self.now_ms())
+        };
+        if let Some(Request::Release { leases }) = due {
+            self.release(leases);
+        }
+    }
+
+    /// Send the held-back leases that waited long enough (at the start of a call).
+    pub(crate) fn flush_releases(&self) {
+        let due = self
+            .releases
+            .lock()
+            .expect("lock poisoned: a panic left this state half-updated")
+            .due(self.now_ms());
+        if let Some(Request::Release { leases }) = due {
+            self.release(leases);
+        }
+    }
+
     /// Fire-and-forget lease release.
     pub(crate) fn release(&self, leases: Vec<u64>) {
         if leases.is_empty() {
@@ -405,6 +436,7 @@ impl Client {
 
     /// Run one metadata call (exist, query, remove) through its sans-IO core.
     fn meta_op(&self, kind: MetaKind, keys: &[&str]) -> Result<Vec<Result<Info>>> {
+        self.flush_releases();
         let mut op = MetaOp::new(kind, keys, self.now_ms(), self.timeout_ms())?;
         loop {
             match op.poll(self.now_ms()) {
@@ -497,9 +529,17 @@ impl Client {
 }
 
 impl Drop for Client {
-    /// Leased slots go back to the meta service at once (else they are held to the end of their
-    /// lease).
+    /// Leased slots and held-back read leases go back to the meta service at once (else they
+    /// are held to the end of their lease).
     fn drop(&mut self) {
         self.give_back_slots();
+        let held = self
+            .releases
+            .get_mut()
+            .map(|b| b.take_all())
+            .unwrap_or(None);
+        if let Some(Request::Release { leases }) = held {
+            self.release(leases);
+        }
     }
 }

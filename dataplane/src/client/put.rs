@@ -28,6 +28,7 @@ impl Client {
 
     /// Put one object whose bytes are `parts` concatenated (layer-wise put).
     pub fn put_parts(&self, key: &str, parts: &[&[u8]], opts: &PutOptions) -> Result<()> {
+        self.flush_releases();
         // Small values: one meta round trip, into space leased ahead.
         if let Some(done) = self.put_small(key, parts, opts) {
             return done;

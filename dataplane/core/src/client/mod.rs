@@ -13,6 +13,7 @@ mod get;
 mod keys;
 mod meta_op;
 mod put;
+mod release;
 mod slots;
 mod staged;
 
@@ -20,6 +21,7 @@ pub use get::GetOp;
 pub use keys::{check_key, check_keys, check_lengths, key_error, unexpected, CloneError};
 pub use meta_op::{Info, MetaKind, MetaOp};
 pub use put::{PutOp, PutOptions, REPLACE_MAX};
+pub use release::{ReleaseBatch, RELEASE_DEFER_BYTES, RELEASE_DEFER_MAX, RELEASE_DEFER_MS};
 pub use slots::{
     Leased, LeasedPutOp, LeasedScratch, Slot, SlotClass, SlotPool, SLOTS_ASK, SLOT_CLASS_MIN,
     SLOT_PUT_MAX,
