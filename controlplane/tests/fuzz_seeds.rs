@@ -166,6 +166,32 @@ fn requests() -> Vec<(&'static str, Request)> {
                 incarnation: 8,
             },
         ),
+        (
+            "lease_slots",
+            Request::LeaseSlots(SlotRequest {
+                writer_rank: Some(1),
+                client_id: 7,
+                media: MEDIA_DRAM,
+                policy: PREFERRED_AFFINITY,
+                replicas: 1,
+                size: 4096,
+                count: 32,
+                preferred: vec![1],
+            }),
+        ),
+        (
+            "put_leased",
+            Request::PutLeased {
+                client_id: 7,
+                items: vec![LeasedPut {
+                    token: 12,
+                    key: "k".into(),
+                    size: 4096,
+                    crc: 0x1234_5678,
+                    ok: true,
+                }],
+            },
+        ),
     ]
 }
 
@@ -306,6 +332,19 @@ fn replies() -> Vec<(&'static str, Reply)> {
             Reply::Error {
                 code: -3000,
                 message: "bad request".into(),
+            },
+        ),
+        (
+            "slots",
+            Reply::Slots {
+                lease_ms: 30_000,
+                items: vec![AllocItem {
+                    code: 0,
+                    retry: false,
+                    token: 12,
+                    replicas: vec![replica(1, 4096)],
+                }],
+                services: vec![service(1)],
             },
         ),
     ]

@@ -191,7 +191,7 @@ fn meta_requests_seeds() -> Vec<(String, Vec<u8>)> {
     ]
     .concat();
     let membership = [
-        two_members,
+        two_members.clone(),
         record(0, &alloc(&[("m", 5000)], 2)),
         record(0, &commit(&[("m", FIRST)])),
         record(
@@ -255,7 +255,48 @@ fn meta_requests_seeds() -> Vec<(String, Vec<u8>)> {
         record(1, &Request::Status),
     ]
     .concat();
+    // Space leases: slots granted, one bound and committed, one given back, one refused (another
+    // client), then the rest expire.
+    let lease = |replicas: u16| {
+        Request::LeaseSlots(SlotRequest {
+            writer_rank: None,
+            client_id: 5,
+            media: MEDIA_DRAM,
+            policy: NATIVE_AFFINITY,
+            replicas,
+            size: 4096,
+            count: 4,
+            preferred: vec![],
+        })
+    };
+    let leased = |client_id: u64, token: u64, key: &str, ok: bool| Request::PutLeased {
+        client_id,
+        items: vec![LeasedPut {
+            token,
+            key: key.into(),
+            size: 4000,
+            crc: 7,
+            ok,
+        }],
+    };
+    let slots = [
+        two_members.clone(),
+        record(0, &lease(2)),
+        record(1, &leased(5, FIRST, "s", true)),
+        record(1, &leased(5, FIRST + 1, "", false)),
+        record(1, &leased(6, FIRST + 2, "t", true)),
+        record(
+            1,
+            &Request::Lookup {
+                keys: vec!["s".into()],
+            },
+        ),
+        record(255, &lease(1)),
+        record(255, &Request::Status),
+    ]
+    .concat();
     vec![
+        ("slots".into(), slots),
         ("rejoin".into(), rejoin),
         ("put-get-remove".into(), put_get),
         ("evict-and-time".into(), evict_and_time),
