@@ -62,6 +62,13 @@ fn serve(mut stream: TcpStream, busy_first: usize, busy: &AtomicUsize) {
                 items: Vec::new(),
                 services: Vec::new(),
             },
+            // As a rebuilding meta service answers a slot lease (never `Busy`): no slots here,
+            // so a small put goes the normal way and meets the `Busy` answers below.
+            Request::LeaseSlots(_) => Reply::Slots {
+                lease_ms: 30_000,
+                items: Vec::new(),
+                services: Vec::new(),
+            },
             _ if busy.load(Ordering::SeqCst) < busy_first => {
                 busy.fetch_add(1, Ordering::SeqCst);
                 Reply::Busy {

@@ -32,7 +32,10 @@ fn writer_child() {
         println!("PENDING");
         std::thread::sleep(Duration::from_secs(3600));
     }));
-    let _ = client.put(KEY, &pattern(KEY, 4096), &PutOptions::default());
+    // A batch put: allocate, write, commit. (A single small put writes into a leased slot and
+    // reserves no key before its one commit: nothing of it is pending.)
+    let value = pattern(KEY, 4096);
+    let _ = client.batch_put(&[KEY], &[&value], &PutOptions::default());
 }
 
 #[test]

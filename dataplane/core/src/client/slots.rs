@@ -34,7 +34,7 @@ pub const SLOT_PUT_MAX: u64 = 64 << 10;
 /// Smallest slot: sizes round up to a power of two at least this.
 pub const SLOT_CLASS_MIN: u64 = 4 << 10;
 /// Slots asked for at once.
-pub const SLOTS_ASK: u32 = 32;
+pub const SLOTS_ASK: u32 = 64;
 /// Size classes kept at once; the least recently refilled one is given back past it.
 pub const SLOT_CLASSES_MAX: usize = 4;
 /// After a grant of no slots (the pool is short, or the client holds its share), the class puts

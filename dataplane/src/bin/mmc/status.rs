@@ -215,7 +215,7 @@ fn sum(s: &Samples, name: &str, with: &str) -> f64 {
         .sum()
 }
 
-/// The operations `mmc top` shows: (column, meta request type).
+/// The operations `mmc top` shows: (column, meta request type; puts also count `put_leased`).
 const TOP_OPS: [(&str, &str); 6] = [
     ("puts/s", "alloc"),
     ("gets/s", "lookup"),
@@ -263,8 +263,14 @@ pub fn top(
             let rate = |name: &str, with: &str| (sum(b, name, with) - sum(a, name, with)) / secs;
             for (_, op) in TOP_OPS {
                 let with = format!("op=\"{op}\"");
-                let keyed = rate("mmc_meta_keys_ok_total", &with)
+                let mut keyed = rate("mmc_meta_keys_ok_total", &with)
                     + rate("mmc_meta_keys_failed_total", &with);
+                if op == "alloc" {
+                    // Small puts into leased slots commit with one `put_leased`, no `alloc`.
+                    let leased = "op=\"put_leased\"";
+                    keyed += rate("mmc_meta_keys_ok_total", leased)
+                        + rate("mmc_meta_keys_failed_total", leased);
+                }
                 let v = if op == "heartbeat" {
                     rate("mmc_meta_requests_total", &with)
                 } else {
