@@ -213,4 +213,6 @@ mod tests;
 #[cfg(test)]
 mod tests_busy_verify;
 #[cfg(test)]
+mod tests_slots;
+#[cfg(test)]
 mod tests_staged;
