@@ -70,8 +70,8 @@ fn main() -> ExitCode {
         );
         match run(cfg) {
             Ok(sum) => println!(
-                "mmc-sim: seed {s} ok in {:.1} s: {} simulated ms, {} operations ({} with a success), {} gets verified byte for byte, {} checks, {} faults ({} meta restarts, {} re-registrations), {} exact index checks, {} index resets sent, {} oversize puts refused without eviction, {} freezes watched ({} paused and re-admitted, keeping {} objects), {} rejoins after meta restarts ({} objects rebuilt), {} repairs ({} held, {} refused by the checksum)",
-                started.elapsed().as_secs_f64(), sum.sim_ms, sum.ops, sum.ops_ok, sum.gets_verified, sum.checks, sum.faults, sum.meta_restarts, sum.reregistrations, sum.index_exact_checks, sum.index_resets, sum.oversize_refused, sum.pauses_watched, sum.pauses_readmitted, sum.pause_objects_kept, sum.rejoins, sum.objects_rebuilt, sum.repairs_run, sum.repairs_ok, sum.repairs_mismatched
+                "mmc-sim: seed {s} ok in {:.1} s: {} simulated ms, {} operations ({} with a success), {} gets verified byte for byte, {} checks, {} faults ({} meta restarts, {} re-registrations), {} exact index checks, {} index resets sent, {} oversize puts refused without eviction, {} puts into leased slots, {} freezes watched ({} paused and re-admitted, keeping {} objects), {} rejoins after meta restarts ({} objects rebuilt), {} repairs ({} held, {} refused by the checksum)",
+                started.elapsed().as_secs_f64(), sum.sim_ms, sum.ops, sum.ops_ok, sum.gets_verified, sum.checks, sum.faults, sum.meta_restarts, sum.reregistrations, sum.index_exact_checks, sum.index_resets, sum.oversize_refused, sum.leased_puts, sum.pauses_watched, sum.pauses_readmitted, sum.pause_objects_kept, sum.rejoins, sum.objects_rebuilt, sum.repairs_run, sum.repairs_ok, sum.repairs_mismatched
             ),
             Err(f) => {
                 println!("mmc-sim: FAILED {f}");

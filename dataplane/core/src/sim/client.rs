@@ -9,13 +9,26 @@ use mmc_controlplane::Result;
 use super::rng::{pattern, Rng};
 use super::transport::SimTransport;
 use super::{Ev, Peer, Sim};
-use crate::client::{Action, Dir, GetOp, MetaKind, MetaOp, PutOp, PutOptions, Transfer};
+use crate::client::{
+    Action, Dir, GetOp, Leased, LeasedPutOp, MetaKind, MetaOp, PutOp, PutOptions, SlotClass,
+    SlotPool, Transfer,
+};
 use crate::transport::{read_jobs, write_jobs, Completions, Transport};
 
 pub(crate) enum Op {
     Put(PutOp),
     Get(GetOp),
     Meta(MetaOp),
+    /// A small put into a leased slot (one `PutLeased`).
+    Leased(LeasedPutOp, SlotClass),
+    /// Slots asked for (`LeaseSlots`): the request until sent, the reply once answered.
+    Refill {
+        class: SlotClass,
+        asked: u64,
+        deadline: u64,
+        request: Option<Request>,
+        reply: Option<Result<Reply>>,
+    },
 }
 
 impl Op {
@@ -24,6 +37,27 @@ impl Op {
             Op::Put(o) => o.poll(now),
             Op::Get(o) => o.poll(now),
             Op::Meta(o) => o.poll(now),
+            Op::Leased(o, _) => o.poll(now),
+            Op::Refill {
+                request,
+                reply,
+                deadline,
+                ..
+            } => match (request.take(), &reply) {
+                (Some(r), _) => Action::Meta(r),
+                (None, Some(_)) => Action::Done,
+                (None, None) if now >= *deadline => {
+                    // No answer in time (the meta service restarted, or the network lost it).
+                    *reply = Some(Err(mmc_controlplane::Error::Timeout {
+                        ms: 0,
+                        what: "slot lease".into(),
+                    }));
+                    Action::Done
+                }
+                (None, None) => Action::Wait {
+                    deadline_ms: *deadline,
+                },
+            },
         }
     }
 
@@ -32,6 +66,8 @@ impl Op {
             Op::Put(o) => o.on_meta(now, request, reply),
             Op::Get(o) => o.on_meta(now, request, reply),
             Op::Meta(o) => o.on_meta(now, request, reply),
+            Op::Leased(o, _) => o.on_meta(now, request, reply),
+            Op::Refill { reply: r, .. } => *r = Some(reply),
         }
     }
 
@@ -39,7 +75,8 @@ impl Op {
         match self {
             Op::Put(o) => o.transfers(),
             Op::Get(o) => o.transfers(),
-            Op::Meta(_) => &[],
+            Op::Leased(o, _) => o.transfers(),
+            Op::Meta(_) | Op::Refill { .. } => &[],
         }
     }
 
@@ -47,7 +84,8 @@ impl Op {
         match self {
             Op::Put(o) => o.on_transfers(now, outcomes),
             Op::Get(o) => o.on_transfers(now, outcomes),
-            Op::Meta(_) => unreachable!("metadata calls move no bytes"),
+            Op::Leased(o, _) => o.on_transfers(now, &outcomes),
+            Op::Meta(_) | Op::Refill { .. } => unreachable!("metadata calls move no bytes"),
         }
     }
 }
@@ -78,6 +116,8 @@ pub(crate) struct SimClient {
     pub session: u64,
     pub rng: Rng,
     pub run: Option<Running>,
+    /// Slots leased for its small puts (this incarnation's).
+    pub slots: SlotPool,
 }
 
 impl SimClient {
@@ -88,6 +128,7 @@ impl SimClient {
             session: ((id as u64 + 1) << 32) | (gen & 0xffff_ffff),
             rng: Rng::new(seed),
             run: None,
+            slots: SlotPool::new(((id as u64 + 1) << 32) | (gen & 0xffff_ffff), None),
         }
     }
 }
@@ -155,11 +196,45 @@ impl Sim {
                     .iter()
                     .map(|v| crate::checksum([v.as_slice()]))
                     .collect();
-                run.op = Op::Put(
-                    PutOp::new(&run.keys, &sizes, Some(&crcs), &opts, None, now, timeout)
-                        .expect("valid batch")
-                        .with_client_id(c.session),
-                );
+                // A single small put: into a leased slot when the client holds one (asking for
+                // some first, as an operation of its own, when it holds none).
+                let class = (run.keys.len() == 1)
+                    .then(|| SlotClass::of(sizes[0], &opts))
+                    .flatten();
+                let mut leased = None;
+                if let Some(class) = class {
+                    if let Some(r) = c.slots.refill(now, class) {
+                        leased = Some(Op::Refill {
+                            class,
+                            asked: now,
+                            deadline: now + timeout,
+                            request: Some(r),
+                            reply: None,
+                        });
+                    } else if let Some((slot, _)) = c.slots.take(now, class) {
+                        leased = Some(Op::Leased(
+                            LeasedPutOp::new(
+                                &run.keys[0],
+                                sizes[0],
+                                crcs[0],
+                                slot,
+                                c.session,
+                                now,
+                                timeout,
+                                Default::default(),
+                            ),
+                            class,
+                        ));
+                    }
+                }
+                run.op = match leased {
+                    Some(op) => op,
+                    None => Op::Put(
+                        PutOp::new(&run.keys, &sizes, Some(&crcs), &opts, None, now, timeout)
+                            .expect("valid batch")
+                            .with_client_id(c.session),
+                    ),
+                };
             }
             45..=79 => {
                 let caps: Vec<u64> = run
@@ -363,6 +438,37 @@ impl Sim {
                     self.summary.ops_ok += results.iter().any(|r| r.is_ok()) as u64;
                 }
             }
+            Op::Leased(op, class) => {
+                let c = self.clients[j].state.as_mut().expect("alive");
+                match op.finish_op().0 {
+                    Leased::Done(r) => self.summary.ops_ok += r.is_ok() as u64,
+                    Leased::Fallback { forget_class } => {
+                        if forget_class {
+                            c.slots.forget_class(class);
+                        }
+                    }
+                }
+                self.summary.leased_puts += 1;
+            }
+            Op::Refill {
+                class,
+                asked,
+                reply,
+                ..
+            } => {
+                let c = self.clients[j].state.as_mut().expect("alive");
+                let reply = reply.expect("a finished refill has its reply");
+                c.slots.on_refill(asked, now, class, reply);
+            }
+        }
+        let c = self.clients[j].state.as_mut().expect("alive");
+        if let Some(back) = c.slots.give_back() {
+            self.send(Ev::MetaReq {
+                from: Peer::Client(j),
+                gen,
+                seq: 0,
+                req: back,
+            });
         }
         self.at(think, Ev::ClientWake { client: j, gen });
     }

@@ -82,6 +82,8 @@ pub struct Summary {
     pub index_resets: u64,
     /// Alloc requests of objects larger than any pool: each refused without evicting.
     pub oversize_refused: u64,
+    /// Single small puts that ran into a leased slot (committed, refused, or fallen back).
+    pub leased_puts: u64,
     /// Local freezes within the grace that the pause invariant watched.
     pub pauses_watched: u64,
     /// ... of which the meta core paused the service and re-admitted it with its objects.
@@ -560,7 +562,9 @@ impl Sim {
             );
         }
         self.observe_request(from, gen, seq, &req);
-        let oneway = matches!(req, Request::Release { .. } | Request::Suspect { .. });
+        // A client's slots given back (`PutLeased` with seq 0) are one-way too.
+        let oneway = matches!(req, Request::Release { .. } | Request::Suspect { .. })
+            || (seq == 0 && matches!(req, Request::PutLeased { .. }));
         // Admission before eviction: a put that no pool can hold never evicts anything.
         let oversize = matches!(&req, Request::Alloc(a) if !a.items.is_empty()
             && a.items.iter().all(|(_, size)| *size > self.cfg.pool_bytes));
