@@ -202,6 +202,7 @@ impl Sim {
                     .then(|| SlotClass::of(sizes[0], &opts))
                     .flatten();
                 let mut leased = None;
+                let mut slot_token = None;
                 if let Some(class) = class {
                     if let Some(r) = c.slots.refill(now, class) {
                         leased = Some(Op::Refill {
@@ -212,6 +213,7 @@ impl Sim {
                             reply: None,
                         });
                     } else if let Some((slot, _)) = c.slots.take(now, class) {
+                        slot_token = Some(slot.token);
                         leased = Some(Op::Leased(
                             LeasedPutOp::new(
                                 &run.keys[0],
@@ -226,6 +228,12 @@ impl Sim {
                             class,
                         ));
                     }
+                }
+                if let Some(token) = slot_token {
+                    // From now on the slot's token stands for this put's version (its
+                    // `PutLeased` may reach the meta service after the put gave up).
+                    let learnt = (run.keys[0].clone(), run.versions[0]);
+                    self.oracle.tokens.insert((self.meta_gen, token), learnt);
                 }
                 run.op = match leased {
                     Some(op) => op,

@@ -569,9 +569,13 @@ impl Sim {
         let oversize = matches!(&req, Request::Alloc(a) if !a.items.is_empty()
             && a.items.iter().all(|(_, size)| *size > self.cfg.pool_bytes));
         let evicted = self.meta.evicted_total();
-        // Objects a remove or an eviction takes are excused from the pause invariant.
+        // Objects a remove or an eviction (a put's or a slot lease's) takes are excused from the
+        // pause invariant.
         let excusable = !self.pause_watches.is_empty()
-            && matches!(req, Request::Remove { .. } | Request::Alloc(_));
+            && matches!(
+                req,
+                Request::Remove { .. } | Request::Alloc(_) | Request::LeaseSlots(_)
+            );
         let before: Vec<String> = if excusable {
             self.meta
                 .committed_objects()

@@ -22,21 +22,9 @@ impl Sim {
                 }
             }
             Request::Commit { items } => self.pending_commit = Some(items.clone()),
-            // A put into a leased slot: the slot's token stands for this put's version from now
-            // on, and the reply commits it like a `Commit`.
+            // A put into a leased slot (its token was mapped to the put's version when the put
+            // took the slot): the reply commits it like a `Commit`.
             Request::PutLeased { items, .. } if items.iter().any(|i| i.ok) => {
-                let meta_gen = self.meta_gen;
-                if let Some(run) = self.client_run(from, gen, seq) {
-                    let learnt: Vec<((u64, u64), (String, u64))> = items
-                        .iter()
-                        .filter(|i| i.ok)
-                        .filter_map(|i| {
-                            let at = run.keys.iter().position(|k| *k == i.key)?;
-                            Some(((meta_gen, i.token), (i.key.clone(), run.versions[at])))
-                        })
-                        .collect();
-                    self.oracle.tokens.extend(learnt);
-                }
                 self.pending_commit = Some(
                     items
                         .iter()
