@@ -475,6 +475,10 @@ impl Client {
     }
 
     pub fn exist(&self, key: &str) -> Result<()> {
+        self.flush_releases();
+        if let Some(answer) = self.exist_one(key) {
+            return answer;
+        }
         self.batch_exist(&[key])?.remove(0)
     }
 

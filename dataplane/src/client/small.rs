@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use mmc_controlplane::msg::ServiceAddr;
+use mmc_controlplane::msg::{Reply, Request, ServiceAddr};
 use mmc_controlplane::Result;
 use mmc_core::client::{
-    check_key, Action, Leased as Outcome, LeasedPutOp, LeasedScratch, SlotClass, SlotPool, Transfer,
+    check_key, key_error, Action, Leased as Outcome, LeasedPutOp, LeasedScratch, SlotClass,
+    SlotPool, Transfer,
 };
 use mmc_core::transport::write_jobs;
 
@@ -34,6 +35,8 @@ pub(crate) struct Small {
     scratch: std::sync::Mutex<Vec<SmallScratch>>,
     /// `MMC_PUT_SLOTS=off`: every put the normal way (for measuring).
     pub(crate) off: bool,
+    /// The `Exist` request of a single-key exist, kept with its key's buffer for the next one.
+    exist: std::sync::Mutex<Option<Request>>,
 }
 
 impl Small {
@@ -43,6 +46,7 @@ impl Small {
             pool: std::sync::Mutex::new(SlotPool::new(client_id, writer_rank)),
             scratch: std::sync::Mutex::new(Vec::new()),
             off,
+            exist: std::sync::Mutex::new(None),
         }
     }
 }
@@ -205,5 +209,46 @@ impl Client {
     /// Slots this client holds for small puts (all size classes): leased pool space not used yet.
     pub fn slots_held(&self) -> usize {
         lock(&self.small.pool).len()
+    }
+}
+
+impl Client {
+    /// A single-key exist in one round trip with no allocation but its reply's: the request
+    /// (and its key's buffer) is kept for the next one. `None` when the answer is anything but
+    /// the plain one (`Busy` while the meta service rebuilds, a protocol surprise): the caller
+    /// then asks through `MetaOp`, which decides.
+    pub(crate) fn exist_one(&self, key: &str) -> Option<Result<()>> {
+        check_key(key).ok()?;
+        let mut req = lock(&self.small.exist)
+            .take()
+            .unwrap_or(Request::Exist { keys: Vec::new() });
+        let Request::Exist { keys } = &mut req else {
+            unreachable!("only an Exist is kept")
+        };
+        keys.truncate(1);
+        match keys.first_mut() {
+            Some(k) => {
+                k.clear();
+                k.push_str(key);
+            }
+            None => keys.push(key.to_string()),
+        }
+        let reply = self.meta_call(&req, self.deadline());
+        *lock(&self.small.exist) = Some(req);
+        match reply {
+            Ok(Reply::Codes { codes }) if codes.len() == 1 => Some(match codes[0] {
+                0 => Ok(()),
+                code => Err(key_error(code, key)),
+            }),
+            // As `MetaOp` answers a failed round trip: the whole call fails with it.
+            Err(e) => Some(Err(e)),
+            // Wait as told (as `MetaOp` does), then let `MetaOp` ask again.
+            Ok(Reply::Busy { retry_ms, .. }) => {
+                let ms = retry_ms.clamp(1, mmc_core::client::BUSY_RETRY_MAX_MS);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                None
+            }
+            Ok(_) => None,
+        }
     }
 }
