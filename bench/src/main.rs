@@ -322,9 +322,15 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         None => {
             progress.say("starting a meta service and local services on 127.0.0.1");
             let mut c = Cluster::start(&dir.0, level).map_err(Fail::Run)?;
-            let remote = placements.iter().filter(|p| **p != OWN).count();
-            for _ in 0..remote {
-                c.add_local(dram).map_err(Fail::Run)?;
+            // The tcp placement's service offers TCP only (`--protocol tcp`), as its client
+            // asks for (`transport = tcp`): both ends force it.
+            for &pl in placements.iter().filter(|p| **p != OWN) {
+                let flags: &[&str] = if pl == TCP {
+                    &["--protocol", "tcp"]
+                } else {
+                    &[]
+                };
+                c.add_local_with(dram, flags).map_err(Fail::Run)?;
             }
             let url = c.meta_url.clone();
             for l in &c.locals {
@@ -438,6 +444,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                 op_failures.push(format!("{pl}: {f}"));
             }
         }
+        op_failures.extend(tcp_forced(pl, &client));
         let left = ctx.cleanup();
         if left > 0 {
             progress.note(format!(
@@ -501,10 +508,21 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         }
         if shards_row {
             let variants: [(&'static str, &[&str], &str); 2] = [
-                (SHARDS, &["--data-shards", "2"], "two mio shard threads"),
+                (
+                    SHARDS,
+                    &["--data-shards", "2", "--protocol", "tcp"],
+                    "two mio shard threads",
+                ),
                 (
                     SHARDS_URING,
-                    &["--data-shards", "2", "--data-poller", "io_uring"],
+                    &[
+                        "--data-shards",
+                        "2",
+                        "--data-poller",
+                        "io_uring",
+                        "--protocol",
+                        "tcp",
+                    ],
                     "two shard threads waiting with io_uring",
                 ),
             ];
@@ -818,7 +836,9 @@ impl Extra<'_> {
         };
         let prefix = format!("{}-{tag}", self.prefix);
         let mut ctx = Ctx::new(place, prefix.clone(), self.progress, checks);
-        let res = workloads::run_all(&mut ctx, self.plan, names).map_err(|f| f.to_string());
+        let res = workloads::run_all(&mut ctx, self.plan, names)
+            .map_err(|f| f.to_string())
+            .and_then(|r| tcp_forced(pl, &client).map_or(Ok(r), Err));
         let left = ctx.cleanup();
         if left > 0 {
             self.progress.note(format!(
@@ -827,4 +847,11 @@ impl Extra<'_> {
         }
         res
     }
+}
+
+/// A tcp row that mapped a service's pools (shared memory) instead of crossing TCP: an error.
+fn tcp_forced(pl: &str, client: &Client) -> Option<String> {
+    let mapped = client.mapped_services();
+    (pl == TCP && !mapped.is_empty())
+        .then(|| format!("{pl}: the client mapped the pools of ranks {mapped:?} (not TCP)"))
 }

@@ -50,7 +50,7 @@ fn full_local() -> LocalConfig {
         create_id: -7,
         device_id: 2,
         device_backend: "auto".into(),
-        protocol: DataOpType::Shm,
+        protocol: Some(DataOpType::Shm),
         rdma_provider: RdmaProvider::Auto,
         log_level: LogLevel::Debug,
         log_format: crate::logging::LogFormat::Text,
@@ -331,7 +331,7 @@ fn combined_toml() {
     assert_eq!((l.dram_bytes, l.hbm_bytes), (GIB, GIB));
     assert_eq!(
         (l.protocol, l.log_level, l.rank_id),
-        (DataOpType::Rdma, LogLevel::Error, None)
+        (Some(DataOpType::Rdma), LogLevel::Error, None)
     );
     // The single-config readers accept the combined file too.
     assert_eq!(ClientConfig::from_toml_str(text).unwrap(), c);
@@ -612,7 +612,13 @@ fn local_flags_come_from_the_table() {
             c.protocol,
             c.data_poller
         ),
-        (GIB, false, Some(4), DataOpType::Shm, DataPoller::IoUring)
+        (
+            GIB,
+            false,
+            Some(4),
+            Some(DataOpType::Shm),
+            DataPoller::IoUring
+        )
     );
     let m = with_flags(clap::Command::new("mmc-local"), LOCAL_KEYS)
         .try_get_matches_from(["mmc-local", "--dram", "2XB"])

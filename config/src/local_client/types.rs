@@ -104,14 +104,14 @@ impl Kind for Protocol {
     }
 }
 
-/// A [`DataOpType`], or empty (unset).
+/// A [`DataOpType`], or empty / `auto` (unset).
 pub struct OptProtocol;
 
 impl Kind for OptProtocol {
     type Value = Option<DataOpType>;
-    const NAME: &'static str = "`tcp`, `shm` or `rdma`";
+    const NAME: &'static str = "`tcp`, `shm`, `rdma` or `auto`";
     fn from_text(s: &str) -> Result<Option<DataOpType>, ConfigError> {
-        if s.trim().is_empty() {
+        if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("auto") {
             Ok(None)
         } else {
             DataOpType::parse(s).map(Some)

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mmc_config::parse_tcp_url;
+use mmc_config::{parse_tcp_url, DataOpType};
 use mmc_controlplane::msg::{self, Register, SegmentSpec};
 use mmc_controlplane::{Code, Error, Result};
 use mmc_core::fence::{Fence, SharedFence, Stale};
@@ -218,11 +218,16 @@ impl LocalService {
         let advertise = advertised(config, data_addr, || {
             meta.resolve(Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS))
         })?;
-        // Without a private folder for its socket the service offers no shared memory: its
-        // same-host clients use TCP.
-        let shm = shm_server::bind()
-            .inspect_err(|e| warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately"))
-            .ok();
+        // `protocol = tcp` offers TCP only: no shm socket, so same-host clients use TCP. Without
+        // a private folder for its socket the service offers no shared memory either.
+        let shm = if config.protocol == Some(DataOpType::Tcp) {
+            info!("protocol = tcp: same-host shared memory not offered");
+            None
+        } else {
+            shm_server::bind()
+                .inspect_err(|e| warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately"))
+                .ok()
+        };
         let shm_endpoint = shm.as_ref().map(|b| b.endpoint.clone()).unwrap_or_default();
         let register = Register {
             rank: config.rank_id,
