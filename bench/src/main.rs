@@ -4,7 +4,7 @@
 //! `mmc-local` processes built next to this binary) and stops it at the end. Every workload runs on
 //! three placements: the data in the caller's own process (an embedded local service), in another
 //! process on this host, and behind TCP only. Baselines are measured in the same run: memcpy of
-//! the same bytes, one raw TCP stream of the same bytes, a TCP ping-pong, Redis and memcached
+//! the same bytes, raw TCP streams (as many as the client uses) of the same bytes, a TCP ping-pong, Redis and memcached
 //! (started here when installed), and Mooncake Store with `--peers mooncake`. Every byte read back
 //! is verified; the issue's targets are judged as pass / short.
 
@@ -49,7 +49,7 @@ const EXIT_ERROR: u8 = 3;
 #[command(
     version,
     about = "MemCache benchmark: KV-cache workloads on three placements (own process, same host, \
-             TCP) against memcpy, a raw TCP stream, Redis, memcached and (--peers mooncake) \
+             TCP) against memcpy, raw TCP streams, Redis, memcached and (--peers mooncake) \
              Mooncake Store, measured in one run; table, JSON and PNG chart"
 )]
 struct Args {
@@ -294,9 +294,19 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         Err(e) => notes.push(format!("memcpy baseline failed: {e}")),
     }
     progress.step();
-    progress.say("baseline: one TCP stream of the same bytes over loopback");
-    match baselines::tcp_stream_rows(3 * reps) {
-        Ok(r) => rows.extend(r),
+    let streams = baselines::TCP_STREAMS;
+    progress.say(format!(
+        "baseline: {streams} TCP streams of the same bytes over loopback"
+    ));
+    match baselines::tcp_stream_rows(3 * reps, streams) {
+        Ok(r) => {
+            rows.extend(r);
+            notes.push(format!(
+                "tcp-stream baseline: {streams} raw TCP streams in parallel (as many as the \
+                 client's connections to one service for a large batch), the bytes split \
+                 evenly, each received by its own thread into a pre-faulted pool arena"
+            ));
+        }
         Err(e) => notes.push(format!("tcp stream baseline failed: {e}")),
     }
     progress.step();
