@@ -140,42 +140,7 @@ pub fn tcp_stream_rows(reps: usize, streams: usize) -> Result<Vec<Row>, String> 
         .map(|(_, _, s)| s.iter().sum::<usize>())
         .max()
         .unwrap_or(0);
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
-    // The receivers read into pool-like memory, as a local service does; stream i into its own
-    // slice of it.
-    let slot = max.div_ceil(streams) as u64;
-    let arena = std::sync::Arc::new(
-        Arena::new("mmc-bench-tcp-sink", slot * streams as u64, true)
-            .map_err(|e| format!("tcp sink arena: {e}"))?,
-    );
-    let sinks: Vec<_> = (0..streams)
-        .map(|i| {
-            let (arena, at) = (arena.clone(), i as u64 * slot);
-            let listener = listener.try_clone();
-            std::thread::spawn(move || -> std::io::Result<()> {
-                let (mut s, _) = listener?.accept()?;
-                s.set_nodelay(true)?;
-                let mut len = [0u8; 8];
-                loop {
-                    if s.read_exact(&mut len).is_err() {
-                        return Ok(());
-                    }
-                    let n = u64::from_le_bytes(len);
-                    arena
-                        .fill_from(&[(at, n)], &mut s)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    s.write_all(&[1])?;
-                }
-            })
-        })
-        .collect();
-    let mut conns = Vec::with_capacity(streams);
-    for _ in 0..streams {
-        let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        conns.push(s);
-    }
+    let (sinks, mut conns) = Sinks::start(streams, max)?;
     let src = filled(max, 7);
     let mut rows = Vec::new();
     for (workload, shape, sizes) in shapes {
@@ -222,12 +187,61 @@ pub fn tcp_stream_rows(reps: usize, streams: usize) -> Result<Vec<Row>, String> 
         ));
     }
     drop(conns);
-    for sink in sinks {
-        sink.join()
-            .map_err(|_| "tcp sink thread panicked".to_string())?
-            .map_err(|e| format!("tcp sink: {e}"))?;
-    }
+    sinks.join()?;
     Ok(rows)
+}
+
+/// The receiving end of raw TCP streams: a thread per connection reading each message (an 8-byte
+/// length, then the bytes) into its own range of a pre-faulted pool arena, as a local service's
+/// default data server does, and acknowledging it with one byte.
+pub struct Sinks(Vec<std::thread::JoinHandle<std::io::Result<()>>>);
+
+impl Sinks {
+    /// `streams` receivers of up to `max / streams` (rounded up) bytes a message each, and the
+    /// connected sending ends (`TCP_NODELAY`).
+    pub fn start(streams: usize, max: usize) -> Result<(Sinks, Vec<TcpStream>), String> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
+        let slot = max.div_ceil(streams) as u64;
+        let arena = std::sync::Arc::new(
+            Arena::new("mmc-bench-tcp-sink", slot * streams as u64, true)
+                .map_err(|e| format!("tcp sink arena: {e}"))?,
+        );
+        let mut conns = Vec::with_capacity(streams);
+        let mut sinks = Vec::with_capacity(streams);
+        for i in 0..streams {
+            let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            conns.push(s);
+            let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            let (arena, at) = (arena.clone(), i as u64 * slot);
+            sinks.push(std::thread::spawn(move || -> std::io::Result<()> {
+                s.set_nodelay(true)?;
+                let mut len = [0u8; 8];
+                loop {
+                    if s.read_exact(&mut len).is_err() {
+                        return Ok(());
+                    }
+                    let n = u64::from_le_bytes(len);
+                    arena
+                        .fill_from(&[(at, n)], &mut s)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    s.write_all(&[1])?;
+                }
+            }));
+        }
+        Ok((Sinks(sinks), conns))
+    }
+
+    /// Wait for every receiver (after the sending ends were dropped).
+    pub fn join(self) -> Result<(), String> {
+        for sink in self.0 {
+            sink.join()
+                .map_err(|_| "tcp sink thread panicked".to_string())?
+                .map_err(|e| format!("tcp sink: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// 64-byte ping-pong over loopback TCP (an echo thread in this process). `busy` = both ends

@@ -21,6 +21,7 @@ mod rdma;
 mod report;
 mod targets;
 mod tls_rows;
+mod uring_send;
 mod workloads;
 
 use std::path::PathBuf;
@@ -110,6 +111,11 @@ struct Args {
     /// Client timeout per call, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
+    /// Measure raw TCP sent with io_uring (SEND_ZC from a registered buffer) against plain
+    /// writes, interleaved (uring_send.rs); on by default in full runs, off with --quick unless
+    /// given.
+    #[arg(long)]
+    uring_send: bool,
     /// debug, info, warn or error (RUST_LOG overrides).
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -310,6 +316,16 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         Err(e) => notes.push(format!("tcp stream baseline failed: {e}")),
     }
     progress.step();
+    if args.uring_send || !args.quick {
+        progress.say("experiment: raw TCP with io_uring SEND_ZC vs write, interleaved");
+        match uring_send::rows(reps, streams) {
+            Ok((r, note)) => {
+                rows.extend(r);
+                notes.push(note);
+            }
+            Err(e) => notes.push(format!("io_uring send experiment failed: {e}")),
+        }
+    }
     progress.say("baseline: 64-byte TCP ping-pong (blocking)");
     match baselines::ping_pong_row(if args.quick { 1000 } else { 5000 }, false) {
         Ok(r) => rows.push(r),
