@@ -19,6 +19,7 @@ mod peers;
 mod progress;
 mod rdma;
 mod report;
+mod steady;
 mod targets;
 mod tls_rows;
 mod uring_send;
@@ -80,7 +81,8 @@ struct Args {
     placements: Vec<String>,
     /// Only these workloads (comma-separated): first-write, 4k, batch-1m, batch-8m, deepseek-r1,
     /// exist, fresh (first writes into never-used space of a pool larger than the huge-page
-    /// reserve, own and host).
+    /// reserve, own and host), steady (a pool at its eviction watermark: every put evicts; own
+    /// and host, each with a cluster of its own).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     workloads: Vec<String>,
     /// DRAM of each local service the benchmark starts (and of its own embedded one); default
@@ -229,7 +231,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         };
     let peer_workloads = names
         .iter()
-        .filter(|n| **n != "first-write" && **n != fresh::NAME)
+        .filter(|n| **n != "first-write" && !workloads::own_setup(n))
         .count() as u64;
     let fresh_places: Vec<&'static str> = if names.contains(&fresh::NAME) {
         placements
@@ -240,7 +242,16 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     } else {
         Vec::new()
     };
-    let per_placement = names.iter().filter(|n| **n != fresh::NAME).count();
+    let steady_places: Vec<&'static str> = if names.contains(&steady::NAME) {
+        placements
+            .iter()
+            .copied()
+            .filter(|p| *p == OWN || (*p == HOST && args.meta.is_none()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let per_placement = names.iter().filter(|n| !workloads::own_setup(n)).count();
     let steps =
         3 + if busy_poll {
             1 + busy_places.len() as u64
@@ -249,6 +260,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         } + 2 * u64::from(shards_row)
             + (placements.len() * per_placement) as u64
             + fresh_places.len() as u64
+            + steady_places.len() as u64
             + tls_names.len() as u64
             + kv_peers.len() as u64 * peer_workloads
             + if mooncake { 2 } else { 0 };
@@ -488,6 +500,22 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             progress: &progress,
         };
         let (r, n, f) = fresh::run(&setup, &fresh_places, cluster.as_mut(), &mut checks);
+        rows.extend(r);
+        notes.extend(n);
+        op_failures.extend(f);
+    }
+    // A pool at its eviction watermark: a cluster of its own per placement.
+    if !steady_places.is_empty() {
+        let setup = steady::Setup {
+            quick: args.quick,
+            dir: &dir.0,
+            log_level: level,
+            config: &config,
+            local: local_base.clone(),
+            prefix: &prefix,
+            progress: &progress,
+        };
+        let (r, n, f) = steady::run(&setup, &steady_places, &mut checks);
         rows.extend(r);
         notes.extend(n);
         op_failures.extend(f);

@@ -294,6 +294,8 @@ pub fn judge(rows: &[Row], busy_poll: bool) -> Vec<Target> {
         ));
     }
 
+    out.extend(crate::steady::judge(rows));
+
     // First write into a fresh pool >= 80% of a warm one.
     for pl in [OWN, HOST, TCP] {
         let (Some(c), Some(w)) = (
