@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full MemCache benchmark (about a minute after the build): installs what it needs (Redis and memcached from apt; Mooncake Store
 # from PyPI into a venv, with the libraries its wheel loads), builds release binaries, and runs
-# `mmc-bench` with Mooncake as a peer, writing docs/bench.json and docs/bench.png.
+# `mmc-bench` with Mooncake as a peer, writing docs/bench.json and the chart docs/bench.png and
+# docs/bench.svg.
 #
 #   bash scripts/bench.sh                    # full run
 #   bash scripts/bench.sh --quick            # extra arguments go to mmc-bench

@@ -67,7 +67,7 @@ struct Args {
     /// Write every figure, the targets and the machine as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Draw the chart as a PNG.
+    /// Draw the chart as PNG and SVG (FILE with the extensions .png and .svg).
     #[arg(long, value_name = "FILE")]
     chart: Option<PathBuf>,
     /// Extra peers to measure (comma-separated): mooncake.
@@ -798,8 +798,9 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     println!("run took {:.1} s", started.elapsed().as_secs_f64());
 
     if let Some(path) = &args.chart {
-        chart::write(path, &rows, &subtitle).map_err(Fail::Run)?;
-        eprintln!("mmc-bench: wrote {}", path.display());
+        for p in chart::write(path, &rows, &subtitle).map_err(Fail::Run)? {
+            eprintln!("mmc-bench: wrote {}", p.display());
+        }
     }
     if let Some(path) = &args.json {
         let report = Report {
