@@ -99,11 +99,12 @@ struct Args {
     /// soon stops burning a core on an idle connection.
     #[arg(long, default_value_t = 50, value_name = "US")]
     busy_poll_us: u64,
-    /// The Python venv with mooncake-transfer-engine-non-cuda (default $MOONCAKE_VENV).
+    /// The Python venv with mooncake-transfer-engine-non-cuda (default $MOONCAKE_VENV;
+    /// `bench/peers/mooncake/install.sh DIR` makes one).
     #[arg(long, value_name = "DIR")]
     mooncake_venv: Option<PathBuf>,
-    /// The folder with mooncake_up.sh and mooncake_bench.py (default: shared/peers/mooncake
-    /// beside the repository).
+    /// The Mooncake peer harness, with up.sh and workloads.py (default: this repository's
+    /// bench/peers/mooncake).
     #[arg(long, value_name = "DIR")]
     mooncake_dir: Option<PathBuf>,
     /// Every client checks each get's bytes against the object's CRC-32C (`verify_reads`): run
