@@ -132,7 +132,8 @@ pub const TCP_STREAMS: usize = 2;
 /// each sent from one buffer by its own thread; a receiving thread per connection (as the local
 /// service's default data server has) reads them into its range of a pre-faulted pool arena and
 /// acknowledges with one byte; timed from the first byte written to the last acknowledgement.
-pub fn tcp_stream_rows(reps: usize, streams: usize) -> Result<Vec<Row>, String> {
+/// The rows and a note saying so.
+pub fn tcp_stream_rows(reps: usize, streams: usize) -> Result<(Vec<Row>, String), String> {
     let streams = streams.max(1);
     let shapes = bulk_shapes();
     let max: usize = shapes
@@ -188,7 +189,12 @@ pub fn tcp_stream_rows(reps: usize, streams: usize) -> Result<Vec<Row>, String> 
     }
     drop(conns);
     sinks.join()?;
-    Ok(rows)
+    let note = format!(
+        "tcp-stream baseline: {streams} raw TCP streams in parallel (as many as the client's \
+         connections to one service for a large batch), the bytes split evenly, each received \
+         by its own thread into a pre-faulted pool arena"
+    );
+    Ok((rows, note))
 }
 
 /// The receiving end of raw TCP streams: a thread per connection reading each message (an 8-byte

@@ -4,8 +4,8 @@
 //! `mmc-local` processes built next to this binary) and stops it at the end. Every workload runs on
 //! three placements: the data in the caller's own process (an embedded local service), in another
 //! process on this host, and behind TCP only. Baselines are measured in the same run: memcpy of
-//! the same bytes, raw TCP streams (as many as the client uses) of the same bytes, a TCP ping-pong, Redis and memcached
-//! (started here when installed), and Mooncake Store with `--peers mooncake`. Every byte read back
+//! the same bytes, raw TCP streams (as many as the client uses) of the same bytes, a TCP
+//! ping-pong, Redis and memcached (started here when installed), and Mooncake Store with `--peers mooncake`. Every byte read back
 //! is verified; the issue's targets are judged as pass / short.
 
 mod baselines;
@@ -234,24 +234,15 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         .iter()
         .filter(|n| **n != "first-write" && !workloads::own_setup(n))
         .count() as u64;
-    let fresh_places: Vec<&'static str> = if names.contains(&fresh::NAME) {
-        placements
-            .iter()
-            .copied()
-            .filter(|p| *p == OWN || (*p == HOST && args.meta.is_none()))
-            .collect()
-    } else {
-        Vec::new()
+    // Workloads with pools of their own: own, and host with the cluster this run starts.
+    let own_host = |name: &str| -> Vec<&'static str> {
+        let wanted = |p: &&str| *p == OWN || (*p == HOST && args.meta.is_none());
+        match names.contains(&name) {
+            true => placements.iter().copied().filter(wanted).collect(),
+            false => Vec::new(),
+        }
     };
-    let steady_places: Vec<&'static str> = if names.contains(&steady::NAME) {
-        placements
-            .iter()
-            .copied()
-            .filter(|p| *p == OWN || (*p == HOST && args.meta.is_none()))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let (fresh_places, steady_places) = (own_host(fresh::NAME), own_host(steady::NAME));
     let per_placement = names.iter().filter(|n| !workloads::own_setup(n)).count();
     let steps =
         3 + if busy_poll {
@@ -318,13 +309,9 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         "baseline: {streams} TCP streams of the same bytes over loopback"
     ));
     match baselines::tcp_stream_rows(3 * reps, streams) {
-        Ok(r) => {
+        Ok((r, note)) => {
             rows.extend(r);
-            notes.push(format!(
-                "tcp-stream baseline: {streams} raw TCP streams in parallel (as many as the \
-                 client's connections to one service for a large batch), the bytes split \
-                 evenly, each received by its own thread into a pre-faulted pool arena"
-            ));
+            notes.push(note);
         }
         Err(e) => notes.push(format!("tcp stream baseline failed: {e}")),
     }
@@ -483,7 +470,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                 op_failures.push(format!("{pl}: {f}"));
             }
         }
-        op_failures.extend(tcp_forced(pl, &client));
+        op_failures.extend(workloads::tcp_forced(pl, &client));
         let left = ctx.cleanup();
         if left > 0 {
             progress.note(format!(
@@ -894,7 +881,7 @@ impl Extra<'_> {
         let mut ctx = Ctx::new(place, prefix.clone(), self.progress, checks);
         let res = workloads::run_all(&mut ctx, self.plan, names)
             .map_err(|f| f.to_string())
-            .and_then(|r| tcp_forced(pl, &client).map_or(Ok(r), Err));
+            .and_then(|r| workloads::tcp_forced(pl, &client).map_or(Ok(r), Err));
         let left = ctx.cleanup();
         if left > 0 {
             self.progress.note(format!(
@@ -903,11 +890,4 @@ impl Extra<'_> {
         }
         res
     }
-}
-
-/// A tcp row that mapped a service's pools (shared memory) instead of crossing TCP: an error.
-fn tcp_forced(pl: &str, client: &Client) -> Option<String> {
-    let mapped = client.mapped_services();
-    (pl == TCP && !mapped.is_empty())
-        .then(|| format!("{pl}: the client mapped the pools of ranks {mapped:?} (not TCP)"))
 }

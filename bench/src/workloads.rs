@@ -284,6 +284,14 @@ pub const NAMES: &[&str] = &[
     crate::steady::NAME,
 ];
 
+/// A tcp row whose client mapped a service's pools (shared memory) instead of crossing TCP: an
+/// error naming the ranks.
+pub fn tcp_forced(pl: &str, client: &Client) -> Option<String> {
+    let mapped = client.mapped_services();
+    (pl == crate::report::TCP && !mapped.is_empty())
+        .then(|| format!("{pl}: the client mapped the pools of ranks {mapped:?} (not TCP)"))
+}
+
 /// Workloads that run with clusters and pools of their own, not in [`run_all`].
 pub fn own_setup(name: &str) -> bool {
     name == crate::fresh::NAME || name == crate::steady::NAME
