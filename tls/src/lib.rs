@@ -255,6 +255,32 @@ impl TlsContext {
     }
 }
 
+impl TlsContext {
+    /// This context with a client side that presents no certificate (it still checks the
+    /// server's against `ca_path`): what a peer without a certificate looks like, for tests of
+    /// its refusal.
+    #[cfg(any(test, feature = "testpki"))]
+    pub fn without_client_certificate(&self, ca_path: &str) -> Result<Arc<TlsContext>, TlsError> {
+        let provider = provider();
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(keys::roots(ca_path)?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(format!("server certificate verifier: {e}")))?;
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ByCa(verifier)))
+            .with_no_client_auth();
+        Ok(Arc::new(TlsContext {
+            server: self.server.clone(),
+            client: Arc::new(client),
+        }))
+    }
+}
+
 /// An accepted connection as a server serves it: plaintext with TLS off; else after a mutual TLS
 /// handshake with the socket's timeouts set back to `idle`, or None: refused, and logged with the
 /// peer's address (a plaintext peer, a bad or missing certificate, a handshake that timed out).
