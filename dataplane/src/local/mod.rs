@@ -80,6 +80,9 @@ pub(crate) struct Inner {
     /// `[tls]`: the data endpoint takes only mutual-TLS peers, and this service's own connections
     /// (to the meta service, to other services for repairs) use TLS.
     pub(crate) tls: Option<Arc<TlsContext>>,
+    /// The secret same-host peers must send for the pools (None: no shared memory offered);
+    /// renewed with every registration sent, so one per incarnation.
+    pub(crate) shm_secret: Option<shm_server::Secret>,
 }
 
 impl Inner {
@@ -158,7 +161,8 @@ pub(crate) fn stale(endpoint: &str, why: Stale) -> Error {
 pub struct LocalService {
     inner: Arc<Inner>,
     data_addr: SocketAddr,
-    shm_endpoint: String,
+    /// The shm socket's file (empty: none), to wake its accept loop at the end.
+    shm_path: std::path::PathBuf,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// `/metrics` and `/health` (when `metrics_url` is set).
     metrics: Mutex<Option<HttpEndpoint>>,
@@ -220,16 +224,25 @@ impl LocalService {
         })?;
         // Without a private folder for its socket the service offers no shared memory: its
         // same-host clients use TCP.
-        let shm = shm_server::bind()
-            .inspect_err(|e| warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately"))
-            .ok();
-        let shm_endpoint = shm.as_ref().map(|b| b.endpoint.clone()).unwrap_or_default();
+        let (shm, shm_secret) = match shm_server::bind() {
+            Ok((bound, secret)) => (Some(bound), Some(secret)),
+            Err(e) => {
+                warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately");
+                (None, None)
+            }
+        };
+        // The secret here is replaced by a fresh one in each registration the driver sends.
+        let shm_endpoint = shm_secret
+            .as_ref()
+            .map(shm_server::Secret::endpoint)
+            .unwrap_or_default();
+        let shm_path = shm.as_ref().map(|b| b.path.clone()).unwrap_or_default();
         let register = Register {
             rank: config.rank_id,
             create_id: config.create_id,
             host: host_id(),
             data_endpoint: advertise,
-            shm_endpoint: shm_endpoint.clone(),
+            shm_endpoint,
             segments: pools
                 .iter()
                 .map(|p| SegmentSpec {
@@ -268,6 +281,7 @@ impl LocalService {
             repairs: std::sync::OnceLock::new(),
             stats: metrics::LocalStats::default(),
             tls,
+            shm_secret,
         };
         let mut driver = member::Driver::new();
         let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
@@ -303,7 +317,7 @@ impl LocalService {
         let svc = LocalService {
             inner,
             data_addr,
-            shm_endpoint,
+            shm_path,
             threads: Mutex::new(threads),
             metrics: Mutex::new(None),
         };
@@ -487,8 +501,8 @@ impl LocalService {
         );
         member::stop(&self.inner, Duration::from_millis(1000));
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
-        if !self.shm_endpoint.is_empty() {
-            let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
+        if !self.shm_path.as_os_str().is_empty() {
+            shm_server::wake(&self.shm_path);
         }
         for c in self
             .inner
