@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -443,4 +443,63 @@ fn a_silent_server_is_an_error_within_the_timeout_not_a_hang() {
     put_until_ok(&client, "after");
     put_until_ok(&fresh, "fresh-after");
     round_trip(&fresh, "back", 1 << 20);
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from the metrics endpoint at `port` over HTTPS with `tls`: the whole answer.
+fn https_get(tls: &TlsContext, port: u16, path: &str) -> std::io::Result<String> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = tls.connect_https(TcpStream::connect(addr)?, addr, Duration::from_secs(5))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    s.flush()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[test]
+fn metrics_and_health_are_https_with_mutual_tls() {
+    let (meta_port, local_port) = (free_port(), free_port());
+    let mut c = TlsCluster::start_with(0, &["--metrics", &format!("127.0.0.1:{meta_port}")]);
+    c.add_local_with(&["--metrics", &format!("127.0.0.1:{local_port}")]);
+    let good = TlsContext::from_config(&good_tls(&c.pki)).unwrap().unwrap();
+    let anon = good.without_client_certificate(&s(&c.pki.ca)).unwrap();
+    for (port, proc, what) in [
+        (meta_port, &c.meta, "mmc-meta"),
+        (local_port, &c.locals[0], "mmc-local"),
+    ] {
+        proc.logged(&["metrics and health on https://"]);
+        let metrics = https_get(&good, port, "/metrics").unwrap();
+        assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{what}: {metrics}");
+        assert!(metrics.trim_end().ends_with("# EOF"), "{what}: {metrics}");
+        let health = https_get(&good, port, "/health").unwrap();
+        assert!(health.starts_with("HTTP/1.1 200 OK"), "{what}: {health}");
+
+        // Plain HTTP: refused (no answer), and logged with the peer.
+        let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        plain
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(plain, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "{what} answered plain HTTP");
+        proc.logged(&[
+            "plaintext peer",
+            "peer=Some(127.0.0.1:",
+            "channel=\"metrics\"",
+        ]);
+
+        // A scraper without a certificate: refused, and logged.
+        let e = https_get(&anon, port, "/metrics").expect_err("refused without a certificate");
+        println!("{what}: no certificate -> {e}");
+        proc.logged(&["no certificates", "channel=\"metrics\""]);
+    }
 }

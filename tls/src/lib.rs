@@ -160,6 +160,16 @@ impl TlsContext {
     /// and complete the handshake, all within [`HANDSHAKE_TIMEOUT`]. The socket's timeouts are left
     /// as the handshake set them: the caller sets its own afterwards.
     pub fn accept(&self, tcp: TcpStream) -> Result<Stream, AcceptError> {
+        self.accept_with(tcp, true)
+    }
+
+    /// [`TlsContext::accept`] for a protocol of others (HTTPS: `/metrics`, `/health`): the same
+    /// mutual handshake, without the one byte MemCache's own clients wait for after it.
+    pub fn accept_https(&self, tcp: TcpStream) -> Result<Stream, AcceptError> {
+        self.accept_with(tcp, false)
+    }
+
+    fn accept_with(&self, tcp: TcpStream, confirm: bool) -> Result<Stream, AcceptError> {
         let started = std::time::Instant::now();
         let handshake = |e: std::io::Error| AcceptError::Handshake(e.to_string());
         tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
@@ -203,9 +213,11 @@ impl TlsContext {
         }
         // TLS 1.3 clients finish their handshake before the server has checked their certificate:
         // one byte tells the client it was accepted (a refused one reads the server's alert).
-        s.write_all(&[ACCEPTED])
-            .and_then(|_| s.flush())
-            .map_err(handshake)?;
+        if confirm {
+            s.write_all(&[ACCEPTED])
+                .and_then(|_| s.flush())
+                .map_err(handshake)?;
+        }
         Ok(Stream::server(s))
     }
 
@@ -217,6 +229,28 @@ impl TlsContext {
         tcp: TcpStream,
         addr: SocketAddr,
         timeout: Duration,
+    ) -> std::io::Result<Stream> {
+        self.connect_with(tcp, addr, timeout, true)
+    }
+
+    /// [`TlsContext::connect`] to a server of [`TlsContext::accept_https`] (a `/metrics`
+    /// endpoint): the same handshake, without waiting for the server's one byte. A refusal of
+    /// this side's certificate shows at the first read.
+    pub fn connect_https(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<Stream> {
+        self.connect_with(tcp, addr, timeout, false)
+    }
+
+    fn connect_with(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        timeout: Duration,
+        confirm: bool,
     ) -> std::io::Result<Stream> {
         let timeout = timeout.min(HANDSHAKE_TIMEOUT).max(Duration::from_millis(1));
         tcp.set_read_timeout(Some(timeout))?;
@@ -239,6 +273,9 @@ impl TlsContext {
                 };
                 return Err(std::io::Error::new(e.kind(), why));
             }
+        }
+        if !confirm {
+            return Ok(Stream::client(s));
         }
         let mut accepted = [0u8; 1];
         match s.read_exact(&mut accepted) {
@@ -292,10 +329,32 @@ pub fn secure(
     idle: Option<Duration>,
     channel: &str,
 ) -> Option<Stream> {
+    secure_with(stream, tls, peer, idle, channel, true)
+}
+
+/// [`secure`] for an HTTPS endpoint (`/metrics`, `/health`): [`TlsContext::accept_https`].
+pub fn secure_https(
+    stream: TcpStream,
+    tls: Option<&TlsContext>,
+    peer: Option<SocketAddr>,
+    idle: Option<Duration>,
+    channel: &str,
+) -> Option<Stream> {
+    secure_with(stream, tls, peer, idle, channel, false)
+}
+
+fn secure_with(
+    stream: TcpStream,
+    tls: Option<&TlsContext>,
+    peer: Option<SocketAddr>,
+    idle: Option<Duration>,
+    channel: &str,
+    confirm: bool,
+) -> Option<Stream> {
     let Some(tls) = tls else {
         return Some(Stream::Plain(stream));
     };
-    match tls.accept(stream) {
+    match tls.accept_with(stream, confirm) {
         Ok(s) => {
             let set = s.tcp().set_read_timeout(idle);
             if let Err(e) = set.and_then(|_| s.tcp().set_write_timeout(idle)) {

@@ -330,6 +330,7 @@ impl LocalService {
                 "mmc-local-metrics",
                 registry,
                 metrics::health(svc.inner.clone()),
+                svc.inner.tls.clone(),
             )
             .map_err(|e| Error::io(format!("bind metrics to {addr}"), e))?;
             *svc.metrics.lock().expect("metrics lock poisoned") = Some(endpoint);

@@ -147,11 +147,17 @@ impl TlsCluster {
     /// `[tls]` table, the others by an `ock.mmc.tls.*` file. Each local service's runtime folder
     /// (its shm socket) is `DIR/runN`.
     pub fn start(locals: usize) -> TlsCluster {
+        TlsCluster::start_with(locals, &[])
+    }
+
+    /// [`TlsCluster::start`] with extra `mmc-meta` flags.
+    pub fn start_with(locals: usize, meta_extra: &[&str]) -> TlsCluster {
         let dir = tempfile::tempdir().unwrap();
         let pki = testpki::write(&dir.path().join("pki")).unwrap();
         let tls = good_tls(&pki);
         let mut meta_args: Vec<String> = ["--log-level", "info"].map(String::from).into();
         meta_args.extend(flags(&tls));
+        meta_args.extend(meta_extra.iter().map(|a| a.to_string()));
         let args: Vec<String> = ["--listen", "tcp://127.0.0.1:0"]
             .map(String::from)
             .into_iter()
