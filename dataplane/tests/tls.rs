@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::ha::HaCluster;
 use common::tls::{flags, good_tls, round_trip, s, start, tls_with, TlsCluster};
 use common::{bin, pattern, wait_until};
 use mmc_config::{DataOpType, TlsConfig};
@@ -502,4 +503,40 @@ fn metrics_and_health_are_https_with_mutual_tls() {
         println!("{what}: no certificate -> {e}");
         proc.logged(&["no certificates", "channel=\"metrics\""]);
     }
+}
+
+#[test]
+fn etcd_is_https_with_mutual_tls() {
+    // etcd with TLS and client certificates; the meta, local service and client reach it over
+    // HTTPS with the cluster's CA, certificate and key.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = mmc_tls::testpki::write(dir.path()).unwrap();
+    let Some(mut ha) = HaCluster::start_tls(1, &pki, good_tls(&pki)) else {
+        println!("SKIPPED: no etcd binary (Debian: etcd-server)");
+        return;
+    };
+    let leader = ha.wait_leader(None, Duration::from_secs(30));
+    println!("leader elected over HTTPS: meta {leader}");
+    ha.add_local("32MB");
+    let client = Client::connect(&ha.client_config(10_000)).unwrap();
+    round_trip(&client, "through-etcd", 1 << 20);
+
+    // Plain HTTP to etcd's TLS port, and HTTPS without a client certificate: refused.
+    let url = mmc_config::parse_etcd_url(&ha.url).unwrap();
+    let key = url.leader_key();
+    let soon = || Instant::now() + Duration::from_secs(3);
+    let plain = mmc_meta_service::etcd::Etcd::new(url.clone());
+    let e = plain
+        .get(&key, soon())
+        .expect_err("plain HTTP to an HTTPS etcd");
+    println!("plain HTTP -> etcd: {e}");
+    let good = TlsContext::from_config(&good_tls(&pki)).unwrap().unwrap();
+    let anon = good.without_client_certificate(&s(&pki.ca)).unwrap();
+    let anon = mmc_meta_service::etcd::Etcd::with_tls(url, Some(&anon));
+    let e = anon.get(&key, soon()).expect_err("no client certificate");
+    println!("HTTPS without a certificate -> etcd: {e}");
+    assert!(
+        ha.etcd_client.get(&key, soon()).unwrap().is_some(),
+        "the leader key over HTTPS"
+    );
 }

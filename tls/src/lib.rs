@@ -30,12 +30,13 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use tracing::{debug, info, warn};
 
 pub use decrypt::{DECRYPT_PLAIN_MAX, DECRYPT_SYMBOL};
+pub use rustls::pki_types;
 pub use stream::Stream;
 
 use mmc_config::TlsConfig;
@@ -86,6 +87,16 @@ pub enum AcceptError {
 pub struct TlsContext {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    identity: Arc<Identity>,
+}
+
+/// What another library's TLS client (the etcd client's HTTPS) needs to speak as this process:
+/// the CA's certificates (its trust anchors), this side's chain and key (already decrypted; None
+/// only in a test's context without a client certificate), and the crypto provider (ring).
+pub struct Identity {
+    pub ca: Vec<CertificateDer<'static>>,
+    pub client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    pub provider: Arc<CryptoProvider>,
 }
 
 impl std::fmt::Debug for TlsContext {
@@ -115,6 +126,11 @@ impl TlsContext {
         let key = keys::private_key(tls)?;
         let roots = Arc::new(keys::roots(&tls.ca_path)?);
         let crls = keys::crls(&tls.crl_path)?;
+        let identity = Arc::new(Identity {
+            ca: keys::cert_chain(&tls.ca_path)?,
+            client: Some((chain.clone(), key.clone_key())),
+            provider: provider(),
+        });
         let provider = provider();
         let versions: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
@@ -153,7 +169,13 @@ impl TlsContext {
         Ok(Some(Arc::new(TlsContext {
             server: Arc::new(server),
             client: Arc::new(client),
+            identity,
         })))
+    }
+
+    /// This process's CA, chain and key, for a TLS client of another library (etcd's HTTPS).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The server side: wait for the peer's first byte, refuse a peer that does not speak TLS,
@@ -314,6 +336,11 @@ impl TlsContext {
         Ok(Arc::new(TlsContext {
             server: self.server.clone(),
             client: Arc::new(client),
+            identity: Arc::new(Identity {
+                ca: self.identity.ca.clone(),
+                client: None,
+                provider: self.identity.provider.clone(),
+            }),
         }))
     }
 }
