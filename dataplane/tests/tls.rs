@@ -540,3 +540,50 @@ fn etcd_is_https_with_mutual_tls() {
         "the leader key over HTTPS"
     );
 }
+
+#[test]
+fn repairs_between_local_services_run_over_tls() {
+    // Best effort: two replicas asked, one service, one stored; a second service joins and the
+    // meta service has it copy each object from the first (local <-> local, over TLS).
+    let mut c = TlsCluster::start_with(0, &["--replica-policy", "best_effort"]);
+    c.add_local();
+    let client = Client::connect(&c.config(good_tls(&c.pki), Some(DataOpType::Tcp))).unwrap();
+    let two = PutOptions {
+        replicas: 2,
+        ..PutOptions::default()
+    };
+    let keys: Vec<String> = (0..8).map(|i| format!("rep-{i}")).collect();
+    for k in &keys {
+        client.put(k, &pattern(k, 256 << 10), &two).unwrap();
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let replicas = || -> Vec<usize> {
+        client
+            .batch_query(&refs)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map_or(0, |i| i.replicas.len()))
+            .collect()
+    };
+    assert!(replicas().iter().all(|n| *n == 1), "{:?}", replicas());
+    c.add_local();
+    let took = wait_until("every object repaired", Duration::from_secs(20), || {
+        replicas().iter().all(|n| *n == 2)
+    });
+    println!("8 objects repaired onto the second service over TLS in {took:?}");
+    // The repaired replicas hold the bytes: stop the first service, read everything back.
+    let _ = c.locals[0].child.kill();
+    let _ = c.locals[0].child.wait();
+    wait_until(
+        "reads served by the repaired replicas",
+        Duration::from_secs(15),
+        || client.get(&keys[0]).is_ok(),
+    );
+    for k in &keys {
+        assert!(client.get(k).unwrap() == pattern(k, 256 << 10), "{k}");
+    }
+    assert!(
+        !c.locals[1].log().contains("TLS handshake failed"),
+        "no refused handshake on the repair path"
+    );
+}
