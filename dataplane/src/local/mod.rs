@@ -266,6 +266,12 @@ impl LocalService {
         };
         let rdma =
             rdma_server::RdmaServer::open(config.rdma_provider, config.protocol, &pools, &fence);
+        if rdma.is_some() && tls.is_some() {
+            warn!(
+                "TLS is on, but RDMA transfers are not encrypted (peers' one-sided verbs read \
+                and write the pools in the clear on the fabric; only their set-up goes over TLS)"
+            );
+        }
         let inner = Inner {
             rdma,
             pool_lens: pools.iter().map(|p| p.mem.len()).collect(),
