@@ -133,7 +133,7 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "metrics_url", ock: "ock.mmc.local_service.metrics_url",
         flag: Flag::Value("metrics"), kind: MetricsUrl, field: metrics_url, default: "",
-        doc: "HTTP address for this service's `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; empty = off.",
+        doc: "HTTP address for this service's `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; HTTPS with mutual TLS when `tls.enable` is on; empty = off.",
     }),
 ];
 

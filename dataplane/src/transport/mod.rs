@@ -89,6 +89,13 @@ impl Transports {
                 None
             }
         };
+        if rdma.is_some() && tls.is_some() {
+            warn!(
+                "TLS is on, but RDMA transfers are not encrypted (one-sided verbs carry objects \
+                in the clear on the fabric; only their set-up goes over TLS): set transport = tcp \
+                where the fabric is not trusted"
+            );
+        }
         if rdma_forced && rdma.is_none() {
             warn!("transport = rdma but this client has no RDMA device (rdma_provider = sim selects the simulated NIC): using the own pool, same-host shared memory or TCP");
         }
