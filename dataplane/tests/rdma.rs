@@ -295,6 +295,62 @@ fn registered_buffers_hit_the_mr_cache_until_unregistered() {
     assert_eq!(s3.hits, s2.hits);
 }
 
+/// `busy_poll_us = 0`: the client sleeps on the completion channel (armed, one-shot) until the
+/// simulated NIC's thread raises the event; `busy_poll_us > 0`: it spins on the completion queue
+/// (here for up to 2 s, never reached) and arms no channel. Both byte-exact, across 4 MiB MRs.
+#[test]
+fn blocking_and_busy_poll_completion_modes_are_both_byte_exact() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !sim_only("blocking_and_busy_poll_completion_modes_are_both_byte_exact") {
+        return;
+    }
+    let c = cluster(2);
+    for (busy_poll_us, mode) in [(0u64, "blocking"), (2_000_000, "busy-poll")] {
+        let client = Client::connect(&ClientConfig {
+            transport: Some(DataOpType::Rdma),
+            rdma_provider: RdmaProvider::Sim,
+            busy_poll_us,
+            ..c.client_config()
+        })
+        .expect("client connects");
+        let before = sim::stats();
+        let keys: Vec<String> = (0..12).map(|i| format!("{mode}/{i}")).collect();
+        let vals: Vec<Vec<u8>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| pattern(k, 1 + i * 500_000))
+            .collect();
+        let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
+        assert!(client
+            .batch_put(&kr, &vr, &two())
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
+        let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        let got = client.batch_get_into(&kr, &mut bufs).unwrap();
+        assert!(got.iter().all(Result::is_ok), "{mode}");
+        assert!(outs == vals, "{mode}");
+        for (k, v) in kr.iter().zip(&vals).step_by(5) {
+            assert!(client.get(k).unwrap() == *v, "{mode}: {k}");
+        }
+        let after = sim::stats();
+        let events = after.events - before.events;
+        println!(
+            "{mode}: {} work requests, {} completion-channel events",
+            after.wrs - before.wrs,
+            events
+        );
+        assert!(client.mapped_services().is_empty());
+        if busy_poll_us == 0 {
+            assert!(events > 0, "blocking mode sleeps on the completion channel");
+        } else {
+            assert_eq!(events, 0, "busy-poll mode never arms the channel");
+        }
+    }
+}
+
 #[test]
 fn a_service_without_rdma_is_reached_over_tcp() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

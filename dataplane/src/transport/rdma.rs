@@ -377,7 +377,13 @@ impl RdmaNet {
         // Enter the fence.
         let mut scratch_mem = LocalMem::new();
         scratch_mem.scratch(&mut conn.scratch);
-        let entered = execute(conn.qp.as_mut(), &[enter], &scratch_mem, deadline);
+        let entered = execute(
+            conn.qp.as_mut(),
+            &[enter],
+            &scratch_mem,
+            deadline,
+            self.busy_poll,
+        );
         drop(scratch_mem);
         let entered = match entered {
             Ok(x) if x.error.is_none() && !x.timed_out => true,
@@ -402,7 +408,13 @@ impl RdmaNet {
         let data = if current != incarnation {
             None
         } else {
-            Some(execute(conn.qp.as_mut(), &lowered.chains, &mem, deadline))
+            Some(execute(
+                conn.qp.as_mut(),
+                &lowered.chains,
+                &mem,
+                deadline,
+                self.busy_poll,
+            ))
         };
         drop(mem);
         drop(call);
@@ -429,7 +441,7 @@ impl RdmaNet {
             let mut c = conn;
             let mut sm = LocalMem::new();
             sm.scratch(&mut c.scratch);
-            let r = execute(c.qp.as_mut(), &[leave], &sm, deadline);
+            let r = execute(c.qp.as_mut(), &[leave], &sm, deadline, self.busy_poll);
             drop(sm);
             match r {
                 Ok(x) if x.error.is_none() && !x.timed_out => {
@@ -594,7 +606,7 @@ impl RdmaNet {
                     };
                     let mut sm = LocalMem::new();
                     sm.scratch(&mut c.scratch);
-                    let r = execute(c.qp.as_mut(), &[vec![w]], &sm, deadline);
+                    let r = execute(c.qp.as_mut(), &[vec![w]], &sm, deadline, self.busy_poll);
                     drop(sm);
                     if !matches!(r, Ok(x) if x.error.is_none() && !x.timed_out) {
                         warn!(rank = addr.rank, "RDMA: could not leave the fence after an error (the service's drain is bounded)");
@@ -614,7 +626,7 @@ impl RdmaNet {
     fn leave(&self, addr: &ServiceAddr, mut c: Conn, leave: Vec<WorkRequest>, deadline: Instant) {
         let mut sm = LocalMem::new();
         sm.scratch(&mut c.scratch);
-        let r = execute(c.qp.as_mut(), &[leave], &sm, deadline);
+        let r = execute(c.qp.as_mut(), &[leave], &sm, deadline, self.busy_poll);
         drop(sm);
         match r {
             Ok(x) if x.error.is_none() && !x.timed_out => self.give(addr.rank, c),
