@@ -18,6 +18,7 @@
 pub(crate) mod embedded;
 pub(crate) mod mr_cache;
 pub(crate) mod rdma;
+pub(crate) mod rdma_bounce;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
@@ -76,13 +77,19 @@ impl Transports {
         timeout: Duration,
         busy_poll: Duration,
         rdma_provider: mmc_config::RdmaProvider,
+        caller_memory: mmc_config::RdmaCallerMemory,
         tls: Option<Arc<mmc_tls::TlsContext>>,
     ) -> Transports {
         let rdma_forced = transport == Some(DataOpType::Rdma);
         let kind = crate::local::rdma_server::provider_kind(rdma_provider);
         let rdma = match mmc_hal::rdma::provider(kind, &crate::local::host_id()) {
             _ if transport == Some(DataOpType::Tcp) => None,
-            Ok(Some(dev)) => Some(rdma::RdmaNet::new(dev, busy_poll, tls.clone())),
+            Ok(Some(dev)) => Some(rdma::RdmaNet::new(
+                dev,
+                busy_poll,
+                caller_memory,
+                tls.clone(),
+            )),
             Ok(None) => None,
             Err(e) => {
                 warn!(error = %e, "RDMA unavailable: using the own pool, same-host shared memory or TCP");

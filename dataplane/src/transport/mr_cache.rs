@@ -39,6 +39,10 @@ pub struct MrStats {
     pub evictions: u64,
     /// Bumped by every unregister.
     pub generation: u64,
+    /// Bounce mode (`rdma_caller_memory = bounce`): bytes copied through staging buffers.
+    pub staged_bytes: u64,
+    /// Bounce mode: rounds (staging buffer fills) run.
+    pub staging_rounds: u64,
 }
 
 struct Buffer {

@@ -22,9 +22,11 @@
 //! memfds (the shm hand-over), so the simulated fabric spans one host.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mmc_config::RdmaCallerMemory;
 use mmc_controlplane::msg::{RdmaHello, RdmaPeer, ServiceAddr};
 use mmc_controlplane::{Error, Result};
 use mmc_core::client::{CloneError, Dir};
@@ -37,6 +39,7 @@ use mmc_hal::rdma::{
 use tracing::{debug, warn};
 
 use super::mr_cache::{CallMrs, MrCache, MrStats};
+use super::rdma_bounce::{gather, rounds, scatter, Seg, Staging, STAGING_BYTES};
 use super::shm::ShmMap;
 use super::tcp::DataConn;
 
@@ -59,6 +62,8 @@ struct Conn {
     scratch: Scratch,
     /// The simulated NIC's view of the service's memory (its memfds, mapped).
     map: Option<Arc<ShmMap>>,
+    /// Bounce mode: the registered staging buffer (made at first use).
+    staging: Option<Staging>,
 }
 
 /// The RDMA backend's state, kept between batches. A batch holds the MR cache's lock from its
@@ -76,6 +81,11 @@ pub(crate) struct RdmaNet {
     cache: Mutex<MrCache>,
     /// `[tls]`: the connection set-up over the data endpoint uses TLS too.
     tls: Option<Arc<mmc_tls::TlsContext>>,
+    /// `rdma_caller_memory`: register caller memory (MR cache) or copy it (bounce buffers).
+    caller_memory: RdmaCallerMemory,
+    /// Bounce mode: bytes copied through staging buffers, and rounds.
+    staged_bytes: AtomicU64,
+    staging_rounds: AtomicU64,
 }
 
 fn unreachable(addr: &ServiceAddr, reason: impl std::fmt::Display) -> Error {
@@ -98,6 +108,7 @@ impl RdmaNet {
     pub(crate) fn new(
         dev: Arc<dyn Device>,
         busy_poll: Duration,
+        caller_memory: RdmaCallerMemory,
         tls: Option<Arc<mmc_tls::TlsContext>>,
     ) -> RdmaNet {
         let a = dev.attr().clone();
@@ -112,6 +123,9 @@ impl RdmaNet {
         };
         RdmaNet {
             tls,
+            caller_memory,
+            staged_bytes: AtomicU64::new(0),
+            staging_rounds: AtomicU64::new(0),
             cache: Mutex::new(MrCache::new(dev.clone())),
             dev,
             limits,
@@ -134,7 +148,10 @@ impl RdmaNet {
     }
 
     pub(crate) fn mr_stats(&self) -> MrStats {
-        lock(&self.cache).stats()
+        let mut s = lock(&self.cache).stats();
+        s.staged_bytes = self.staged_bytes.load(Ordering::Relaxed);
+        s.staging_rounds = self.staging_rounds.load(Ordering::Relaxed);
+        s
     }
 
     /// True when transfers to `addr` can go over RDMA: a queue pair to its incarnation is idle,
@@ -234,6 +251,7 @@ impl RdmaNet {
             hello,
             scratch,
             map,
+            staging: None,
         })
     }
 
@@ -296,7 +314,7 @@ impl RdmaNet {
     fn run(
         &self,
         addr: &ServiceAddr,
-        mut conn: Conn,
+        conn: Conn,
         jobs: &mut [Job<'_>],
         deadline: Instant,
     ) -> Vec<Result<()>> {
@@ -310,39 +328,139 @@ impl RdmaNet {
         let incarnation = jobs
             .first()
             .map_or(addr.incarnation, |j| j.t.fence.incarnation);
-        let mut cache = lock(&self.cache);
-        let mut call = CallMrs::new(&mut cache);
-        // Transfers cut at the service's MR boundaries.
-        let mut xfers: Vec<Xfer> = Vec::new();
         let mut failed: Vec<Option<Error>> = (0..jobs.len()).map(|_| None).collect();
-        for (j, job) in jobs.iter().enumerate() {
-            let slices: Vec<(u64, u64)> = match &job.mem {
-                Mem::Src(s) => s
-                    .iter()
-                    .map(|s| (s.as_ptr() as u64, s.len() as u64))
-                    .collect(),
-                Mem::Dst(d) => d
-                    .iter()
-                    .map(|d| (d.as_ptr() as u64, d.len() as u64))
-                    .collect(),
-                Mem::DevSrc(_) | Mem::DevDst(_) => {
-                    unreachable!("device memory reaches RDMA staged through host buffers")
+        let busy_poll = self.busy_poll;
+        match self.caller_memory {
+            RdmaCallerMemory::MrCache => {
+                let mut cache = lock(&self.cache);
+                let mut call = CallMrs::new(&mut cache);
+                // Transfers cut at the service's MR boundaries, from and into the caller's slices.
+                let mut xfers: Vec<Xfer> = Vec::new();
+                for (j, job) in jobs.iter().enumerate() {
+                    match self.caller_xfers(&conn.hello, job, &mut call) {
+                        Ok(xs) => xfers.extend(xs),
+                        Err(e) => failed[j] = Some(e),
+                    }
                 }
-            };
-            match self.xfers_of(&conn.hello, job, &slices, &mut call) {
-                Ok(xs) => xfers.extend(xs),
-                Err(e) => failed[j] = Some(e),
+                let lowered = lower(way, &xfers, self.limits);
+                let mut mem = LocalMem::new();
+                for (j, job) in jobs.iter_mut().enumerate() {
+                    match &mut job.mem {
+                        _ if failed[j].is_some() => {}
+                        Mem::Src(s) => s.iter().for_each(|s| mem.src(s)),
+                        Mem::Dst(d) => d.iter_mut().for_each(|d| mem.dst(d)),
+                        Mem::DevSrc(_) | Mem::DevDst(_) => unreachable!("staged"),
+                    }
+                }
+                let data = |c: &mut Conn| {
+                    execute(c.qp.as_mut(), &lowered.chains, &mem, deadline, busy_poll)
+                };
+                self.fenced(addr, conn, incarnation, failed, deadline, data)
+            }
+            RdmaCallerMemory::Bounce => {
+                let mut lens = Vec::with_capacity(jobs.len());
+                for (j, job) in jobs.iter().enumerate() {
+                    let t = &job.t;
+                    match remote_xfers(&conn.hello, t, t.offset, t.len, Vec::new()) {
+                        Ok(_) => lens.push(t.len),
+                        Err(e) => {
+                            failed[j] = Some(e);
+                            lens.push(0);
+                        }
+                    }
+                }
+                let data = |c: &mut Conn| self.bounce(c, jobs, &lens, way, deadline);
+                self.fenced(addr, conn, incarnation, failed, deadline, data)
             }
         }
-        let lowered = lower(way, &xfers, self.limits);
-        let mut mem = LocalMem::new();
-        for job in jobs.iter_mut() {
-            match &mut job.mem {
-                Mem::Src(s) => s.iter().for_each(|s| mem.src(s)),
-                Mem::Dst(d) => d.iter_mut().for_each(|d| mem.dst(d)),
-                Mem::DevSrc(_) | Mem::DevDst(_) => unreachable!("staged"),
-            }
+    }
+
+    /// Bounce mode: the jobs' bytes in rounds through the queue pair's staging buffer.
+    fn bounce(
+        &self,
+        c: &mut Conn,
+        jobs: &mut [Job<'_>],
+        lens: &[u64],
+        way: Way,
+        deadline: Instant,
+    ) -> std::result::Result<Executed, RdmaError> {
+        if c.staging.is_none() {
+            c.staging = Some(Staging::new(self.dev.clone(), STAGING_BYTES)?);
         }
+        let staging = c.staging.as_mut().expect("made above");
+        let (base, lkey) = (staging.addr(), staging.lkey());
+        let mut total = Executed::default();
+        for round in rounds(lens, staging.len() as u64) {
+            let mut xfers = Vec::with_capacity(round.len());
+            for s in &round {
+                let t = &jobs[s.job].t;
+                let piece = Piece {
+                    addr: base + s.stage_off,
+                    len: s.len,
+                    lkey,
+                };
+                let xs = remote_xfers(&c.hello, t, t.offset + s.job_off, s.len, vec![piece])
+                    .map_err(|e| RdmaError::Call {
+                        call: "staging",
+                        reason: e.to_string(),
+                    })?;
+                xfers.extend(xs);
+            }
+            let used = round.last().map_or(0, |s| (s.stage_off + s.len) as usize);
+            let bytes = staging.bytes();
+            let at = |s: &Seg| s.stage_off as usize..(s.stage_off + s.len) as usize;
+            if way == Way::Put {
+                for s in &round {
+                    if let Mem::Src(src) = &jobs[s.job].mem {
+                        gather(src, s.job_off, &mut bytes[at(s)]);
+                    }
+                }
+            }
+            let lowered = lower(way, &xfers, self.limits);
+            let mut mem = LocalMem::new();
+            match way {
+                Way::Put => mem.src(&bytes[..used]),
+                Way::Get => mem.dst(&mut bytes[..used]),
+            }
+            let x = execute(
+                c.qp.as_mut(),
+                &lowered.chains,
+                &mem,
+                deadline,
+                self.busy_poll,
+            )?;
+            drop(mem);
+            total.posted += x.posted;
+            if x.error.is_some() || x.timed_out {
+                total.error = x.error;
+                total.timed_out = x.timed_out;
+                return Ok(total);
+            }
+            if way == Way::Get {
+                for s in &round {
+                    if let Mem::Dst(d) = &mut jobs[s.job].mem {
+                        scatter(d, s.job_off, &bytes[at(s)]);
+                    }
+                }
+            }
+            self.staged_bytes.fetch_add(used as u64, Ordering::Relaxed);
+            self.staging_rounds.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(total)
+    }
+
+    /// Enter the epoch fence, run `data` (the jobs' work requests) when the incarnation is the
+    /// jobs', leave the fence; one outcome per job (`failed`: those that failed before).
+    fn fenced(
+        &self,
+        addr: &ServiceAddr,
+        mut conn: Conn,
+        incarnation: u64,
+        mut failed: Vec<Option<Error>>,
+        deadline: Instant,
+        data: impl FnOnce(&mut Conn) -> std::result::Result<Executed, RdmaError>,
+    ) -> Vec<Result<()>> {
+        let n = failed.len();
         let fence_mr = conn.hello.fence;
         let fence_op =
             |id: u64, op: Opcode, word: u64, local: u64, signaled: bool, lkey: u32| WorkRequest {
@@ -388,19 +506,13 @@ impl RdmaNet {
         let entered = match entered {
             Ok(x) if x.error.is_none() && !x.timed_out => true,
             Ok(x) => {
-                drop(mem);
-                drop(call);
-                drop(cache);
                 let e = self.completion_error(addr, &x);
                 self.recover(addr, conn, false, deadline);
-                return all_err(&e, jobs.len());
+                return all_err(&e, n);
             }
             Err(e) => {
-                drop(mem);
-                drop(call);
-                drop(cache);
                 self.recover(addr, conn, false, deadline);
-                return all_err(&unreachable(addr, e), jobs.len());
+                return all_err(&unreachable(addr, e), n);
             }
         };
         debug_assert!(entered);
@@ -408,28 +520,19 @@ impl RdmaNet {
         let data = if current != incarnation {
             None
         } else {
-            Some(execute(
-                conn.qp.as_mut(),
-                &lowered.chains,
-                &mem,
-                deadline,
-                self.busy_poll,
-            ))
+            Some(data(&mut conn))
         };
-        drop(mem);
-        drop(call);
-        drop(cache);
         let data = match data {
             None => {
                 let why = format!("fence: the copy was planned for incarnation {incarnation}, the service is at {current} (0 = re-registering)");
                 warn!(endpoint = %addr.data_endpoint, reason = %why, "transfer refused by the epoch fence");
                 self.leave(addr, conn, leave, deadline);
-                return all_err(&unreachable(addr, why), jobs.len());
+                return all_err(&unreachable(addr, why), n);
             }
             Some(Err(e)) => {
                 // Refused before posting (a local entry outside the call's memory: a bug).
                 self.leave(addr, conn, leave, deadline);
-                return all_err(&Error::Internal(e.to_string()), jobs.len());
+                return all_err(&Error::Internal(e.to_string()), n);
             }
             Some(Ok(x)) => x,
         };
@@ -466,7 +569,7 @@ impl RdmaNet {
         // for every job (work requests that did complete were not followed by the fence check, so
         // none of the batch counts: a get reads another replica, a put fails); else the fence
         // check after the copy.
-        (0..jobs.len())
+        (0..n)
             .map(|j| {
                 if let Some(e) = failed[j].take() {
                     return Err(e);
@@ -488,15 +591,27 @@ impl RdmaNet {
             .collect()
     }
 
-    /// A job's transfers, one per service MR its range crosses, with the caller's pieces.
-    fn xfers_of(
+    /// A job's transfers, one per service MR its range crosses, with the caller's slices
+    /// (registered through `call`) as the local pieces.
+    fn caller_xfers(
         &self,
         hello: &RdmaHello,
         job: &Job<'_>,
-        slices: &[(u64, u64)],
         call: &mut CallMrs<'_>,
     ) -> Result<Vec<Xfer>> {
-        let t = &job.t;
+        let slices: Vec<(u64, u64)> = match &job.mem {
+            Mem::Src(s) => s
+                .iter()
+                .map(|s| (s.as_ptr() as u64, s.len() as u64))
+                .collect(),
+            Mem::Dst(d) => d
+                .iter()
+                .map(|d| (d.as_ptr() as u64, d.len() as u64))
+                .collect(),
+            Mem::DevSrc(_) | Mem::DevDst(_) => {
+                unreachable!("device memory reaches RDMA staged through host buffers")
+            }
+        };
         let mut pieces: Vec<Piece> = Vec::with_capacity(slices.len());
         for &(a, n) in slices.iter().filter(|s| s.1 > 0) {
             let lkey = call
@@ -508,50 +623,7 @@ impl RdmaNet {
                 lkey,
             });
         }
-        let mut out = Vec::new();
-        let (mut off, end) = (t.offset, t.offset + t.len);
-        let mut pi = pieces.into_iter().peekable();
-        let mut carry: Option<Piece> = None;
-        while off < end {
-            let Some(mr) = hello.mrs.iter().find(|m| {
-                m.segment == t.fence.segment && m.seg_offset <= off && off < m.seg_offset + m.len
-            }) else {
-                return Err(Error::Remote {
-                    code: mmc_controlplane::Code::LinkNotFound,
-                    context: format!(
-                        "RDMA: segment {} offset {off} is in no MR of the service",
-                        t.fence.segment
-                    ),
-                });
-            };
-            let stop = end.min(mr.seg_offset + mr.len);
-            let mut need = stop - off;
-            let mut x = Xfer {
-                rkey: mr.rkey,
-                remote_addr: mr.addr + (off - mr.seg_offset),
-                pieces: Vec::new(),
-            };
-            while need > 0 {
-                let Some(p) = carry.take().or_else(|| pi.next()) else {
-                    break;
-                };
-                if p.len <= need {
-                    need -= p.len;
-                    x.pieces.push(p);
-                } else {
-                    x.pieces.push(Piece { len: need, ..p });
-                    carry = Some(Piece {
-                        addr: p.addr + need,
-                        len: p.len - need,
-                        lkey: p.lkey,
-                    });
-                    need = 0;
-                }
-            }
-            out.push(x);
-            off = stop;
-        }
-        Ok(out)
+        remote_xfers(hello, &job.t, job.t.offset, job.t.len, pieces)
     }
 
     fn completion_error(&self, addr: &ServiceAddr, x: &Executed) -> Error {
@@ -637,4 +709,59 @@ impl RdmaNet {
             }
         }
     }
+}
+
+/// `len` bytes at `off` of transfer `t`'s segment, cut at the service's MR boundaries into
+/// transfers, `pieces` (the local side, in order) shared out among them.
+fn remote_xfers(
+    hello: &RdmaHello,
+    t: &mmc_core::client::Transfer,
+    off: u64,
+    len: u64,
+    pieces: Vec<Piece>,
+) -> Result<Vec<Xfer>> {
+    let mut out = Vec::new();
+    let (mut off, end) = (off, off + len);
+    let mut pi = pieces.into_iter().peekable();
+    let mut carry: Option<Piece> = None;
+    while off < end {
+        let Some(mr) = hello.mrs.iter().find(|m| {
+            m.segment == t.fence.segment && m.seg_offset <= off && off < m.seg_offset + m.len
+        }) else {
+            return Err(Error::Remote {
+                code: mmc_controlplane::Code::LinkNotFound,
+                context: format!(
+                    "RDMA: segment {} offset {off} is in no MR of the service",
+                    t.fence.segment
+                ),
+            });
+        };
+        let stop = end.min(mr.seg_offset + mr.len);
+        let mut need = stop - off;
+        let mut x = Xfer {
+            rkey: mr.rkey,
+            remote_addr: mr.addr + (off - mr.seg_offset),
+            pieces: Vec::new(),
+        };
+        while need > 0 {
+            let Some(p) = carry.take().or_else(|| pi.next()) else {
+                break;
+            };
+            if p.len <= need {
+                need -= p.len;
+                x.pieces.push(p);
+            } else {
+                x.pieces.push(Piece { len: need, ..p });
+                carry = Some(Piece {
+                    addr: p.addr + need,
+                    len: p.len - need,
+                    lkey: p.lkey,
+                });
+                need = 0;
+            }
+        }
+        out.push(x);
+        off = stop;
+    }
+    Ok(out)
 }
