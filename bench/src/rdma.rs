@@ -19,6 +19,10 @@ use crate::report::{Row, MMC};
 pub const RDMA_SIM: &str = "rdma-sim";
 /// ... and over a real device (`--rdma-provider verbs`).
 pub const RDMA_VERBS: &str = "rdma";
+/// The end-to-end rows again with `rdma_caller_memory = bounce`, over the simulated NIC ...
+pub const RDMA_SIM_BOUNCE: &str = "rdma-sim-bounce";
+/// ... and over a real device.
+pub const RDMA_VERBS_BOUNCE: &str = "rdma-bounce";
 
 /// Completion modes: busy-poll (spin on the completion queue; the bound is never reached) and
 /// blocking (completion channel).
@@ -196,5 +200,6 @@ pub fn overhead(quick: bool) -> Result<Vec<Row>, String> {
         &calls,
     ));
     d.dereg_mr(&smr).map_err(e)?;
+    rows.extend(crate::rdma_caller::rows(quick)?);
     Ok(rows)
 }
