@@ -420,6 +420,51 @@ fn blocking_and_busy_poll_completion_modes_are_both_byte_exact() {
     }
 }
 
+/// A batch whose transfers span two services runs each service's share on a thread of its own
+/// (a queue pair each), with the MR cache and with bounce buffers, byte-exact.
+#[test]
+fn a_batch_over_two_services_serves_them_in_parallel() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cluster(2);
+    let mut most = 0;
+    for mode in [RdmaCallerMemory::MrCache, RdmaCallerMemory::Bounce] {
+        let client = Client::connect(&ClientConfig {
+            transport: Some(DataOpType::Rdma),
+            rdma_provider: provider().1,
+            rdma_caller_memory: mode,
+            ..c.client_config()
+        })
+        .expect("client connects");
+        let s0 = client.rdma_mr_stats().unwrap();
+        let keys: Vec<String> = (0..8).map(|i| format!("par/{mode:?}/{i}")).collect();
+        let vals: Vec<Vec<u8>> = keys.iter().map(|k| pattern(k, 2 * MIB + 3)).collect();
+        let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
+        assert!(client
+            .batch_put(&kr, &vr, &two())
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
+        let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        let got = client.batch_get_into(&kr, &mut bufs).unwrap();
+        assert!(got.iter().all(Result::is_ok), "{mode:?}");
+        assert!(outs == vals, "{mode:?}");
+        let s1 = client.rdma_mr_stats().unwrap();
+        println!(
+            "{mode:?}: {} batches over both services in parallel threads, at most {} services at once",
+            s1.parallel_batches - s0.parallel_batches,
+            s1.max_parallel_services
+        );
+        // The put (both replicas) spans both services; the get reads one replica per key, and
+        // the keys' first replicas are spread over both.
+        assert!(s1.parallel_batches - s0.parallel_batches >= 1, "{mode:?}");
+        most = most.max(s1.max_parallel_services);
+    }
+    // 16 MiB per service and direction: the two threads overlap.
+    assert!(most >= 2, "two services' shares ran at once");
+}
+
 #[test]
 fn a_service_without_rdma_is_reached_over_tcp() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

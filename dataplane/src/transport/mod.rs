@@ -167,15 +167,21 @@ impl Transports {
                 None => remote.push(job),
             }
         }
-        for (rank, share) in verbs {
-            let addr = services
-                .iter()
-                .find(|s| s.rank == rank)
-                .expect("routed by its address");
+        if !verbs.is_empty() {
+            let work = verbs
+                .into_iter()
+                .map(|(rank, share)| {
+                    let addr = services
+                        .iter()
+                        .find(|s| s.rank == rank)
+                        .expect("routed by its address");
+                    (addr, share)
+                })
+                .collect();
             self.rdma
                 .as_ref()
                 .expect("routed to RDMA")
-                .submit(addr, share, &mut done, deadline);
+                .submit_all(work, &mut done, deadline);
         }
         if !own.is_empty() {
             let svc = self

@@ -54,6 +54,60 @@ const RETRY_REFUSED: Duration = Duration::from_secs(10);
 /// Work request ids of the fence operations (data work requests count from 0).
 const FENCE_WR: u64 = 1 << 62;
 
+/// What one service's share of a batch runs.
+enum Plan {
+    /// MR cache: the lowered chains, from and into the caller's slices.
+    Lowered(mmc_hal::rdma::lower::Lowered),
+    /// Bounce buffers: the bytes per job (0: failed before) to move in staging rounds.
+    Bounce(Vec<u64>),
+}
+
+/// One service's share of a batch.
+struct Task<'s, 'a> {
+    addr: &'s ServiceAddr,
+    jobs: Vec<Job<'a>>,
+    conn: Option<Conn>,
+    failed: Vec<Option<Error>>,
+    plan: Plan,
+}
+
+impl Task<'_, '_> {
+    /// MR cache: the caller's slices get lkeys, the transfers are cut at the service's MRs and
+    /// lowered.
+    fn plan_registered(&mut self, net: &RdmaNet, call: &mut CallMrs<'_>) {
+        let hello = &self.conn.as_ref().expect("planned before running").hello;
+        let mut xfers: Vec<Xfer> = Vec::new();
+        for (j, job) in self.jobs.iter().enumerate() {
+            match caller_xfers(hello, job, call) {
+                Ok(xs) => xfers.extend(xs),
+                Err(e) => self.failed[j] = Some(e),
+            }
+        }
+        let way = match self.jobs.first().map(|j| j.t.dir) {
+            Some(Dir::Read) => Way::Get,
+            _ => Way::Put,
+        };
+        self.plan = Plan::Lowered(lower(way, &xfers, net.limits));
+    }
+
+    /// Bounce buffers: each job's range checked against the service's MRs.
+    fn plan_bounce(&mut self) {
+        let hello = &self.conn.as_ref().expect("planned before running").hello;
+        let mut lens = Vec::with_capacity(self.jobs.len());
+        for (j, job) in self.jobs.iter().enumerate() {
+            let t = &job.t;
+            match remote_xfers(hello, t, t.offset, t.len, Vec::new()) {
+                Ok(_) => lens.push(t.len),
+                Err(e) => {
+                    self.failed[j] = Some(e);
+                    lens.push(0);
+                }
+            }
+        }
+        self.plan = Plan::Bounce(lens);
+    }
+}
+
 /// One connected queue pair to one service incarnation.
 struct Conn {
     incarnation: u64,
@@ -86,6 +140,11 @@ pub(crate) struct RdmaNet {
     /// Bounce mode: bytes copied through staging buffers, and rounds.
     staged_bytes: AtomicU64,
     staging_rounds: AtomicU64,
+    /// Batches whose services ran in parallel threads; services' shares running now, and the
+    /// most at once.
+    parallel_batches: AtomicU64,
+    running: AtomicU64,
+    max_running: AtomicU64,
 }
 
 fn unreachable(addr: &ServiceAddr, reason: impl std::fmt::Display) -> Error {
@@ -126,6 +185,9 @@ impl RdmaNet {
             caller_memory,
             staged_bytes: AtomicU64::new(0),
             staging_rounds: AtomicU64::new(0),
+            parallel_batches: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            max_running: AtomicU64::new(0),
             cache: Mutex::new(MrCache::new(dev.clone())),
             dev,
             limits,
@@ -151,6 +213,8 @@ impl RdmaNet {
         let mut s = lock(&self.cache).stats();
         s.staged_bytes = self.staged_bytes.load(Ordering::Relaxed);
         s.staging_rounds = self.staging_rounds.load(Ordering::Relaxed);
+        s.parallel_batches = self.parallel_batches.load(Ordering::Relaxed);
+        s.max_parallel_services = self.max_running.load(Ordering::Relaxed);
         s
     }
 
@@ -293,31 +357,89 @@ impl RdmaNet {
         Ok(map)
     }
 
-    /// Carry out `jobs` (all for `addr`'s service) and report each.
-    pub(crate) fn submit(
+    /// Carry out each service's `jobs` and report each job. Several services run in parallel,
+    /// one thread each (a queue pair per service); with the MR cache, the caller's slices of
+    /// every service get their lkeys first, and the cache stays locked until the last
+    /// completion of the batch.
+    pub(crate) fn submit_all(
         &self,
-        addr: &ServiceAddr,
-        mut jobs: Vec<Job<'_>>,
+        work: Vec<(&ServiceAddr, Vec<Job<'_>>)>,
         done: &mut Completions,
         deadline: Instant,
     ) {
-        let outcomes = match self.take(addr, deadline) {
-            Ok(conn) => self.run(addr, conn, &mut jobs, deadline),
-            Err(e) => all_err(&e, jobs.len()),
+        let mut tasks: Vec<Task<'_, '_>> = Vec::with_capacity(work.len());
+        for (addr, jobs) in work {
+            match self.take(addr, deadline) {
+                Ok(conn) => tasks.push(Task {
+                    addr,
+                    failed: (0..jobs.len()).map(|_| None).collect(),
+                    jobs,
+                    conn: Some(conn),
+                    plan: Plan::Bounce(Vec::new()),
+                }),
+                Err(e) => {
+                    for (job, o) in jobs.iter().zip(all_err(&e, jobs.len())) {
+                        let fresh = done.set(job.idx, o);
+                        debug_assert!(fresh, "one outcome per job");
+                    }
+                }
+            }
+        }
+        let outcomes = match self.caller_memory {
+            RdmaCallerMemory::MrCache => {
+                let mut cache = lock(&self.cache);
+                let mut call = CallMrs::new(&mut cache);
+                for t in &mut tasks {
+                    t.plan_registered(self, &mut call);
+                }
+                // `call` (the per-call MRs) and the cache lock outlive every completion.
+                self.run_tasks(&mut tasks, deadline)
+            }
+            RdmaCallerMemory::Bounce => {
+                for t in &mut tasks {
+                    t.plan_bounce();
+                }
+                self.run_tasks(&mut tasks, deadline)
+            }
         };
-        for (job, o) in jobs.iter().zip(outcomes) {
-            let fresh = done.set(job.idx, o);
-            debug_assert!(fresh, "one outcome per job");
+        for (t, outs) in tasks.iter().zip(outcomes) {
+            for (job, o) in t.jobs.iter().zip(outs) {
+                let fresh = done.set(job.idx, o);
+                debug_assert!(fresh, "one outcome per job");
+            }
         }
     }
 
-    fn run(
-        &self,
-        addr: &ServiceAddr,
-        conn: Conn,
-        jobs: &mut [Job<'_>],
-        deadline: Instant,
-    ) -> Vec<Result<()>> {
+    /// Run the planned tasks, in parallel threads when there are several.
+    fn run_tasks(&self, tasks: &mut [Task<'_, '_>], deadline: Instant) -> Vec<Vec<Result<()>>> {
+        let counted = |t: &mut Task<'_, '_>| {
+            let now = self.running.fetch_add(1, Ordering::Relaxed) + 1;
+            self.max_running.fetch_max(now, Ordering::Relaxed);
+            let out = self.exec(t, deadline);
+            self.running.fetch_sub(1, Ordering::Relaxed);
+            out
+        };
+        if let [t] = tasks {
+            return vec![counted(t)];
+        }
+        self.parallel_batches.fetch_add(1, Ordering::Relaxed);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = tasks
+                .iter_mut()
+                .map(|t| s.spawn(move || counted(t)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an RDMA service thread panicked"))
+                .collect()
+        })
+    }
+
+    /// One service's share: the fence entered, the planned work requests, the fence left.
+    fn exec(&self, t: &mut Task<'_, '_>, deadline: Instant) -> Vec<Result<()>> {
+        let addr = t.addr;
+        let conn = t.conn.take().expect("taken once");
+        let jobs = &mut t.jobs[..];
         if conn.map.as_ref().is_some_and(|m| !m.alive()) {
             return all_err(&unreachable(addr, "the service closed its end"), jobs.len());
         }
@@ -328,21 +450,10 @@ impl RdmaNet {
         let incarnation = jobs
             .first()
             .map_or(addr.incarnation, |j| j.t.fence.incarnation);
-        let mut failed: Vec<Option<Error>> = (0..jobs.len()).map(|_| None).collect();
+        let failed = std::mem::take(&mut t.failed);
         let busy_poll = self.busy_poll;
-        match self.caller_memory {
-            RdmaCallerMemory::MrCache => {
-                let mut cache = lock(&self.cache);
-                let mut call = CallMrs::new(&mut cache);
-                // Transfers cut at the service's MR boundaries, from and into the caller's slices.
-                let mut xfers: Vec<Xfer> = Vec::new();
-                for (j, job) in jobs.iter().enumerate() {
-                    match self.caller_xfers(&conn.hello, job, &mut call) {
-                        Ok(xs) => xfers.extend(xs),
-                        Err(e) => failed[j] = Some(e),
-                    }
-                }
-                let lowered = lower(way, &xfers, self.limits);
+        match &t.plan {
+            Plan::Lowered(lowered) => {
                 let mut mem = LocalMem::new();
                 for (j, job) in jobs.iter_mut().enumerate() {
                     match &mut job.mem {
@@ -357,19 +468,8 @@ impl RdmaNet {
                 };
                 self.fenced(addr, conn, incarnation, failed, deadline, data)
             }
-            RdmaCallerMemory::Bounce => {
-                let mut lens = Vec::with_capacity(jobs.len());
-                for (j, job) in jobs.iter().enumerate() {
-                    let t = &job.t;
-                    match remote_xfers(&conn.hello, t, t.offset, t.len, Vec::new()) {
-                        Ok(_) => lens.push(t.len),
-                        Err(e) => {
-                            failed[j] = Some(e);
-                            lens.push(0);
-                        }
-                    }
-                }
-                let data = |c: &mut Conn| self.bounce(c, jobs, &lens, way, deadline);
+            Plan::Bounce(lens) => {
+                let data = |c: &mut Conn| self.bounce(c, jobs, lens, way, deadline);
                 self.fenced(addr, conn, incarnation, failed, deadline, data)
             }
         }
@@ -591,41 +691,6 @@ impl RdmaNet {
             .collect()
     }
 
-    /// A job's transfers, one per service MR its range crosses, with the caller's slices
-    /// (registered through `call`) as the local pieces.
-    fn caller_xfers(
-        &self,
-        hello: &RdmaHello,
-        job: &Job<'_>,
-        call: &mut CallMrs<'_>,
-    ) -> Result<Vec<Xfer>> {
-        let slices: Vec<(u64, u64)> = match &job.mem {
-            Mem::Src(s) => s
-                .iter()
-                .map(|s| (s.as_ptr() as u64, s.len() as u64))
-                .collect(),
-            Mem::Dst(d) => d
-                .iter()
-                .map(|d| (d.as_ptr() as u64, d.len() as u64))
-                .collect(),
-            Mem::DevSrc(_) | Mem::DevDst(_) => {
-                unreachable!("device memory reaches RDMA staged through host buffers")
-            }
-        };
-        let mut pieces: Vec<Piece> = Vec::with_capacity(slices.len());
-        for &(a, n) in slices.iter().filter(|s| s.1 > 0) {
-            let lkey = call
-                .lkey(a, n)
-                .map_err(|e| Error::Memory(format!("RDMA: registering caller memory: {e}")))?;
-            pieces.push(Piece {
-                addr: a,
-                len: n,
-                lkey,
-            });
-        }
-        remote_xfers(hello, &job.t, job.t.offset, job.t.len, pieces)
-    }
-
     fn completion_error(&self, addr: &ServiceAddr, x: &Executed) -> Error {
         match x.error {
             _ if x.timed_out => Error::Timeout {
@@ -764,4 +829,34 @@ fn remote_xfers(
         off = stop;
     }
     Ok(out)
+}
+
+/// A job's transfers, one per service MR its range crosses, with the caller's slices
+/// (registered through `call`) as the local pieces.
+fn caller_xfers(hello: &RdmaHello, job: &Job<'_>, call: &mut CallMrs<'_>) -> Result<Vec<Xfer>> {
+    let slices: Vec<(u64, u64)> = match &job.mem {
+        Mem::Src(s) => s
+            .iter()
+            .map(|s| (s.as_ptr() as u64, s.len() as u64))
+            .collect(),
+        Mem::Dst(d) => d
+            .iter()
+            .map(|d| (d.as_ptr() as u64, d.len() as u64))
+            .collect(),
+        Mem::DevSrc(_) | Mem::DevDst(_) => {
+            unreachable!("device memory reaches RDMA staged through host buffers")
+        }
+    };
+    let mut pieces: Vec<Piece> = Vec::with_capacity(slices.len());
+    for &(a, n) in slices.iter().filter(|s| s.1 > 0) {
+        let lkey = call
+            .lkey(a, n)
+            .map_err(|e| Error::Memory(format!("RDMA: registering caller memory: {e}")))?;
+        pieces.push(Piece {
+            addr: a,
+            len: n,
+            lkey,
+        });
+    }
+    remote_xfers(hello, &job.t, job.t.offset, job.t.len, pieces)
 }
