@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`embedded`] | memcpy between the caller's slices and the client's own local service's pools, inside its fence, at once | every rank but the embedded service's |
 //! | [`shm`] | memcpy between the caller's slices and a same-host service's pools mapped from its memfds, inside its shared fence word, at once | other hosts; `transport = tcp`; a failed mapping (remembered per incarnation); a service whose socket closed |
-//! | [`rdma`] | one-sided verbs (WRITE/READ chains, the fence entered with FETCH_ADD) between the caller's registered slices and the service's registered pools; blocks until every completion | services whose `RdmaConnect` was refused (no device, another fabric, a failed connection), remembered per incarnation for 10 s |
+//! | [`rdma`] | one-sided verbs (WRITE/READ chains, the fence entered with FETCH_ADD) between the caller's registered slices (or registered staging buffers: `rdma_caller_memory = bounce`) and the service's registered pools; services of a batch in parallel threads; blocks (busy-polls, then sleeps on the completion channel) until every completion | services whose `RdmaConnect` was refused (no device, another fabric, a failed connection), remembered per incarnation for 10 s |
 //! | [`tcp`] | one vectored request per (service, lane) on pooled connections, raw bytes straight from and into the caller's slices; lanes and services in parallel threads; the service checks the fence | ranks the meta reply gave no address |
 //!
 //! [`Transports::run`] routes each job (the order below is the chooser), submits each backend's

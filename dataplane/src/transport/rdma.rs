@@ -4,8 +4,10 @@
 //! `DataRequest::RdmaConnect` on the service's data endpoint (the client's QPN and GID out, the
 //! service's QPN, GID and rkeys back). A batch's jobs for one service run as:
 //!
-//! 1. caller memory gets lkeys ([`super::mr_cache`]: buffers the application registered are
-//!    cached, other memory is registered for the call);
+//! 1. caller memory gets lkeys (`rdma_caller_memory = mr_cache`, [`super::mr_cache`]: buffers
+//!    the application registered are cached, other memory is registered for the call), or is
+//!    copied through the queue pair's registered staging buffer in rounds
+//!    (`rdma_caller_memory = bounce`, [`super::rdma_bounce`]);
 //! 2. the epoch fence is entered: a FETCH_ADD of 1 on the service's in-flight word, then a
 //!    fenced READ of its incarnation, which must be the jobs' (else the jobs fail with -3018);
 //! 3. the jobs' transfers, cut at the service's MR boundaries, are lowered
@@ -17,7 +19,11 @@
 //! service (those that completed before it were not followed by the fence check) with -3018 (`Error::Remote` with `NotConnectLocal`, naming the status; not a
 //! suspect hint: a completion error proves no death), so a get falls over to the next replica
 //! and a put fails; the queue pair is reset and a new one is connected (which also leaves the
-//! fence). A connection that cannot be made is `LocalUnreachable` (-3018, a suspect hint). A deadline passed mid-chain is -3004 and resets the
+//! fence). Completions are waited for by spinning `busy_poll_us` on the completion queue, then
+//! (at once when it is 0) sleeping on its completion channel ([`execute`]). A batch spanning
+//! several services runs each service's share on a thread of its own; with the MR cache every
+//! share's lkeys are planned first and the cache stays locked to the batch's last completion.
+//! A connection that cannot be made is `LocalUnreachable` (-3018, a suspect hint). A deadline passed mid-chain is -3004 and resets the
 //! queue pair the same way. On the simulated NIC the service's memory is reached through its
 //! memfds (the shm hand-over), so the simulated fabric spans one host.
 

@@ -459,6 +459,7 @@ impl SimDevice {
                     cq: VecDeque::new(),
                     armed: false,
                     closed: false,
+                    nic_asleep: false,
                 }),
                 doorbell: Condvar::new(),
                 channel_tx,
@@ -480,13 +481,15 @@ struct Inner {
     armed: bool,
     /// The queue pair was dropped: the NIC thread ends.
     closed: bool,
+    /// The NIC thread sleeps on the doorbell (a post must ring it).
+    nic_asleep: bool,
 }
 
 struct Shared {
     dev: Arc<SimDevice>,
     qpn: u32,
     inner: Mutex<Inner>,
-    /// Rung by `post_send` (and on drop): the NIC thread has work.
+    /// Rung by `post_send` (and on drop) when the NIC thread sleeps: it has work.
     doorbell: Condvar,
     /// The completion channel's write end (the NIC raises an event by writing a byte).
     channel_tx: UnixStream,
@@ -583,10 +586,12 @@ fn nic(shared: Arc<Shared>) {
     let mut g = lock(&shared.inner);
     loop {
         while g.sq.is_empty() && !g.closed {
+            g.nic_asleep = true;
             g = shared
                 .doorbell
                 .wait(g)
                 .expect("lock poisoned: a panic left this state half-updated");
+            g.nic_asleep = false;
         }
         if g.closed {
             return;
@@ -688,7 +693,7 @@ impl QueuePair for SimQp {
     }
 
     unsafe fn post_send(&mut self, wrs: &[WorkRequest]) -> Result<(), RdmaError> {
-        {
+        let asleep = {
             let mut g = lock(&self.shared.inner);
             g.states.check_post()?;
             if g.sq.len() + wrs.len() > self.depth {
@@ -700,7 +705,8 @@ impl QueuePair for SimQp {
                 });
             }
             g.sq.extend(wrs.iter().cloned());
-        }
+            g.nic_asleep
+        };
         if self.nic.is_none() {
             let shared = self.shared.clone();
             let t = std::thread::Builder::new()
@@ -711,8 +717,9 @@ impl QueuePair for SimQp {
                     reason: format!("starting the simulated NIC's thread: {e}"),
                 })?;
             self.nic = Some(t);
+        } else if asleep {
+            self.shared.doorbell.notify_one();
         }
-        self.shared.doorbell.notify_one();
         Ok(())
     }
 

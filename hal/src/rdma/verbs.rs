@@ -645,5 +645,9 @@ mod tests {
         let ep = qp.endpoint();
         qp.connect(&ep).expect("a loopback connection");
         assert_eq!(qp.state(), QpState::Rts);
+        // The completion channel: armed, with nothing posted no event comes.
+        qp.req_notify().expect("ibv_req_notify_cq");
+        let waited = qp.wait_event(std::time::Duration::from_millis(10));
+        assert_eq!(waited, Ok(false), "no completion, no event");
     }
 }
