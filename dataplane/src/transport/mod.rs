@@ -19,6 +19,7 @@ pub(crate) mod embedded;
 pub(crate) mod mr_cache;
 pub(crate) mod rdma;
 pub(crate) mod rdma_bounce;
+pub(crate) mod rdma_plan;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
