@@ -18,6 +18,7 @@ mod pattern;
 mod peers;
 mod progress;
 mod rdma;
+mod rdma_caller;
 mod report;
 mod steady;
 mod targets;
@@ -627,7 +628,30 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                         rdma_provider,
                         ..config.clone()
                     };
-                    match extra.run(rdma_pl, &cfg, rank, "rdma", &rdma_names, &mut checks) {
+                    // The same rows with bounce buffers instead of the MR cache.
+                    let bounce_pl = match rdma_provider {
+                        RdmaProvider::Verbs => rdma::RDMA_VERBS_BOUNCE,
+                        _ => rdma::RDMA_SIM_BOUNCE,
+                    };
+                    let bounce = ClientConfig {
+                        rdma_caller_memory: mmc_config::RdmaCallerMemory::Bounce,
+                        ..cfg.clone()
+                    };
+                    let both = extra
+                        .run(rdma_pl, &cfg, rank, "rdma", &rdma_names, &mut checks)
+                        .and_then(|mut r| {
+                            let b = extra.run(
+                                bounce_pl,
+                                &bounce,
+                                rank,
+                                "rdma-bounce",
+                                &rdma_names,
+                                &mut checks,
+                            )?;
+                            r.extend(b);
+                            Ok(r)
+                        });
+                    match both {
                         Ok(r) => {
                             rows.extend(r);
                             notes.push(

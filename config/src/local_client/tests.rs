@@ -79,6 +79,7 @@ fn full_client() -> ClientConfig {
         write_threads: 5,
         transport: None,
         rdma_provider: RdmaProvider::Auto,
+        rdma_caller_memory: RdmaCallerMemory::MrCache,
         busy_poll_us: 0,
         verify_reads: true,
         log_level: LogLevel::Debug,
@@ -113,6 +114,27 @@ fn client_verify_reads_from_toml_and_ock_default_off() {
     let bad = OckFile::parse("ock.mmc.client.verify_reads = maybe").unwrap();
     let e = ClientConfig::from_ock(&bad).unwrap_err().to_string();
     assert!(e.contains("verify_reads"), "{e}");
+}
+
+#[test]
+fn rdma_caller_memory_from_toml_and_ock_other_values_refused() {
+    assert_eq!(
+        ClientConfig::default().rdma_caller_memory,
+        RdmaCallerMemory::MrCache
+    );
+    let c = ClientConfig::from_toml_str("[client]\nrdma_caller_memory = \"bounce\"").unwrap();
+    assert_eq!(c.rdma_caller_memory, RdmaCallerMemory::Bounce);
+    let ock = OckFile::parse("ock.mmc.client.rdma_caller_memory = MR_CACHE").unwrap();
+    assert_eq!(
+        ClientConfig::from_ock(&ock).unwrap().rdma_caller_memory,
+        RdmaCallerMemory::MrCache
+    );
+    for bad in ["bouncy", "none"] {
+        let ock = OckFile::parse(&format!("ock.mmc.client.rdma_caller_memory = {bad}")).unwrap();
+        let e = ClientConfig::from_ock(&ock).unwrap_err().to_string();
+        assert!(e.contains("rdma_caller_memory"), "{e}");
+        assert!(ClientConfig::from_toml_str(&format!("rdma_caller_memory = \"{bad}\"")).is_err());
+    }
 }
 
 #[test]
