@@ -27,7 +27,9 @@ use mmc_controlplane::{Code, Error, Result};
 use mmc_hal::fence::Fence;
 use tracing::{debug, warn};
 
-use super::{key_error, service, unexpected, Action, Dir, PutOptions, Suspects, Transfer};
+use super::{
+    key_error, service, unexpected, Action, CloneError, Dir, PutOptions, Suspects, Transfer,
+};
 
 /// Largest put that uses a slot.
 pub const SLOT_PUT_MAX: u64 = 64 << 10;
@@ -338,6 +340,9 @@ pub struct LeasedPutOp {
     outcome: Option<Leased>,
     deadline_ms: u64,
     timeout_ms: u64,
+    /// A write that fails later than this before the deadline is the put's answer: no time is
+    /// left to put the normal way.
+    margin_ms: u64,
 }
 
 impl LeasedPutOp {
@@ -420,6 +425,7 @@ impl LeasedPutOp {
             outcome: None,
             deadline_ms: now_ms.saturating_add(timeout_ms),
             timeout_ms,
+            margin_ms: (timeout_ms / 10).min(200),
         }
     }
 
@@ -437,7 +443,11 @@ impl LeasedPutOp {
         if let Some(report) = self.suspects.next() {
             return report;
         }
-        if self.state != State::Done && now_ms >= self.deadline_ms {
+        let in_flight = matches!(
+            self.state,
+            State::Write | State::AwaitWrite | State::Commit | State::AwaitCommit
+        );
+        if in_flight && now_ms >= self.deadline_ms {
             warn!(state = ?self.state, "leased put: deadline passed");
             self.finish(Leased::Done(Err(Error::Timeout {
                 ms: self.timeout_ms,
@@ -471,7 +481,7 @@ impl LeasedPutOp {
     }
 
     /// One outcome per transfer, in order.
-    pub fn on_transfers(&mut self, _now_ms: u64, outcomes: &[Result<()>]) {
+    pub fn on_transfers(&mut self, now_ms: u64, outcomes: &[Result<()>]) {
         if self.state == State::Done {
             return;
         }
@@ -485,18 +495,25 @@ impl LeasedPutOp {
             self.transfers.len(),
             "one outcome per transfer"
         );
-        let mut failed = false;
+        let mut failed = None;
         for (t, outcome) in self.transfers.iter().zip(outcomes) {
             self.suspects.note(t, outcome);
             if let Err(e) = outcome {
-                debug!(error = %e, rank = t.fence.rank, "leased put: write failed, putting the normal way");
-                failed = true;
+                debug!(error = %e, rank = t.fence.rank, "leased put: write failed");
+                failed.get_or_insert_with(|| e.clone_error());
             }
         }
-        if failed {
-            self.outcome = Some(Leased::Fallback {
-                forget_class: false,
-            });
+        if let Some(e) = failed {
+            // The slot goes back either way; the normal way only while time is left for it.
+            self.outcome = Some(
+                if now_ms.saturating_add(self.margin_ms) >= self.deadline_ms {
+                    Leased::Done(Err(e))
+                } else {
+                    Leased::Fallback {
+                        forget_class: false,
+                    }
+                },
+            );
             self.state = State::GiveBack;
         } else {
             self.state = State::Commit;

@@ -199,3 +199,39 @@ fn slots_of_a_service_that_registered_again_are_not_used() {
     assert!(pool.take(2, class()).is_none());
     assert!(matches!(pool.give_back(), Some(Request::PutLeased { items, .. }) if items.len() == 2));
 }
+
+#[test]
+fn a_write_failing_at_the_deadline_is_the_put_s_answer() {
+    let mut pool = SlotPool::new(CLIENT, None);
+    pool.on_refill(0, 0, class(), Ok(grant(10..12, 7)));
+    // The op was made at 1 ms with a 1000 ms timeout; its write fails at 950 ms (a service that
+    // never answered): no time is left for the normal way.
+    let mut op = leased_op(&mut pool, LeasedScratch::default());
+    assert!(matches!(op.poll(1), Action::Transfer));
+    let silent = Error::LocalUnreachable {
+        endpoint: "x".into(),
+        reason: "no answer within 1000 ms".into(),
+    };
+    op.on_transfers(950, &[Err(silent)]);
+    assert!(matches!(
+        op.poll(1_001),
+        Action::MetaOneway(Request::Suspect { .. })
+    ));
+    assert!(matches!(
+        op.poll(1_001),
+        Action::MetaOneway(Request::PutLeased { .. })
+    ));
+    assert!(matches!(op.poll(1_001), Action::Done));
+    assert!(matches!(
+        op.finish_op().0,
+        Leased::Done(Err(Error::LocalUnreachable { .. }))
+    ));
+    // A put whose write never completes times out.
+    let mut op = leased_op(&mut pool, LeasedScratch::default());
+    assert!(matches!(op.poll(1), Action::Transfer));
+    assert!(matches!(op.poll(1_001), Action::Done));
+    assert!(matches!(
+        op.finish_op().0,
+        Leased::Done(Err(Error::Timeout { .. }))
+    ));
+}
