@@ -37,7 +37,7 @@ impl MetaCore {
             );
             return refuse(Code::InvalidParam);
         }
-        if self.keys.contains_key(key) {
+        if self.keys.contains_key(&self.objects, key) {
             debug!(key, "put refused: key exists");
             return refuse(Code::DuplicatedObject);
         }
@@ -71,7 +71,7 @@ impl MetaCore {
         let want = (a.replicas.max(1) as usize)
             .max(placed.len())
             .min(msg::REPLICAS_MAX) as u16;
-        self.objects.insert(
+        self.objects.insert_new(
             oid,
             Object {
                 key: key.to_string(),
@@ -88,8 +88,8 @@ impl MetaCore {
             },
         );
         let fresh = self.pending.insert((deadline_ms, oid));
-        let previous = self.keys.insert(key.to_string(), oid);
-        assert!(fresh && previous.is_none(), "a new put of a free key");
+        let linked = self.keys.link(&self.objects, oid);
+        assert!(fresh && linked, "a new put of a free key");
         AllocItem {
             code: 0,
             retry: false,
@@ -126,7 +126,7 @@ impl MetaCore {
         }
         if !item.ok {
             debug!(key, "put aborted by its writer");
-            let linked = self.keys.remove(key);
+            let linked = self.keys.remove(&self.objects, key);
             assert_eq!(linked, Some(item.token), "a pending object holds its key");
             // Also drops the pending entry.
             self.free_object(item.token);
@@ -288,8 +288,7 @@ impl MetaCore {
     pub(super) fn remove_all(&mut self) -> Reply {
         let visible: Vec<u64> = self
             .keys
-            .values()
-            .copied()
+            .oids(&self.objects)
             .filter(|oid| self.objects[oid].state == State::Committed)
             .collect();
         for &oid in &visible {
@@ -305,10 +304,10 @@ impl MetaCore {
     pub(super) fn visible(&self, key: &str) -> Result<u64, Code> {
         check_key(key)
             .inspect_err(|_| warn!(key, "invalid key: empty or longer than 255 bytes"))?;
-        match self.keys.get(key) {
-            Some(oid) if self.objects[oid].state == State::Committed => {
-                debug_assert!(!self.objects[oid].removed, "a linked object is not removed");
-                Ok(*oid)
+        match self.keys.get(&self.objects, key) {
+            Some(oid) if self.objects[&oid].state == State::Committed => {
+                debug_assert!(!self.objects[&oid].removed, "a linked object is not removed");
+                Ok(oid)
             }
             _ => Err(Code::ObjectNotExists),
         }
@@ -361,12 +360,11 @@ impl MetaCore {
             "a visible object with a live replica is in the LRU"
         );
         assert!(was.is_none_or(|w| w == oid));
-        let key = std::mem::take(&mut obj.key);
-        let linked = self.keys.remove(&key);
-        assert_eq!(linked, Some(oid), "a visible object holds its key");
-        obj.key = key;
         obj.removed = true;
-        if obj.leases == 0 {
+        let leased = obj.leases > 0;
+        let linked = self.keys.remove(&self.objects, &self.objects[&oid].key);
+        assert_eq!(linked, Some(oid), "a visible object holds its key");
+        if !leased {
             self.free_object(oid);
         }
     }
@@ -374,13 +372,13 @@ impl MetaCore {
     /// Return an object's space to its segments and forget it, with its pending entry, its LRU
     /// entry and its leases: no index may outlive the object. The key must already be unlinked.
     pub(super) fn free_object(&mut self, oid: u64) {
-        let obj = self.objects.remove(&oid).expect("free of a live object");
-        self.under.remove(&oid);
         assert_ne!(
-            self.keys.get(&obj.key),
-            Some(&oid),
+            self.keys.get(&self.objects, &self.objects[&oid].key),
+            Some(oid),
             "freeing a linked object"
         );
+        let obj = self.objects.remove(&oid).expect("free of a live object");
+        self.under.remove(&oid);
         match obj.state {
             State::Pending { deadline_ms } => {
                 let was_pending = self.pending.remove(&(deadline_ms, oid));

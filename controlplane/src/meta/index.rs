@@ -293,11 +293,14 @@ impl MetaCore {
         assert!(room > 0);
         let mut next: Vec<(&String, msg::Replica, u64, u32, u16)> = self
             .keys
-            .iter()
-            .filter(|(key, _)| after.is_none_or(|a| key.as_str() > a))
-            .filter_map(|(key, oid)| {
-                let obj = &self.objects[oid];
-                if obj.state != State::Committed || obj.removed {
+            .oids(&self.objects)
+            .filter_map(|oid| {
+                let obj = &self.objects[&oid];
+                let key = &obj.key;
+                if after.is_some_and(|a| key.as_str() <= a)
+                    || obj.state != State::Committed
+                    || obj.removed
+                {
                     return None;
                 }
                 let r = obj.replicas.iter().find(|(r, _)| r.rank == rank)?;

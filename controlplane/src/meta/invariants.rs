@@ -116,14 +116,14 @@ impl MetaCore {
             if obj.removed && obj.state != State::Committed {
                 // A put abandoned by a writer that is gone: space held until its deadline.
                 assert_eq!(obj.leases, 0);
-                assert_ne!(self.keys.get(&obj.key), Some(oid), "abandoned put linked");
+                assert_ne!(self.keys.get(&self.objects, &obj.key), Some(*oid), "abandoned put linked");
             } else if obj.removed {
                 // Unlinked and kept only for its readers.
                 assert!(obj.leases > 0, "object {oid}: removed, unleased, not freed");
-                assert_ne!(self.keys.get(&obj.key), Some(oid), "removed object linked");
+                assert_ne!(self.keys.get(&self.objects, &obj.key), Some(*oid), "removed object linked");
             } else {
                 linked += 1;
-                assert_eq!(self.keys.get(&obj.key), Some(oid), "object {oid} unlinked");
+                assert_eq!(self.keys.get(&self.objects, &obj.key), Some(*oid), "object {oid} unlinked");
             }
         }
         assert_eq!(
@@ -131,8 +131,9 @@ impl MetaCore {
             self.keys.len(),
             "keys link exactly the live objects"
         );
-        for (key, oid) in &self.keys {
-            assert_eq!(&self.objects[oid].key, key);
+        for oid in self.keys.oids(&self.objects) {
+            let key = &self.objects[&oid].key;
+            assert_eq!(self.keys.get(&self.objects, key), Some(oid));
         }
         for (id, seg) in self.segments.iter().chain(&self.paused_segments) {
             let ranges = per_segment.remove(id).unwrap_or_default();

@@ -372,10 +372,10 @@ impl MetaCore {
             obj.replicas.retain(|(r, _)| r.rank != rank);
             if obj.replicas.is_empty() {
                 lost += 1;
+                let obj = &self.objects[&oid];
                 if !obj.removed {
                     // Committed or pending, a linked object holds its key.
-                    let key = obj.key.clone();
-                    let linked = self.keys.remove(&key);
+                    let linked = self.keys.remove(&self.objects, &obj.key);
                     assert_eq!(linked, Some(oid), "a linked object holds its key");
                 }
                 // Also drops its pending entry and leases; it was out of the LRU (paused above).

@@ -11,11 +11,14 @@ mod placement;
 mod rebuild;
 mod repair;
 mod stats;
+mod table;
 #[cfg(test)]
 mod tests;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use table::{Keys, Objects};
 
 pub use index::{IndexOutboxView, INDEX_OUTBOX_MAX};
 pub use rebuild::{BUSY_RETRY_MS, REJOINS_MAX};
@@ -170,8 +173,8 @@ pub struct MetaCore {
     paused_segments: BTreeMap<u32, Segment>,
     next_segment: u32,
     next_incarnation: u64,
-    keys: HashMap<String, u64>,
-    objects: HashMap<u64, Object>,
+    keys: Keys,
+    objects: Objects,
     next_oid: u64,
     lru: BTreeMap<u64, u64>,
     next_recency: u64,
@@ -239,8 +242,8 @@ impl MetaCore {
             paused_segments: BTreeMap::new(),
             next_segment: 1,
             next_incarnation,
-            keys: HashMap::new(),
-            objects: HashMap::new(),
+            keys: Keys::new(),
+            objects: Objects::new(),
             // Put tokens and lease ids follow the same scheme: a commit or release left over from
             // an earlier run never names an object or lease of this one.
             next_oid: next_incarnation,
@@ -349,8 +352,7 @@ impl MetaCore {
             );
             if !obj.removed {
                 warn!(key = %obj.key, "put was never committed: reclaiming its space");
-                let key = obj.key.clone();
-                let linked = self.keys.remove(&key);
+                let linked = self.keys.remove(&self.objects, &obj.key);
                 assert_eq!(linked, Some(oid), "a pending object holds its key");
             }
             // Also drops the pending entry.
@@ -378,11 +380,11 @@ impl MetaCore {
             .filter(|oid| self.objects[oid].client_id == client_id && !self.objects[oid].removed)
             .collect();
         for &oid in &gone {
-            let obj = self.objects.get_mut(&oid).expect("listed above");
-            warn!(key = %obj.key, client_id, "writer gone: its key is free again, its space held until the pending deadline");
-            obj.removed = true;
-            let linked = self.keys.remove(&obj.key);
+            let key = &self.objects[&oid].key;
+            warn!(key = %key, client_id, "writer gone: its key is free again, its space held until the pending deadline");
+            let linked = self.keys.remove(&self.objects, key);
             assert_eq!(linked, Some(oid), "a pending object holds its key");
+            self.objects.get_mut(&oid).expect("listed above").removed = true;
             self.abandoned += 1;
         }
         gone.len()

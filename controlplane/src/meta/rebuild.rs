@@ -84,7 +84,7 @@ impl MetaCore {
         if !self.rebuilding(now_ms) {
             return None;
         }
-        let unknown = |keys: &[String]| keys.iter().any(|k| !self.keys.contains_key(k));
+        let unknown = |keys: &[String]| keys.iter().any(|k| !self.keys.contains_key(&self.objects, k));
         let busy = match req {
             Request::Lookup { keys }
             | Request::Query { keys }
@@ -340,7 +340,7 @@ impl MetaCore {
             len: e.len,
         };
         debug_assert_eq!(space.offset, e.offset);
-        if let Some(&oid) = self.keys.get(&e.key) {
+        if let Some(oid) = self.keys.get(&self.objects, &e.key) {
             let live = self.has_live_replica(&self.objects[&oid]);
             let obj = &self.objects[&oid];
             if obj.state != State::Committed {
@@ -379,7 +379,7 @@ impl MetaCore {
         let oid = self.next_oid;
         self.next_oid += 1;
         let recency = self.bump_recency();
-        let previous = self.objects.insert(
+        self.objects.insert_new(
             oid,
             Object {
                 key: e.key.clone(),
@@ -395,9 +395,8 @@ impl MetaCore {
                 want: e.want.clamp(1, msg::REPLICAS_MAX as u16),
             },
         );
-        assert!(previous.is_none(), "object ids are unique");
-        let linked = self.keys.insert(e.key.clone(), oid);
-        assert!(linked.is_none(), "the key was free or unlinked above");
+        let linked = self.keys.link(&self.objects, oid);
+        assert!(linked, "the key was free or unlinked above");
         let fresh = self.lru.insert(recency, oid);
         assert!(fresh.is_none(), "recency values are unique");
         self.count_replica(segment);
