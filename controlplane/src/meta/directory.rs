@@ -2,6 +2,7 @@
 
 use tracing::{debug, warn};
 
+use super::held::Hold;
 use super::{check_key, error_reply, MetaCore, Object, State};
 use crate::error::Code;
 use crate::msg::{self, AllocItem, CommitItem, LookupItem, QueryItem, Reply};
@@ -87,6 +88,7 @@ impl MetaCore {
                 want,
             },
         );
+        self.hold(oid, Hold::Pending, true);
         let fresh = self.pending.insert((deadline_ms, oid));
         let linked = self.keys.link(&self.objects, oid);
         assert!(fresh && linked, "a new put of a free key");
@@ -134,20 +136,15 @@ impl MetaCore {
         }
         let was_pending = self.pending.remove(&(deadline_ms, item.token));
         assert!(was_pending, "a pending object is indexed by its deadline");
+        self.hold(item.token, Hold::Pending, false);
         let recency = self.bump_recency();
-        let live = self.has_live_replica(&self.objects[&item.token]);
         let obj = self.objects.get_mut(&item.token).expect("checked above");
         assert!(obj.leases == 0 && !obj.removed, "nobody saw the object yet");
         obj.state = State::Committed;
         obj.recency = recency;
         obj.crc = item.crc;
-        if live {
-            let previous = self.lru.insert(recency, item.token);
-            assert!(previous.is_none(), "recency values are unique");
-        } else {
-            // Written while its members were paused: it joins the LRU when one comes back.
-            debug!(key, "put committed on paused members only");
-        }
+        // Written while its members were paused, it is evictable once one comes back.
+        self.lru_insert(item.token);
         self.index_added(item.token);
         self.note_replicas(item.token);
         Code::Ok
@@ -175,6 +172,9 @@ impl MetaCore {
                     let previous = self.leases.insert(lease, (oid, until));
                     let fresh = self.lease_expiry.insert((until, lease));
                     assert!(previous.is_none() && fresh, "lease ids are unique");
+                    if self.objects[&oid].leases == 0 {
+                        self.hold(oid, Hold::Leased, true);
+                    }
                     let obj = self.objects.get_mut(&oid).expect("visible");
                     assert_eq!(
                         obj.state,
@@ -219,8 +219,12 @@ impl MetaCore {
             .leases
             .checked_sub(1)
             .expect("lease count matches the lease table");
-        if obj.leases == 0 && obj.removed {
-            self.free_object(oid);
+        if obj.leases == 0 {
+            let removed = obj.removed;
+            self.hold(oid, Hold::Leased, false);
+            if removed {
+                self.free_object(oid);
+            }
         }
     }
 
@@ -306,7 +310,10 @@ impl MetaCore {
             .inspect_err(|_| warn!(key, "invalid key: empty or longer than 255 bytes"))?;
         match self.keys.get(&self.objects, key) {
             Some(oid) if self.objects[&oid].state == State::Committed => {
-                debug_assert!(!self.objects[&oid].removed, "a linked object is not removed");
+                debug_assert!(
+                    !self.objects[&oid].removed,
+                    "a linked object is not removed"
+                );
                 Ok(oid)
             }
             _ => Err(Code::ObjectNotExists),
@@ -335,31 +342,22 @@ impl MetaCore {
     /// Make a visible object the most recently used.
     fn touch(&mut self, oid: u64) {
         let recency = self.bump_recency();
+        self.lru_remove(oid);
         let obj = self.objects.get_mut(&oid).expect("touch of a live object");
         debug_assert!(obj.state == State::Committed && !obj.removed);
-        let was = self.lru.remove(&obj.recency);
-        debug_assert_eq!(was, Some(oid), "a visible object is in the LRU");
         obj.recency = recency;
-        self.lru.insert(recency, oid);
+        self.lru_insert(oid);
     }
 
     /// Make a committed object invisible at once (remove or eviction); free now or at last release.
     pub(super) fn unlink(&mut self, oid: u64) {
         self.index_removed(oid);
-        let live = self.has_live_replica(&self.objects[&oid]);
+        self.lru_remove(oid);
         let obj = self.objects.get_mut(&oid).expect("unlink of a live object");
         assert!(
             obj.state == State::Committed && !obj.removed,
             "unlink of a visible object"
         );
-        let was = self.lru.remove(&obj.recency);
-        // One on paused members only is out of the LRU.
-        assert_eq!(
-            was.is_some(),
-            live,
-            "a visible object with a live replica is in the LRU"
-        );
-        assert!(was.is_none_or(|w| w == oid));
         obj.removed = true;
         let leased = obj.leases > 0;
         let linked = self.keys.remove(&self.objects, &self.objects[&oid].key);
@@ -377,6 +375,19 @@ impl MetaCore {
             Some(oid),
             "freeing a linked object"
         );
+        let (state, removed, leases) = {
+            let o = &self.objects[&oid];
+            (o.state, o.removed, o.leases)
+        };
+        match state {
+            State::Pending { .. } => self.hold(oid, Hold::Pending, false),
+            // Visible: out of its segments' LRUs.
+            State::Committed if !removed => self.lru_remove(oid),
+            State::Committed => {}
+        }
+        if leases > 0 {
+            self.hold(oid, Hold::Leased, false);
+        }
         let obj = self.objects.remove(&oid).expect("free of a live object");
         self.under.remove(&oid);
         match obj.state {
@@ -387,11 +398,6 @@ impl MetaCore {
                     self.abandoned -= 1;
                 }
             }
-            State::Committed if !obj.removed && self.has_live_replica(&obj) => {
-                let was = self.lru.remove(&obj.recency);
-                assert_eq!(was, Some(oid), "a visible object is in the LRU");
-            }
-            // Removed, or on paused members only: out of the LRU.
             State::Committed => {}
         }
         for (r, space) in obj.replicas {

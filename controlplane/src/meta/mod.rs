@@ -4,6 +4,7 @@
 
 mod demote;
 mod directory;
+mod held;
 mod index;
 mod invariants;
 mod membership;
@@ -127,6 +128,8 @@ struct Segment {
     media: u16,
     space: SpaceAllocator,
     objects: u64,
+    /// Its LRU and its bytes by holder (see `held.rs`).
+    index: held::SegIndex,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +179,6 @@ pub struct MetaCore {
     keys: Keys,
     objects: Objects,
     next_oid: u64,
-    lru: BTreeMap<u64, u64>,
     next_recency: u64,
     leases: HashMap<u64, (u64, u64)>,
     lease_expiry: BTreeSet<(u64, u64)>,
@@ -247,7 +249,6 @@ impl MetaCore {
             // Put tokens and lease ids follow the same scheme: a commit or release left over from
             // an earlier run never names an object or lease of this one.
             next_oid: next_incarnation,
-            lru: BTreeMap::new(),
             next_recency: 1,
             leases: HashMap::new(),
             lease_expiry: BTreeSet::new(),
@@ -438,6 +439,7 @@ impl MetaCore {
                 media,
                 space,
                 objects: 0,
+                index: held::SegIndex::default(),
             };
             let previous = self.segments.insert(id, segment);
             assert!(previous.is_none(), "segment id {id} handed out twice");

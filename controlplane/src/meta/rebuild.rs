@@ -84,7 +84,10 @@ impl MetaCore {
         if !self.rebuilding(now_ms) {
             return None;
         }
-        let unknown = |keys: &[String]| keys.iter().any(|k| !self.keys.contains_key(&self.objects, k));
+        let unknown = |keys: &[String]| {
+            keys.iter()
+                .any(|k| !self.keys.contains_key(&self.objects, k))
+        };
         let busy = match req {
             Request::Lookup { keys }
             | Request::Query { keys }
@@ -341,7 +344,6 @@ impl MetaCore {
         };
         debug_assert_eq!(space.offset, e.offset);
         if let Some(oid) = self.keys.get(&self.objects, &e.key) {
-            let live = self.has_live_replica(&self.objects[&oid]);
             let obj = &self.objects[&oid];
             if obj.state != State::Committed {
                 return Err((space, "a put of the key is pending"));
@@ -359,15 +361,21 @@ impl MetaCore {
                 if obj.replicas.len() >= msg::REPLICAS_MAX {
                     return Err((space, "the object has every replica it may have"));
                 }
-                let recency = obj.recency;
+                let (recency, leased) = (obj.recency, obj.leases > 0);
+                let reserved = space.reserved;
                 let obj = self.objects.get_mut(&oid).expect("looked up above");
                 obj.replicas.push((replica, space));
                 obj.want = obj.want.max(e.want).max(obj.replicas.len() as u16);
                 obj.want = obj.want.min(msg::REPLICAS_MAX as u16);
-                if !live {
-                    // Its other replicas are on paused members: it was out of the LRU.
-                    let previous = self.lru.insert(recency, oid);
-                    assert!(previous.is_none(), "a dormant object is not in the LRU");
+                // Visible: into the new segment's LRU too.
+                let seg = self
+                    .segments
+                    .get_mut(&segment)
+                    .expect("a live member's segment");
+                let fresh = seg.index.lru.insert((recency, oid));
+                assert!(fresh, "a new replica's segment did not hold the object");
+                if leased {
+                    self.hold_segment(segment, super::held::Hold::Leased, reserved, true);
                 }
                 self.count_replica(segment);
                 self.note_replicas(oid);
@@ -397,8 +405,7 @@ impl MetaCore {
         );
         let linked = self.keys.link(&self.objects, oid);
         assert!(linked, "the key was free or unlinked above");
-        let fresh = self.lru.insert(recency, oid);
-        assert!(fresh.is_none(), "recency values are unique");
+        self.lru_insert(oid);
         self.count_replica(segment);
         // Fewer replicas reported than the put asked for: repair adds the rest.
         self.note_replicas(oid);
