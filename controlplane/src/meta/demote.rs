@@ -68,12 +68,16 @@ impl MetaCore {
             return tasks;
         };
         // Oldest first: the fronts of the live HBM segments' LRUs.
-        let mut oldest: Vec<(u64, u64)> = self
+        let hbm: Vec<u32> = self
             .segments
-            .values()
-            .filter(|s| s.media == msg::MEDIA_HBM)
-            .flat_map(|s| s.index.lru.iter().take(4 * REPAIRS_MAX).copied())
+            .iter()
+            .filter(|(_, s)| s.media == msg::MEDIA_HBM)
+            .map(|(id, _)| *id)
             .collect();
+        let mut oldest: Vec<(u64, u64)> = Vec::new();
+        for id in hbm {
+            oldest.extend(self.lru_oldest(id, 4 * REPAIRS_MAX, |_| true));
+        }
         oldest.sort_unstable();
         oldest.dedup();
         let candidates: Vec<u64> = oldest

@@ -2,6 +2,8 @@
 
 use tracing::{debug, warn};
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use super::held::Hold;
 use super::{check_key, error_reply, MetaCore, Object, State};
 use crate::error::Code;
@@ -79,7 +81,8 @@ impl MetaCore {
                 size,
                 replicas: placed,
                 state: State::Pending { deadline_ms },
-                recency: 0,
+                recency: AtomicU64::new(0),
+                queued: 0,
                 leases: 0,
                 removed: false,
                 client_id: a.client_id,
@@ -141,7 +144,7 @@ impl MetaCore {
         let obj = self.objects.get_mut(&item.token).expect("checked above");
         assert!(obj.leases == 0 && !obj.removed, "nobody saw the object yet");
         obj.state = State::Committed;
-        obj.recency = recency;
+        *obj.recency.get_mut() = recency;
         obj.crc = item.crc;
         // Written while its members were paused, it is evictable once one comes back.
         self.lru_insert(item.token);
@@ -333,20 +336,18 @@ impl MetaCore {
         }
     }
 
-    pub(super) fn bump_recency(&mut self) -> u64 {
-        let r = self.next_recency;
-        self.next_recency = r.checked_add(1).expect("recency overflow");
+    pub(super) fn bump_recency(&self) -> u64 {
+        let r = self.next_recency.fetch_add(1, Relaxed);
+        assert!(r < u64::MAX / 2, "recency overflow");
         r
     }
 
     /// Make a visible object the most recently used.
-    fn touch(&mut self, oid: u64) {
-        let recency = self.bump_recency();
-        self.lru_remove(oid);
-        let obj = self.objects.get_mut(&oid).expect("touch of a live object");
+    fn touch(&self, oid: u64) {
+        let obj = &self.objects[&oid];
         debug_assert!(obj.state == State::Committed && !obj.removed);
-        obj.recency = recency;
-        self.lru_insert(oid);
+        // Its LRU entries stay where they are until eviction reaches them (`held.rs`).
+        obj.recency.store(self.bump_recency(), Relaxed);
     }
 
     /// Make a committed object invisible at once (remove or eviction); free now or at last release.

@@ -12,6 +12,7 @@
 //! [`MetaCore::check_invariants`] recomputes both from the objects.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::{MetaCore, Segment, State};
 
@@ -53,9 +54,10 @@ impl MetaCore {
     /// Object `oid` just became visible (or gained replicas while visible): into the LRU of each
     /// of its replicas' segments, at its recency.
     pub(super) fn lru_insert(&mut self, oid: u64) {
-        let obj = &self.objects[&oid];
+        let obj = self.objects.get_mut(&oid).expect("a live object");
         debug_assert!(obj.state == State::Committed && !obj.removed);
-        let recency = obj.recency;
+        let recency = *obj.recency.get_mut();
+        obj.queued = recency;
         let segs: Vec<u32> = obj.replicas.iter().map(|(r, _)| r.segment).collect();
         for id in segs {
             let seg = self
@@ -70,7 +72,7 @@ impl MetaCore {
     /// LRU of each of its replicas' segments.
     pub(super) fn lru_remove(&mut self, oid: u64) {
         let obj = &self.objects[&oid];
-        let recency = obj.recency;
+        let recency = obj.queued;
         let segs: Vec<u32> = obj.replicas.iter().map(|(r, _)| r.segment).collect();
         for id in segs {
             let seg = self
@@ -124,19 +126,66 @@ impl MetaCore {
         .expect("repair bytes stay within the segment");
     }
 
-    /// The oldest unleased visible object with a replica on a live segment that `want` accepts:
-    /// the eviction victim. O(segments), plus the leased objects at the front of each LRU.
-    pub(super) fn oldest_unleased(&self, want: impl Fn(u32, &Segment) -> bool) -> Option<u64> {
-        self.segments
+    /// Move the LRU entries of `oid` from where they were queued to its last use.
+    fn lru_settle(&mut self, oid: u64) {
+        self.lru_remove(oid);
+        self.lru_insert(oid);
+    }
+
+    /// The first (oldest) entries of live segment `id`'s LRU, up to `n` that `take` accepts,
+    /// each at its object's true recency: entries of objects read since they were queued are
+    /// moved to their last use on the way (each read is settled at most once per segment).
+    pub(super) fn lru_oldest(
+        &mut self,
+        id: u32,
+        n: usize,
+        take: impl Fn(&super::Object) -> bool,
+    ) -> Vec<(u64, u64)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let mut out = Vec::new();
+        let mut after: Option<(u64, u64)> = None;
+        while out.len() < n {
+            let Some(seg) = self.segments.get(&id) else {
+                break;
+            };
+            let next = match after {
+                None => seg.index.lru.first().copied(),
+                Some(a) => seg
+                    .index
+                    .lru
+                    .range((Excluded(a), Unbounded))
+                    .next()
+                    .copied(),
+            };
+            let Some((queued, oid)) = next else {
+                break;
+            };
+            let obj = &self.objects[&oid];
+            if obj.recency.load(Relaxed) != queued {
+                // Read since: it moves behind `after`, further back in this LRU.
+                self.lru_settle(oid);
+                continue;
+            }
+            if take(obj) {
+                out.push((queued, oid));
+            }
+            after = Some((queued, oid));
+        }
+        out
+    }
+
+    /// The least recently used unleased visible object with a replica on a live segment that
+    /// `want` accepts: the eviction victim. O(segments), plus the leased objects at the front of
+    /// each LRU and the entries of objects read since they were queued.
+    pub(super) fn oldest_unleased(&mut self, want: impl Fn(u32, &Segment) -> bool) -> Option<u64> {
+        let ids: Vec<u32> = self
+            .segments
             .iter()
             .filter(|(id, s)| want(**id, s))
-            .filter_map(|(_, s)| {
-                s.index
-                    .lru
-                    .iter()
-                    .find(|(_, oid)| self.objects[oid].leases == 0)
-                    .copied()
-            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.lru_oldest(id, 1, |o| o.leases == 0).pop())
             .min()
             .map(|(_, oid)| oid)
     }
@@ -147,7 +196,11 @@ impl MetaCore {
         for (id, seg) in self.segments.iter().chain(&self.paused_segments) {
             for &(recency, oid) in &seg.index.lru {
                 let obj = self.objects.get(&oid).expect("LRU entry of a freed object");
-                assert_eq!(obj.recency, recency, "object {oid}: LRU recency");
+                assert_eq!(obj.queued, recency, "object {oid}: LRU position");
+                assert!(
+                    obj.queued <= obj.recency.load(Relaxed),
+                    "queued after its last use"
+                );
                 assert!(obj.state == State::Committed && !obj.removed);
                 assert!(obj.replicas.iter().any(|(r, _)| r.segment == *id));
             }

@@ -248,7 +248,7 @@ impl MetaCore {
     fn check_lru(&self) {
         for seg in self.segments.values().chain(self.paused_segments.values()) {
             for (recency, _) in &seg.index.lru {
-                assert!(*recency < self.next_recency);
+                assert!(*recency < self.next_recency.load(std::sync::atomic::Ordering::Relaxed));
             }
         }
         self.check_seg_indexes();

@@ -18,6 +18,7 @@ mod tests;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
 
 use table::{Keys, Objects};
 
@@ -145,8 +146,13 @@ struct Object {
     size: u64,
     replicas: Vec<(msg::Replica, Space)>,
     state: State,
-    /// Position in the LRU index while visible and committed.
-    recency: u64,
+    /// When it was last used (a put's commit, a lookup, a query, an exist): written by readers
+    /// under a shared lock, so atomic. Its segments' LRUs hold it at `queued`, which lags behind
+    /// after reads; eviction moves a lagging entry to its true recency when it reaches the front
+    /// (see `held.rs`), so a read costs one store instead of two B-tree updates.
+    recency: AtomicU64,
+    /// Where its LRU entries are (<= `recency`), while visible.
+    queued: u64,
     leases: u32,
     /// Unlinked from the directory (removed or evicted) but still leased: freed at the last release.
     removed: bool,
@@ -179,7 +185,7 @@ pub struct MetaCore {
     keys: Keys,
     objects: Objects,
     next_oid: u64,
-    next_recency: u64,
+    next_recency: AtomicU64,
     leases: HashMap<u64, (u64, u64)>,
     lease_expiry: BTreeSet<(u64, u64)>,
     pending: BTreeSet<(u64, u64)>,
@@ -249,7 +255,7 @@ impl MetaCore {
             // Put tokens and lease ids follow the same scheme: a commit or release left over from
             // an earlier run never names an object or lease of this one.
             next_oid: next_incarnation,
-            next_recency: 1,
+            next_recency: AtomicU64::new(1),
             leases: HashMap::new(),
             lease_expiry: BTreeSet::new(),
             pending: BTreeSet::new(),

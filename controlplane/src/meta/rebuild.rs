@@ -25,6 +25,7 @@
 //!   cluster, not a restart.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 
 use mmc_hal::{Space, SpaceAllocator};
 use tracing::{debug, info, warn};
@@ -361,7 +362,7 @@ impl MetaCore {
                 if obj.replicas.len() >= msg::REPLICAS_MAX {
                     return Err((space, "the object has every replica it may have"));
                 }
-                let (recency, leased) = (obj.recency, obj.leases > 0);
+                let (recency, leased) = (obj.queued, obj.leases > 0);
                 let reserved = space.reserved;
                 let obj = self.objects.get_mut(&oid).expect("looked up above");
                 obj.replicas.push((replica, space));
@@ -394,7 +395,8 @@ impl MetaCore {
                 size: e.len,
                 replicas: vec![(replica, space)],
                 state: State::Committed,
-                recency,
+                recency: AtomicU64::new(recency),
+                queued: 0,
                 leases: 0,
                 removed: false,
                 client_id: 0,

@@ -211,7 +211,7 @@ impl MetaCore {
             }
             self.hold_repair(rep.replica.segment, rep.space.reserved, false);
             let obj = self.objects.get_mut(&rep.oid).expect("checked above");
-            let (key, recency, leased) = (obj.key.clone(), obj.recency, obj.leases > 0);
+            let (key, recency, leased) = (obj.key.clone(), obj.queued, obj.leases > 0);
             let (version, crc, want) = (obj.version, obj.crc, obj.want);
             let reserved = rep.space.reserved;
             obj.replicas.push((rep.replica, rep.space));

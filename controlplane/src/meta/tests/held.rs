@@ -153,3 +153,33 @@ fn dropping_a_member_drops_exactly_its_objects_pending_and_leased_ones_too() {
     );
     c.check_invariants();
 }
+
+#[test]
+fn reads_keep_objects_from_eviction_though_their_lru_entries_move_only_at_eviction() {
+    // One eviction per put: 4 objects of 2 MiB fill 8 of 9 MiB, the watermarks at 100/99 %.
+    let mut c = MetaCore::new(MetaParams {
+        member_timeout_ms: u64::MAX / 4,
+        evict_threshold_high: 100,
+        evict_threshold_low: 99,
+        ..MetaParams::default()
+    });
+    let (a, _) = register(&mut c, None, 9 * MIB);
+    for i in 0..4 {
+        put(&mut c, 0, &format!("k{i}"), 2 * MIB, Some(a)).unwrap();
+    }
+    // k0 is read by an exist, k1 by a get, after k3 was put: both more recent than k2 now.
+    assert!(exists(&mut c, 0, "k0"));
+    let l = lookup(&mut c, 0, &["k1"]).remove(0);
+    c.handle(
+        0,
+        Request::Release {
+            leases: vec![l.lease],
+        },
+    );
+    c.check_invariants();
+    for (i, key) in ["k2", "k3", "k0", "k1"].iter().enumerate() {
+        put(&mut c, 0, &format!("new{i}"), 2 * MIB, Some(a)).unwrap();
+        assert!(!exists(&mut c, 0, key), "{key} evicted in LRU order");
+        c.check_invariants();
+    }
+}
