@@ -34,6 +34,10 @@ pub const OPS: [&str; 14] = [
 ];
 
 /// Index of `req`'s type in [`OPS`].
+/// [`op_index`] of `Query` and `Exist`.
+pub const OP_QUERY: usize = 8;
+pub const OP_EXIST: usize = 9;
+
 pub fn op_index(req: &Request) -> usize {
     match req {
         Request::Register(_) => 0,
@@ -44,8 +48,8 @@ pub fn op_index(req: &Request) -> usize {
         Request::Commit { .. } => 5,
         Request::Lookup { .. } => 6,
         Request::Release { .. } => 7,
-        Request::Query { .. } => 8,
-        Request::Exist { .. } => 9,
+        Request::Query { .. } => OP_QUERY,
+        Request::Exist { .. } => OP_EXIST,
         Request::Remove { .. } => 10,
         Request::RemoveAll => 11,
         Request::Status => 12,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::held::Hold;
 use super::{check_key, error_reply, MetaCore, Object, State};
 use crate::error::Code;
-use crate::msg::{self, AllocItem, CommitItem, LookupItem, QueryItem, Reply};
+use crate::msg::{self, AllocItem, CommitItem, LookupItem, Reply};
 
 impl MetaCore {
     pub(super) fn alloc(&mut self, now_ms: u64, a: msg::AllocRequest) -> Reply {
@@ -232,46 +232,11 @@ impl MetaCore {
     }
 
     pub(super) fn query(&mut self, keys: Vec<String>) -> Reply {
-        if keys.len() > msg::BATCH_KEYS_MAX {
-            return error_reply(Code::InvalidParam, "too many keys in one batch");
-        }
-        let items = keys
-            .iter()
-            .map(|key| match self.reachable(key) {
-                Err(code) => QueryItem {
-                    code: code.as_i32(),
-                    size: 0,
-                    replicas: Vec::new(),
-                },
-                Ok(oid) => {
-                    self.touch(oid);
-                    let obj = &self.objects[&oid];
-                    QueryItem {
-                        code: 0,
-                        size: obj.size,
-                        replicas: live_replicas(&self.members, obj),
-                    }
-                }
-            })
-            .collect();
-        Reply::Query { items }
+        self.query_shared(self.now_ms_last, &keys)
     }
 
     pub(super) fn exist(&mut self, keys: Vec<String>) -> Reply {
-        if keys.len() > msg::BATCH_KEYS_MAX {
-            return error_reply(Code::InvalidParam, "too many keys in one batch");
-        }
-        let codes = keys
-            .iter()
-            .map(|key| match self.reachable(key) {
-                Ok(oid) => {
-                    self.touch(oid);
-                    0
-                }
-                Err(code) => code.as_i32(),
-            })
-            .collect();
-        Reply::Codes { codes }
+        self.exist_shared(self.now_ms_last, &keys)
     }
 
     pub(super) fn remove(&mut self, keys: Vec<String>) -> Reply {
@@ -327,13 +292,7 @@ impl MetaCore {
     /// One whose every replica is paused answers -3018 (not reachable), as a get of it did before
     /// the pause was noticed.
     fn reachable(&self, key: &str) -> Result<u64, Code> {
-        let oid = self.visible(key)?;
-        if self.has_live_replica(&self.objects[&oid]) {
-            Ok(oid)
-        } else {
-            debug!(key, "every replica is on a paused local service");
-            Err(Code::NotConnectLocal)
-        }
+        self.reachable_obj(key).map(|(oid, _)| oid)
     }
 
     pub(super) fn bump_recency(&self) -> u64 {
@@ -433,7 +392,7 @@ impl MetaCore {
 }
 
 /// The replicas of `obj` on live members: all that readers are offered.
-fn live_replicas(
+pub(super) fn live_replicas(
     members: &std::collections::BTreeMap<u32, super::Member>,
     obj: &Object,
 ) -> Vec<msg::Replica> {

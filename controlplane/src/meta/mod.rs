@@ -9,6 +9,7 @@ mod index;
 mod invariants;
 mod membership;
 mod placement;
+mod read;
 mod rebuild;
 mod repair;
 mod stats;

@@ -98,15 +98,7 @@ impl MetaCore {
             Request::RemoveAll => true,
             _ => false,
         };
-        busy.then(|| {
-            debug!("request waits for the directory rebuild");
-            Reply::Busy {
-                retry_ms: BUSY_RETRY_MS,
-                message: "the meta service restarted and is rebuilding its directory from the \
-                          local services"
-                    .into(),
-            }
-        })
+        busy.then(busy_reply)
     }
 
     /// Forget rejoins silent for a member timeout (their service died or gave up).
@@ -420,6 +412,17 @@ impl MetaCore {
             .get_mut(&segment)
             .expect("a live member's segment");
         seg.objects = seg.objects.checked_add(1).expect("object count overflow");
+    }
+}
+
+/// The answer to a request that waits for the directory rebuild.
+pub(super) fn busy_reply() -> Reply {
+    debug!("request waits for the directory rebuild");
+    Reply::Busy {
+        retry_ms: BUSY_RETRY_MS,
+        message: "the meta service restarted and is rebuilding its directory from the local \
+                  services"
+            .into(),
     }
 }
 

@@ -183,6 +183,16 @@ impl Keys {
             .map(|&s| objects.slot(s).oid)
     }
 
+    /// The object linked under `key`, with its id: one probe of each table.
+    pub(super) fn get_obj<'a>(&self, objects: &'a Objects, key: &str) -> Option<(u64, &'a Object)> {
+        self.table
+            .find(self.hash(key), |&s| objects.slot(s).obj.key == key)
+            .map(|&s| {
+                let slot = objects.slot(s);
+                (slot.oid, &slot.obj)
+            })
+    }
+
     pub(super) fn contains_key(&self, objects: &Objects, key: &str) -> bool {
         self.get(objects, key).is_some()
     }
