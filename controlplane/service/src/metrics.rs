@@ -88,9 +88,12 @@ impl OpStats {
         };
         self.requests[op][result].fetch_add(1, Ordering::Relaxed);
         self.latency[op].observe(took);
+        // One atomic add per request for the keys that succeeded: readers on other threads
+        // count into the same counter.
+        let ok = std::cell::Cell::new(0u64);
         let count = |code: i32| {
             if code == 0 {
-                self.keys_ok[op].fetch_add(1, Ordering::Relaxed);
+                ok.set(ok.get() + 1);
             } else {
                 self.keys_failed
                     .get_or_create(&KeyCode { op: OPS[op], code })
@@ -105,6 +108,9 @@ impl OpStats {
                 codes.iter().for_each(|c| count(*c))
             }
             _ => {}
+        }
+        if ok.get() > 0 {
+            self.keys_ok[op].fetch_add(ok.get(), Ordering::Relaxed);
         }
     }
 }

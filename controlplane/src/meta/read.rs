@@ -10,9 +10,19 @@ use super::directory::live_replicas;
 use super::{check_key, error_reply, MetaCore, Object, State};
 use crate::error::Code;
 use crate::msg::{self, QueryItem, Reply};
+use std::sync::atomic::Ordering::Relaxed;
+
 use tracing::{debug, warn};
 
 impl MetaCore {
+    /// `n` recencies for the keys of one read, taken at once (one atomic add per request, not per
+    /// key: readers on other threads add to the same counter).
+    fn bump_recencies(&self, n: usize) -> std::ops::Range<u64> {
+        let first = self.next_recency.fetch_add(n as u64, Relaxed);
+        assert!(first < u64::MAX / 2, "recency overflow");
+        first..first + n as u64
+    }
+
     /// `Busy` while rebuilding, if one of `keys` is not known yet.
     fn busy_for_keys<K: AsRef<str>>(&self, now_ms: u64, keys: &[K]) -> Option<Reply> {
         if !self.rebuilding(now_ms) {
@@ -58,12 +68,13 @@ impl MetaCore {
         if let Some(busy) = self.busy_for_keys(now_ms, keys) {
             return busy;
         }
+        let recency = self.bump_recencies(keys.len());
         let codes = keys
             .iter()
-            .map(|key| match self.reachable_obj(key.as_ref()) {
+            .zip(recency)
+            .map(|(key, recency)| match self.reachable_obj(key.as_ref()) {
                 Ok((_, obj)) => {
-                    obj.recency
-                        .store(self.bump_recency(), std::sync::atomic::Ordering::Relaxed);
+                    obj.recency.store(recency, Relaxed);
                     0
                 }
                 Err(code) => code.as_i32(),
@@ -80,17 +91,18 @@ impl MetaCore {
         if let Some(busy) = self.busy_for_keys(now_ms, keys) {
             return busy;
         }
+        let recency = self.bump_recencies(keys.len());
         let items = keys
             .iter()
-            .map(|key| match self.reachable_obj(key.as_ref()) {
+            .zip(recency)
+            .map(|(key, recency)| match self.reachable_obj(key.as_ref()) {
                 Err(code) => QueryItem {
                     code: code.as_i32(),
                     size: 0,
                     replicas: Vec::new(),
                 },
                 Ok((_, obj)) => {
-                    obj.recency
-                        .store(self.bump_recency(), std::sync::atomic::Ordering::Relaxed);
+                    obj.recency.store(recency, Relaxed);
                     QueryItem {
                         code: 0,
                         size: obj.size,
