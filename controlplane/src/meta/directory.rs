@@ -79,7 +79,7 @@ impl MetaCore {
             Object {
                 key: key.to_string(),
                 size,
-                replicas: placed,
+                replicas: placed.into_iter().collect(),
                 state: State::Pending { deadline_ms },
                 recency: AtomicU64::new(0),
                 queued: 0,

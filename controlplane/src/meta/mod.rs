@@ -145,7 +145,8 @@ enum State {
 struct Object {
     key: String,
     size: u64,
-    replicas: Vec<(msg::Replica, Space)>,
+    /// One replica inline (the common case): no heap block per object.
+    replicas: Replicas,
     state: State,
     /// When it was last used (a put's commit, a lookup, a query, an exist): written by readers
     /// under a shared lock, so atomic. Its segments' LRUs hold it at `queued`, which lags behind
@@ -168,6 +169,9 @@ struct Object {
     /// has fewer.
     want: u16,
 }
+
+/// An object's replicas with their spaces.
+type Replicas = smallvec::SmallVec<[(msg::Replica, Space); 1]>;
 
 /// The meta service's whole state.
 pub struct MetaCore {

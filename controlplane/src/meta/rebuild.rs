@@ -385,7 +385,7 @@ impl MetaCore {
             Object {
                 key: e.key.clone(),
                 size: e.len,
-                replicas: vec![(replica, space)],
+                replicas: smallvec::smallvec![(replica, space)],
                 state: State::Committed,
                 recency: AtomicU64::new(recency),
                 queued: 0,
