@@ -3,8 +3,9 @@
 //!
 //! - A member silent for `member_timeout_ms` is *paused*. Its segments move to `paused_segments`,
 //!   so placement, watermarks and eviction never see them: no new put lands there. Readers are
-//!   offered only the replicas on live members; an object whose every replica is paused leaves
-//!   the LRU (evicting it would free no live space) and answers -3018 (not reachable) to lookups,
+//!   offered only the replicas on live members; an object whose every replica is paused is out
+//!   of eviction's reach (its LRU entries are in the paused segments' LRUs, which eviction never
+//!   reads: evicting it would free no live space) and answers -3018 (not reachable) to lookups,
 //!   queries and exists, as a get of it answered before the pause was noticed. Its key stays
 //!   taken, and it can still be removed. Puts pending on it are left alone: they commit, or time
 //!   out at `pending_timeout_ms` as before.
