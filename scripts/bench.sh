@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full MemCache benchmark (about a minute after the build): installs what it needs (Redis and memcached from apt; Mooncake Store
 # from PyPI into a venv, with the libraries its wheel loads), builds release binaries, and runs
-# `mmc-bench` with Mooncake as a peer, writing docs/bench.json and docs/bench.png.
+# `mmc-bench` with Mooncake as a peer, writing docs/bench.json and the chart docs/bench.png and
+# docs/bench.svg.
 #
 #   bash scripts/bench.sh                    # full run
 #   bash scripts/bench.sh --quick            # extra arguments go to mmc-bench
@@ -42,12 +43,12 @@ fi
 PEERS=()
 if [[ "${NO_MOONCAKE:-0}" != 1 ]]; then
     VENV="${MOONCAKE_VENV:-$TARGET/mooncake-venv}"
-    if [[ ! -x "$VENV/bin/mooncake_master" ]]; then
-        say "installing Mooncake Store into $VENV"
-        command -v apt-get >/dev/null 2>&1 && apt_install python3-venv libibverbs1 librdmacm1 libnuma1 iproute2
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install -q mooncake-transfer-engine-non-cuda
-    fi
+    # The project's own peer harness (bench/peers/mooncake): install.sh puts the pinned wheel
+    # into the venv (a no-op when it is there); mmc-bench starts the servers (up.sh) and runs
+    # the workloads (workloads.py) in a lo-only network namespace.
+    command -v apt-get >/dev/null 2>&1 && apt_install python3-venv libibverbs1 librdmacm1 libnuma1 iproute2
+    say "Mooncake Store in $VENV (bench/peers/mooncake/install.sh)"
+    bash "$ROOT/bench/peers/mooncake/install.sh" "$VENV"
     export MOONCAKE_VENV="$VENV"
     PEERS=(--peers mooncake)
 fi

@@ -62,8 +62,9 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
-step "whole-cluster simulation (8 seeds x 200k steps; then the canary must fail within 16 seeds)"
+step "whole-cluster simulation (8 seeds x 200k steps, 4 more with one-sided RDMA copies; then the canary must fail within 16 seeds)"
 bash scripts/sim.sh --seed "${MMC_SIM_SEED:-1}" --seeds 8 --steps 200000
+bash scripts/sim.sh --seed "${MMC_SIM_SEED:-1}" --seeds 4 --steps 200000 --rdma
 if bash scripts/sim.sh --seed 1 --seeds 16 --steps 200000 --canary; then
     echo "the canary run (epoch fence switched off) passed: the simulation's checks are blind" >&2
     exit 1

@@ -1,5 +1,5 @@
-//! Baselines measured in the same run: memcpy of the same bytes (same layouts), one raw TCP stream
-//! of the same bytes over loopback, and a 64-byte TCP ping-pong (blocking, and busy-polling).
+//! Baselines measured in the same run: memcpy of the same bytes (same layouts), raw TCP streams
+//! (as many as the client uses) of the same bytes over loopback, and a 64-byte TCP ping-pong (blocking, and busy-polling).
 
 use std::hint::black_box;
 use std::io::{ErrorKind, Read, Write};
@@ -123,50 +123,54 @@ pub fn memcpy_rows(reps: usize) -> Result<(Vec<Row>, String), String> {
     Ok((rows, kind))
 }
 
-/// One TCP stream over loopback: the sender writes one call's bytes (from one buffer), a thread
-/// of this process reads them into a pre-faulted pool arena (as a local service would) and
-/// acknowledges with one byte; timed from the first byte written to the acknowledgement.
-pub fn tcp_stream_rows(reps: usize) -> Result<Vec<Row>, String> {
+/// TCP streams of the raw TCP baseline: as many as the client opens to one service for a large
+/// batch (`TCP_LANES` in `dataplane/src/transport/tcp.rs`; every bulk shape here is above its
+/// 4 MiB threshold), so the ratio compares the same number of streams.
+pub const TCP_STREAMS: usize = 2;
+
+/// `streams` raw TCP streams over loopback, in parallel: one call's bytes split evenly over them,
+/// each sent from one buffer by its own thread; a receiving thread per connection (as the local
+/// service's default data server has) reads them into its range of a pre-faulted pool arena and
+/// acknowledges with one byte; timed from the first byte written to the last acknowledgement.
+/// The rows and a note saying so.
+pub fn tcp_stream_rows(reps: usize, streams: usize) -> Result<(Vec<Row>, String), String> {
+    let streams = streams.max(1);
     let shapes = bulk_shapes();
     let max: usize = shapes
         .iter()
         .map(|(_, _, s)| s.iter().sum::<usize>())
         .max()
         .unwrap_or(0);
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
-    // The receiver reads into pool-like memory, as a local service does.
-    let arena = Arena::new("mmc-bench-tcp-sink", max as u64, true)
-        .map_err(|e| format!("tcp sink arena: {e}"))?;
-    let sink = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        s.set_nodelay(true)?;
-        let mut len = [0u8; 8];
-        loop {
-            if s.read_exact(&mut len).is_err() {
-                return Ok(());
-            }
-            let n = u64::from_le_bytes(len);
-            arena
-                .fill_from(&[(0, n)], &mut s)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            s.write_all(&[1])?;
-        }
-    });
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sinks, mut conns) = Sinks::start(streams, max)?;
     let src = filled(max, 7);
     let mut rows = Vec::new();
     for (workload, shape, sizes) in shapes {
         let total: usize = sizes.iter().sum();
+        // Stream i sends [i * part, min((i + 1) * part, total)).
+        let part = total.div_ceil(streams);
         let mut calls = Vec::with_capacity(reps);
         for rep in 0..=reps {
             let t = Instant::now();
-            let mut ack = [0u8; 1];
-            s.write_all(&(total as u64).to_le_bytes())
-                .and_then(|_| s.write_all(&src[..total]))
-                .and_then(|_| s.read_exact(&mut ack))
-                .map_err(|e| format!("tcp stream: {e}"))?;
+            std::thread::scope(|sc| {
+                let sent: Vec<_> = conns
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let bytes = &src[(i * part).min(total)..((i + 1) * part).min(total)];
+                        sc.spawn(move || {
+                            let mut ack = [0u8; 1];
+                            s.write_all(&(bytes.len() as u64).to_le_bytes())
+                                .and_then(|_| s.write_all(bytes))
+                                .and_then(|_| s.read_exact(&mut ack))
+                        })
+                    })
+                    .collect();
+                sent.into_iter().try_for_each(|h| {
+                    h.join()
+                        .map_err(|_| "tcp stream sender panicked".to_string())?
+                        .map_err(|e| format!("tcp stream: {e}"))
+                })
+            })?;
             if rep > 0 {
                 calls.push(t.elapsed());
             }
@@ -183,11 +187,67 @@ pub fn tcp_stream_rows(reps: usize) -> Result<Vec<Row>, String> {
             true,
         ));
     }
-    drop(s);
-    sink.join()
-        .map_err(|_| "tcp sink thread panicked".to_string())?
-        .map_err(|e| format!("tcp sink: {e}"))?;
-    Ok(rows)
+    drop(conns);
+    sinks.join()?;
+    let note = format!(
+        "tcp-stream baseline: {streams} raw TCP streams in parallel (as many as the client's \
+         connections to one service for a large batch), the bytes split evenly, each received \
+         by its own thread into a pre-faulted pool arena"
+    );
+    Ok((rows, note))
+}
+
+/// The receiving end of raw TCP streams: a thread per connection reading each message (an 8-byte
+/// length, then the bytes) into its own range of a pre-faulted pool arena, as a local service's
+/// default data server does, and acknowledging it with one byte.
+pub struct Sinks(Vec<std::thread::JoinHandle<std::io::Result<()>>>);
+
+impl Sinks {
+    /// `streams` receivers of up to `max / streams` (rounded up) bytes a message each, and the
+    /// connected sending ends (`TCP_NODELAY`).
+    pub fn start(streams: usize, max: usize) -> Result<(Sinks, Vec<TcpStream>), String> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("addr: {e}"))?;
+        let slot = max.div_ceil(streams) as u64;
+        let arena = std::sync::Arc::new(
+            Arena::new("mmc-bench-tcp-sink", slot * streams as u64, true)
+                .map_err(|e| format!("tcp sink arena: {e}"))?,
+        );
+        let mut conns = Vec::with_capacity(streams);
+        let mut sinks = Vec::with_capacity(streams);
+        for i in 0..streams {
+            let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            conns.push(s);
+            let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            let (arena, at) = (arena.clone(), i as u64 * slot);
+            sinks.push(std::thread::spawn(move || -> std::io::Result<()> {
+                s.set_nodelay(true)?;
+                let mut len = [0u8; 8];
+                loop {
+                    if s.read_exact(&mut len).is_err() {
+                        return Ok(());
+                    }
+                    let n = u64::from_le_bytes(len);
+                    arena
+                        .fill_from(&[(at, n)], &mut s)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    s.write_all(&[1])?;
+                }
+            }));
+        }
+        Ok((Sinks(sinks), conns))
+    }
+
+    /// Wait for every receiver (after the sending ends were dropped).
+    pub fn join(self) -> Result<(), String> {
+        for sink in self.0 {
+            sink.join()
+                .map_err(|_| "tcp sink thread panicked".to_string())?
+                .map_err(|e| format!("tcp sink: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// 64-byte ping-pong over loopback TCP (an echo thread in this process). `busy` = both ends

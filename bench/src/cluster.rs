@@ -158,6 +158,19 @@ impl Cluster {
         log_level: LogLevel,
         tls: mmc_config::TlsConfig,
     ) -> Result<Cluster, String> {
+        Cluster::start_meta(
+            dir,
+            &MetaConfig {
+                log_level,
+                tls,
+                ..MetaConfig::default()
+            },
+        )
+    }
+
+    /// [`Cluster::start`] with this meta service config (its listen URL is replaced by an
+    /// ephemeral port on 127.0.0.1).
+    pub fn start_meta(dir: &Path, config: &MetaConfig) -> Result<Cluster, String> {
         let bin = bin_dir();
         if !bin.join("mmc-local").is_file() {
             return Err(format!(
@@ -168,9 +181,7 @@ impl Cluster {
         }
         let meta = MetaServer::start(&MetaConfig {
             listen_url: "tcp://127.0.0.1:0".into(),
-            log_level,
-            tls,
-            ..MetaConfig::default()
+            ..config.clone()
         })
         .map_err(|e| format!("start the meta service: {e}"))?;
         Ok(Cluster {

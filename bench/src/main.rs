@@ -4,8 +4,8 @@
 //! `mmc-local` processes built next to this binary) and stops it at the end. Every workload runs on
 //! three placements: the data in the caller's own process (an embedded local service), in another
 //! process on this host, and behind TCP only. Baselines are measured in the same run: memcpy of
-//! the same bytes, one raw TCP stream of the same bytes, a TCP ping-pong, Redis and memcached
-//! (started here when installed), and Mooncake Store with `--peers mooncake`. Every byte read back
+//! the same bytes, raw TCP streams (as many as the client uses) of the same bytes, a TCP
+//! ping-pong, Redis and memcached (started here when installed), and Mooncake Store with `--peers mooncake`. Every byte read back
 //! is verified; the issue's targets are judged as pass / short.
 
 mod baselines;
@@ -20,9 +20,12 @@ mod pattern;
 mod peers;
 mod progress;
 mod rdma;
+mod rdma_caller;
 mod report;
+mod steady;
 mod targets;
 mod tls_rows;
+mod uring_send;
 mod workloads;
 
 use std::path::PathBuf;
@@ -51,7 +54,7 @@ const EXIT_ERROR: u8 = 3;
 #[command(
     version,
     about = "MemCache benchmark: KV-cache workloads on three placements (own process, same host, \
-             TCP) against memcpy, a raw TCP stream, Redis, memcached and (--peers mooncake) \
+             TCP) against memcpy, raw TCP streams, Redis, memcached and (--peers mooncake) \
              Mooncake Store, measured in one run; table, JSON and PNG chart"
 )]
 struct Args {
@@ -67,7 +70,7 @@ struct Args {
     /// Write every figure, the targets and the machine as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Draw the chart as a PNG.
+    /// Draw the chart as PNG and SVG (FILE with the extensions .png and .svg).
     #[arg(long, value_name = "FILE")]
     chart: Option<PathBuf>,
     /// Extra peers to measure (comma-separated): mooncake.
@@ -81,7 +84,8 @@ struct Args {
     placements: Vec<String>,
     /// Only these workloads (comma-separated): first-write, 4k, batch-1m, batch-8m, deepseek-r1,
     /// exist, fresh (first writes into never-used space of a pool larger than the huge-page
-    /// reserve, own and host).
+    /// reserve, own and host), steady (a pool at its eviction watermark: every put evicts; own
+    /// and host, each with a cluster of its own).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     workloads: Vec<String>,
     /// DRAM of each local service the benchmark starts (and of its own embedded one); default
@@ -98,11 +102,12 @@ struct Args {
     /// soon stops burning a core on an idle connection.
     #[arg(long, default_value_t = 50, value_name = "US")]
     busy_poll_us: u64,
-    /// The Python venv with mooncake-transfer-engine-non-cuda (default $MOONCAKE_VENV).
+    /// The Python venv with mooncake-transfer-engine-non-cuda (default $MOONCAKE_VENV;
+    /// `bench/peers/mooncake/install.sh DIR` makes one).
     #[arg(long, value_name = "DIR")]
     mooncake_venv: Option<PathBuf>,
-    /// The folder with mooncake_up.sh and mooncake_bench.py (default: shared/peers/mooncake
-    /// beside the repository).
+    /// The Mooncake peer harness, with up.sh and workloads.py (default: this repository's
+    /// bench/peers/mooncake).
     #[arg(long, value_name = "DIR")]
     mooncake_dir: Option<PathBuf>,
     /// Every client checks each get's bytes against the object's CRC-32C (`verify_reads`): run
@@ -112,6 +117,11 @@ struct Args {
     /// Client timeout per call, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
+    /// Measure raw TCP sent with io_uring (SEND_ZC from a registered buffer) against plain
+    /// writes, interleaved (uring_send.rs); on by default in full runs, off with --quick unless
+    /// given.
+    #[arg(long)]
+    uring_send: bool,
     /// debug, info, warn or error (RUST_LOG overrides).
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -227,18 +237,18 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         };
     let peer_workloads = names
         .iter()
-        .filter(|n| **n != "first-write" && **n != fresh::NAME)
+        .filter(|n| **n != "first-write" && !workloads::own_setup(n))
         .count() as u64;
-    let fresh_places: Vec<&'static str> = if names.contains(&fresh::NAME) {
-        placements
-            .iter()
-            .copied()
-            .filter(|p| *p == OWN || (*p == HOST && args.meta.is_none()))
-            .collect()
-    } else {
-        Vec::new()
+    // Workloads with pools of their own: own, and host with the cluster this run starts.
+    let own_host = |name: &str| -> Vec<&'static str> {
+        let wanted = |p: &&str| *p == OWN || (*p == HOST && args.meta.is_none());
+        match names.contains(&name) {
+            true => placements.iter().copied().filter(wanted).collect(),
+            false => Vec::new(),
+        }
     };
-    let per_placement = names.iter().filter(|n| **n != fresh::NAME).count();
+    let (fresh_places, steady_places) = (own_host(fresh::NAME), own_host(steady::NAME));
+    let per_placement = names.iter().filter(|n| !workloads::own_setup(n)).count();
     let steps =
         3 + if busy_poll {
             1 + busy_places.len() as u64
@@ -247,6 +257,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         } + 2 * u64::from(shards_row)
             + (placements.len() * per_placement) as u64
             + fresh_places.len() as u64
+            + steady_places.len() as u64
             + tls_names.len() as u64
             + kv_peers.len() as u64 * peer_workloads
             + if mooncake { 2 } else { 0 };
@@ -298,12 +309,28 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         Err(e) => notes.push(format!("memcpy baseline failed: {e}")),
     }
     progress.step();
-    progress.say("baseline: one TCP stream of the same bytes over loopback");
-    match baselines::tcp_stream_rows(3 * reps) {
-        Ok(r) => rows.extend(r),
+    let streams = baselines::TCP_STREAMS;
+    progress.say(format!(
+        "baseline: {streams} TCP streams of the same bytes over loopback"
+    ));
+    match baselines::tcp_stream_rows(3 * reps, streams) {
+        Ok((r, note)) => {
+            rows.extend(r);
+            notes.push(note);
+        }
         Err(e) => notes.push(format!("tcp stream baseline failed: {e}")),
     }
     progress.step();
+    if args.uring_send || !args.quick {
+        progress.say("experiment: raw TCP with io_uring SEND_ZC vs write, interleaved");
+        match uring_send::rows(reps, streams) {
+            Ok((r, note)) => {
+                rows.extend(r);
+                notes.push(note);
+            }
+            Err(e) => notes.push(format!("io_uring send experiment failed: {e}")),
+        }
+    }
     progress.say("baseline: 64-byte TCP ping-pong (blocking)");
     match baselines::ping_pong_row(if args.quick { 1000 } else { 5000 }, false) {
         Ok(r) => rows.push(r),
@@ -326,9 +353,15 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         None => {
             progress.say("starting a meta service and local services on 127.0.0.1");
             let mut c = Cluster::start(&dir.0, level).map_err(Fail::Run)?;
-            let remote = placements.iter().filter(|p| **p != OWN).count();
-            for _ in 0..remote {
-                c.add_local(dram).map_err(Fail::Run)?;
+            // The tcp placement's service offers TCP only (`--protocol tcp`), as its client
+            // asks for (`transport = tcp`): both ends force it.
+            for &pl in placements.iter().filter(|p| **p != OWN) {
+                let flags: &[&str] = if pl == TCP {
+                    &["--protocol", "tcp"]
+                } else {
+                    &[]
+                };
+                c.add_local_with(dram, flags).map_err(Fail::Run)?;
             }
             let url = c.meta_url.clone();
             for l in &c.locals {
@@ -442,6 +475,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                 op_failures.push(format!("{pl}: {f}"));
             }
         }
+        op_failures.extend(workloads::tcp_forced(pl, &client));
         let left = ctx.cleanup();
         if left > 0 {
             progress.note(format!(
@@ -459,6 +493,22 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             progress: &progress,
         };
         let (r, n, f) = fresh::run(&setup, &fresh_places, cluster.as_mut(), &mut checks);
+        rows.extend(r);
+        notes.extend(n);
+        op_failures.extend(f);
+    }
+    // A pool at its eviction watermark: a cluster of its own per placement.
+    if !steady_places.is_empty() {
+        let setup = steady::Setup {
+            quick: args.quick,
+            dir: &dir.0,
+            log_level: level,
+            config: &config,
+            local: local_base.clone(),
+            prefix: &prefix,
+            progress: &progress,
+        };
+        let (r, n, f) = steady::run(&setup, &steady_places, &mut checks);
         rows.extend(r);
         notes.extend(n);
         op_failures.extend(f);
@@ -508,10 +558,21 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         }
         if shards_row {
             let variants: [(&'static str, &[&str], &str); 2] = [
-                (SHARDS, &["--data-shards", "2"], "two mio shard threads"),
+                (
+                    SHARDS,
+                    &["--data-shards", "2", "--protocol", "tcp"],
+                    "two mio shard threads",
+                ),
                 (
                     SHARDS_URING,
-                    &["--data-shards", "2", "--data-poller", "io_uring"],
+                    &[
+                        "--data-shards",
+                        "2",
+                        "--data-poller",
+                        "io_uring",
+                        "--protocol",
+                        "tcp",
+                    ],
                     "two shard threads waiting with io_uring",
                 ),
             ];
@@ -574,7 +635,30 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
                         rdma_provider,
                         ..config.clone()
                     };
-                    match extra.run(rdma_pl, &cfg, rank, "rdma", &rdma_names, &mut checks) {
+                    // The same rows with bounce buffers instead of the MR cache.
+                    let bounce_pl = match rdma_provider {
+                        RdmaProvider::Verbs => rdma::RDMA_VERBS_BOUNCE,
+                        _ => rdma::RDMA_SIM_BOUNCE,
+                    };
+                    let bounce = ClientConfig {
+                        rdma_caller_memory: mmc_config::RdmaCallerMemory::Bounce,
+                        ..cfg.clone()
+                    };
+                    let both = extra
+                        .run(rdma_pl, &cfg, rank, "rdma", &rdma_names, &mut checks)
+                        .and_then(|mut r| {
+                            let b = extra.run(
+                                bounce_pl,
+                                &bounce,
+                                rank,
+                                "rdma-bounce",
+                                &rdma_names,
+                                &mut checks,
+                            )?;
+                            r.extend(b);
+                            Ok(r)
+                        });
+                    match both {
                         Ok(r) => {
                             rows.extend(r);
                             notes.push(
@@ -733,8 +817,9 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     println!("run took {:.1} s", started.elapsed().as_secs_f64());
 
     if let Some(path) = &args.chart {
-        chart::write(path, &rows, &subtitle).map_err(Fail::Run)?;
-        eprintln!("mmc-bench: wrote {}", path.display());
+        for p in chart::write(path, &rows, &subtitle).map_err(Fail::Run)? {
+            eprintln!("mmc-bench: wrote {}", p.display());
+        }
     }
     if let Some(path) = &args.json {
         let report = Report {
@@ -825,7 +910,9 @@ impl Extra<'_> {
         };
         let prefix = format!("{}-{tag}", self.prefix);
         let mut ctx = Ctx::new(place, prefix.clone(), self.progress, checks);
-        let res = workloads::run_all(&mut ctx, self.plan, names).map_err(|f| f.to_string());
+        let res = workloads::run_all(&mut ctx, self.plan, names)
+            .map_err(|f| f.to_string())
+            .and_then(|r| workloads::tcp_forced(pl, &client).map_or(Ok(r), Err));
         let left = ctx.cleanup();
         if left > 0 {
             self.progress.note(format!(

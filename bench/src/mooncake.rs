@@ -1,7 +1,8 @@
-//! Mooncake Store, measured with the peer scripts in `shared/peers/mooncake/` as their header
-//! comments say: a lo-only network namespace (its client binds 0.0.0.0), `mooncake_up.sh` starts
-//! the master and the metadata server in it, `mooncake_bench.py --mode local|remote` measures the
-//! client's own segment and another process over TCP. Only with `--peers mooncake`.
+//! Mooncake Store, measured with the project's own peer harness in `bench/peers/mooncake/`
+//! (`install.sh` puts the pinned PyPI wheel into a venv; `up.sh` starts its master and metadata
+//! server on 127.0.0.1; `workloads.py --mode own|tcp` runs mmc-bench's workloads against it and
+//! writes JSON). Everything runs in a lo-only network namespace (its client binds every
+//! address). Only with `--peers mooncake`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,28 +15,28 @@ use crate::progress::Progress;
 use crate::report::{Row, MOONCAKE, OWN, TCP};
 use crate::workloads::Plan;
 
-const MIB: u64 = 1 << 20;
-
-/// Where the venv and the scripts are.
+/// Where the venv and the harness are.
 pub struct Opts {
     pub venv: Option<PathBuf>,
     pub dir: Option<PathBuf>,
 }
 
-/// The scripts' folder: `--mooncake-dir`, else `shared/peers/mooncake` beside the repository.
+/// The harness folder: `--mooncake-dir`, else `bench/peers/mooncake` of this repository (found
+/// from the crate's source folder, or from the working directory).
 fn scripts_dir(opts: &Opts) -> Result<PathBuf, String> {
     let candidates: Vec<PathBuf> = match &opts.dir {
         Some(d) => vec![d.clone()],
         None => vec![
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/mooncake"),
-            PathBuf::from("../shared/peers/mooncake"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/mooncake"),
+            PathBuf::from("bench/peers/mooncake"),
         ],
     };
     candidates
         .into_iter()
-        .find(|d| d.join("mooncake_up.sh").is_file() && d.join("mooncake_bench.py").is_file())
+        .find(|d| d.join("up.sh").is_file() && d.join("workloads.py").is_file())
         .ok_or_else(|| {
-            "mooncake_up.sh / mooncake_bench.py not found (pass --mooncake-dir DIR)".to_string()
+            "bench/peers/mooncake/up.sh and workloads.py not found (pass --mooncake-dir DIR)"
+                .to_string()
         })
 }
 
@@ -94,12 +95,13 @@ pub fn run(opts: &Opts, work: &Path, plan: &Plan, progress: &Progress) -> Result
         .or_else(|| std::env::var_os("MOONCAKE_VENV").map(PathBuf::from))
         .ok_or(
             "no Python venv with mooncake-transfer-engine-non-cuda: pass --mooncake-venv DIR or \
-                set MOONCAKE_VENV (scripts/bench.sh creates one)",
+                set MOONCAKE_VENV (bench/peers/mooncake/install.sh DIR makes one; scripts/bench.sh \
+                runs it)",
         )?;
     let python = venv.join("bin/python");
     if !python.is_file() || !venv.join("bin/mooncake_master").is_file() {
         return Err(format!(
-            "{} has no python or mooncake_master (pip install mooncake-transfer-engine-non-cuda)",
+            "{} has no python or mooncake_master (bench/peers/mooncake/install.sh DIR)",
             venv.display()
         ));
     }
@@ -116,51 +118,47 @@ pub fn run(opts: &Opts, work: &Path, plan: &Plan, progress: &Progress) -> Result
 
     progress.say("mooncake: starting master and metadata server (lo-only namespace)");
     let up = Command::new("bash")
-        .arg(scripts.join("mooncake_up.sh"))
+        .arg(scripts.join("up.sh"))
         .env("NETNS", &ns.0)
         .env("VENV", &venv)
         .env("RUN_DIR", &run_dir)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("mooncake_up.sh: {e}"))?;
+        .map_err(|e| format!("up.sh: {e}"))?;
     if !up.status.success() {
         return Err(format!(
-            "mooncake_up.sh failed: {}{}",
+            "bench/peers/mooncake/up.sh failed: {}{}",
             String::from_utf8_lossy(&up.stdout).trim(),
             String::from_utf8_lossy(&up.stderr).trim()
         ));
     }
 
-    let rounds = plan.batch_rounds.to_string();
-    let (n_small, n_1m, cap) = if plan.quick {
-        ("300", "50", "5")
+    let rounds = plan.batch_rounds.max(2).to_string();
+    let (n_small, cap, segment) = if plan.quick {
+        ("300", "5", "512")
     } else {
-        ("2000", "200", "15")
+        ("2000", "15", "1024")
     };
     let mut rows = Vec::new();
-    for mode in ["local", "remote"] {
-        progress.say(format!("mooncake: mooncake_bench.py --mode {mode}"));
+    for mode in ["own", "tcp"] {
+        progress.say(format!("mooncake: workloads.py --mode {mode}"));
         let json = run_dir.join(format!("{mode}.json"));
         let args: Vec<String> = [
             "netns",
             "exec",
             &ns.0,
-            "env",
-            "MC_TCP_BIND_ADDRESS=127.0.0.1",
             &python.display().to_string(),
-            &scripts.join("mooncake_bench.py").display().to_string(),
+            &scripts.join("workloads.py").display().to_string(),
             "--mode",
             mode,
-            "--n-small",
+            "--n-4k",
             n_small,
-            "--n-1m",
-            n_1m,
             "--rounds",
             &rounds,
             "--cap-s",
             cap,
-            "--provider-max-s",
-            "600",
+            "--segment-mib",
+            segment,
             "--json",
             &json.display().to_string(),
         ]
@@ -191,116 +189,45 @@ pub fn run(opts: &Opts, work: &Path, plan: &Plan, progress: &Progress) -> Result
         })?;
         let v: Value =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
-        let placement = if mode == "local" { OWN } else { TCP };
+        let placement = if mode == "own" { OWN } else { TCP };
         rows.extend(rows_of(&v, placement));
         progress.step();
     }
     Ok(rows)
 }
 
-/// Map the script's results to rows.
+/// Rows of the harness's results (named by mmc-bench's workloads and ops already); a result
+/// with errors (a failed call or a wrong byte read back) gives no row.
 fn rows_of(v: &Value, placement: &str) -> Vec<Row> {
-    let map: &[(&str, &str, &str, &str, u64, u64, bool)] = &[
-        // (script test, workload, op, shape, objects per op, bytes per op, bulk)
-        ("put 4KiB", "4k", "put", "1 x 4 KiB", 1, 4096, false),
-        ("get 4KiB", "4k", "get", "1 x 4 KiB", 1, 4096, false),
-        (
-            "is_exist hit (4KiB keys)",
-            "4k",
-            "exist",
-            "1 key",
-            1,
-            0,
-            false,
-        ),
-        (
-            "batch_is_exist x1000",
-            "exist",
-            "batch_exist",
-            "1000 keys",
-            1000,
-            0,
-            false,
-        ),
-        (
-            "batch_put_from 16x8MiB pass1",
-            "first-write",
-            "put cold",
-            "16 x 8 MiB",
-            16,
-            128 * MIB,
-            true,
-        ),
-        (
-            "batch_put_from 16x8MiB pass2",
-            "first-write",
-            "put warm",
-            "16 x 8 MiB",
-            16,
-            128 * MIB,
-            true,
-        ),
-        (
-            "batch_put_from 64x1MiB pass2",
-            "batch-1m",
-            "put",
-            "64 x 1 MiB",
-            64,
-            64 * MIB,
-            true,
-        ),
-        (
-            "batch_get_into 64x1MiB pass2",
-            "batch-1m",
-            "get",
-            "64 x 1 MiB",
-            64,
-            64 * MIB,
-            true,
-        ),
-        (
-            "batch_put_from 16x8MiB pass2",
-            "batch-8m",
-            "put",
-            "16 x 8 MiB",
-            16,
-            128 * MIB,
-            true,
-        ),
-        (
-            "batch_get_into 16x8MiB pass2",
-            "batch-8m",
-            "get",
-            "16 x 8 MiB",
-            16,
-            128 * MIB,
-            true,
-        ),
-    ];
     let results = v["results"].as_array().cloned().unwrap_or_default();
     let mut rows = Vec::new();
-    for &(test, workload, op, shape, objs, bytes, bulk) in map {
-        let Some(r) = results.iter().find(|r| r["test"] == test) else {
+    for r in &results {
+        let (Some(workload), Some(op), Some(shape)) = (
+            r["workload"].as_str(),
+            r["op"].as_str(),
+            r["shape"].as_str(),
+        ) else {
             continue;
         };
-        let ops = r["ops"].as_u64().unwrap_or(0);
-        let wall = r["wall_s"].as_f64().unwrap_or(0.0);
-        if ops == 0 || wall <= 0.0 || r["errors"].as_u64().unwrap_or(0) > 0 {
+        let calls = r["calls"].as_u64().unwrap_or(0);
+        let secs = r["seconds"].as_f64().unwrap_or(0.0);
+        if calls == 0 || secs <= 0.0 || r["errors"].as_u64().unwrap_or(1) > 0 {
             continue;
         }
+        let bytes = r["bytes"].as_u64().unwrap_or(0);
         rows.push(Row::from_figures(
             workload,
             op,
             MOONCAKE,
             placement,
             shape,
-            ops * objs,
-            ops * bytes,
-            ops,
-            wall,
+            r["objects"].as_u64().unwrap_or(0),
+            bytes,
+            calls,
+            secs,
             r["p50_us"].as_f64(),
             r["p99_us"].as_f64(),
-            bulk,
+            workload != "4k" && bytes > 0,
         ));
     }
     rows

@@ -19,6 +19,17 @@ use crate::report::{Row, MMC};
 pub const RDMA_SIM: &str = "rdma-sim";
 /// ... and over a real device (`--rdma-provider verbs`).
 pub const RDMA_VERBS: &str = "rdma";
+/// The end-to-end rows again with `rdma_caller_memory = bounce`, over the simulated NIC ...
+pub const RDMA_SIM_BOUNCE: &str = "rdma-sim-bounce";
+/// ... and over a real device.
+pub const RDMA_VERBS_BOUNCE: &str = "rdma-bounce";
+
+/// Completion modes: busy-poll (spin on the completion queue; the bound is never reached) and
+/// blocking (completion channel).
+const MODES: [(&str, Duration); 2] = [
+    ("busy-poll", Duration::from_secs(10)),
+    ("blocking", Duration::ZERO),
+];
 
 /// Work requests per measured chain list.
 const WRS: usize = 4096;
@@ -79,11 +90,14 @@ pub fn overhead(quick: bool) -> Result<Vec<Row>, String> {
         (runs * WRS) as u64,
         &calls,
     ));
-    // Lowering, posting, executing and polling: WRITE, then READ.
-    for (way, op) in [
-        (Way::Put, "write (lower+post+poll)"),
-        (Way::Get, "read (lower+post+poll)"),
-    ] {
+    // Lowering, posting, executing and polling: WRITE, then READ; in busy-poll mode (spinning on
+    // the completion queue) and in blocking mode (armed completion channel, the thread sleeps
+    // until the simulated NIC's thread raises the event).
+    for ((way, dir), (mode, busy_poll)) in [(Way::Put, "write"), (Way::Get, "read")]
+        .into_iter()
+        .flat_map(|w| MODES.into_iter().map(move |m| (w, m)))
+    {
+        let op = format!("{dir} (lower+post+poll, {mode})");
         let mut calls = Vec::with_capacity(runs);
         for _ in 0..runs {
             let t = Instant::now();
@@ -98,6 +112,7 @@ pub fn overhead(quick: bool) -> Result<Vec<Row>, String> {
                 &lw.chains,
                 &mem,
                 Instant::now() + Duration::from_secs(10),
+                busy_poll,
             )
             .map_err(e)?;
             calls.push(t.elapsed());
@@ -105,7 +120,13 @@ pub fn overhead(quick: bool) -> Result<Vec<Row>, String> {
                 return Err(format!("rdma overhead run: {x:?}"));
             }
         }
-        rows.push(per_call("rdma-wr", op, &shape, (runs * WRS) as u64, &calls));
+        rows.push(per_call(
+            "rdma-wr",
+            &op,
+            &shape,
+            (runs * WRS) as u64,
+            &calls,
+        ));
     }
     // A batch of one WR as the transport runs it: enter the fence (FETCH_ADD + READ), the WR,
     // leave (READ + FETCH_ADD): three chains, five work requests.
@@ -134,30 +155,34 @@ pub fn overhead(quick: bool) -> Result<Vec<Row>, String> {
         fence_op(103, Opcode::FetchAdd { add: u64::MAX }, 8, s0, lkey),
     ];
     let one = lower(Way::Put, &xfers[..1], limits);
-    let mut calls = Vec::with_capacity(runs * 10);
-    for _ in 0..runs * 10 {
-        let t = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut sm = LocalMem::new();
-        sm.scratch(&mut scratch);
-        execute(qp.as_mut(), std::slice::from_ref(&enter), &sm, deadline).map_err(e)?;
-        drop(sm);
-        let mut mem = LocalMem::new();
-        mem.src(&src);
-        execute(qp.as_mut(), &one.chains, &mem, deadline).map_err(e)?;
-        drop(mem);
-        let mut sm = LocalMem::new();
-        sm.scratch(&mut scratch);
-        execute(qp.as_mut(), std::slice::from_ref(&leave), &sm, deadline).map_err(e)?;
-        calls.push(t.elapsed());
+    for (mode, busy_poll) in MODES {
+        let mut calls = Vec::with_capacity(runs * 10);
+        for _ in 0..runs * 10 {
+            let t = Instant::now();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut sm = LocalMem::new();
+            sm.scratch(&mut scratch);
+            let enter = std::slice::from_ref(&enter);
+            execute(qp.as_mut(), enter, &sm, deadline, busy_poll).map_err(e)?;
+            drop(sm);
+            let mut mem = LocalMem::new();
+            mem.src(&src);
+            execute(qp.as_mut(), &one.chains, &mem, deadline, busy_poll).map_err(e)?;
+            drop(mem);
+            let mut sm = LocalMem::new();
+            sm.scratch(&mut scratch);
+            let leave = std::slice::from_ref(&leave);
+            execute(qp.as_mut(), leave, &sm, deadline, busy_poll).map_err(e)?;
+            calls.push(t.elapsed());
+        }
+        rows.push(per_call(
+            "rdma-wr",
+            &format!("batch of 1 WR (fence in/out, {mode})"),
+            "5 WRs, 3 chains",
+            (runs * 10) as u64,
+            &calls,
+        ));
     }
-    rows.push(per_call(
-        "rdma-wr",
-        "batch of 1 WR (fence in/out)",
-        "5 WRs, 3 chains",
-        (runs * 10) as u64,
-        &calls,
-    ));
     // Registering caller memory per call (what an unregistered buffer costs) on the simulated NIC.
     let buf = vec![0u8; 1 << 20];
     let mut calls = Vec::with_capacity(runs * 10);
@@ -175,5 +200,6 @@ pub fn overhead(quick: bool) -> Result<Vec<Row>, String> {
         &calls,
     ));
     d.dereg_mr(&smr).map_err(e)?;
+    rows.extend(crate::rdma_caller::rows(quick)?);
     Ok(rows)
 }

@@ -46,6 +46,8 @@ pub(crate) fn rows(
         &tls.cert_path,
         "--tls-key",
         &tls.key_path,
+        "--protocol",
+        "tcp",
     ];
     let rank = c.add_local_with(dram, &flags)?.rank;
     let cfg = ClientConfig {

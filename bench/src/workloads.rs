@@ -283,15 +283,26 @@ pub const NAMES: &[&str] = &[
     crate::fresh::NAME,
     crate::meta_scale::NAME,
     crate::meta_ops::NAME,
+    crate::steady::NAME,
 ];
+
+/// A tcp row whose client mapped a service's pools (shared memory) instead of crossing TCP: an
+/// error naming the ranks.
+pub fn tcp_forced(pl: &str, client: &Client) -> Option<String> {
+    let mapped = client.mapped_services();
+    (pl == crate::report::TCP && !mapped.is_empty())
+        .then(|| format!("{pl}: the client mapped the pools of ranks {mapped:?} (not TCP)"))
+}
+
+/// Workloads that run with clusters and pools of their own, not in [`run_all`].
+pub fn own_setup(name: &str) -> bool {
+    name == crate::fresh::NAME || name == crate::steady::NAME
+}
 
 /// Run `names` (in `NAMES` order) on one placement.
 pub fn run_all(ctx: &mut Ctx<'_>, plan: &Plan, names: &[&str]) -> R<Vec<Row>> {
     let mut rows = Vec::new();
-    for &w in NAMES
-        .iter()
-        .filter(|w| names.contains(w) && **w != crate::fresh::NAME)
-    {
+    for &w in NAMES.iter().filter(|w| names.contains(w) && !own_setup(w)) {
         let r = match w {
             "first-write" => first_write(ctx, plan)?,
             "4k" => small(ctx, plan.small_count, 4 << 10)?,

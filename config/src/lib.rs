@@ -40,8 +40,8 @@ pub use files::{config_path, from_toml, load_config, load_text, Format};
 pub use local_client::{
     client_and_local_from_text, is_local_or_client_ock_key, load_client_and_local,
     local_and_client_ock_keys, ClientConfig, DataOpType, DataPoller, LocalConfig, OptProtocol,
-    Poller, Protocol, RdmaProvider, CLIENT_KEYS, DEFAULT_CLIENT_TIMEOUT_MS, LOCAL_CONFIG_ENV,
-    LOCAL_KEYS,
+    Poller, Protocol, RdmaCallerMemory, RdmaProvider, CLIENT_KEYS, DEFAULT_CLIENT_TIMEOUT_MS,
+    LOCAL_CONFIG_ENV, LOCAL_KEYS,
 };
 pub use meta::{MetaConfig, ReplicaPolicy, META_KEYS};
 pub use ock::OckFile;

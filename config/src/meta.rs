@@ -119,7 +119,7 @@ pub static META_KEYS: &[Key<MetaConfig>] = &[
         kind: MetricsUrl,
         field: metrics_url,
         default: "",
-        doc: "HTTP address for `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; empty = off.",
+        doc: "HTTP address for `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; HTTPS with mutual TLS when `tls.enable` is on; empty = off.",
     }),
     config_key!(MetaConfig {
         name: "lease_ms", ock: "ock.mmc.meta.lease_ms", kind: Int<u64>, field: lease_ms,

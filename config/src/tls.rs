@@ -14,7 +14,7 @@ pub static TLS_KEYS: &[Key<TlsConfig>] = &[
         kind: Bool,
         field: enable,
         default: "false",
-        doc: "Mutual TLS 1.3 on every TCP channel (meta, data); same-host shared memory then also needs the secret only authenticated peers learn.",
+        doc: "Mutual TLS 1.3 on every TCP channel (meta, data, repairs, metrics; etcd over HTTPS); same-host shared memory then also needs the secret only authenticated peers learn.",
     }),
     config_key!(TlsConfig {
         name: "ca_path",

@@ -14,7 +14,7 @@ mod common;
 use std::sync::Mutex;
 
 use common::{pattern, Cluster};
-use mmc_config::{DataOpType, RdmaProvider};
+use mmc_config::{DataOpType, RdmaCallerMemory, RdmaProvider};
 use mmc_dataplane::{Client, ClientConfig, Code, PutOptions};
 use mmc_hal::rdma::sim::{self, Fault};
 use mmc_hal::rdma::WcStatus;
@@ -31,7 +31,7 @@ fn provider() -> (&'static str, RdmaProvider) {
 
 fn sim_only(test: &str) -> bool {
     if provider().1 != RdmaProvider::Sim {
-        println!("skipped {test}: it injects faults into the simulated NIC");
+        println!("skipped {test}: it needs the simulated NIC (injected faults, its counters or its services)");
         return false;
     }
     true
@@ -81,20 +81,14 @@ fn two() -> PutOptions {
     }
 }
 
-#[test]
-fn every_call_form_is_byte_exact_over_the_simulated_nic() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = cluster(2);
-    let client = rdma_client(&c);
-    let before = sim::stats();
+/// Every call form once, byte-exact, keys prefixed `tag`: put / get / get_into from 1 byte to
+/// 9 MiB (across 4 MiB MRs and, in bounce mode, 8 MiB staging rounds), batch put / batch get of
+/// 64 keys with 2 replicas, 122-piece layers. The bytes the NIC must have moved.
+fn every_call_form(client: &Client, tag: &str) -> u64 {
     let opts = PutOptions::default();
-
-    // put / get, from 1 byte to 9 MiB (crosses 4 MiB MRs).
-    for (i, len) in [1usize, 7, 4096, 300_000, 9 * MIB + 3]
-        .into_iter()
-        .enumerate()
-    {
-        let key = format!("one/{i}");
+    let sizes = [1usize, 7, 4096, 300_000, 9 * MIB + 3];
+    for (i, len) in sizes.into_iter().enumerate() {
+        let key = format!("{tag}one/{i}");
         let v = pattern(&key, len);
         client.put(&key, &v, &opts).unwrap();
         assert!(client.get(&key).unwrap() == v, "{key}");
@@ -105,8 +99,7 @@ fn every_call_form_is_byte_exact_over_the_simulated_nic() {
     // Nothing went over shared memory: the client mapped no pool.
     assert!(client.mapped_services().is_empty());
 
-    // batch put / batch get, 2 replicas (both services), 64 keys.
-    let keys: Vec<String> = (0..64).map(|i| format!("batch/{i}")).collect();
+    let keys: Vec<String> = (0..64).map(|i| format!("{tag}batch/{i}")).collect();
     let vals: Vec<Vec<u8>> = keys
         .iter()
         .enumerate()
@@ -129,26 +122,33 @@ fn every_call_form_is_byte_exact_over_the_simulated_nic() {
     let layers: Vec<Vec<u8>> = (0..122)
         .map(|i| {
             pattern(
-                &format!("l{i}"),
+                &format!("{tag}l{i}"),
                 if i % 2 == 0 { 128 << 10 } else { 16 << 10 },
             )
         })
         .collect();
     let parts: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
-    client.put_parts("layers", &parts, &opts).unwrap();
+    let lk = format!("{tag}layers");
+    client.put_parts(&lk, &parts, &opts).unwrap();
     let mut back: Vec<Vec<u8>> = layers.iter().map(|l| vec![0u8; l.len()]).collect();
     let mut views: Vec<&mut [u8]> = back.iter_mut().map(Vec::as_mut_slice).collect();
-    client.get_into_parts("layers", &mut views).unwrap();
+    client.get_into_parts(&lk, &mut views).unwrap();
     assert!(back == layers);
 
+    (sizes.iter().sum::<usize>() * 3
+        + vals.iter().map(Vec::len).sum::<usize>() * 3
+        + layers.iter().map(Vec::len).sum::<usize>() * 2) as u64
+}
+
+#[test]
+fn every_call_form_is_byte_exact_over_the_simulated_nic() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cluster(2);
+    let client = rdma_client(&c);
+    let before = sim::stats();
+    let want = every_call_form(&client, "");
     let after = sim::stats();
     let moved = after.bytes - before.bytes;
-    let want: usize = [1usize, 7, 4096, 300_000, 9 * MIB + 3]
-        .iter()
-        .sum::<usize>()
-        * 3
-        + vals.iter().map(Vec::len).sum::<usize>() * 3
-        + layers.iter().map(Vec::len).sum::<usize>() * 2;
     println!(
         "simulated NIC: {} work requests, {} bytes (data {want}), {} errors",
         after.wrs - before.wrs,
@@ -156,10 +156,79 @@ fn every_call_form_is_byte_exact_over_the_simulated_nic() {
         after.errors - before.errors
     );
     assert!(
-        moved >= want as u64,
+        moved >= want,
         "every byte went over the NIC: {moved} < {want}"
     );
     assert_eq!(after.errors, before.errors);
+}
+
+/// `rdma_caller_memory = bounce`: every call form byte-exact through the queue pairs' staging
+/// buffers, none of the caller's memory registered (registered buffers included), and an error
+/// completion mid-round recovered from the other replica.
+#[test]
+fn bounce_buffers_carry_every_call_form_without_registering_caller_memory() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !sim_only("bounce_buffers_carry_every_call_form_without_registering_caller_memory") {
+        return;
+    }
+    let c = cluster(2);
+    let client = Client::connect(&ClientConfig {
+        transport: Some(DataOpType::Rdma),
+        rdma_provider: RdmaProvider::Sim,
+        rdma_caller_memory: RdmaCallerMemory::Bounce,
+        ..c.client_config()
+    })
+    .expect("client connects");
+    let before = sim::stats();
+    let s0 = client.rdma_mr_stats().unwrap();
+    let want = every_call_form(&client, "bounce/");
+    // A registered buffer is copied too, never registered with the device.
+    let v = pattern("reg", 3 * MIB);
+    client.put("reg", &v, &PutOptions::default()).unwrap();
+    let mut buf = vec![0u8; 4 * MIB];
+    client.register_memory(buf.as_ptr() as usize, buf.len());
+    client.get_into("reg", &mut buf).unwrap();
+    assert!(buf[..v.len()] == v[..]);
+    client.unregister_memory(buf.as_ptr() as usize, buf.len());
+    let s1 = client.rdma_mr_stats().unwrap();
+    let after = sim::stats();
+    println!(
+        "bounce: {} bytes staged in {} rounds, {} MRs registered (staging buffers), {} work requests",
+        s1.staged_bytes - s0.staged_bytes,
+        s1.staging_rounds - s0.staging_rounds,
+        after.mrs_registered - before.mrs_registered,
+        after.wrs - before.wrs
+    );
+    assert_eq!(
+        (s1.pinned_registrations, s1.call_registrations, s1.hits),
+        (s0.pinned_registrations, s0.call_registrations, s0.hits),
+        "no caller memory registered: {s1:?}"
+    );
+    assert!(s1.staged_bytes - s0.staged_bytes >= want + 3 * MIB as u64);
+    assert!(after.bytes - before.bytes >= want);
+    // The 9 MiB object needed two rounds of the 8 MiB staging buffer; every other call one.
+    assert!(s1.staging_rounds - s0.staging_rounds > 20);
+    // Staging buffers and queue pair scratch words only: a handful, not one per call.
+    assert!(after.mrs_registered - before.mrs_registered <= 32);
+
+    // An error completion mid-round: the batch get falls over to the other replica.
+    let keys: Vec<String> = (0..6).map(|i| format!("bounce/rep/{i}")).collect();
+    let vals: Vec<Vec<u8>> = keys.iter().map(|k| pattern(k, 2 * MIB + 1)).collect();
+    let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
+    assert!(client
+        .batch_put(&kr, &vr, &two())
+        .unwrap()
+        .iter()
+        .all(Result::is_ok));
+    let errors = sim::stats().errors;
+    sim::inject_error(4, WcStatus::RetryExceeded);
+    let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
+    let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+    let got = client.batch_get_into(&kr, &mut bufs).unwrap();
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    assert!(outs == vals);
+    assert_eq!(sim::stats().errors, errors + 1);
 }
 
 #[test]
@@ -293,6 +362,110 @@ fn registered_buffers_hit_the_mr_cache_until_unregistered() {
         "per call again: {s3:?}"
     );
     assert_eq!(s3.hits, s2.hits);
+}
+
+/// `busy_poll_us = 0`: the client sleeps on the completion channel (armed, one-shot) until the
+/// simulated NIC's thread raises the event; `busy_poll_us > 0`: it spins on the completion queue
+/// (here for up to 2 s, never reached) and arms no channel. Both byte-exact, across 4 MiB MRs.
+#[test]
+fn blocking_and_busy_poll_completion_modes_are_both_byte_exact() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !sim_only("blocking_and_busy_poll_completion_modes_are_both_byte_exact") {
+        return;
+    }
+    let c = cluster(2);
+    for (busy_poll_us, mode) in [(0u64, "blocking"), (2_000_000, "busy-poll")] {
+        let client = Client::connect(&ClientConfig {
+            transport: Some(DataOpType::Rdma),
+            rdma_provider: RdmaProvider::Sim,
+            busy_poll_us,
+            ..c.client_config()
+        })
+        .expect("client connects");
+        let before = sim::stats();
+        let keys: Vec<String> = (0..12).map(|i| format!("{mode}/{i}")).collect();
+        let vals: Vec<Vec<u8>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| pattern(k, 1 + i * 500_000))
+            .collect();
+        let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
+        assert!(client
+            .batch_put(&kr, &vr, &two())
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
+        let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        let got = client.batch_get_into(&kr, &mut bufs).unwrap();
+        assert!(got.iter().all(Result::is_ok), "{mode}");
+        assert!(outs == vals, "{mode}");
+        for (k, v) in kr.iter().zip(&vals).step_by(5) {
+            assert!(client.get(k).unwrap() == *v, "{mode}: {k}");
+        }
+        let after = sim::stats();
+        let events = after.events - before.events;
+        println!(
+            "{mode}: {} work requests, {} completion-channel events",
+            after.wrs - before.wrs,
+            events
+        );
+        assert!(client.mapped_services().is_empty());
+        if busy_poll_us == 0 {
+            assert!(events > 0, "blocking mode sleeps on the completion channel");
+        } else {
+            assert_eq!(events, 0, "busy-poll mode never arms the channel");
+        }
+    }
+}
+
+/// A batch whose transfers span two services runs each service's share on a thread of its own
+/// (a queue pair each), with the MR cache and with bounce buffers, byte-exact.
+#[test]
+fn a_batch_over_two_services_serves_them_in_parallel() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !sim_only("a_batch_over_two_services_serves_them_in_parallel") {
+        return;
+    }
+    let c = cluster(2);
+    let mut most = 0;
+    for mode in [RdmaCallerMemory::MrCache, RdmaCallerMemory::Bounce] {
+        let client = Client::connect(&ClientConfig {
+            transport: Some(DataOpType::Rdma),
+            rdma_provider: RdmaProvider::Sim,
+            rdma_caller_memory: mode,
+            ..c.client_config()
+        })
+        .expect("client connects");
+        let s0 = client.rdma_mr_stats().unwrap();
+        let keys: Vec<String> = (0..8).map(|i| format!("par/{mode:?}/{i}")).collect();
+        let vals: Vec<Vec<u8>> = keys.iter().map(|k| pattern(k, 2 * MIB + 3)).collect();
+        let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
+        assert!(client
+            .batch_put(&kr, &vr, &two())
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
+        let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        let got = client.batch_get_into(&kr, &mut bufs).unwrap();
+        assert!(got.iter().all(Result::is_ok), "{mode:?}");
+        assert!(outs == vals, "{mode:?}");
+        let s1 = client.rdma_mr_stats().unwrap();
+        println!(
+            "{mode:?}: {} batches over both services in parallel threads, at most {} services at once",
+            s1.parallel_batches - s0.parallel_batches,
+            s1.max_parallel_services
+        );
+        // The put (both replicas) spans both services; the get reads one replica per key, and
+        // the keys' first replicas are spread over both.
+        assert!(s1.parallel_batches - s0.parallel_batches >= 1, "{mode:?}");
+        most = most.max(s1.max_parallel_services);
+    }
+    // 16 MiB per service and direction: the two threads overlap.
+    assert!(most >= 2, "two services' shares ran at once");
 }
 
 #[test]

@@ -1,261 +1,25 @@
-//! Mutual TLS on every channel and authenticated shared memory, with real processes and
-//! certificates made here (`mmc_tls::testpki`): a good client works end to end (Rust client over
-//! TCP and shared memory, the `mmc` CLI); plaintext peers, certificates from another CA, revoked
-//! or expired ones, and wrong key passwords are refused and logged; an encrypted key and a
-//! decrypter library built here work; shared memory refuses another user and a process without
-//! the secret while TLS clients keep working.
+//! Mutual TLS on every channel, with real processes and certificates made here
+//! (`mmc_tls::testpki`): a good client works end to end (Rust client over TCP and shared memory,
+//! the `mmc` CLI); plaintext peers, peers without a certificate, certificates from another CA,
+//! revoked or expired ones, and wrong key passwords are refused and logged; a TLS client facing a
+//! plaintext or a silent server gets -3017 / -3018 within its timeout; an encrypted key and a
+//! decrypter library built here work. Shared memory: `tls_shm.rs`.
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, pattern, wait_file, wait_until};
+use common::ha::HaCluster;
+use common::tls::{flags, good_tls, round_trip, s, start, tls_with, TlsCluster};
+use common::{bin, pattern, wait_until};
 use mmc_config::{DataOpType, TlsConfig};
-use mmc_controlplane::msg::{Reply, Request, ServiceAddr};
 use mmc_dataplane::{Client, ClientConfig, Code, PutOptions};
 use mmc_meta_service::rpc::MetaConn;
-use mmc_tls::testpki::{self, Pki};
 use mmc_tls::TlsContext;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// The good node identity: encrypted key and its password.
-fn good_tls(pki: &Pki) -> TlsConfig {
-    TlsConfig {
-        enable: true,
-        ca_path: s(&pki.ca),
-        crl_path: s(&pki.crl),
-        cert_path: s(&pki.node_cert),
-        key_path: s(&pki.node_key_enc),
-        key_pass_path: s(&pki.pass),
-        ..TlsConfig::default()
-    }
-}
-
-fn tls_with(pki: &Pki, cert: &Path, key: &Path) -> TlsConfig {
-    TlsConfig {
-        cert_path: s(cert),
-        key_path: s(key),
-        key_pass_path: String::new(),
-        ..good_tls(pki)
-    }
-}
-
-/// The `--tls*` flags for `tls`.
-fn flags(tls: &TlsConfig) -> Vec<String> {
-    let mut f = vec!["--tls".to_string()];
-    for (flag, v) in [
-        ("--tls-ca", &tls.ca_path),
-        ("--tls-crl", &tls.crl_path),
-        ("--tls-cert", &tls.cert_path),
-        ("--tls-key", &tls.key_path),
-        ("--tls-key-pass", &tls.key_pass_path),
-        ("--tls-decrypter", &tls.decrypter_lib_path),
-    ] {
-        if !v.is_empty() {
-            f.push(flag.to_string());
-            f.push(v.clone());
-        }
-    }
-    f
-}
-
-/// One process whose log (standard error) goes to a file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Wait (bounded) until the log holds a line with every one of `parts`; returns that line.
-    fn logged(&self, parts: &[&str]) -> String {
-        let mut found = String::new();
-        wait_until(
-            &format!("a log line with {parts:?}"),
-            Duration::from_secs(10),
-            || {
-                let log = self.log();
-                match log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-                    Some(l) => {
-                        found = l.to_string();
-                        true
-                    }
-                    None => false,
-                }
-            },
-        );
-        found
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TlsCluster {
-    dir: tempfile::TempDir,
-    pki: Pki,
-    meta: Proc,
-    meta_addr: String,
-    locals: Vec<Proc>,
-}
-
-fn start(
-    dir: &Path,
-    name: &str,
-    program: &str,
-    args: &[String],
-    envs: &[(&str, &Path)],
-) -> (Proc, String) {
-    let addr_file = dir.join(format!("{name}.addr"));
-    let log = dir.join(format!("{name}.log"));
-    let mut cmd = Command::new(bin(program));
-    cmd.args(args)
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn");
-    let addr = wait_file(&addr_file, &mut child, name);
-    (Proc { child, log }, addr)
-}
-
-impl TlsCluster {
-    /// A TLS meta service (flags) and `locals` TLS local services: the first configured by a TOML
-    /// `[tls]` table, the others by an `ock.mmc.tls.*` file. Each local service's runtime folder
-    /// (its shm socket) is `DIR/runN`.
-    fn start(locals: usize) -> TlsCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = testpki::write(&dir.path().join("pki")).unwrap();
-        let tls = good_tls(&pki);
-        let mut args: Vec<String> = ["--listen", "tcp://127.0.0.1:0", "--log-level", "info"]
-            .map(String::from)
-            .into();
-        args.extend(flags(&tls));
-        let (meta, meta_addr) = start(dir.path(), "meta", "mmc-meta", &args, &[]);
-        let mut c = TlsCluster {
-            dir,
-            pki,
-            meta,
-            meta_addr,
-            locals: Vec::new(),
-        };
-        for _ in 0..locals {
-            c.add_local();
-        }
-        c
-    }
-
-    fn add_local(&mut self) {
-        self.add_local_with(&[]);
-    }
-
-    /// [`TlsCluster::add_local`] with extra `mmc-local` flags.
-    fn add_local_with(&mut self, extra: &[&str]) {
-        let n = self.locals.len();
-        let tls = good_tls(&self.pki);
-        let config = self.dir.path().join(format!("local{n}.conf"));
-        let text = if n == 0 {
-            format!(
-                "[tls]\nenable = true\nca_path = \"{}\"\ncrl_path = \"{}\"\ncert_path = \"{}\"\nkey_path = \"{}\"\nkey_pass_path = \"{}\"\n",
-                tls.ca_path, tls.crl_path, tls.cert_path, tls.key_path, tls.key_pass_path
-            )
-        } else {
-            format!(
-                "ock.mmc.tls.enable = true\nock.mmc.tls.ca.path = {}\nock.mmc.tls.crl.path = {}\nock.mmc.tls.cert.path = {}\nock.mmc.tls.key.path = {}\nock.mmc.tls.key.pass.path = {}\n",
-                tls.ca_path, tls.crl_path, tls.cert_path, tls.key_path, tls.key_pass_path
-            )
-        };
-        let config = config.with_extension(if n == 0 { "toml" } else { "conf" });
-        std::fs::write(&config, text).unwrap();
-        let run = self.dir.path().join(format!("run{n}"));
-        std::fs::create_dir_all(&run).unwrap();
-        let args: Vec<String> = [
-            "--config",
-            &s(&config),
-            "--meta",
-            &format!("tcp://{}", self.meta_addr),
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--dram",
-            "64MB",
-            "--create-id",
-            &n.to_string(),
-            "--log-level",
-            "debug",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain(extra.iter().map(|a| a.to_string()))
-        .collect();
-        let (p, _) = start(
-            self.dir.path(),
-            &format!("local{n}"),
-            "mmc-local",
-            &args,
-            &[("XDG_RUNTIME_DIR", &run)],
-        );
-        self.locals.push(p);
-    }
-
-    fn config(&self, tls: TlsConfig, transport: Option<DataOpType>) -> ClientConfig {
-        ClientConfig {
-            meta_url: format!("tcp://{}", self.meta_addr),
-            timeout_ms: 10_000,
-            transport,
-            tls,
-            ..ClientConfig::default()
-        }
-    }
-
-    /// The local services' addresses, as the meta service gives them to an authenticated client
-    /// (in a lookup of `key`, which must exist; its read lease is given back).
-    fn services(&self, key: &str) -> Vec<ServiceAddr> {
-        let ctx = TlsContext::from_config(&good_tls(&self.pki)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = self.meta_addr.parse().unwrap();
-        let mut conn = MetaConn::connect_with(addr, ctx.as_ref(), deadline).unwrap();
-        let keys = vec![key.to_string()];
-        let Ok(Reply::Lookup {
-            items, services, ..
-        }) = conn.call(&Request::Lookup { keys }, deadline)
-        else {
-            panic!("lookup of {key} failed");
-        };
-        let leases = items.iter().map(|i| i.lease).collect();
-        conn.send_oneway(&Request::Release { leases }, deadline)
-            .unwrap();
-        services
-    }
-}
-
-fn round_trip(client: &Client, key: &str, len: usize) {
-    let data = pattern(key, len);
-    client
-        .put(key, &data, &PutOptions::default())
-        .unwrap_or_else(|e| panic!("put {key}: {e}"));
-    let mut back = vec![0u8; len];
-    client
-        .get_into(key, &mut back)
-        .unwrap_or_else(|e| panic!("get {key}: {e}"));
-    assert!(back == data, "{key}: bytes differ");
-}
 
 #[test]
 fn tls_on_every_channel_end_to_end_and_plaintext_refused() {
@@ -547,100 +311,279 @@ fn a_decrypter_library_opens_the_key() {
     assert_eq!(client.status().unwrap().segments.len(), 2);
 }
 
-/// A same-host process asking for the pools: from `python3` (optionally as another user), with
-/// `secret` (hex) sent first. Returns what it saw: `fds N`, `nofds`, or an error.
-fn shm_probe(path: &str, secret: &str, uid: Option<u32>) -> Option<String> {
-    let script = "import socket,sys\n\
-        s=socket.socket(socket.AF_UNIX); s.settimeout(3)\n\
-        try:\n  s.connect(sys.argv[1])\nexcept OSError as e:\n  print('connect-refused', e); sys.exit(0)\n\
-        try:\n  s.sendall(bytes.fromhex(sys.argv[2]))\nexcept OSError as e:\n  print('send-refused', e); sys.exit(0)\n\
-        try:\n  m,anc,f,a=s.recvmsg(4096, socket.CMSG_SPACE(64*4))\nexcept OSError as e:\n  print('recv-error', e); sys.exit(0)\n\
-        n=sum(len(d)//4 for (l,t,d) in anc)\n\
-        print(('fds %d' % n) if n else 'nofds')\n";
-    // As another user, the system interpreter (a per-user one, e.g. pyenv's, may be unreadable).
-    let python = match uid {
-        Some(_) if Path::new("/usr/bin/python3").exists() => "/usr/bin/python3",
-        _ => "python3",
+#[test]
+fn a_peer_without_a_certificate_is_refused_and_logged() {
+    let c = TlsCluster::start(1);
+    let good = TlsContext::from_config(&good_tls(&c.pki)).unwrap().unwrap();
+    let anon = good.without_client_certificate(&s(&c.pki.ca)).unwrap();
+
+    // The meta channel, through the connection code clients and local services use.
+    let addr: SocketAddr = c.meta_addr.parse().unwrap();
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let e = MetaConn::connect_with(addr, Some(&anon), deadline)
+        .err()
+        .expect("a peer without a certificate is refused by the meta service");
+    assert_eq!(e.code(), Code::NotConnectMeta, "{e}");
+    assert!(
+        e.to_string().contains("refused this side's certificate"),
+        "{e}"
+    );
+    println!("no certificate -> meta: {e} after {:?}", started.elapsed());
+    let line = c.meta.logged(&[
+        "connection refused: TLS handshake failed",
+        "no certificates",
+        "peer=Some(127.0.0.1:",
+        "channel=\"meta\"",
+    ]);
+    println!("meta: {line}");
+
+    // The data channel of a local service.
+    let client = Client::connect(&c.config(good_tls(&c.pki), Some(DataOpType::Tcp))).unwrap();
+    round_trip(&client, "k", 4096);
+    let data: SocketAddr = c.services("k")[0].data_endpoint.parse().unwrap();
+    let e = anon
+        .connect(
+            TcpStream::connect(data).unwrap(),
+            data,
+            Duration::from_secs(5),
+        )
+        .err()
+        .expect("a peer without a certificate is refused by the data endpoint");
+    println!("no certificate -> data: {e}");
+    let line = c.locals[0].logged(&[
+        "connection refused: TLS handshake failed",
+        "no certificates",
+        "peer=Some(127.0.0.1:",
+        "channel=\"data\"",
+    ]);
+    println!("local: {line}");
+
+    // A client configured for TLS without a certificate does not start, and names the setting.
+    let none = TlsConfig {
+        cert_path: String::new(),
+        key_path: String::new(),
+        key_pass_path: String::new(),
+        ..good_tls(&c.pki)
     };
-    let mut cmd = Command::new(python);
-    cmd.args(["-c", script, path, secret]);
-    if let Some(uid) = uid {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(uid).gid(uid);
-    }
-    match cmd.output() {
-        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        other => {
-            println!("SKIPPED: python3 probe did not run: {other:?}");
-            None
-        }
+    let e = Client::connect(&c.config(none, None))
+        .err()
+        .expect("TLS without a certificate is a configuration error");
+    assert!(e.to_string().contains("tls.cert_path"), "{e}");
+
+    // The good client keeps working.
+    round_trip(&client, "k2", 1 << 20);
+}
+
+/// A put of a fresh key through `client`, until it works (bounded).
+fn put_until_ok(client: &Client, what: &str) {
+    let mut i = 0;
+    wait_until(what, Duration::from_secs(20), || {
+        i += 1;
+        client
+            .put(&format!("{what}-{i}"), b"x", &PutOptions::default())
+            .is_ok()
+    });
+}
+
+#[test]
+fn a_silent_server_is_an_error_within_the_timeout_not_a_hang() {
+    const TIMEOUT_MS: u64 = 1_500;
+    // Generous: the timeout, plus a loaded machine's scheduling.
+    let bound = Duration::from_millis(TIMEOUT_MS) + Duration::from_secs(4);
+    let c = TlsCluster::start(1);
+    let config = |meta_url: String| ClientConfig {
+        meta_url,
+        timeout_ms: TIMEOUT_MS,
+        transport: Some(DataOpType::Tcp),
+        tls: good_tls(&c.pki),
+        ..ClientConfig::default()
+    };
+
+    // A listener that never accepts: the kernel completes the TCP handshake, nothing answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let e = Client::connect(&config(format!("tcp://{}", silent.local_addr().unwrap())))
+        .err()
+        .expect("no meta service answers");
+    let took = started.elapsed();
+    println!("TLS client -> silent listener: {e} after {took:?}");
+    assert_eq!(e.code(), Code::NotConnectMeta, "{e}");
+    assert!(e.to_string().contains("no answer within"), "{e}");
+    assert!(took < bound, "{took:?}");
+
+    // The real meta service, stopped (SIGSTOP): its socket still completes TCP handshakes.
+    c.meta.signal("STOP");
+    let started = Instant::now();
+    let r = Client::connect(&config(format!("tcp://{}", c.meta_addr)));
+    let took = started.elapsed();
+    c.meta.signal("CONT");
+    let e = r.err().expect("a stopped meta service does not answer");
+    println!("TLS client -> stopped mmc-meta: {e} after {took:?}");
+    assert_eq!(e.code(), Code::NotConnectMeta, "{e}");
+    assert!(e.to_string().contains("no answer within"), "{e}");
+    assert!(took < bound, "{took:?}");
+
+    // A stopped local service: the meta service places a put there, the data endpoint's TLS
+    // handshake gets no answer: -3018 within the timeout.
+    let client = Client::connect(&config(format!("tcp://{}", c.meta_addr))).unwrap();
+    put_until_ok(&client, "before");
+    let fresh = Client::connect(&config(format!("tcp://{}", c.meta_addr))).unwrap();
+    c.locals[0].signal("STOP");
+    let started = Instant::now();
+    let r = fresh.put("silent", &[7u8; 4096], &PutOptions::default());
+    let took = started.elapsed();
+    c.locals[0].signal("CONT");
+    let e = r.expect_err("a stopped local service does not answer");
+    println!("TLS client -> stopped mmc-local: {e} after {took:?}");
+    assert_eq!(e.code(), Code::NotConnectLocal, "{e}");
+    assert!(e.to_string().contains("no answer within"), "{e}");
+    assert!(took < bound, "{took:?}");
+
+    // Both services answer again once resumed; the clients work.
+    put_until_ok(&client, "after");
+    put_until_ok(&fresh, "fresh-after");
+    round_trip(&fresh, "back", 1 << 20);
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from the metrics endpoint at `port` over HTTPS with `tls`: the whole answer.
+fn https_get(tls: &TlsContext, port: u16, path: &str) -> std::io::Result<String> {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut s = tls.connect_https(TcpStream::connect(addr)?, addr, Duration::from_secs(5))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    s.flush()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[test]
+fn metrics_and_health_are_https_with_mutual_tls() {
+    let (meta_port, local_port) = (free_port(), free_port());
+    let mut c = TlsCluster::start_with(0, &["--metrics", &format!("127.0.0.1:{meta_port}")]);
+    c.add_local_with(&["--metrics", &format!("127.0.0.1:{local_port}")]);
+    let good = TlsContext::from_config(&good_tls(&c.pki)).unwrap().unwrap();
+    let anon = good.without_client_certificate(&s(&c.pki.ca)).unwrap();
+    for (port, proc, what) in [
+        (meta_port, &c.meta, "mmc-meta"),
+        (local_port, &c.locals[0], "mmc-local"),
+    ] {
+        proc.logged(&["metrics and health on https://"]);
+        let metrics = https_get(&good, port, "/metrics").unwrap();
+        assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{what}: {metrics}");
+        assert!(metrics.trim_end().ends_with("# EOF"), "{what}: {metrics}");
+        let health = https_get(&good, port, "/health").unwrap();
+        assert!(health.starts_with("HTTP/1.1 200 OK"), "{what}: {health}");
+
+        // Plain HTTP: refused (no answer), and logged with the peer.
+        let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        plain
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(plain, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "{what} answered plain HTTP");
+        proc.logged(&[
+            "plaintext peer",
+            "peer=Some(127.0.0.1:",
+            "channel=\"metrics\"",
+        ]);
+
+        // A scraper without a certificate: refused, and logged.
+        let e = https_get(&anon, port, "/metrics").expect_err("refused without a certificate");
+        println!("{what}: no certificate -> {e}");
+        proc.logged(&["no certificates", "channel=\"metrics\""]);
     }
 }
 
 #[test]
-fn shared_memory_needs_the_same_user_and_the_secret() {
-    let c = TlsCluster::start(1);
-    let client = Client::connect(&c.config(good_tls(&c.pki), None)).unwrap();
-    round_trip(&client, "k", 4096);
-    assert_eq!(client.mapped_services().len(), 1);
-    let endpoint = c.services("k")[0].shm_endpoint.clone();
-    let (path, secret) = endpoint.rsplit_once('#').expect("PATH#SECRET");
+fn etcd_is_https_with_mutual_tls() {
+    // etcd with TLS and client certificates; the meta, local service and client reach it over
+    // HTTPS with the cluster's CA, certificate and key.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = mmc_tls::testpki::write(dir.path()).unwrap();
+    let Some(mut ha) = HaCluster::start_tls(1, &pki, good_tls(&pki)) else {
+        println!("SKIPPED: no etcd binary (Debian: etcd-server)");
+        return;
+    };
+    let leader = ha.wait_leader(None, Duration::from_secs(30));
+    println!("leader elected over HTTPS: meta {leader}");
+    ha.add_local("32MB");
+    let client = Client::connect(&ha.client_config(10_000)).unwrap();
+    round_trip(&client, "through-etcd", 1 << 20);
+
+    // Plain HTTP to etcd's TLS port, and HTTPS without a client certificate: refused.
+    let url = mmc_config::parse_etcd_url(&ha.url).unwrap();
+    let key = url.leader_key();
+    let soon = || Instant::now() + Duration::from_secs(3);
+    let plain = mmc_meta_service::etcd::Etcd::new(url.clone());
+    let e = plain
+        .get(&key, soon())
+        .expect_err("plain HTTP to an HTTPS etcd");
+    println!("plain HTTP -> etcd: {e}");
+    let good = TlsContext::from_config(&good_tls(&pki)).unwrap().unwrap();
+    let anon = good.without_client_certificate(&s(&pki.ca)).unwrap();
+    let anon = mmc_meta_service::etcd::Etcd::with_tls(url, Some(&anon));
+    let e = anon.get(&key, soon()).expect_err("no client certificate");
+    println!("HTTPS without a certificate -> etcd: {e}");
     assert!(
-        path.starts_with(&s(c.dir.path())),
-        "the socket is in XDG_RUNTIME_DIR: {path}"
+        ha.etcd_client.get(&key, soon()).unwrap().is_some(),
+        "the leader key over HTTPS"
     );
-    let meta = std::fs::metadata(path).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-
-    // The right secret, same user: the pools (and the fence page).
-    if let Some(out) = shm_probe(path, secret, None) {
-        assert!(out.starts_with("fds "), "{out}");
-        // No secret, or a wrong one: nothing, and the service says why.
-        let wrong = "00".repeat(32);
-        assert_eq!(shm_probe(path, &wrong, None).unwrap(), "nofds");
-        c.locals[0].logged(&["shm request refused", "wrong secret"]);
-    }
-
-    // Another user, with the secret: refused by SO_PEERCRED (the folder and socket opened up for
-    // the test, so the check itself is what refuses).
-    let root = rustix_uid() == 0;
-    if !root {
-        println!("SKIPPED: another-user probe needs root (to run it as nobody)");
-    } else {
-        for p in [
-            c.dir.path().to_path_buf(),
-            Path::new(path)
-                .parent()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .to_path_buf(),
-            Path::new(path).parent().unwrap().to_path_buf(),
-        ] {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).unwrap();
-        }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        if let Some(out) = shm_probe(path, secret, Some(65534)) {
-            assert!(!out.starts_with("fds"), "another user got the pools: {out}");
-            println!("another user: {out}");
-            let line =
-                c.locals[0].logged(&["shm request refused", "another user", "peer_uid=65534"]);
-            println!("local: {line}");
-        }
-    }
-    // TLS clients keep working, through shared memory.
-    let fresh = Client::connect(&c.config(good_tls(&c.pki), None)).unwrap();
-    round_trip(&fresh, "k2", 1 << 20);
-    round_trip(&client, "k3", 1 << 20);
-    assert_eq!(fresh.mapped_services().len(), 1);
 }
 
-fn rustix_uid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid()
-        })
-        .unwrap_or(u32::MAX)
+#[test]
+fn repairs_between_local_services_run_over_tls() {
+    // Best effort: two replicas asked, one service, one stored; a second service joins and the
+    // meta service has it copy each object from the first (local <-> local, over TLS).
+    let mut c = TlsCluster::start_with(0, &["--replica-policy", "best_effort"]);
+    c.add_local();
+    let client = Client::connect(&c.config(good_tls(&c.pki), Some(DataOpType::Tcp))).unwrap();
+    let two = PutOptions {
+        replicas: 2,
+        ..PutOptions::default()
+    };
+    let keys: Vec<String> = (0..8).map(|i| format!("rep-{i}")).collect();
+    for k in &keys {
+        client.put(k, &pattern(k, 256 << 10), &two).unwrap();
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let replicas = || -> Vec<usize> {
+        client
+            .batch_query(&refs)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map_or(0, |i| i.replicas.len()))
+            .collect()
+    };
+    assert!(replicas().iter().all(|n| *n == 1), "{:?}", replicas());
+    c.add_local();
+    let took = wait_until("every object repaired", Duration::from_secs(20), || {
+        replicas().iter().all(|n| *n == 2)
+    });
+    println!("8 objects repaired onto the second service over TLS in {took:?}");
+    // The repaired replicas hold the bytes: stop the first service, read everything back.
+    let _ = c.locals[0].child.kill();
+    let _ = c.locals[0].child.wait();
+    wait_until(
+        "reads served by the repaired replicas",
+        Duration::from_secs(15),
+        || client.get(&keys[0]).is_ok(),
+    );
+    for k in &keys {
+        assert!(client.get(k).unwrap() == pattern(k, 256 << 10), "{k}");
+    }
+    assert!(
+        !c.locals[1].log().contains("TLS handshake failed"),
+        "no refused handshake on the repair path"
+    );
 }

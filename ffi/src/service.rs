@@ -167,10 +167,10 @@ pub unsafe extern "C" fn mmcs_local_service_start(
             return std::ptr::null_mut();
         };
         let protocol = if protocol.is_empty() {
-            DataOpType::Tcp
+            None
         } else {
             match DataOpType::parse(&protocol) {
-                Ok(p) => p,
+                Ok(p) => Some(p),
                 Err(e) => {
                     warn!(error = %e, "mmcs_local_service_start: bad dataOpType");
                     return std::ptr::null_mut();

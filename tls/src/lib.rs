@@ -30,12 +30,13 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use tracing::{debug, info, warn};
 
 pub use decrypt::{DECRYPT_PLAIN_MAX, DECRYPT_SYMBOL};
+pub use rustls::pki_types;
 pub use stream::Stream;
 
 use mmc_config::TlsConfig;
@@ -86,6 +87,16 @@ pub enum AcceptError {
 pub struct TlsContext {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    identity: Arc<Identity>,
+}
+
+/// What another library's TLS client (the etcd client's HTTPS) needs to speak as this process:
+/// the CA's certificates (its trust anchors), this side's chain and key (already decrypted; None
+/// only in a test's context without a client certificate), and the crypto provider (ring).
+pub struct Identity {
+    pub ca: Vec<CertificateDer<'static>>,
+    pub client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    pub provider: Arc<CryptoProvider>,
 }
 
 impl std::fmt::Debug for TlsContext {
@@ -115,6 +126,11 @@ impl TlsContext {
         let key = keys::private_key(tls)?;
         let roots = Arc::new(keys::roots(&tls.ca_path)?);
         let crls = keys::crls(&tls.crl_path)?;
+        let identity = Arc::new(Identity {
+            ca: keys::cert_chain(&tls.ca_path)?,
+            client: Some((chain.clone(), key.clone_key())),
+            provider: provider(),
+        });
         let provider = provider();
         let versions: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
@@ -153,13 +169,29 @@ impl TlsContext {
         Ok(Some(Arc::new(TlsContext {
             server: Arc::new(server),
             client: Arc::new(client),
+            identity,
         })))
+    }
+
+    /// This process's CA, chain and key, for a TLS client of another library (etcd's HTTPS).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The server side: wait for the peer's first byte, refuse a peer that does not speak TLS,
     /// and complete the handshake, all within [`HANDSHAKE_TIMEOUT`]. The socket's timeouts are left
     /// as the handshake set them: the caller sets its own afterwards.
     pub fn accept(&self, tcp: TcpStream) -> Result<Stream, AcceptError> {
+        self.accept_with(tcp, true)
+    }
+
+    /// [`TlsContext::accept`] for a protocol of others (HTTPS: `/metrics`, `/health`): the same
+    /// mutual handshake, without the one byte MemCache's own clients wait for after it.
+    pub fn accept_https(&self, tcp: TcpStream) -> Result<Stream, AcceptError> {
+        self.accept_with(tcp, false)
+    }
+
+    fn accept_with(&self, tcp: TcpStream, confirm: bool) -> Result<Stream, AcceptError> {
         let started = std::time::Instant::now();
         let handshake = |e: std::io::Error| AcceptError::Handshake(e.to_string());
         tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
@@ -203,9 +235,11 @@ impl TlsContext {
         }
         // TLS 1.3 clients finish their handshake before the server has checked their certificate:
         // one byte tells the client it was accepted (a refused one reads the server's alert).
-        s.write_all(&[ACCEPTED])
-            .and_then(|_| s.flush())
-            .map_err(handshake)?;
+        if confirm {
+            s.write_all(&[ACCEPTED])
+                .and_then(|_| s.flush())
+                .map_err(handshake)?;
+        }
         Ok(Stream::server(s))
     }
 
@@ -217,6 +251,28 @@ impl TlsContext {
         tcp: TcpStream,
         addr: SocketAddr,
         timeout: Duration,
+    ) -> std::io::Result<Stream> {
+        self.connect_with(tcp, addr, timeout, true)
+    }
+
+    /// [`TlsContext::connect`] to a server of [`TlsContext::accept_https`] (a `/metrics`
+    /// endpoint): the same handshake, without waiting for the server's one byte. A refusal of
+    /// this side's certificate shows at the first read.
+    pub fn connect_https(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<Stream> {
+        self.connect_with(tcp, addr, timeout, false)
+    }
+
+    fn connect_with(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        timeout: Duration,
+        confirm: bool,
     ) -> std::io::Result<Stream> {
         let timeout = timeout.min(HANDSHAKE_TIMEOUT).max(Duration::from_millis(1));
         tcp.set_read_timeout(Some(timeout))?;
@@ -240,6 +296,9 @@ impl TlsContext {
                 return Err(std::io::Error::new(e.kind(), why));
             }
         }
+        if !confirm {
+            return Ok(Stream::client(s));
+        }
         let mut accepted = [0u8; 1];
         match s.read_exact(&mut accepted) {
             Ok(()) if accepted[0] == ACCEPTED => Ok(Stream::client(s)),
@@ -255,6 +314,37 @@ impl TlsContext {
     }
 }
 
+impl TlsContext {
+    /// This context with a client side that presents no certificate (it still checks the
+    /// server's against `ca_path`): what a peer without a certificate looks like, for tests of
+    /// its refusal.
+    #[cfg(any(test, feature = "testpki"))]
+    pub fn without_client_certificate(&self, ca_path: &str) -> Result<Arc<TlsContext>, TlsError> {
+        let provider = provider();
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(keys::roots(ca_path)?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(format!("server certificate verifier: {e}")))?;
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ByCa(verifier)))
+            .with_no_client_auth();
+        Ok(Arc::new(TlsContext {
+            server: self.server.clone(),
+            client: Arc::new(client),
+            identity: Arc::new(Identity {
+                ca: self.identity.ca.clone(),
+                client: None,
+                provider: self.identity.provider.clone(),
+            }),
+        }))
+    }
+}
+
 /// An accepted connection as a server serves it: plaintext with TLS off; else after a mutual TLS
 /// handshake with the socket's timeouts set back to `idle`, or None: refused, and logged with the
 /// peer's address (a plaintext peer, a bad or missing certificate, a handshake that timed out).
@@ -266,10 +356,32 @@ pub fn secure(
     idle: Option<Duration>,
     channel: &str,
 ) -> Option<Stream> {
+    secure_with(stream, tls, peer, idle, channel, true)
+}
+
+/// [`secure`] for an HTTPS endpoint (`/metrics`, `/health`): [`TlsContext::accept_https`].
+pub fn secure_https(
+    stream: TcpStream,
+    tls: Option<&TlsContext>,
+    peer: Option<SocketAddr>,
+    idle: Option<Duration>,
+    channel: &str,
+) -> Option<Stream> {
+    secure_with(stream, tls, peer, idle, channel, false)
+}
+
+fn secure_with(
+    stream: TcpStream,
+    tls: Option<&TlsContext>,
+    peer: Option<SocketAddr>,
+    idle: Option<Duration>,
+    channel: &str,
+    confirm: bool,
+) -> Option<Stream> {
     let Some(tls) = tls else {
         return Some(Stream::Plain(stream));
     };
-    match tls.accept(stream) {
+    match tls.accept_with(stream, confirm) {
         Ok(s) => {
             let set = s.tcp().set_read_timeout(idle);
             if let Err(e) = set.and_then(|_| s.tcp().set_write_timeout(idle)) {

@@ -110,33 +110,13 @@ fn good_peers_talk_and_bad_ones_are_refused() {
 fn a_client_without_a_certificate_is_refused() {
     let (_d, pki) = pki();
     let good = ctx(&config(&pki, &pki.node_cert, &pki.node_key));
-    let (addr, t) = serve_once(good);
-    let c = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ByCa(
-            WebPkiServerVerifier::builder_with_provider(
-                Arc::new(keys::roots(&pki.ca.display().to_string()).unwrap()),
-                provider(),
-            )
-            .build()
-            .unwrap(),
-        )))
-        .with_no_client_auth();
-    let anon = TlsContext {
-        server: good_server_config(&pki),
-        client: Arc::new(c),
-    };
+    let (addr, t) = serve_once(good.clone());
+    let anon = good
+        .without_client_certificate(&pki.ca.display().to_string())
+        .unwrap();
     assert!(talk(&anon, addr).is_err());
     let e = t.join().unwrap().unwrap_err();
     assert!(e.contains("certificate"), "{e}");
-}
-
-fn good_server_config(pki: &Pki) -> Arc<ServerConfig> {
-    ctx(&config(pki, &pki.node_cert, &pki.node_key))
-        .server
-        .clone()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::{
     OCK_META_SERVICE_URL,
 };
 
-use super::types::{OptProtocol, Rdma, RdmaProvider};
+use super::types::{CallerMem, OptProtocol, Rdma, RdmaCallerMemory, RdmaProvider};
 use super::{client_and_local_from_toml, local_and_client_ock_keys, DataOpType};
 use super::{DEFAULT_CLIENT_TIMEOUT_MS, LOCAL_CONFIG_ENV};
 
@@ -68,9 +68,14 @@ pub static CLIENT_KEYS: &[Key<ClientConfig>] = &[
         doc: "RDMA verbs provider: `auto`, `sim`, `verbs` or `none` (as the local service's); `MMC_RDMA_PROVIDER` overrides it.",
     }),
     config_key!(ClientConfig {
+        name: "rdma_caller_memory", ock: "ock.mmc.client.rdma_caller_memory", kind: CallerMem,
+        field: rdma_caller_memory, default: "mr_cache",
+        doc: "How RDMA reaches the caller's memory: `mr_cache` (registered buffers kept registered, other memory registered per call; zero copies) or `bounce` (copied through registered staging buffers, 8 MiB per queue pair).",
+    }),
+    config_key!(ClientConfig {
         name: "busy_poll_us", ock: "ock.mmc.client.busy_poll_us", kind: Int<u64>,
         field: busy_poll_us, default: "0",
-        doc: "Spin this long for each reply before blocking; 0 = block.",
+        doc: "Spin this long for each reply (and each RDMA completion) before blocking; 0 = block (RDMA: sleep on the completion channel).",
     }),
     config_key!(ClientConfig {
         name: "verify_reads", ock: "ock.mmc.client.verify_reads", kind: Bool,
@@ -103,6 +108,8 @@ config_struct! {
         pub transport: Option<DataOpType>,
         /// The RDMA verbs provider this client's transfers use.
         pub rdma_provider: RdmaProvider,
+        /// How RDMA reaches caller memory: an MR cache or bounce buffers.
+        pub rdma_caller_memory: RdmaCallerMemory,
         /// Busy-poll this long for each reply before blocking; 0 = block at once.
         pub busy_poll_us: u64,
         /// After each get's copy, check the bytes against the object's CRC-32C (set by its

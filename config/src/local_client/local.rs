@@ -11,7 +11,7 @@ use crate::{
     OCK_META_SERVICE_URL,
 };
 
-use super::types::{DeviceBackendName, Poller, Protocol};
+use super::types::{DeviceBackendName, OptProtocol, Poller};
 use super::LOCAL_CONFIG_ENV;
 use super::{
     client_and_local_from_toml, local_and_client_ock_keys, DataOpType, DataPoller, Rdma,
@@ -73,8 +73,8 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     }),
     config_key!(LocalConfig {
         name: "protocol", ock: "ock.mmc.local_service.protocol", flag: Flag::Value("protocol"),
-        kind: Protocol, field: protocol, default: "tcp",
-        doc: "The C `dataOpType` (`host_tcp`, ... accepted); same-host shared memory is always offered; `rdma` / `host_rdma` makes an RDMA device (see `rdma_provider`) expected: without one the service warns and serves TCP and shared memory.",
+        kind: OptProtocol, field: protocol, default: "auto",
+        doc: "The C `dataOpType` (`host_tcp`, ... accepted). `auto` (or empty): TCP, same-host shared memory, and RDMA when a device is found; `tcp` / `host_tcp`: TCP only (same-host clients are not offered the pools' shared memory, nor RDMA); `shm` / `host_shm`: the same as `auto`; `rdma` / `host_rdma`: all three, and an RDMA device (see `rdma_provider`) is expected: without one the service warns and serves TCP and shared memory.",
     }),
     config_key!(LocalConfig {
         name: "rdma_provider", ock: "ock.mmc.local_service.rdma_provider",
@@ -133,7 +133,7 @@ pub static LOCAL_KEYS: &[Key<LocalConfig>] = &[
     config_key!(LocalConfig {
         name: "metrics_url", ock: "ock.mmc.local_service.metrics_url",
         flag: Flag::Value("metrics"), kind: MetricsUrl, field: metrics_url, default: "",
-        doc: "HTTP address for this service's `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; empty = off.",
+        doc: "HTTP address for this service's `GET /metrics` (OpenMetrics text, which Prometheus scrapes) and `/health`; HTTPS with mutual TLS when `tls.enable` is on; empty = off.",
     }),
 ];
 
@@ -162,7 +162,8 @@ config_struct! {
         pub device_id: u32,
         /// The device backend: `auto`, `none`, `sim`, `cuda` or `ascend`.
         pub device_backend: String,
-        pub protocol: DataOpType,
+        /// What the service offers besides TCP; `None` = auto (see the key's doc).
+        pub protocol: Option<DataOpType>,
         /// The RDMA verbs provider whose device serves one-sided transfers.
         pub rdma_provider: RdmaProvider,
         pub log_level: LogLevel,

@@ -24,7 +24,9 @@ use crate::{load_config, ConfigError, Format, OckFile, TlsConfig, TLS_KEYS};
 
 pub use client::{ClientConfig, CLIENT_KEYS};
 pub use local::{LocalConfig, LOCAL_KEYS};
-pub use types::{DataOpType, DataPoller, OptProtocol, Poller, Protocol, Rdma, RdmaProvider};
+pub use types::{
+    DataOpType, DataPoller, OptProtocol, Poller, Protocol, Rdma, RdmaCallerMemory, RdmaProvider,
+};
 
 /// Environment variable naming the local service's (and the client's) config file.
 pub const LOCAL_CONFIG_ENV: &str = "MMC_LOCAL_CONFIG_PATH";

@@ -50,7 +50,7 @@ fn full_local() -> LocalConfig {
         create_id: -7,
         device_id: 2,
         device_backend: "auto".into(),
-        protocol: DataOpType::Shm,
+        protocol: Some(DataOpType::Shm),
         rdma_provider: RdmaProvider::Auto,
         log_level: LogLevel::Debug,
         log_format: crate::logging::LogFormat::Text,
@@ -79,6 +79,7 @@ fn full_client() -> ClientConfig {
         write_threads: 5,
         transport: None,
         rdma_provider: RdmaProvider::Auto,
+        rdma_caller_memory: RdmaCallerMemory::MrCache,
         busy_poll_us: 0,
         verify_reads: true,
         log_level: LogLevel::Debug,
@@ -113,6 +114,27 @@ fn client_verify_reads_from_toml_and_ock_default_off() {
     let bad = OckFile::parse("ock.mmc.client.verify_reads = maybe").unwrap();
     let e = ClientConfig::from_ock(&bad).unwrap_err().to_string();
     assert!(e.contains("verify_reads"), "{e}");
+}
+
+#[test]
+fn rdma_caller_memory_from_toml_and_ock_other_values_refused() {
+    assert_eq!(
+        ClientConfig::default().rdma_caller_memory,
+        RdmaCallerMemory::MrCache
+    );
+    let c = ClientConfig::from_toml_str("[client]\nrdma_caller_memory = \"bounce\"").unwrap();
+    assert_eq!(c.rdma_caller_memory, RdmaCallerMemory::Bounce);
+    let ock = OckFile::parse("ock.mmc.client.rdma_caller_memory = MR_CACHE").unwrap();
+    assert_eq!(
+        ClientConfig::from_ock(&ock).unwrap().rdma_caller_memory,
+        RdmaCallerMemory::MrCache
+    );
+    for bad in ["bouncy", "none"] {
+        let ock = OckFile::parse(&format!("ock.mmc.client.rdma_caller_memory = {bad}")).unwrap();
+        let e = ClientConfig::from_ock(&ock).unwrap_err().to_string();
+        assert!(e.contains("rdma_caller_memory"), "{e}");
+        assert!(ClientConfig::from_toml_str(&format!("rdma_caller_memory = \"{bad}\"")).is_err());
+    }
 }
 
 #[test]
@@ -331,7 +353,7 @@ fn combined_toml() {
     assert_eq!((l.dram_bytes, l.hbm_bytes), (GIB, GIB));
     assert_eq!(
         (l.protocol, l.log_level, l.rank_id),
-        (DataOpType::Rdma, LogLevel::Error, None)
+        (Some(DataOpType::Rdma), LogLevel::Error, None)
     );
     // The single-config readers accept the combined file too.
     assert_eq!(ClientConfig::from_toml_str(text).unwrap(), c);
@@ -612,7 +634,13 @@ fn local_flags_come_from_the_table() {
             c.protocol,
             c.data_poller
         ),
-        (GIB, false, Some(4), DataOpType::Shm, DataPoller::IoUring)
+        (
+            GIB,
+            false,
+            Some(4),
+            Some(DataOpType::Shm),
+            DataPoller::IoUring
+        )
     );
     let m = with_flags(clap::Command::new("mmc-local"), LOCAL_KEYS)
         .try_get_matches_from(["mmc-local", "--dram", "2XB"])

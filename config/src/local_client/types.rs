@@ -104,14 +104,14 @@ impl Kind for Protocol {
     }
 }
 
-/// A [`DataOpType`], or empty (unset).
+/// A [`DataOpType`], or empty / `auto` (unset).
 pub struct OptProtocol;
 
 impl Kind for OptProtocol {
     type Value = Option<DataOpType>;
-    const NAME: &'static str = "`tcp`, `shm` or `rdma`";
+    const NAME: &'static str = "`tcp`, `shm`, `rdma` or `auto`";
     fn from_text(s: &str) -> Result<Option<DataOpType>, ConfigError> {
-        if s.trim().is_empty() {
+        if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("auto") {
             Ok(None)
         } else {
             DataOpType::parse(s).map(Some)
@@ -194,6 +194,59 @@ impl<'de> Deserialize<'de> for RdmaProvider {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         RdmaProvider::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How the RDMA transport makes caller memory (`put_from` / `get_into` pointers) usable by the
+/// NIC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RdmaCallerMemory {
+    /// Register it: buffers the application registered are kept registered (an MR cache),
+    /// other memory is registered for the call. Zero copies.
+    #[default]
+    MrCache,
+    /// Copy it through registered staging buffers (one per queue pair); nothing of the caller's
+    /// is ever registered.
+    Bounce,
+}
+
+impl RdmaCallerMemory {
+    /// `mr_cache` (or empty) or `bounce`.
+    pub fn parse(s: &str) -> Result<RdmaCallerMemory, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "mr_cache" | "mr-cache" => Ok(RdmaCallerMemory::MrCache),
+            "bounce" => Ok(RdmaCallerMemory::Bounce),
+            other => Err(ConfigError::Value {
+                value: other.to_string(),
+                reason: "expected mr_cache or bounce".to_string(),
+            }),
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RdmaCallerMemory::MrCache => "mr_cache",
+            RdmaCallerMemory::Bounce => "bounce",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RdmaCallerMemory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RdmaCallerMemory::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A [`RdmaCallerMemory`].
+pub struct CallerMem;
+
+impl Kind for CallerMem {
+    type Value = RdmaCallerMemory;
+    const NAME: &'static str = "`mr_cache` or `bounce`";
+    fn from_text(s: &str) -> Result<RdmaCallerMemory, ConfigError> {
+        RdmaCallerMemory::parse(s)
     }
 }
 

@@ -4,17 +4,26 @@
 //!
 //! Why the gateway and not gRPC: the gRPC crates (`etcd-client`) bring tokio, tonic and a `protoc`
 //! build step into crates that are otherwise blocking threads; elections make a handful of calls a
-//! second, for which one HTTP request each (`ureq`, no TLS) is plenty. The gateway is served on
-//! etcd's client port from 3.4 on (`/v3/`).
+//! second, for which one HTTP request each (`ureq`) is plenty. The gateway is served on etcd's
+//! client port from 3.4 on (`/v3/`).
+//!
+//! With `[tls]` on, the calls are HTTPS (rustls, ring): the client trusts `ca_path` alone, checks
+//! the endpoint's name or address against its certificate, and presents this process's
+//! certificate and key (for etcd's `--client-cert-auth`). Revocation lists (`crl_path`) are not
+//! applied to etcd's certificate (ureq's verifier takes none).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use mmc_config::EtcdUrl;
+use mmc_tls::pki_types::{CertificateDer, PrivateKeyDer};
+use mmc_tls::TlsContext;
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
 /// What an etcd call failed with.
 #[derive(Debug, thiserror::Error)]
@@ -40,25 +49,81 @@ pub struct KeyValue {
 pub struct Etcd {
     url: EtcdUrl,
     agent: ureq::Agent,
+    /// `http` or `https`.
+    scheme: &'static str,
     /// Index of the endpoint that answered last.
     preferred: std::sync::atomic::AtomicUsize,
+}
+
+/// ureq's TLS settings for `tls`: trust its CA alone, present its certificate and key.
+fn https(tls: &TlsContext) -> TlsConfig {
+    let id = tls.identity();
+    let der = |c: &CertificateDer<'_>| Certificate::from_der(c.as_ref()).to_owned();
+    let client = id.client.as_ref().and_then(|(chain, key)| {
+        let chain: Vec<Certificate<'static>> = chain.iter().map(der).collect();
+        client_key(key).map(|k| ClientCert::new_with_certs(&chain, k))
+    });
+    TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(id.provider.clone())
+        .root_certs(RootCerts::Specific(Arc::new(
+            id.ca.iter().map(der).collect(),
+        )))
+        .client_cert(client)
+        .build()
+}
+
+/// `key` as ureq takes it: from PEM (its DER constructor's key kind is not public).
+fn client_key(key: &PrivateKeyDer<'_>) -> Option<PrivateKey<'static>> {
+    let label = match key {
+        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => "PRIVATE KEY",
+    };
+    let b64 = B64.encode(key.secret_der());
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    PrivateKey::from_pem(pem.as_bytes())
+        .inspect_err(|e| {
+            // Not for a key rustls loaded; etcd then sees no client certificate.
+            warn!(error = %e, "etcd: this side's key not usable over HTTPS: no client certificate");
+        })
+        .ok()
 }
 
 /// The longest one HTTP request may take (each endpoint gets this much, bounded by the deadline).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Etcd {
+    /// A client over plain HTTP.
     pub fn new(url: EtcdUrl) -> Etcd {
-        let agent = ureq::Agent::config_builder()
+        Etcd::with_tls(url, None)
+    }
+
+    /// A client over HTTPS with `tls`'s CA, certificate and key; plain HTTP without.
+    pub fn with_tls(url: EtcdUrl, tls: Option<&TlsContext>) -> Etcd {
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .build()
-            .new_agent();
+            .timeout_global(Some(REQUEST_TIMEOUT));
+        let (config, scheme) = match tls {
+            None => (config, "http"),
+            Some(tls) => (config.tls_config(https(tls)), "https"),
+        };
         Etcd {
             url,
-            agent,
+            agent: config.build().new_agent(),
+            scheme,
             preferred: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Whether calls go over HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.scheme == "https"
     }
 
     pub fn url(&self) -> &EtcdUrl {
@@ -177,7 +242,7 @@ impl Etcd {
             }
             let req = self
                 .agent
-                .post(format!("http://{endpoint}{path}"))
+                .post(format!("{}://{endpoint}{path}", self.scheme))
                 .config()
                 .timeout_global(Some(left.min(REQUEST_TIMEOUT)))
                 .build()

@@ -56,12 +56,16 @@ pub enum Role {
 /// that does not parse); etcd being unreachable is waited out.
 pub fn run(config: &MetaConfig, stop: &AtomicBool, mut on_role: impl FnMut(Role)) -> Result<()> {
     let url = parse_etcd_url(&config.etcd_url).map_err(|e| Error::Config(e.to_string()))?;
-    let etcd = Etcd::new(url);
+    // With [tls]: etcd over HTTPS with this service's CA, certificate and key.
+    let tls =
+        mmc_tls::TlsContext::from_config(&config.tls).map_err(|e| Error::Config(e.to_string()))?;
+    let etcd = Etcd::with_tls(url, tls.as_deref());
     let ttl_s = config.etcd_lease_s.max(1);
     let mut last_leader: Option<Vec<u8>> = None;
     // Whether the last etcd call failed (warn once per outage, not at every retry).
     let mut etcd_down = false;
-    info!(etcd = %config.etcd_url, lease_s = ttl_s, "meta service standing by: campaigning through etcd");
+    info!(etcd = %config.etcd_url, lease_s = ttl_s, https = etcd.is_tls(),
+        "meta service standing by: campaigning through etcd");
     while !stop.load(Ordering::Acquire) {
         // Stand by while someone holds the leader key.
         match etcd.get(&etcd.url().leader_key(), deadline(ttl_s)) {

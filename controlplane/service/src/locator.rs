@@ -52,8 +52,12 @@ impl MetaLocator {
         })
     }
 
-    /// Connect over mutual TLS with `tls` (None: plaintext).
+    /// Connect over mutual TLS with `tls` (None: plaintext); etcd, when the URL names it, is
+    /// then asked over HTTPS with the same CA, certificate and key.
     pub fn with_tls(mut self, tls: Option<std::sync::Arc<mmc_tls::TlsContext>>) -> MetaLocator {
+        if let Kind::Etcd { etcd, .. } = &mut self.kind {
+            *etcd = Etcd::with_tls(etcd.url().clone(), tls.as_deref());
+        }
         self.tls = tls;
         self
     }

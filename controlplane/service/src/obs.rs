@@ -1,18 +1,20 @@
 //! Observability shared by the meta service and the local services: a lock-free latency
 //! histogram, helpers that encode scrape-time values with `prometheus-client`, and the small HTTP
-//! endpoint that serves `GET /metrics` (OpenMetrics text) and `GET /health`.
+//! endpoint that serves `GET /metrics` (OpenMetrics text) and `GET /health`: plain HTTP, or with
+//! `[tls]` on HTTPS with the process's mutual TLS (a scraper presents a certificate of the CA).
 //!
 //! Hot paths only touch atomics (counters, histogram buckets); everything else (capacities,
 //! object counts, members) is read when a scrape comes, by a [`Collector`].
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mmc_tls::{Stream, TlsContext};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -197,21 +199,25 @@ pub struct HttpEndpoint {
 }
 
 impl HttpEndpoint {
-    /// Bind `addr` (port 0 = any) and serve on a thread named `name`.
+    /// Bind `addr` (port 0 = any) and serve on a thread named `name`; HTTPS with mutual TLS when
+    /// `tls` is set (a peer without a certificate of the CA is refused and logged).
     pub fn start(
         addr: SocketAddr,
         name: &str,
         registry: Registry,
         health: Health,
+        tls: Option<Arc<TlsContext>>,
     ) -> std::io::Result<HttpEndpoint> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || serve(listener, &registry, &health, &s))?;
-        info!(%addr, "metrics and health on http://{addr}/metrics and /health");
+            .spawn(move || serve(listener, &registry, &health, &s, tls.as_deref()))?;
+        info!(%addr, tls = scheme == "https",
+            "metrics and health on {scheme}://{addr}/metrics and /health");
         Ok(HttpEndpoint {
             addr,
             stop,
@@ -235,31 +241,49 @@ impl Drop for HttpEndpoint {
     }
 }
 
-fn serve(listener: TcpListener, registry: &Registry, health: &Health, stop: &AtomicBool) {
+/// How long one request may take to arrive, and its answer to leave.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn serve(
+    listener: TcpListener,
+    registry: &Registry,
+    health: &Health,
+    stop: &AtomicBool,
+    tls: Option<&TlsContext>,
+) {
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             break;
         }
         let Ok(stream) = stream else { continue };
-        if let Err(e) = answer(stream, registry, health) {
-            warn!(error = %e, "metrics request failed");
+        let peer = stream.peer_addr().ok();
+        // With TLS: the mutual handshake first (bounded; a refusal is logged with the peer).
+        let idle = Some(REQUEST_TIMEOUT);
+        let Some(mut stream) = mmc_tls::secure_https(stream, tls, peer, idle, "metrics") else {
+            continue;
+        };
+        if let Err(e) = answer(&mut stream, registry, health) {
+            warn!(?peer, error = %e, "metrics request failed");
         }
+        stream.close_notify();
     }
 }
 
 /// One request per connection: read the request line and headers (2 s at most), answer, close.
-fn answer(mut stream: TcpStream, registry: &Registry, health: &Health) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn answer(stream: &mut Stream, registry: &Registry, health: &Health) -> std::io::Result<()> {
+    stream.tcp().set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.tcp().set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    // The request line and headers up to the blank line, bounded (a scraper sends a handful).
     let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Headers up to the blank line, bounded (a scraper sends a handful).
-    let mut header = String::new();
-    for _ in 0..64 {
-        header.clear();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
+    {
+        let mut reader = BufReader::new(Read::by_ref(stream).take(16 << 10));
+        reader.read_line(&mut line)?;
+        let mut header = String::new();
+        for _ in 0..64 {
+            header.clear();
+            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+                break;
+            }
         }
     }
     let mut parts = line.split_whitespace();

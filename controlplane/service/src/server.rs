@@ -205,8 +205,14 @@ impl MetaServer {
                 )
             });
             Some(
-                HttpEndpoint::start(maddr, "mmc-meta-metrics", registry, health)
-                    .map_err(|e| Error::io(format!("bind metrics to {maddr}"), e))?,
+                HttpEndpoint::start(
+                    maddr,
+                    "mmc-meta-metrics",
+                    registry,
+                    health,
+                    shared.tls.clone(),
+                )
+                .map_err(|e| Error::io(format!("bind metrics to {maddr}"), e))?,
             )
         };
         info!(%addr, high = config.evict_threshold_high, low = config.evict_threshold_low,

@@ -123,6 +123,7 @@ impl Client {
                 timeout,
                 Duration::from_micros(config.busy_poll_us),
                 config.rdma_provider,
+                config.rdma_caller_memory,
                 tls.clone(),
             ),
             busy_poll: Duration::from_micros(config.busy_poll_us),

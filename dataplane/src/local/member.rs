@@ -96,7 +96,11 @@ impl Driver {
         while let Some(o) = todo.pop_front() {
             let mut more = Vec::new();
             match o {
-                LocalOutput::SendMeta { id, request } => {
+                LocalOutput::SendMeta { id, mut request } => {
+                    // Each registration carries a fresh shm secret: one per incarnation.
+                    if let Some(secret) = &inner.shm_secret {
+                        secret.stamp(&mut request);
+                    }
                     let reply = self.call(inner, &request, deadline);
                     count(inner, &request, &reply);
                     let reply = reply.map_err(|e| {

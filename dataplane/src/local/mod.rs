@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mmc_config::parse_tcp_url;
+use mmc_config::{parse_tcp_url, DataOpType};
 use mmc_controlplane::msg::{self, Register, SegmentSpec};
 use mmc_controlplane::{Code, Error, Result};
 use mmc_core::fence::{Fence, SharedFence, Stale};
@@ -80,6 +80,9 @@ pub(crate) struct Inner {
     /// `[tls]`: the data endpoint takes only mutual-TLS peers, and this service's own connections
     /// (to the meta service, to other services for repairs) use TLS.
     pub(crate) tls: Option<Arc<TlsContext>>,
+    /// The secret same-host peers must send for the pools (None: no shared memory offered);
+    /// renewed with every registration sent, so one per incarnation.
+    pub(crate) shm_secret: Option<shm_server::Secret>,
 }
 
 impl Inner {
@@ -158,7 +161,8 @@ pub(crate) fn stale(endpoint: &str, why: Stale) -> Error {
 pub struct LocalService {
     inner: Arc<Inner>,
     data_addr: SocketAddr,
-    shm_endpoint: String,
+    /// The shm socket's file (empty: none), to wake its accept loop at the end.
+    shm_path: std::path::PathBuf,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// `/metrics` and `/health` (when `metrics_url` is set).
     metrics: Mutex<Option<HttpEndpoint>>,
@@ -218,18 +222,32 @@ impl LocalService {
         let advertise = advertised(config, data_addr, || {
             meta.resolve(Instant::now() + Duration::from_millis(REGISTER_TIMEOUT_MS))
         })?;
-        // Without a private folder for its socket the service offers no shared memory: its
-        // same-host clients use TCP.
-        let shm = shm_server::bind()
-            .inspect_err(|e| warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately"))
-            .ok();
-        let shm_endpoint = shm.as_ref().map(|b| b.endpoint.clone()).unwrap_or_default();
+        // `protocol = tcp` offers TCP only: no shm socket, so same-host clients use TCP. Without
+        // a private folder for its socket the service offers no shared memory either.
+        let bound = if config.protocol == Some(DataOpType::Tcp) {
+            info!("protocol = tcp: same-host shared memory not offered");
+            None
+        } else {
+            shm_server::bind()
+                .inspect_err(|e| warn!(error = %e, "no same-host shared memory: the shm socket cannot be bound privately"))
+                .ok()
+        };
+        let (shm, shm_secret) = match bound {
+            Some((bound, secret)) => (Some(bound), Some(secret)),
+            None => (None, None),
+        };
+        // The secret here is replaced by a fresh one in each registration the driver sends.
+        let shm_endpoint = shm_secret
+            .as_ref()
+            .map(shm_server::Secret::endpoint)
+            .unwrap_or_default();
+        let shm_path = shm.as_ref().map(|b| b.path.clone()).unwrap_or_default();
         let register = Register {
             rank: config.rank_id,
             create_id: config.create_id,
             host: host_id(),
             data_endpoint: advertise,
-            shm_endpoint: shm_endpoint.clone(),
+            shm_endpoint,
             segments: pools
                 .iter()
                 .map(|p| SegmentSpec {
@@ -253,6 +271,12 @@ impl LocalService {
         };
         let rdma =
             rdma_server::RdmaServer::open(config.rdma_provider, config.protocol, &pools, &fence);
+        if rdma.is_some() && tls.is_some() {
+            warn!(
+                "TLS is on, but RDMA transfers are not encrypted (peers' one-sided verbs read \
+                and write the pools in the clear on the fabric; only their set-up goes over TLS)"
+            );
+        }
         let inner = Inner {
             rdma,
             pool_lens: pools.iter().map(|p| p.mem.len()).collect(),
@@ -268,6 +292,7 @@ impl LocalService {
             repairs: std::sync::OnceLock::new(),
             stats: metrics::LocalStats::default(),
             tls,
+            shm_secret,
         };
         let mut driver = member::Driver::new();
         let membership = driver.start(&inner, Duration::from_millis(REGISTER_TIMEOUT_MS))?;
@@ -303,7 +328,7 @@ impl LocalService {
         let svc = LocalService {
             inner,
             data_addr,
-            shm_endpoint,
+            shm_path,
             threads: Mutex::new(threads),
             metrics: Mutex::new(None),
         };
@@ -316,6 +341,7 @@ impl LocalService {
                 "mmc-local-metrics",
                 registry,
                 metrics::health(svc.inner.clone()),
+                svc.inner.tls.clone(),
             )
             .map_err(|e| Error::io(format!("bind metrics to {addr}"), e))?;
             *svc.metrics.lock().expect("metrics lock poisoned") = Some(endpoint);
@@ -487,8 +513,8 @@ impl LocalService {
         );
         member::stop(&self.inner, Duration::from_millis(1000));
         let _ = TcpStream::connect_timeout(&self.data_addr, Duration::from_millis(200));
-        if !self.shm_endpoint.is_empty() {
-            let _ = shm_server::connect(&self.shm_endpoint, Duration::from_millis(200));
+        if !self.shm_path.as_os_str().is_empty() {
+            shm_server::wake(&self.shm_path);
         }
         for c in self
             .inner

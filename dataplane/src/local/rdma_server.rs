@@ -53,11 +53,15 @@ impl RdmaServer {
     /// no device or registration fails: the service then serves TCP and shared memory only.
     pub(crate) fn open(
         provider: RdmaProvider,
-        protocol: DataOpType,
+        protocol: Option<DataOpType>,
         pools: &[Pool],
         fence: &Arc<SharedFence>,
     ) -> Option<RdmaServer> {
-        let forced = protocol == DataOpType::Rdma;
+        let forced = protocol == Some(DataOpType::Rdma);
+        if protocol == Some(DataOpType::Tcp) {
+            info!("protocol = tcp: RDMA not offered");
+            return None;
+        }
         let dev = match rdma::provider(provider_kind(provider), &super::host_id()) {
             Ok(Some(d)) => d,
             Ok(None) => {

@@ -5,12 +5,15 @@
 //! Who gets the descriptors: the socket is a file (mode 0600) in a private runtime folder
 //! (`$XDG_RUNTIME_DIR/mmc`, else `/tmp/mmc-UID`, mode 0700, refused if another user owns it or
 //! others can enter it); a connecting peer must run as this service's user (`SO_PEERCRED`) and
-//! must send, first thing, the secret this service made at start (32 random bytes). The secret
+//! must send, first thing, the secret of this service's current incarnation (32 random bytes).
+//! A fresh secret is drawn for every registration the service sends (at start, and each time it
+//! registers again: after a meta restart, a missed heartbeat, ...), so each incarnation has its
+//! own and an earlier one is refused from the moment the next registration leaves. The secret
 //! travels only inside the endpoint string the service registers with the meta service
-//! (`PATH#HEX`), which the meta service hands to its clients: with TLS on, only peers that passed
-//! the mutual TLS handshake learn it. A peer that fails either check is logged and dropped, and a
-//! client that cannot map a service uses TCP. (Abstract sockets, used before, have no
-//! permissions: any process in the network namespace could connect.)
+//! (`PATH#HEX`), which the meta service hands to its clients with the incarnation: with TLS on,
+//! only peers that passed the mutual TLS handshake learn it. A peer that fails either check is
+//! logged and dropped, and a client that cannot map a service uses TCP. (Abstract sockets, used
+//! before, have no permissions: any process in the network namespace could connect.)
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -18,10 +21,10 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mmc_controlplane::msg::ShmHello;
+use mmc_controlplane::msg::{Request, ShmHello};
 use mmc_controlplane::wire;
 use mmc_core::fence::FENCE_PAGE_BYTES;
 use mmc_core::local::Membership;
@@ -37,13 +40,77 @@ pub(crate) const SECRET_BYTES: usize = 32;
 /// How long a connecting peer has to send the secret.
 const SECRET_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A bound shm endpoint: the listener, its socket file, the secret, and the endpoint string to
-/// register (`PATH#HEX-SECRET`).
+/// A bound shm endpoint: the listener and its socket file.
 pub(super) struct Bound {
     pub(super) listener: UnixListener,
     pub(super) path: PathBuf,
-    pub(super) secret: [u8; SECRET_BYTES],
-    pub(super) endpoint: String,
+}
+
+/// The secret a same-host peer must send: the one in the last registration this service sent
+/// (so, once registered, that of its current incarnation).
+pub(crate) struct Secret {
+    path: PathBuf,
+    current: Mutex<[u8; SECRET_BYTES]>,
+}
+
+impl Secret {
+    fn new(path: PathBuf) -> std::io::Result<Secret> {
+        Ok(Secret {
+            path,
+            current: Mutex::new(random_secret()?),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, [u8; SECRET_BYTES]> {
+        // A plain array: a panic elsewhere cannot leave it half-written.
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoint string with the current secret: `PATH#HEX`.
+    pub(crate) fn endpoint(&self) -> String {
+        format!("{}#{}", self.path.display(), hex(&*self.lock()))
+    }
+
+    /// Draw a new secret (the old one is refused from now on) and return the new endpoint
+    /// string. Fails only if /dev/urandom cannot be read: then the old secret stays.
+    fn renew(&self) -> std::io::Result<String> {
+        *self.lock() = random_secret()?;
+        Ok(self.endpoint())
+    }
+
+    fn matches(&self, got: &[u8]) -> bool {
+        same(got, &*self.lock())
+    }
+
+    /// Put the shm endpoint with this incarnation's secret into a registration about to be sent:
+    /// a new secret for a `Register` and for the first chunk of a `Rejoin` (its later chunks must
+    /// carry the same registration). Other requests, and registrations that offer no shared
+    /// memory, are left alone.
+    pub(crate) fn stamp(&self, request: &mut Request) {
+        let (register, renew) = match request {
+            Request::Register(r) => (r, true),
+            Request::Rejoin(j) => (&mut j.register, j.chunk == 0),
+            _ => return,
+        };
+        if register.shm_endpoint.is_empty() {
+            return;
+        }
+        register.shm_endpoint = if renew {
+            match self.renew() {
+                Ok(e) => {
+                    debug!("shm secret renewed for the next incarnation");
+                    e
+                }
+                Err(e) => {
+                    // Without a fresh secret, offer no shared memory rather than reuse the old.
+                    warn!(error = %e, "shm secret not renewed: this incarnation offers no shared memory");
+                    String::new()
+                }
+            }
+        } else {
+            self.endpoint()
+        };
+    }
 }
 
 /// The private folder for sockets: `$XDG_RUNTIME_DIR/mmc`, else `/tmp/mmc-UID`; created 0700,
@@ -115,8 +182,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Bind a fresh socket in the runtime folder, with a fresh secret.
-pub(super) fn bind() -> std::io::Result<Bound> {
+/// Bind a fresh socket in the runtime folder, and draw a first secret.
+pub(super) fn bind() -> std::io::Result<(Bound, Secret)> {
     let dir = runtime_dir()?;
     remove_stale(&dir);
     let nanos = std::time::SystemTime::now()
@@ -126,14 +193,15 @@ pub(super) fn bind() -> std::io::Result<Bound> {
     let path = dir.join(format!("shm-{}-{nanos:08x}.sock", std::process::id()));
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let secret = random_secret()?;
-    let endpoint = format!("{}#{}", path.display(), hex(&secret));
-    Ok(Bound {
-        listener,
-        path,
-        secret,
-        endpoint,
-    })
+    let secret = Secret::new(path.clone())?;
+    Ok((Bound { listener, path }, secret))
+}
+
+/// Wake the accept loop of the socket at `path` (it then sees the stop flag).
+pub(super) fn wake(path: &Path) {
+    if let Ok(s) = UnixStream::connect(path) {
+        drop(s);
+    }
 }
 
 /// Connect to an endpoint made by [`bind`] and send its secret.
@@ -221,7 +289,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Whether the peer on `stream` may have the pools: same user, and it sent the secret. Logs why not.
-fn admitted(stream: &mut UnixStream, secret: &[u8; SECRET_BYTES]) -> bool {
+fn admitted(stream: &mut UnixStream, secret: &Secret) -> bool {
     let cred = match rustix::net::sockopt::socket_peercred(&*stream) {
         Ok(c) => c,
         Err(e) => {
@@ -248,10 +316,11 @@ fn admitted(stream: &mut UnixStream, secret: &[u8; SECRET_BYTES]) -> bool {
         warn!(peer_pid = pid, error = %e, "shm request refused: no secret sent");
         return false;
     }
-    if !same(&got, secret) {
+    if !secret.matches(&got) {
         warn!(
             peer_pid = pid,
-            "shm request refused: wrong secret (the peer did not learn it from the meta service)"
+            "shm request refused: wrong secret (not this incarnation's: the peer did not learn it \
+             from the meta service, or learnt it before the service registered again)"
         );
         return false;
     }
@@ -259,12 +328,11 @@ fn admitted(stream: &mut UnixStream, secret: &[u8; SECRET_BYTES]) -> bool {
 }
 
 pub(super) fn accept_loop(bound: Bound, inner: Arc<Inner>) {
-    let Bound {
-        listener,
-        path,
-        secret,
-        ..
-    } = bound;
+    let Bound { listener, path } = bound;
+    let Some(secret) = inner.shm_secret.as_ref() else {
+        warn!("shm endpoint without a secret: no shared memory offered");
+        return;
+    };
     let mut payload = AlignedVec::new();
     // Connections stay open while their client lives: a client sees this service die as the end of
     // its connection, and stops using the mapped pools.
@@ -287,7 +355,7 @@ pub(super) fn accept_loop(bound: Bound, inner: Arc<Inner>) {
             );
             continue;
         }
-        if !admitted(&mut stream, &secret) {
+        if !admitted(&mut stream, secret) {
             continue;
         }
         // While registering again there is nothing to hand over: the client falls back to TCP,
@@ -344,5 +412,59 @@ mod tests {
         let mut t = s;
         t[31] ^= 1;
         assert!(!same(&s, &t) && !same(&s, &s[..31]));
+    }
+
+    #[test]
+    fn each_registration_gets_a_new_secret_and_rejoin_chunks_share_one() {
+        use mmc_controlplane::msg::{Register, Rejoin};
+        let secret = Secret::new(PathBuf::from("/run/x.sock")).unwrap();
+        let register = Register {
+            rank: Some(1),
+            create_id: 0,
+            host: "h".into(),
+            data_endpoint: "127.0.0.1:1".into(),
+            shm_endpoint: "/run/x.sock#00".into(),
+            segments: Vec::new(),
+        };
+        let endpoint = |r: &Request| match r {
+            Request::Register(r) => r.shm_endpoint.clone(),
+            Request::Rejoin(j) => j.register.shm_endpoint.clone(),
+            _ => unreachable!(),
+        };
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut r = Request::Register(register.clone());
+            secret.stamp(&mut r);
+            seen.push(endpoint(&r));
+        }
+        let rejoin = |chunk| {
+            Request::Rejoin(Rejoin {
+                register: register.clone(),
+                previous: 1,
+                chunk,
+                last: false,
+                entries: Vec::new(),
+            })
+        };
+        let (mut first, mut second) = (rejoin(0), rejoin(1));
+        secret.stamp(&mut first);
+        secret.stamp(&mut second);
+        assert_eq!(endpoint(&first), endpoint(&second));
+        seen.push(endpoint(&first));
+        for (i, e) in seen.iter().enumerate() {
+            assert!(e.starts_with("/run/x.sock#"), "{e}");
+            assert!(!seen[..i].contains(e), "secret reused: {seen:?}");
+        }
+        // Only the last one is accepted.
+        let current = unhex(seen.last().unwrap().rsplit_once('#').unwrap().1).unwrap();
+        let older = unhex(seen[0].rsplit_once('#').unwrap().1).unwrap();
+        assert!(secret.matches(&current) && !secret.matches(&older));
+        // A registration without shared memory stays without.
+        let mut none = Request::Register(Register {
+            shm_endpoint: String::new(),
+            ..register
+        });
+        secret.stamp(&mut none);
+        assert_eq!(endpoint(&none), "");
     }
 }

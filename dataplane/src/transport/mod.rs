@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`embedded`] | memcpy between the caller's slices and the client's own local service's pools, inside its fence, at once | every rank but the embedded service's |
 //! | [`shm`] | memcpy between the caller's slices and a same-host service's pools mapped from its memfds, inside its shared fence word, at once | other hosts; `transport = tcp`; a failed mapping (remembered per incarnation); a service whose socket closed |
-//! | [`rdma`] | one-sided verbs (WRITE/READ chains, the fence entered with FETCH_ADD) between the caller's registered slices and the service's registered pools; blocks until every completion | services whose `RdmaConnect` was refused (no device, another fabric, a failed connection), remembered per incarnation for 10 s |
+//! | [`rdma`] | one-sided verbs (WRITE/READ chains, the fence entered with FETCH_ADD) between the caller's registered slices (or registered staging buffers: `rdma_caller_memory = bounce`) and the service's registered pools; services of a batch in parallel threads; blocks (busy-polls, then sleeps on the completion channel) until every completion | services whose `RdmaConnect` was refused (no device, another fabric, a failed connection), remembered per incarnation for 10 s |
 //! | [`tcp`] | one vectored request per (service, lane) on pooled connections, raw bytes straight from and into the caller's slices; lanes and services in parallel threads; the service checks the fence | ranks the meta reply gave no address |
 //!
 //! [`Transports::run`] routes each job (the order below is the chooser), submits each backend's
@@ -18,6 +18,8 @@
 pub(crate) mod embedded;
 pub(crate) mod mr_cache;
 pub(crate) mod rdma;
+pub(crate) mod rdma_bounce;
+pub(crate) mod rdma_plan;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
@@ -76,19 +78,32 @@ impl Transports {
         timeout: Duration,
         busy_poll: Duration,
         rdma_provider: mmc_config::RdmaProvider,
+        caller_memory: mmc_config::RdmaCallerMemory,
         tls: Option<Arc<mmc_tls::TlsContext>>,
     ) -> Transports {
         let rdma_forced = transport == Some(DataOpType::Rdma);
         let kind = crate::local::rdma_server::provider_kind(rdma_provider);
         let rdma = match mmc_hal::rdma::provider(kind, &crate::local::host_id()) {
             _ if transport == Some(DataOpType::Tcp) => None,
-            Ok(Some(dev)) => Some(rdma::RdmaNet::new(dev, busy_poll, tls.clone())),
+            Ok(Some(dev)) => Some(rdma::RdmaNet::new(
+                dev,
+                busy_poll,
+                caller_memory,
+                tls.clone(),
+            )),
             Ok(None) => None,
             Err(e) => {
                 warn!(error = %e, "RDMA unavailable: using the own pool, same-host shared memory or TCP");
                 None
             }
         };
+        if rdma.is_some() && tls.is_some() {
+            warn!(
+                "TLS is on, but RDMA transfers are not encrypted (one-sided verbs carry objects \
+                in the clear on the fabric; only their set-up goes over TLS): set transport = tcp \
+                where the fabric is not trusted"
+            );
+        }
         if rdma_forced && rdma.is_none() {
             warn!("transport = rdma but this client has no RDMA device (rdma_provider = sim selects the simulated NIC): using the own pool, same-host shared memory or TCP");
         }
@@ -160,15 +175,21 @@ impl Transports {
                 None => remote.push(job),
             }
         }
-        for (rank, share) in verbs {
-            let addr = services
-                .iter()
-                .find(|s| s.rank == rank)
-                .expect("routed by its address");
+        if !verbs.is_empty() {
+            let work = verbs
+                .into_iter()
+                .map(|(rank, share)| {
+                    let addr = services
+                        .iter()
+                        .find(|s| s.rank == rank)
+                        .expect("routed by its address");
+                    (addr, share)
+                })
+                .collect();
             self.rdma
                 .as_ref()
                 .expect("routed to RDMA")
-                .submit(addr, share, &mut done, deadline);
+                .submit_all(work, &mut done, deadline);
         }
         if !own.is_empty() {
             let svc = self

@@ -24,7 +24,8 @@ pub(crate) const PINNED_MAX: usize = 1024;
 
 const PAGE: u64 = 4096;
 
-/// Counters, for tests and the benchmark.
+/// Counters of the RDMA backend (caller memory, bounce buffers, parallel services), for tests
+/// and the benchmark.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MrStats {
     /// Slices served by a kept registration.
@@ -39,6 +40,14 @@ pub struct MrStats {
     pub evictions: u64,
     /// Bumped by every unregister.
     pub generation: u64,
+    /// Bounce mode (`rdma_caller_memory = bounce`): bytes copied through staging buffers.
+    pub staged_bytes: u64,
+    /// Bounce mode: rounds (staging buffer fills) run.
+    pub staging_rounds: u64,
+    /// Batches whose shares for several services ran in parallel threads.
+    pub parallel_batches: u64,
+    /// The most services' shares that ran at once.
+    pub max_parallel_services: u64,
 }
 
 struct Buffer {

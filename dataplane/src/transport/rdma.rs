@@ -4,8 +4,10 @@
 //! `DataRequest::RdmaConnect` on the service's data endpoint (the client's QPN and GID out, the
 //! service's QPN, GID and rkeys back). A batch's jobs for one service run as:
 //!
-//! 1. caller memory gets lkeys ([`super::mr_cache`]: buffers the application registered are
-//!    cached, other memory is registered for the call);
+//! 1. caller memory gets lkeys (`rdma_caller_memory = mr_cache`, [`super::mr_cache`]: buffers
+//!    the application registered are cached, other memory is registered for the call), or is
+//!    copied through the queue pair's registered staging buffer in rounds
+//!    (`rdma_caller_memory = bounce`, [`super::rdma_bounce`]);
 //! 2. the epoch fence is entered: a FETCH_ADD of 1 on the service's in-flight word, then a
 //!    fenced READ of its incarnation, which must be the jobs' (else the jobs fail with -3018);
 //! 3. the jobs' transfers, cut at the service's MR boundaries, are lowered
@@ -17,14 +19,20 @@
 //! service (those that completed before it were not followed by the fence check) with -3018 (`Error::Remote` with `NotConnectLocal`, naming the status; not a
 //! suspect hint: a completion error proves no death), so a get falls over to the next replica
 //! and a put fails; the queue pair is reset and a new one is connected (which also leaves the
-//! fence). A connection that cannot be made is `LocalUnreachable` (-3018, a suspect hint). A deadline passed mid-chain is -3004 and resets the
+//! fence). Completions are waited for by spinning `busy_poll_us` on the completion queue, then
+//! (at once when it is 0) sleeping on its completion channel ([`execute`]). A batch spanning
+//! several services runs each service's share on a thread of its own; with the MR cache every
+//! share's lkeys are planned first and the cache stays locked to the batch's last completion.
+//! A connection that cannot be made is `LocalUnreachable` (-3018, a suspect hint). A deadline passed mid-chain is -3004 and resets the
 //! queue pair the same way. On the simulated NIC the service's memory is reached through its
 //! memfds (the shm hand-over), so the simulated fabric spans one host.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mmc_config::RdmaCallerMemory;
 use mmc_controlplane::msg::{RdmaHello, RdmaPeer, ServiceAddr};
 use mmc_controlplane::{Error, Result};
 use mmc_core::client::{CloneError, Dir};
@@ -37,6 +45,8 @@ use mmc_hal::rdma::{
 use tracing::{debug, warn};
 
 use super::mr_cache::{CallMrs, MrCache, MrStats};
+use super::rdma_bounce::{gather, rounds, scatter, Seg, Staging, STAGING_BYTES};
+use super::rdma_plan::{caller_xfers, remote_xfers};
 use super::shm::ShmMap;
 use super::tcp::DataConn;
 
@@ -51,6 +61,60 @@ const RETRY_REFUSED: Duration = Duration::from_secs(10);
 /// Work request ids of the fence operations (data work requests count from 0).
 const FENCE_WR: u64 = 1 << 62;
 
+/// What one service's share of a batch runs.
+enum Plan {
+    /// MR cache: the lowered chains, from and into the caller's slices.
+    Lowered(mmc_hal::rdma::lower::Lowered),
+    /// Bounce buffers: the bytes per job (0: failed before) to move in staging rounds.
+    Bounce(Vec<u64>),
+}
+
+/// One service's share of a batch.
+struct Task<'s, 'a> {
+    addr: &'s ServiceAddr,
+    jobs: Vec<Job<'a>>,
+    conn: Option<Conn>,
+    failed: Vec<Option<Error>>,
+    plan: Plan,
+}
+
+impl Task<'_, '_> {
+    /// MR cache: the caller's slices get lkeys, the transfers are cut at the service's MRs and
+    /// lowered.
+    fn plan_registered(&mut self, net: &RdmaNet, call: &mut CallMrs<'_>) {
+        let hello = &self.conn.as_ref().expect("planned before running").hello;
+        let mut xfers: Vec<Xfer> = Vec::new();
+        for (j, job) in self.jobs.iter().enumerate() {
+            match caller_xfers(hello, job, call) {
+                Ok(xs) => xfers.extend(xs),
+                Err(e) => self.failed[j] = Some(e),
+            }
+        }
+        let way = match self.jobs.first().map(|j| j.t.dir) {
+            Some(Dir::Read) => Way::Get,
+            _ => Way::Put,
+        };
+        self.plan = Plan::Lowered(lower(way, &xfers, net.limits));
+    }
+
+    /// Bounce buffers: each job's range checked against the service's MRs.
+    fn plan_bounce(&mut self) {
+        let hello = &self.conn.as_ref().expect("planned before running").hello;
+        let mut lens = Vec::with_capacity(self.jobs.len());
+        for (j, job) in self.jobs.iter().enumerate() {
+            let t = &job.t;
+            match remote_xfers(hello, t, t.offset, t.len, Vec::new()) {
+                Ok(_) => lens.push(t.len),
+                Err(e) => {
+                    self.failed[j] = Some(e);
+                    lens.push(0);
+                }
+            }
+        }
+        self.plan = Plan::Bounce(lens);
+    }
+}
+
 /// One connected queue pair to one service incarnation.
 struct Conn {
     incarnation: u64,
@@ -59,6 +123,8 @@ struct Conn {
     scratch: Scratch,
     /// The simulated NIC's view of the service's memory (its memfds, mapped).
     map: Option<Arc<ShmMap>>,
+    /// Bounce mode: the registered staging buffer (made at first use).
+    staging: Option<Staging>,
 }
 
 /// The RDMA backend's state, kept between batches. A batch holds the MR cache's lock from its
@@ -76,6 +142,16 @@ pub(crate) struct RdmaNet {
     cache: Mutex<MrCache>,
     /// `[tls]`: the connection set-up over the data endpoint uses TLS too.
     tls: Option<Arc<mmc_tls::TlsContext>>,
+    /// `rdma_caller_memory`: register caller memory (MR cache) or copy it (bounce buffers).
+    caller_memory: RdmaCallerMemory,
+    /// Bounce mode: bytes copied through staging buffers, and rounds.
+    staged_bytes: AtomicU64,
+    staging_rounds: AtomicU64,
+    /// Batches whose services ran in parallel threads; services' shares running now, and the
+    /// most at once.
+    parallel_batches: AtomicU64,
+    running: AtomicU64,
+    max_running: AtomicU64,
 }
 
 fn unreachable(addr: &ServiceAddr, reason: impl std::fmt::Display) -> Error {
@@ -98,6 +174,7 @@ impl RdmaNet {
     pub(crate) fn new(
         dev: Arc<dyn Device>,
         busy_poll: Duration,
+        caller_memory: RdmaCallerMemory,
         tls: Option<Arc<mmc_tls::TlsContext>>,
     ) -> RdmaNet {
         let a = dev.attr().clone();
@@ -112,6 +189,12 @@ impl RdmaNet {
         };
         RdmaNet {
             tls,
+            caller_memory,
+            staged_bytes: AtomicU64::new(0),
+            staging_rounds: AtomicU64::new(0),
+            parallel_batches: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            max_running: AtomicU64::new(0),
             cache: Mutex::new(MrCache::new(dev.clone())),
             dev,
             limits,
@@ -134,7 +217,12 @@ impl RdmaNet {
     }
 
     pub(crate) fn mr_stats(&self) -> MrStats {
-        lock(&self.cache).stats()
+        let mut s = lock(&self.cache).stats();
+        s.staged_bytes = self.staged_bytes.load(Ordering::Relaxed);
+        s.staging_rounds = self.staging_rounds.load(Ordering::Relaxed);
+        s.parallel_batches = self.parallel_batches.load(Ordering::Relaxed);
+        s.max_parallel_services = self.max_running.load(Ordering::Relaxed);
+        s
     }
 
     /// True when transfers to `addr` can go over RDMA: a queue pair to its incarnation is idle,
@@ -234,6 +322,7 @@ impl RdmaNet {
             hello,
             scratch,
             map,
+            staging: None,
         })
     }
 
@@ -275,31 +364,89 @@ impl RdmaNet {
         Ok(map)
     }
 
-    /// Carry out `jobs` (all for `addr`'s service) and report each.
-    pub(crate) fn submit(
+    /// Carry out each service's `jobs` and report each job. Several services run in parallel,
+    /// one thread each (a queue pair per service); with the MR cache, the caller's slices of
+    /// every service get their lkeys first, and the cache stays locked until the last
+    /// completion of the batch.
+    pub(crate) fn submit_all(
         &self,
-        addr: &ServiceAddr,
-        mut jobs: Vec<Job<'_>>,
+        work: Vec<(&ServiceAddr, Vec<Job<'_>>)>,
         done: &mut Completions,
         deadline: Instant,
     ) {
-        let outcomes = match self.take(addr, deadline) {
-            Ok(conn) => self.run(addr, conn, &mut jobs, deadline),
-            Err(e) => all_err(&e, jobs.len()),
+        let mut tasks: Vec<Task<'_, '_>> = Vec::with_capacity(work.len());
+        for (addr, jobs) in work {
+            match self.take(addr, deadline) {
+                Ok(conn) => tasks.push(Task {
+                    addr,
+                    failed: (0..jobs.len()).map(|_| None).collect(),
+                    jobs,
+                    conn: Some(conn),
+                    plan: Plan::Bounce(Vec::new()),
+                }),
+                Err(e) => {
+                    for (job, o) in jobs.iter().zip(all_err(&e, jobs.len())) {
+                        let fresh = done.set(job.idx, o);
+                        debug_assert!(fresh, "one outcome per job");
+                    }
+                }
+            }
+        }
+        let outcomes = match self.caller_memory {
+            RdmaCallerMemory::MrCache => {
+                let mut cache = lock(&self.cache);
+                let mut call = CallMrs::new(&mut cache);
+                for t in &mut tasks {
+                    t.plan_registered(self, &mut call);
+                }
+                // `call` (the per-call MRs) and the cache lock outlive every completion.
+                self.run_tasks(&mut tasks, deadline)
+            }
+            RdmaCallerMemory::Bounce => {
+                for t in &mut tasks {
+                    t.plan_bounce();
+                }
+                self.run_tasks(&mut tasks, deadline)
+            }
         };
-        for (job, o) in jobs.iter().zip(outcomes) {
-            let fresh = done.set(job.idx, o);
-            debug_assert!(fresh, "one outcome per job");
+        for (t, outs) in tasks.iter().zip(outcomes) {
+            for (job, o) in t.jobs.iter().zip(outs) {
+                let fresh = done.set(job.idx, o);
+                debug_assert!(fresh, "one outcome per job");
+            }
         }
     }
 
-    fn run(
-        &self,
-        addr: &ServiceAddr,
-        mut conn: Conn,
-        jobs: &mut [Job<'_>],
-        deadline: Instant,
-    ) -> Vec<Result<()>> {
+    /// Run the planned tasks, in parallel threads when there are several.
+    fn run_tasks(&self, tasks: &mut [Task<'_, '_>], deadline: Instant) -> Vec<Vec<Result<()>>> {
+        let counted = |t: &mut Task<'_, '_>| {
+            let now = self.running.fetch_add(1, Ordering::Relaxed) + 1;
+            self.max_running.fetch_max(now, Ordering::Relaxed);
+            let out = self.exec(t, deadline);
+            self.running.fetch_sub(1, Ordering::Relaxed);
+            out
+        };
+        if let [t] = tasks {
+            return vec![counted(t)];
+        }
+        self.parallel_batches.fetch_add(1, Ordering::Relaxed);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = tasks
+                .iter_mut()
+                .map(|t| s.spawn(move || counted(t)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an RDMA service thread panicked"))
+                .collect()
+        })
+    }
+
+    /// One service's share: the fence entered, the planned work requests, the fence left.
+    fn exec(&self, t: &mut Task<'_, '_>, deadline: Instant) -> Vec<Result<()>> {
+        let addr = t.addr;
+        let conn = t.conn.take().expect("taken once");
+        let jobs = &mut t.jobs[..];
         if conn.map.as_ref().is_some_and(|m| !m.alive()) {
             return all_err(&unreachable(addr, "the service closed its end"), jobs.len());
         }
@@ -310,39 +457,117 @@ impl RdmaNet {
         let incarnation = jobs
             .first()
             .map_or(addr.incarnation, |j| j.t.fence.incarnation);
-        let mut cache = lock(&self.cache);
-        let mut call = CallMrs::new(&mut cache);
-        // Transfers cut at the service's MR boundaries.
-        let mut xfers: Vec<Xfer> = Vec::new();
-        let mut failed: Vec<Option<Error>> = (0..jobs.len()).map(|_| None).collect();
-        for (j, job) in jobs.iter().enumerate() {
-            let slices: Vec<(u64, u64)> = match &job.mem {
-                Mem::Src(s) => s
-                    .iter()
-                    .map(|s| (s.as_ptr() as u64, s.len() as u64))
-                    .collect(),
-                Mem::Dst(d) => d
-                    .iter()
-                    .map(|d| (d.as_ptr() as u64, d.len() as u64))
-                    .collect(),
-                Mem::DevSrc(_) | Mem::DevDst(_) => {
-                    unreachable!("device memory reaches RDMA staged through host buffers")
+        let failed = std::mem::take(&mut t.failed);
+        let busy_poll = self.busy_poll;
+        match &t.plan {
+            Plan::Lowered(lowered) => {
+                let mut mem = LocalMem::new();
+                for (j, job) in jobs.iter_mut().enumerate() {
+                    match &mut job.mem {
+                        _ if failed[j].is_some() => {}
+                        Mem::Src(s) => s.iter().for_each(|s| mem.src(s)),
+                        Mem::Dst(d) => d.iter_mut().for_each(|d| mem.dst(d)),
+                        Mem::DevSrc(_) | Mem::DevDst(_) => unreachable!("staged"),
+                    }
                 }
-            };
-            match self.xfers_of(&conn.hello, job, &slices, &mut call) {
-                Ok(xs) => xfers.extend(xs),
-                Err(e) => failed[j] = Some(e),
+                let data = |c: &mut Conn| {
+                    execute(c.qp.as_mut(), &lowered.chains, &mem, deadline, busy_poll)
+                };
+                self.fenced(addr, conn, incarnation, failed, deadline, data)
+            }
+            Plan::Bounce(lens) => {
+                let data = |c: &mut Conn| self.bounce(c, jobs, lens, way, deadline);
+                self.fenced(addr, conn, incarnation, failed, deadline, data)
             }
         }
-        let lowered = lower(way, &xfers, self.limits);
-        let mut mem = LocalMem::new();
-        for job in jobs.iter_mut() {
-            match &mut job.mem {
-                Mem::Src(s) => s.iter().for_each(|s| mem.src(s)),
-                Mem::Dst(d) => d.iter_mut().for_each(|d| mem.dst(d)),
-                Mem::DevSrc(_) | Mem::DevDst(_) => unreachable!("staged"),
-            }
+    }
+
+    /// Bounce mode: the jobs' bytes in rounds through the queue pair's staging buffer.
+    fn bounce(
+        &self,
+        c: &mut Conn,
+        jobs: &mut [Job<'_>],
+        lens: &[u64],
+        way: Way,
+        deadline: Instant,
+    ) -> std::result::Result<Executed, RdmaError> {
+        if c.staging.is_none() {
+            c.staging = Some(Staging::new(self.dev.clone(), STAGING_BYTES)?);
         }
+        let staging = c.staging.as_mut().expect("made above");
+        let (base, lkey) = (staging.addr(), staging.lkey());
+        let mut total = Executed::default();
+        for round in rounds(lens, staging.len() as u64) {
+            let mut xfers = Vec::with_capacity(round.len());
+            for s in &round {
+                let t = &jobs[s.job].t;
+                let piece = Piece {
+                    addr: base + s.stage_off,
+                    len: s.len,
+                    lkey,
+                };
+                let xs = remote_xfers(&c.hello, t, t.offset + s.job_off, s.len, vec![piece])
+                    .map_err(|e| RdmaError::Call {
+                        call: "staging",
+                        reason: e.to_string(),
+                    })?;
+                xfers.extend(xs);
+            }
+            let used = round.last().map_or(0, |s| (s.stage_off + s.len) as usize);
+            let bytes = staging.bytes();
+            let at = |s: &Seg| s.stage_off as usize..(s.stage_off + s.len) as usize;
+            if way == Way::Put {
+                for s in &round {
+                    if let Mem::Src(src) = &jobs[s.job].mem {
+                        gather(src, s.job_off, &mut bytes[at(s)]);
+                    }
+                }
+            }
+            let lowered = lower(way, &xfers, self.limits);
+            let mut mem = LocalMem::new();
+            match way {
+                Way::Put => mem.src(&bytes[..used]),
+                Way::Get => mem.dst(&mut bytes[..used]),
+            }
+            let x = execute(
+                c.qp.as_mut(),
+                &lowered.chains,
+                &mem,
+                deadline,
+                self.busy_poll,
+            )?;
+            drop(mem);
+            total.posted += x.posted;
+            if x.error.is_some() || x.timed_out {
+                total.error = x.error;
+                total.timed_out = x.timed_out;
+                return Ok(total);
+            }
+            if way == Way::Get {
+                for s in &round {
+                    if let Mem::Dst(d) = &mut jobs[s.job].mem {
+                        scatter(d, s.job_off, &bytes[at(s)]);
+                    }
+                }
+            }
+            self.staged_bytes.fetch_add(used as u64, Ordering::Relaxed);
+            self.staging_rounds.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(total)
+    }
+
+    /// Enter the epoch fence, run `data` (the jobs' work requests) when the incarnation is the
+    /// jobs', leave the fence; one outcome per job (`failed`: those that failed before).
+    fn fenced(
+        &self,
+        addr: &ServiceAddr,
+        mut conn: Conn,
+        incarnation: u64,
+        mut failed: Vec<Option<Error>>,
+        deadline: Instant,
+        data: impl FnOnce(&mut Conn) -> std::result::Result<Executed, RdmaError>,
+    ) -> Vec<Result<()>> {
+        let n = failed.len();
         let fence_mr = conn.hello.fence;
         let fence_op =
             |id: u64, op: Opcode, word: u64, local: u64, signaled: bool, lkey: u32| WorkRequest {
@@ -377,24 +602,24 @@ impl RdmaNet {
         // Enter the fence.
         let mut scratch_mem = LocalMem::new();
         scratch_mem.scratch(&mut conn.scratch);
-        let entered = execute(conn.qp.as_mut(), &[enter], &scratch_mem, deadline);
+        let entered = execute(
+            conn.qp.as_mut(),
+            &[enter],
+            &scratch_mem,
+            deadline,
+            self.busy_poll,
+        );
         drop(scratch_mem);
         let entered = match entered {
             Ok(x) if x.error.is_none() && !x.timed_out => true,
             Ok(x) => {
-                drop(mem);
-                drop(call);
-                drop(cache);
                 let e = self.completion_error(addr, &x);
                 self.recover(addr, conn, false, deadline);
-                return all_err(&e, jobs.len());
+                return all_err(&e, n);
             }
             Err(e) => {
-                drop(mem);
-                drop(call);
-                drop(cache);
                 self.recover(addr, conn, false, deadline);
-                return all_err(&unreachable(addr, e), jobs.len());
+                return all_err(&unreachable(addr, e), n);
             }
         };
         debug_assert!(entered);
@@ -402,22 +627,19 @@ impl RdmaNet {
         let data = if current != incarnation {
             None
         } else {
-            Some(execute(conn.qp.as_mut(), &lowered.chains, &mem, deadline))
+            Some(data(&mut conn))
         };
-        drop(mem);
-        drop(call);
-        drop(cache);
         let data = match data {
             None => {
                 let why = format!("fence: the copy was planned for incarnation {incarnation}, the service is at {current} (0 = re-registering)");
                 warn!(endpoint = %addr.data_endpoint, reason = %why, "transfer refused by the epoch fence");
                 self.leave(addr, conn, leave, deadline);
-                return all_err(&unreachable(addr, why), jobs.len());
+                return all_err(&unreachable(addr, why), n);
             }
             Some(Err(e)) => {
                 // Refused before posting (a local entry outside the call's memory: a bug).
                 self.leave(addr, conn, leave, deadline);
-                return all_err(&Error::Internal(e.to_string()), jobs.len());
+                return all_err(&Error::Internal(e.to_string()), n);
             }
             Some(Ok(x)) => x,
         };
@@ -429,7 +651,7 @@ impl RdmaNet {
             let mut c = conn;
             let mut sm = LocalMem::new();
             sm.scratch(&mut c.scratch);
-            let r = execute(c.qp.as_mut(), &[leave], &sm, deadline);
+            let r = execute(c.qp.as_mut(), &[leave], &sm, deadline, self.busy_poll);
             drop(sm);
             match r {
                 Ok(x) if x.error.is_none() && !x.timed_out => {
@@ -454,7 +676,7 @@ impl RdmaNet {
         // for every job (work requests that did complete were not followed by the fence check, so
         // none of the batch counts: a get reads another replica, a put fails); else the fence
         // check after the copy.
-        (0..jobs.len())
+        (0..n)
             .map(|j| {
                 if let Some(e) = failed[j].take() {
                     return Err(e);
@@ -474,72 +696,6 @@ impl RdmaNet {
                 }
             })
             .collect()
-    }
-
-    /// A job's transfers, one per service MR its range crosses, with the caller's pieces.
-    fn xfers_of(
-        &self,
-        hello: &RdmaHello,
-        job: &Job<'_>,
-        slices: &[(u64, u64)],
-        call: &mut CallMrs<'_>,
-    ) -> Result<Vec<Xfer>> {
-        let t = &job.t;
-        let mut pieces: Vec<Piece> = Vec::with_capacity(slices.len());
-        for &(a, n) in slices.iter().filter(|s| s.1 > 0) {
-            let lkey = call
-                .lkey(a, n)
-                .map_err(|e| Error::Memory(format!("RDMA: registering caller memory: {e}")))?;
-            pieces.push(Piece {
-                addr: a,
-                len: n,
-                lkey,
-            });
-        }
-        let mut out = Vec::new();
-        let (mut off, end) = (t.offset, t.offset + t.len);
-        let mut pi = pieces.into_iter().peekable();
-        let mut carry: Option<Piece> = None;
-        while off < end {
-            let Some(mr) = hello.mrs.iter().find(|m| {
-                m.segment == t.fence.segment && m.seg_offset <= off && off < m.seg_offset + m.len
-            }) else {
-                return Err(Error::Remote {
-                    code: mmc_controlplane::Code::LinkNotFound,
-                    context: format!(
-                        "RDMA: segment {} offset {off} is in no MR of the service",
-                        t.fence.segment
-                    ),
-                });
-            };
-            let stop = end.min(mr.seg_offset + mr.len);
-            let mut need = stop - off;
-            let mut x = Xfer {
-                rkey: mr.rkey,
-                remote_addr: mr.addr + (off - mr.seg_offset),
-                pieces: Vec::new(),
-            };
-            while need > 0 {
-                let Some(p) = carry.take().or_else(|| pi.next()) else {
-                    break;
-                };
-                if p.len <= need {
-                    need -= p.len;
-                    x.pieces.push(p);
-                } else {
-                    x.pieces.push(Piece { len: need, ..p });
-                    carry = Some(Piece {
-                        addr: p.addr + need,
-                        len: p.len - need,
-                        lkey: p.lkey,
-                    });
-                    need = 0;
-                }
-            }
-            out.push(x);
-            off = stop;
-        }
-        Ok(out)
     }
 
     fn completion_error(&self, addr: &ServiceAddr, x: &Executed) -> Error {
@@ -594,7 +750,7 @@ impl RdmaNet {
                     };
                     let mut sm = LocalMem::new();
                     sm.scratch(&mut c.scratch);
-                    let r = execute(c.qp.as_mut(), &[vec![w]], &sm, deadline);
+                    let r = execute(c.qp.as_mut(), &[vec![w]], &sm, deadline, self.busy_poll);
                     drop(sm);
                     if !matches!(r, Ok(x) if x.error.is_none() && !x.timed_out) {
                         warn!(rank = addr.rank, "RDMA: could not leave the fence after an error (the service's drain is bounded)");
@@ -614,7 +770,7 @@ impl RdmaNet {
     fn leave(&self, addr: &ServiceAddr, mut c: Conn, leave: Vec<WorkRequest>, deadline: Instant) {
         let mut sm = LocalMem::new();
         sm.scratch(&mut c.scratch);
-        let r = execute(c.qp.as_mut(), &[leave], &sm, deadline);
+        let r = execute(c.qp.as_mut(), &[leave], &sm, deadline, self.busy_poll);
         drop(sm);
         match r {
             Ok(x) if x.error.is_none() && !x.timed_out => self.give(addr.rank, c),

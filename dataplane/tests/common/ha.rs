@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmc_config::parse_etcd_url;
+use mmc_config::{parse_etcd_url, TlsConfig};
 use mmc_dataplane::ClientConfig;
 use mmc_meta_service::etcd::Etcd;
+use mmc_tls::testpki::Pki;
+use mmc_tls::TlsContext;
 
 use super::{bin, signal_pid, wait_file, wait_until, Local};
 
@@ -50,16 +52,46 @@ pub struct HaCluster {
     pub metas: Vec<Option<Child>>,
     meta_args: Vec<String>,
     pub locals: Vec<Local>,
+    /// `[tls]` of every process, when started by [`HaCluster::start_tls`].
+    tls: Option<TlsConfig>,
 }
 
 impl HaCluster {
     /// etcd (with short raft timers, so that 1-2 s leases are allowed) and `metas` meta services
     /// with these extra flags; returns once etcd answers. None when no etcd binary is installed.
     pub fn start(metas: usize, meta_args: &[&str]) -> Option<HaCluster> {
+        HaCluster::launch(metas, meta_args, None)
+    }
+
+    /// [`HaCluster::start`] with TLS everywhere: etcd serves HTTPS with `pki`'s node certificate
+    /// and requires client certificates of its CA (`--client-cert-auth`); every meta service,
+    /// local service and client has `tls`.
+    pub fn start_tls(metas: usize, pki: &Pki, tls: TlsConfig) -> Option<HaCluster> {
+        HaCluster::launch(metas, &[], Some((pki, tls)))
+    }
+
+    fn launch(
+        metas: usize,
+        meta_args: &[&str],
+        tls: Option<(&Pki, TlsConfig)>,
+    ) -> Option<HaCluster> {
         let etcd_bin = etcd_binary()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let (client_port, peer_port) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
+        let etcd_tls: Vec<String> = match &tls {
+            None => Vec::new(),
+            Some((pki, _)) => vec![
+                "--cert-file".into(),
+                pki.node_cert.display().to_string(),
+                "--key-file".into(),
+                pki.node_key.display().to_string(),
+                "--trusted-ca-file".into(),
+                pki.ca.display().to_string(),
+                "--client-cert-auth".into(),
+            ],
+        };
         let peer = format!("http://127.0.0.1:{peer_port}");
         let etcd = Command::new(etcd_bin)
             .args(["--name", "mmc-test", "--data-dir"])
@@ -79,20 +111,30 @@ impl HaCluster {
             .args(["--initial-cluster", &format!("mmc-test={peer}")])
             .args(["--heartbeat-interval", "25", "--election-timeout", "250"])
             .args(["--log-level", "error"])
+            .args(&etcd_tls)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn etcd");
         let url = format!("etcd://127.0.0.1:{client_port}/mmc-test");
-        let etcd_client = Etcd::new(parse_etcd_url(&url).expect("etcd url"));
+        let tls = tls.map(|(_, t)| t);
+        let ctx = tls.as_ref().map(|t| {
+            TlsContext::from_config(t)
+                .expect("TLS context")
+                .expect("TLS on")
+        });
+        let etcd_client = Etcd::with_tls(parse_etcd_url(&url).expect("etcd url"), ctx.as_deref());
+        let mut meta_args: Vec<String> = meta_args.iter().map(|a| a.to_string()).collect();
+        meta_args.extend(tls.as_ref().map(super::tls::flags).unwrap_or_default());
         let mut cluster = HaCluster {
             dir,
             etcd,
             url,
             etcd_client,
             metas: Vec::new(),
-            meta_args: meta_args.iter().map(|a| a.to_string()).collect(),
+            meta_args,
             locals: Vec::new(),
+            tls,
         };
         let key = cluster.etcd_client.url().leader_key();
         wait_until("etcd answers", Duration::from_secs(20), || {
@@ -210,6 +252,7 @@ impl HaCluster {
             .args(["--meta", &self.url, "--listen", "tcp://127.0.0.1:0"])
             .args(["--dram", dram, "--log-level", "warn", "--addr-file"])
             .arg(&addr_file)
+            .args(self.tls.as_ref().map(super::tls::flags).unwrap_or_default())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn mmc-local");
@@ -228,6 +271,7 @@ impl HaCluster {
         ClientConfig {
             meta_url: self.url.clone(),
             timeout_ms,
+            tls: self.tls.clone().unwrap_or_default(),
             ..ClientConfig::default()
         }
     }

@@ -5,6 +5,7 @@
 pub mod ha;
 pub mod load;
 pub mod netns;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -272,6 +272,16 @@ pub trait QueuePair: Send {
 
     /// Move up to `max` completions into `out` (in posting order); how many.
     fn poll_cq(&mut self, out: &mut Vec<Completion>, max: usize) -> Result<usize, RdmaError>;
+
+    /// Arm the completion queue (`ibv_req_notify_cq`): the next completion added to it raises
+    /// one event on its completion channel. One-shot: arm again after each event. Completions
+    /// already in the queue raise none, so poll once more after arming before waiting.
+    fn req_notify(&mut self) -> Result<(), RdmaError>;
+
+    /// Block up to `timeout` for an event on the completion channel (`ibv_get_cq_event`, then
+    /// `ibv_ack_cq_events`): true when one came, false when the time passed. An event may be
+    /// stale (raised for completions already polled): poll, and arm again when nothing came.
+    fn wait_event(&mut self, timeout: std::time::Duration) -> Result<bool, RdmaError>;
 }
 
 /// Split `len` bytes at `addr` into MRs of at most `max_mr_size` bytes each, cut at huge-page

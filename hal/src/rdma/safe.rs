@@ -17,7 +17,7 @@
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{access, Completion, Device, Mr, Opcode, QueuePair, RdmaError, WcStatus, WorkRequest};
 use crate::fence::{SharedFence, FENCE_PAGE_BYTES};
@@ -216,11 +216,17 @@ impl Executed {
 /// completed) and wait for their completions, until `deadline`. Refused before anything is
 /// posted when a local entry lies outside `mem` (or a READ's entry in read-only memory). After an
 /// error completion no further chain is posted. Returns only when nothing posted is outstanding.
+///
+/// Waiting: the completion queue is polled in a spin for `busy_poll` after each post (busy-poll
+/// mode); after that (at once when `busy_poll` is zero: blocking mode) the completion queue is
+/// armed, polled once more, and the thread sleeps on its completion channel until an event or
+/// the deadline.
 pub fn execute(
     qp: &mut dyn QueuePair,
     chains: &[Vec<WorkRequest>],
     mem: &LocalMem<'_>,
     deadline: Instant,
+    busy_poll: Duration,
 ) -> Result<Executed, RdmaError> {
     for wr in chains.iter().flatten() {
         let write = !matches!(wr.opcode, Opcode::Write);
@@ -252,7 +258,9 @@ pub fn execute(
         // one completes flushed) or after the queue pair was reset, so nothing outlives the borrow.
         unsafe { qp.post_send(chain)? };
         out.posted += chain.len() as u64;
+        let spin_until = Instant::now() + busy_poll;
         let mut spins = 0u32;
+        let mut armed = false;
         loop {
             cq.clear();
             let n = match qp.poll_cq(&mut cq, 64) {
@@ -272,18 +280,36 @@ pub fn execute(
             if finished {
                 break;
             }
-            if n == 0 {
-                if Instant::now() >= deadline {
-                    out.timed_out = true;
-                    qp.reset()?;
-                    return Ok(out);
-                }
+            if n > 0 {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                out.timed_out = true;
+                qp.reset()?;
+                return Ok(out);
+            }
+            if now < spin_until {
                 spins += 1;
                 if spins.is_multiple_of(64) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
                 }
+                continue;
+            }
+            // Blocking: arm, poll once more (completions added before arming raise no event),
+            // then sleep on the channel.
+            let waited = if armed {
+                armed = false;
+                qp.wait_event(deadline - now).map(|_| ())
+            } else {
+                armed = true;
+                qp.req_notify()
+            };
+            if let Err(e) = waited {
+                let _ = qp.reset();
+                return Err(e);
             }
         }
         if out.error.is_some() {

@@ -11,9 +11,13 @@
 //!   completion error a NIC gives (`LocalProtection`, `RemoteAccess`) and moves the queue pair to
 //!   Error, whose later work requests are flushed.
 //! - Queue pairs are queues: `post_send` queues work requests (refused past the send queue's
-//!   depth, or outside RTS), `poll_cq` executes them in order (WRITE and READ as memcpy into and
-//!   out of the peer's mapped memory, FETCH_ADD as a real atomic on it) and returns completions in
-//!   order: signaled successes and every error.
+//!   depth, or outside RTS) and rings the queue pair's NIC thread, which executes them in order
+//!   (WRITE and READ as memcpy into and out of the peer's mapped memory, FETCH_ADD as a real
+//!   atomic on it) and adds completions in order: signaled successes and every error. `poll_cq`
+//!   takes them (busy-poll); or `req_notify` arms the completion queue (one-shot, like
+//!   `ibv_req_notify_cq`: the next completion added raises one event on the queue pair's
+//!   completion channel, a socket pair) and `wait_event` blocks on the channel (like
+//!   `ibv_get_cq_event` + `ibv_ack_cq_events`).
 //! - Errors are injectable: [`inject_error`] (or `MMC_RDMA_SIM_FAIL_AFTER=N[:status]`, read when
 //!   the device opens) fails the work request executed N after, in this process.
 //! - Limits default to a ConnectX-class device and are overridden by `MMC_RDMA_SIM_LIMITS`
@@ -21,8 +25,11 @@
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use super::safe::Region;
 use super::{
@@ -168,6 +175,8 @@ pub struct SimStats {
     pub bytes: u64,
     /// Error completions of executed work requests (flushes of an errored queue pair excluded).
     pub errors: u64,
+    /// Completion-channel events raised (a completion added to an armed completion queue).
+    pub events: u64,
 }
 
 static MRS_REG: AtomicU64 = AtomicU64::new(0);
@@ -175,6 +184,7 @@ static MRS_DEREG: AtomicU64 = AtomicU64::new(0);
 static WRS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicU64 = AtomicU64::new(0);
+static EVENTS: AtomicU64 = AtomicU64::new(0);
 
 /// This process's counters.
 pub fn stats() -> SimStats {
@@ -184,6 +194,7 @@ pub fn stats() -> SimStats {
         wrs: WRS.load(Ordering::Relaxed),
         bytes: BYTES.load(Ordering::Relaxed),
         errors: ERRORS.load(Ordering::Relaxed),
+        events: EVENTS.load(Ordering::Relaxed),
     }
 }
 
@@ -409,6 +420,14 @@ impl Device for SimDevice {
     }
 
     fn create_qp(&self, depth: u32) -> Result<Box<dyn QueuePair>, RdmaError> {
+        Ok(Box::new(self.create_sim_qp(depth)?))
+    }
+}
+
+impl SimDevice {
+    /// [`Device::create_qp`], as the concrete type (tests wait for its NIC with
+    /// [`SimQp::drained`]).
+    pub fn create_sim_qp(&self, depth: u32) -> Result<SimQp, RdmaError> {
         if depth == 0 || depth > self.attr.max_qp_wr {
             return Err(RdmaError::Limit {
                 what: "a send queue".into(),
@@ -419,180 +438,327 @@ impl Device for SimDevice {
         }
         let qpn = self.next_qpn.fetch_add(1, Ordering::Relaxed);
         let dev = SimDevice::open(self.attr.fabric.trim_start_matches("sim:"));
-        Ok(Box::new(SimQp {
-            dev,
-            qpn,
+        let (channel_tx, channel_rx) = UnixStream::pair().map_err(|e| RdmaError::Call {
+            call: "create_comp_channel",
+            reason: e.to_string(),
+        })?;
+        channel_tx
+            .set_nonblocking(true)
+            .map_err(|e| RdmaError::Call {
+                call: "create_comp_channel",
+                reason: e.to_string(),
+            })?;
+        Ok(SimQp {
+            shared: Arc::new(Shared {
+                dev,
+                qpn,
+                inner: Mutex::new(Inner {
+                    states: QpStates::new(qpn),
+                    remote: None,
+                    sq: VecDeque::new(),
+                    cq: VecDeque::new(),
+                    armed: false,
+                    closed: false,
+                    nic_asleep: false,
+                }),
+                doorbell: Condvar::new(),
+                channel_tx,
+            }),
             depth: depth as usize,
-            states: QpStates::new(qpn),
-            remote: None,
-            sq: VecDeque::new(),
-            cq: VecDeque::new(),
-        }))
+            channel_rx,
+            nic: None,
+        })
     }
 }
 
-/// A simulated queue pair.
-pub struct SimQp {
-    dev: Arc<SimDevice>,
-    qpn: u32,
-    depth: usize,
+/// A simulated queue pair's state, shared with its NIC thread.
+struct Inner {
     states: QpStates,
     remote: Option<Arc<dyn Remote>>,
     sq: VecDeque<WorkRequest>,
     cq: VecDeque<Completion>,
+    /// `req_notify`: the next completion added raises one event on the channel.
+    armed: bool,
+    /// The queue pair was dropped: the NIC thread ends.
+    closed: bool,
+    /// The NIC thread sleeps on the doorbell (a post must ring it).
+    nic_asleep: bool,
+}
+
+struct Shared {
+    dev: Arc<SimDevice>,
+    qpn: u32,
+    inner: Mutex<Inner>,
+    /// Rung by `post_send` (and on drop) when the NIC thread sleeps: it has work.
+    doorbell: Condvar,
+    /// The completion channel's write end (the NIC raises an event by writing a byte).
+    channel_tx: UnixStream,
+}
+
+/// A simulated queue pair: its send queue is executed by a NIC thread of its own (started at
+/// the first post), which adds completions to its completion queue and, when the queue is armed
+/// ([`QueuePair::req_notify`]), raises one event on its completion channel (a socket pair: one
+/// byte per event) that [`QueuePair::wait_event`] blocks on.
+pub struct SimQp {
+    shared: Arc<Shared>,
+    depth: usize,
+    channel_rx: UnixStream,
+    nic: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Run one work request against the peer; its status.
+fn execute(dev: &SimDevice, remote: Option<&Arc<dyn Remote>>, wr: &WorkRequest) -> WcStatus {
+    let len = wr.len();
+    if len > dev.attr.max_msg_sz || wr.sges.len() > dev.attr.max_sge as usize {
+        return WcStatus::LocalLength;
+    }
+    let (local_need, remote_need) = match wr.opcode {
+        Opcode::Write => (0, access::REMOTE_WRITE),
+        Opcode::Read => (access::LOCAL_WRITE, access::REMOTE_READ),
+        Opcode::FetchAdd { .. } => (access::LOCAL_WRITE, access::REMOTE_ATOMIC),
+    };
+    if !dev.check_local(wr, local_need) {
+        return WcStatus::LocalProtection;
+    }
+    let Some(remote) = remote else {
+        return WcStatus::RetryExceeded;
+    };
+    let (mut rkey, mut raddr) = (wr.rkey, wr.remote_addr);
+    match injected() {
+        Some(Fault::Status(s)) => return s,
+        Some(Fault::BadRkey) => rkey ^= 0x00ff_ff00,
+        Some(Fault::OutOfBounds) => raddr = raddr.wrapping_add(1 << 40),
+        None => {}
+    }
+    let Some(ptr) = remote.resolve(rkey, raddr, len, remote_need) else {
+        return WcStatus::RemoteAccess;
+    };
+    match wr.opcode {
+        Opcode::Write => {
+            let mut at = 0usize;
+            for s in &wr.sges {
+                // SAFETY: the local entry lies in a registered MR whose memory the poster keeps
+                // valid until completion or reset (post_send's contract; reset waits for the
+                // work request in execution, which holds the queue pair's lock); the remote range
+                // was resolved inside the peer's MR, mapped here while attached.
+                unsafe {
+                    std::ptr::copy(s.addr as *const u8, ptr.add(at), s.len as usize);
+                }
+                at += s.len as usize;
+            }
+        }
+        Opcode::Read => {
+            let mut at = 0usize;
+            for s in &wr.sges {
+                // SAFETY: as for WRITE; the local entry is the poster's, exclusively, until
+                // completion.
+                unsafe {
+                    std::ptr::copy(ptr.add(at), s.addr as *mut u8, s.len as usize);
+                }
+                at += s.len as usize;
+            }
+        }
+        Opcode::FetchAdd { add } => {
+            if len != 8
+                || wr.sges.len() != 1
+                || !wr.remote_addr.is_multiple_of(8)
+                || !(ptr as usize).is_multiple_of(8)
+            {
+                return WcStatus::RemoteInvalidRequest;
+            }
+            // SAFETY: 8 aligned bytes inside the peer's MR (checked above), shared memory that
+            // the peer also accesses atomically.
+            let word = unsafe { AtomicU64::from_ptr(ptr as *mut u64) };
+            let old = word.fetch_add(add, Ordering::SeqCst);
+            // SAFETY: the local entry is 8 bytes of the poster's registered memory.
+            unsafe { std::ptr::write_unaligned(wr.sges[0].addr as *mut u64, old) };
+        }
+    }
+    BYTES.fetch_add(len, Ordering::Relaxed);
+    WcStatus::Success
+}
+
+/// The NIC thread of one queue pair: executes its send queue in order, one work request at a
+/// time under the queue pair's lock (so a reset or drop never races a copy), and delivers
+/// completions: signaled successes and every error, the later work requests of an errored queue
+/// pair flushed.
+fn nic(shared: Arc<Shared>) {
+    let mut g = lock(&shared.inner);
+    loop {
+        while g.sq.is_empty() && !g.closed {
+            g.nic_asleep = true;
+            g = shared
+                .doorbell
+                .wait(g)
+                .expect("lock poisoned: a panic left this state half-updated");
+            g.nic_asleep = false;
+        }
+        if g.closed {
+            return;
+        }
+        let wr = g.sq.pop_front().expect("not empty");
+        let (status, executed) = if g.states.state() == QpState::Error {
+            (WcStatus::Flush, false)
+        } else {
+            WRS.fetch_add(1, Ordering::Relaxed);
+            (execute(&shared.dev, g.remote.as_ref(), &wr), true)
+        };
+        if status != WcStatus::Success {
+            if executed {
+                ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    qpn = shared.qpn,
+                    wr_id = wr.wr_id,
+                    ?status,
+                    "simulated NIC: error completion"
+                );
+            }
+            g.states.fail();
+        }
+        if wr.signaled || status != WcStatus::Success {
+            g.cq.push_back(Completion {
+                wr_id: wr.wr_id,
+                status,
+            });
+            if std::mem::take(&mut g.armed) {
+                EVENTS.fetch_add(1, Ordering::Relaxed);
+                // A full socket buffer means unread events are pending anyway.
+                let _ = (&shared.channel_tx).write(&[1]);
+            }
+        }
+        // Let pollers and resets in between work requests.
+        drop(g);
+        g = lock(&shared.inner);
+    }
 }
 
 impl SimQp {
-    /// Run one work request against the peer; its status.
-    fn execute(&self, wr: &WorkRequest) -> WcStatus {
-        let len = wr.len();
-        if len > self.dev.attr.max_msg_sz || wr.sges.len() > self.dev.attr.max_sge as usize {
-            return WcStatus::LocalLength;
+    /// True when its NIC has executed every posted work request (their completions are in the
+    /// completion queue).
+    pub fn drained(&self) -> bool {
+        lock(&self.shared.inner).sq.is_empty()
+    }
+}
+
+impl Drop for SimQp {
+    fn drop(&mut self) {
+        {
+            let mut g = lock(&self.shared.inner);
+            g.closed = true;
+            g.sq.clear();
         }
-        let (local_need, remote_need) = match wr.opcode {
-            Opcode::Write => (0, access::REMOTE_WRITE),
-            Opcode::Read => (access::LOCAL_WRITE, access::REMOTE_READ),
-            Opcode::FetchAdd { .. } => (access::LOCAL_WRITE, access::REMOTE_ATOMIC),
-        };
-        if !self.dev.check_local(wr, local_need) {
-            return WcStatus::LocalProtection;
+        self.shared.doorbell.notify_all();
+        if let Some(t) = self.nic.take() {
+            let _ = t.join();
         }
-        let Some(remote) = self.remote.as_ref() else {
-            return WcStatus::RetryExceeded;
-        };
-        let (mut rkey, mut raddr) = (wr.rkey, wr.remote_addr);
-        match injected() {
-            Some(Fault::Status(s)) => return s,
-            Some(Fault::BadRkey) => rkey ^= 0x00ff_ff00,
-            Some(Fault::OutOfBounds) => raddr = raddr.wrapping_add(1 << 40),
-            None => {}
-        }
-        let Some(ptr) = remote.resolve(rkey, raddr, len, remote_need) else {
-            return WcStatus::RemoteAccess;
-        };
-        match wr.opcode {
-            Opcode::Write => {
-                let mut at = 0usize;
-                for s in &wr.sges {
-                    // SAFETY: the local entry lies in a registered MR whose memory the poster keeps
-                    // valid until completion (post_send's contract); the remote range was
-                    // resolved inside the peer's MR, mapped here while attached.
-                    unsafe {
-                        std::ptr::copy(s.addr as *const u8, ptr.add(at), s.len as usize);
-                    }
-                    at += s.len as usize;
-                }
-            }
-            Opcode::Read => {
-                let mut at = 0usize;
-                for s in &wr.sges {
-                    // SAFETY: as for WRITE; the local entry is the poster's, exclusively, until
-                    // completion.
-                    unsafe {
-                        std::ptr::copy(ptr.add(at), s.addr as *mut u8, s.len as usize);
-                    }
-                    at += s.len as usize;
-                }
-            }
-            Opcode::FetchAdd { add } => {
-                if len != 8
-                    || wr.sges.len() != 1
-                    || !wr.remote_addr.is_multiple_of(8)
-                    || !(ptr as usize).is_multiple_of(8)
-                {
-                    return WcStatus::RemoteInvalidRequest;
-                }
-                // SAFETY: 8 aligned bytes inside the peer's MR (checked above), shared memory that
-                // the peer also accesses atomically.
-                let word = unsafe { AtomicU64::from_ptr(ptr as *mut u64) };
-                let old = word.fetch_add(add, Ordering::SeqCst);
-                // SAFETY: the local entry is 8 bytes of the poster's registered memory.
-                unsafe { std::ptr::write_unaligned(wr.sges[0].addr as *mut u64, old) };
-            }
-        }
-        BYTES.fetch_add(len, Ordering::Relaxed);
-        WcStatus::Success
     }
 }
 
 impl QueuePair for SimQp {
     fn endpoint(&self) -> QpEndpoint {
+        let qpn = self.shared.qpn;
         QpEndpoint {
-            qpn: self.qpn,
-            psn: self.qpn.wrapping_mul(2654435761) & 0xff_ffff,
+            qpn,
+            psn: qpn.wrapping_mul(2654435761) & 0xff_ffff,
             lid: 0,
-            gid: self.dev.gid,
+            gid: self.shared.dev.gid,
         }
     }
 
     fn state(&self) -> QpState {
-        self.states.state()
+        lock(&self.shared.inner).states.state()
     }
 
     fn connect(&mut self, remote: &QpEndpoint) -> Result<(), RdmaError> {
-        self.states.init()?;
+        let mut g = lock(&self.shared.inner);
+        g.states.init()?;
         // A peer whose memory is not attached here is like an unreachable port: the queue pair
         // connects, and its work requests fail with RetryExceeded. (A service's queue pairs are
         // passive, one-sided targets: they never reach the client's memory.)
         let peer = lock(fabric()).get(&remote.gid).cloned();
-        self.states.rtr()?;
-        self.states.rts()?;
-        self.remote = peer;
+        g.states.rtr()?;
+        g.states.rts()?;
+        g.remote = peer;
         Ok(())
     }
 
     fn reset(&mut self) -> Result<(), RdmaError> {
-        self.states.reset();
-        self.sq.clear();
-        self.cq.clear();
-        self.remote = None;
+        let mut g = lock(&self.shared.inner);
+        g.states.reset();
+        g.sq.clear();
+        g.cq.clear();
+        g.remote = None;
+        g.armed = false;
         Ok(())
     }
 
     unsafe fn post_send(&mut self, wrs: &[WorkRequest]) -> Result<(), RdmaError> {
-        self.states.check_post()?;
-        if self.sq.len() + wrs.len() > self.depth {
-            return Err(RdmaError::Limit {
-                what: format!("posting {} work requests", wrs.len()),
-                limit: "send queue depth",
-                max: self.depth as u64,
-                wanted: (self.sq.len() + wrs.len()) as u64,
-            });
+        let asleep = {
+            let mut g = lock(&self.shared.inner);
+            g.states.check_post()?;
+            if g.sq.len() + wrs.len() > self.depth {
+                return Err(RdmaError::Limit {
+                    what: format!("posting {} work requests", wrs.len()),
+                    limit: "send queue depth",
+                    max: self.depth as u64,
+                    wanted: (g.sq.len() + wrs.len()) as u64,
+                });
+            }
+            g.sq.extend(wrs.iter().cloned());
+            g.nic_asleep
+        };
+        if self.nic.is_none() {
+            let shared = self.shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("sim-nic-{:x}", self.shared.qpn))
+                .spawn(move || nic(shared))
+                .map_err(|e| RdmaError::Call {
+                    call: "post_send",
+                    reason: format!("starting the simulated NIC's thread: {e}"),
+                })?;
+            self.nic = Some(t);
+        } else if asleep {
+            self.shared.doorbell.notify_one();
         }
-        self.sq.extend(wrs.iter().cloned());
         Ok(())
     }
 
     fn poll_cq(&mut self, out: &mut Vec<Completion>, max: usize) -> Result<usize, RdmaError> {
-        while let Some(wr) = self.sq.pop_front() {
-            let (status, executed) = if self.states.state() == QpState::Error {
-                (WcStatus::Flush, false)
-            } else {
-                WRS.fetch_add(1, Ordering::Relaxed);
-                (self.execute(&wr), true)
-            };
-            if status != WcStatus::Success {
-                if executed {
-                    ERRORS.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
-                        qpn = self.qpn,
-                        wr_id = wr.wr_id,
-                        ?status,
-                        "simulated NIC: error completion"
-                    );
-                }
-                self.states.fail();
-            }
-            if wr.signaled || status != WcStatus::Success {
-                self.cq.push_back(Completion {
-                    wr_id: wr.wr_id,
-                    status,
-                });
-            }
-        }
-        let n = max.min(self.cq.len());
-        out.extend(self.cq.drain(..n));
+        let mut g = lock(&self.shared.inner);
+        let n = max.min(g.cq.len());
+        out.extend(g.cq.drain(..n));
         Ok(n)
+    }
+
+    fn req_notify(&mut self) -> Result<(), RdmaError> {
+        lock(&self.shared.inner).armed = true;
+        Ok(())
+    }
+
+    fn wait_event(&mut self, timeout: Duration) -> Result<bool, RdmaError> {
+        let call = |e: std::io::Error| RdmaError::Call {
+            call: "wait_event",
+            reason: e.to_string(),
+        };
+        self.channel_rx
+            .set_read_timeout(Some(timeout.max(Duration::from_micros(1))))
+            .map_err(call)?;
+        let mut buf = [0u8; 64];
+        match (&self.channel_rx).read(&mut buf) {
+            Ok(0) => Err(call(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(call(e)),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 use super::*;
 use crate::rdma::lower::{lower, Limits, Piece, Way, Xfer};
 use crate::rdma::Sge;
+use std::time::Duration;
 
 fn wr(wr_id: u64, opcode: Opcode, sges: Vec<Sge>, remote_addr: u64, rkey: u32) -> WorkRequest {
     WorkRequest {
@@ -15,10 +16,20 @@ fn wr(wr_id: u64, opcode: Opcode, sges: Vec<Sge>, remote_addr: u64, rkey: u32) -
     }
 }
 
-fn poll_all(qp: &mut dyn QueuePair) -> Vec<Completion> {
+/// Every completion of what was posted: polled until the NIC thread has executed the send queue
+/// and the completion queue is empty.
+fn poll_all(qp: &mut SimQp) -> Vec<Completion> {
     let mut out = Vec::new();
-    while qp.poll_cq(&mut out, 16).unwrap() > 0 {}
-    out
+    loop {
+        let drained = qp.drained();
+        let n = qp.poll_cq(&mut out, 16).unwrap();
+        if drained && n == 0 {
+            return out;
+        }
+        if n == 0 {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// One test, because injected errors are per process and tests run in parallel threads.
@@ -38,7 +49,7 @@ fn loopback_queue_pairs_move_check_and_fail_like_a_nic() {
         )
     };
     assert_ne!(ms.lkey, ms.rkey, "distinct keys");
-    let mut qp = dev.create_qp(16).unwrap();
+    let mut qp = dev.create_sim_qp(16).unwrap();
     // SAFETY: nothing is posted.
     let before = unsafe { qp.post_send(&[]) }.unwrap_err();
     assert!(before.to_string().contains("Reset"), "{before}");
@@ -73,7 +84,7 @@ fn loopback_queue_pairs_move_check_and_fail_like_a_nic() {
     let lw = lower(Way::Put, &x, l);
     // SAFETY: src and dst live until the completions are polled.
     unsafe { qp.post_send(&lw.chains[0]).unwrap() };
-    let c = poll_all(qp.as_mut());
+    let c = poll_all(&mut qp);
     assert!(c.iter().all(|c| c.status == WcStatus::Success));
     assert_eq!(c.last().unwrap().wr_id, lw.last_wr[0].unwrap());
     assert_eq!(&dst[100..110], &src[..10]);
@@ -94,7 +105,7 @@ fn loopback_queue_pairs_move_check_and_fail_like_a_nic() {
     );
     // SAFETY: as above.
     unsafe { qp.post_send(&[w]).unwrap() };
-    assert_eq!(poll_all(qp.as_mut())[0].status, WcStatus::Success);
+    assert_eq!(poll_all(&mut qp)[0].status, WcStatus::Success);
     assert_eq!(u64::from_ne_bytes(src[2048..2056].try_into().unwrap()), 41);
     assert_eq!(u64::from_ne_bytes(dst[4096..4104].try_into().unwrap()), 42);
 
@@ -125,7 +136,7 @@ fn loopback_queue_pairs_move_check_and_fail_like_a_nic() {
     let d0 = dst[0];
     // SAFETY: as above.
     unsafe { qp.post_send(&[bad, next.clone()]).unwrap() };
-    let c = poll_all(qp.as_mut());
+    let c = poll_all(&mut qp);
     assert_eq!(
         c.iter().map(|c| c.status).collect::<Vec<_>>(),
         vec![WcStatus::RemoteAccess, WcStatus::Flush]
@@ -185,7 +196,7 @@ fn loopback_queue_pairs_move_check_and_fail_like_a_nic() {
     for (w, want) in cases {
         // SAFETY: as above (and nothing is touched: every case is refused before a copy).
         unsafe { qp.post_send(&[w]).unwrap() };
-        assert_eq!(poll_all(qp.as_mut())[0].status, want);
+        assert_eq!(poll_all(&mut qp)[0].status, want);
         qp.reset().unwrap();
         qp.connect(&ep).unwrap();
     }
@@ -207,7 +218,7 @@ fn loopback_queue_pairs_move_check_and_fail_like_a_nic() {
         .collect();
     // SAFETY: as above.
     unsafe { qp.post_send(&chain).unwrap() };
-    let st: Vec<WcStatus> = poll_all(qp.as_mut()).iter().map(|c| c.status).collect();
+    let st: Vec<WcStatus> = poll_all(&mut qp).iter().map(|c| c.status).collect();
     assert_eq!(
         st,
         vec![
@@ -226,30 +237,93 @@ fn loopback_queue_pairs_move_check_and_fail_like_a_nic() {
         inject(0, f);
         // SAFETY: refused before any copy.
         unsafe { qp.post_send(std::slice::from_ref(&next)).unwrap() };
-        assert_eq!(
-            poll_all(qp.as_mut())[0].status,
-            WcStatus::RemoteAccess,
-            "{f:?}"
-        );
+        assert_eq!(poll_all(&mut qp)[0].status, WcStatus::RemoteAccess, "{f:?}");
     }
 
     // A peer that is not attached is unreachable: its work requests fail with RetryExceeded.
-    let mut q2 = dev.create_qp(4).unwrap();
+    let mut q2 = dev.create_sim_qp(4).unwrap();
     q2.connect(&QpEndpoint { gid: [9; 16], ..ep }).unwrap();
     // SAFETY: nothing is copied: the peer is unreachable.
     unsafe { q2.post_send(std::slice::from_ref(&next)).unwrap() };
-    assert_eq!(poll_all(q2.as_mut())[0].status, WcStatus::RetryExceeded);
+    assert_eq!(poll_all(&mut q2)[0].status, WcStatus::RetryExceeded);
     // Deregistered keys are refused.
     qp.reset().unwrap();
     qp.connect(&ep).unwrap();
     dev.dereg_mr(&md).unwrap();
     // SAFETY: refused before any copy.
     unsafe { qp.post_send(std::slice::from_ref(&next)).unwrap() };
-    assert_eq!(poll_all(qp.as_mut())[0].status, WcStatus::RemoteAccess);
+    assert_eq!(poll_all(&mut qp)[0].status, WcStatus::RemoteAccess);
     dev.dereg_mr(&ms).unwrap();
     assert!(dev.dereg_mr(&ms).is_err());
 
     assert!(dev.create_qp(1 << 20).is_err(), "past max_qp_wr");
+
+    completion_channel_events_are_armed_and_one_shot(&dev);
+}
+
+/// The completion channel: no event unless armed; an armed queue raises one event for the next
+/// completion (the waiter sleeps until the NIC thread adds it), none for later ones or for
+/// completions already queued when it was armed.
+fn completion_channel_events_are_armed_and_one_shot(dev: &SimDevice) {
+    let mut a = vec![7u8; 256];
+    let mut b = vec![0u8; 256];
+    let all = access::LOCAL_WRITE | access::REMOTE_WRITE;
+    // SAFETY: both buffers outlive the MRs (deregistered below).
+    let (ma, mb) = unsafe {
+        (
+            dev.reg_mr(a.as_mut_ptr() as u64, 256, all).unwrap(),
+            dev.reg_mr(b.as_mut_ptr() as u64, 256, all).unwrap(),
+        )
+    };
+    let mut qp = dev.create_sim_qp(8).unwrap();
+    let ep = qp.endpoint();
+    qp.connect(&ep).unwrap();
+    let write = |id: u64, len: u32| {
+        wr(
+            id,
+            Opcode::Write,
+            vec![Sge {
+                addr: ma.addr,
+                len,
+                lkey: ma.lkey,
+            }],
+            mb.addr,
+            mb.rkey,
+        )
+    };
+    let short = Duration::from_millis(20);
+    let long = Duration::from_secs(30);
+    let events = stats().events;
+    // Not armed: the completion comes, no event.
+    // SAFETY: a and b outlive the completions polled below.
+    unsafe { qp.post_send(&[write(1, 8)]).unwrap() };
+    assert_eq!(poll_all(&mut qp).len(), 1);
+    assert!(!qp.wait_event(short).unwrap(), "no event unless armed");
+    // Armed, then posted: the waiter blocks until the NIC thread's completion raises the event.
+    qp.req_notify().unwrap();
+    // SAFETY: as above.
+    unsafe { qp.post_send(&[write(2, 16), write(3, 32)]).unwrap() };
+    assert!(qp.wait_event(long).unwrap(), "the armed queue's event");
+    let c = poll_all(&mut qp);
+    assert_eq!(c.iter().map(|c| c.wr_id).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(
+        !qp.wait_event(short).unwrap(),
+        "one-shot: one event per arming"
+    );
+    assert_eq!(stats().events, events + 1);
+    assert_eq!(b[..32], a[..32]);
+    // Armed with completions already queued: no event for them.
+    // SAFETY: as above.
+    unsafe { qp.post_send(&[write(4, 8)]).unwrap() };
+    while !qp.drained() {
+        std::thread::yield_now();
+    }
+    qp.req_notify().unwrap();
+    assert!(!qp.wait_event(short).unwrap(), "queued before arming");
+    assert_eq!(poll_all(&mut qp).len(), 1);
+    drop(qp);
+    dev.dereg_mr(&ma).unwrap();
+    dev.dereg_mr(&mb).unwrap();
 }
 
 #[test]

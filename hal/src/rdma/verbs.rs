@@ -233,18 +233,32 @@ impl Device for VerbsDevice {
                 wanted: depth as u64,
             });
         }
-        // SAFETY: ctx is open; no completion channel.
-        let cq = unsafe {
-            ib::ibv_create_cq(
-                self.ctx,
-                depth as i32,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                0,
-            )
+        // SAFETY: ctx is open.
+        let channel = unsafe { ib::ibv_create_comp_channel(self.ctx) };
+        if channel.is_null() {
+            return Err(errno("ibv_create_comp_channel"));
+        }
+        // Non-blocking: `wait_event` polls the fd with a timeout, then takes the event.
+        // SAFETY: the channel's fd is open; F_GETFL/F_SETFL take and return plain flags.
+        let nonblocking = unsafe {
+            let fd = (*channel).fd;
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) == 0
         };
+        if !nonblocking {
+            let e = errno("fcntl(O_NONBLOCK) on the completion channel");
+            // SAFETY: ours, unused.
+            unsafe { ib::ibv_destroy_comp_channel(channel) };
+            return Err(e);
+        }
+        // SAFETY: ctx is open; the channel is ours and outlives the CQ (destroyed after it).
+        let cq =
+            unsafe { ib::ibv_create_cq(self.ctx, depth as i32, std::ptr::null_mut(), channel, 0) };
         if cq.is_null() {
-            return Err(errno("ibv_create_cq"));
+            let e = errno("ibv_create_cq");
+            // SAFETY: ours, unused.
+            unsafe { ib::ibv_destroy_comp_channel(channel) };
+            return Err(e);
         }
         // SAFETY: a plain C struct; zero is valid.
         let mut init: ib::ibv_qp_init_attr = unsafe { std::mem::zeroed() };
@@ -260,8 +274,11 @@ impl Device for VerbsDevice {
         let qp = unsafe { ib::ibv_create_qp(self.pd, &mut init) };
         if qp.is_null() {
             let e = errno("ibv_create_qp");
-            // SAFETY: ours, unused.
-            unsafe { ib::ibv_destroy_cq(cq) };
+            // SAFETY: ours, unused; the CQ before its channel.
+            unsafe {
+                ib::ibv_destroy_cq(cq);
+                ib::ibv_destroy_comp_channel(channel);
+            }
             return Err(e);
         }
         // SAFETY: a created QP.
@@ -269,6 +286,7 @@ impl Device for VerbsDevice {
         Ok(Box::new(VerbsQp {
             qp,
             cq,
+            channel,
             states: QpStates::new(qpn),
             psn: qpn.wrapping_mul(2654435761) & 0xff_ffff,
             local: self.endpoint_base(),
@@ -295,6 +313,8 @@ impl VerbsDevice {
 pub struct VerbsQp {
     qp: *mut ib::ibv_qp,
     cq: *mut ib::ibv_cq,
+    /// The CQ's completion channel (every event taken is acknowledged at once).
+    channel: *mut ib::ibv_comp_channel,
     states: QpStates,
     psn: u32,
     local: QpEndpoint,
@@ -309,10 +329,12 @@ unsafe impl Send for VerbsQp {}
 
 impl Drop for VerbsQp {
     fn drop(&mut self) {
-        // SAFETY: ours; the QP goes before its CQ.
+        // SAFETY: ours; the QP goes before its CQ, the CQ (whose events were all acknowledged)
+        // before its channel.
         unsafe {
             ib::ibv_destroy_qp(self.qp);
             ib::ibv_destroy_cq(self.cq);
+            ib::ibv_destroy_comp_channel(self.channel);
         }
     }
 }
@@ -534,6 +556,58 @@ impl QueuePair for VerbsQp {
         }
         Ok(n as usize)
     }
+
+    fn req_notify(&mut self) -> Result<(), RdmaError> {
+        // SAFETY: a live CQ with a completion channel.
+        match unsafe { ib::ibv_req_notify_cq(self.cq, 0) } {
+            0 => Ok(()),
+            e => Err(RdmaError::Call {
+                call: "ibv_req_notify_cq",
+                reason: std::io::Error::from_raw_os_error(e).to_string(),
+            }),
+        }
+    }
+
+    fn wait_event(&mut self, timeout: std::time::Duration) -> Result<bool, RdmaError> {
+        let mut pfd = libc::pollfd {
+            // SAFETY: a live channel.
+            fd: unsafe { (*self.channel).fd },
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(RdmaError::Call {
+                call: "poll(completion channel)",
+                reason: e.to_string(),
+            });
+        }
+        if r == 0 {
+            return Ok(false);
+        }
+        let mut cq: *mut ib::ibv_cq = std::ptr::null_mut();
+        let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
+        // SAFETY: a live, non-blocking channel and valid out-pointers.
+        if unsafe { ib::ibv_get_cq_event(self.channel, &mut cq, &mut ctx) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok(false);
+            }
+            return Err(RdmaError::Call {
+                call: "ibv_get_cq_event",
+                reason: e.to_string(),
+            });
+        }
+        // SAFETY: the event just taken is of this channel's only CQ.
+        unsafe { ib::ibv_ack_cq_events(cq, 1) };
+        Ok(true)
+    }
 }
 
 impl VerbsQp {
@@ -571,5 +645,9 @@ mod tests {
         let ep = qp.endpoint();
         qp.connect(&ep).expect("a loopback connection");
         assert_eq!(qp.state(), QpState::Rts);
+        // The completion channel: armed, with nothing posted no event comes.
+        qp.req_notify().expect("ibv_req_notify_cq");
+        let waited = qp.wait_event(std::time::Duration::from_millis(10));
+        assert_eq!(waited, Ok(false), "no completion, no event");
     }
 }

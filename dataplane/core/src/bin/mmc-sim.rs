@@ -1,7 +1,7 @@
 //! `mmc-sim`: run the whole-cluster simulation from seeds.
 //!
 //! ```text
-//! mmc-sim [--seed N] [--seeds K] [--steps N] [--canary]
+//! mmc-sim [--seed N] [--seeds K] [--steps N] [--canary] [--rdma]
 //! ```
 //! Without `--seed`, seeds come from `MMC_SIM_SEED` or the clock; `--seeds K` runs K consecutive
 //! seeds. Exit 0 when every invariant held, 1 on the first failure (seed and step printed, to
@@ -14,7 +14,9 @@ use std::time::Instant;
 use mmc_core::sim::{run, SimConfig};
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("mmc-sim: {msg}\nusage: mmc-sim [--seed N] [--seeds K] [--steps N] [--canary]");
+    eprintln!(
+        "mmc-sim: {msg}\nusage: mmc-sim [--seed N] [--seeds K] [--steps N] [--canary] [--rdma]"
+    );
     ExitCode::from(2)
 }
 
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
     let mut seeds = 1u64;
     let mut steps = 100_000u64;
     let mut canary = false;
+    let mut rdma = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> Option<u64> {
@@ -47,8 +50,9 @@ fn main() -> ExitCode {
                 _ => return usage("--steps needs a number above 0"),
             },
             "--canary" => canary = true,
+            "--rdma" => rdma = true,
             "-h" | "--help" => {
-                println!("usage: mmc-sim [--seed N] [--seeds K] [--steps N] [--canary]");
+                println!("usage: mmc-sim [--seed N] [--seeds K] [--steps N] [--canary] [--rdma]");
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unknown argument {other:?}")),
@@ -63,19 +67,23 @@ fn main() -> ExitCode {
     for s in first..first + seeds {
         let mut cfg = SimConfig::new(s, steps);
         cfg.canary = canary;
+        cfg.rdma = rdma;
         let started = Instant::now();
         println!(
             "mmc-sim: seed {s}, {steps} steps{}",
             if canary { ", canary (fence off)" } else { "" }
         );
+        if rdma {
+            println!("mmc-sim: --rdma: half the copies to other hosts go one-sided (lowered work requests)");
+        }
         match run(cfg) {
             Ok(sum) => println!(
-                "mmc-sim: seed {s} ok in {:.1} s: {} simulated ms, {} operations ({} with a success), {} gets verified byte for byte, {} checks, {} faults ({} meta restarts, {} re-registrations), {} exact index checks, {} index resets sent, {} oversize puts refused without eviction, {} freezes watched ({} paused and re-admitted, keeping {} objects), {} rejoins after meta restarts ({} objects rebuilt), {} repairs ({} held, {} refused by the checksum)",
-                started.elapsed().as_secs_f64(), sum.sim_ms, sum.ops, sum.ops_ok, sum.gets_verified, sum.checks, sum.faults, sum.meta_restarts, sum.reregistrations, sum.index_exact_checks, sum.index_resets, sum.oversize_refused, sum.pauses_watched, sum.pauses_readmitted, sum.pause_objects_kept, sum.rejoins, sum.objects_rebuilt, sum.repairs_run, sum.repairs_ok, sum.repairs_mismatched
+                "mmc-sim: seed {s} ok in {:.1} s: {} simulated ms, {} operations ({} with a success), {} gets verified byte for byte, {} checks, {} faults ({} meta restarts, {} re-registrations), {} exact index checks, {} index resets sent, {} oversize puts refused without eviction, {} freezes watched ({} paused and re-admitted, keeping {} objects), {} rejoins after meta restarts ({} objects rebuilt), {} repairs ({} held, {} refused by the checksum), {} one-sided RDMA copies ({} work requests, {} error completions)",
+                started.elapsed().as_secs_f64(), sum.sim_ms, sum.ops, sum.ops_ok, sum.gets_verified, sum.checks, sum.faults, sum.meta_restarts, sum.reregistrations, sum.index_exact_checks, sum.index_resets, sum.oversize_refused, sum.pauses_watched, sum.pauses_readmitted, sum.pause_objects_kept, sum.rejoins, sum.objects_rebuilt, sum.repairs_run, sum.repairs_ok, sum.repairs_mismatched, sum.rdma_copies, sum.rdma_wrs, sum.rdma_error_completions
             ),
             Err(f) => {
                 println!("mmc-sim: FAILED {f}");
-                println!("mmc-sim: replay with: scripts/sim.sh --seed {} --steps {}{}", f.seed, f.step, if canary { " --canary" } else { "" });
+                println!("mmc-sim: replay with: scripts/sim.sh --seed {} --steps {}{}{}", f.seed, f.step, if canary { " --canary" } else { "" }, if rdma { " --rdma" } else { "" });
                 return ExitCode::FAILURE;
             }
         }

@@ -16,6 +16,7 @@ mod local;
 mod observe;
 mod oracle;
 mod pause_check;
+mod rdma;
 mod rebuild_check;
 mod repair;
 mod rng;
@@ -47,6 +48,9 @@ pub struct SimConfig {
     pub keys: usize,
     pub pool_bytes: u64,
     pub timeout_ms: u64,
+    /// Half the copies to other hosts go one-sided, as the RDMA transport lowers them
+    /// (`mmc-sim --rdma`; see `sim/rdma.rs`).
+    pub rdma: bool,
 }
 
 impl SimConfig {
@@ -60,6 +64,7 @@ impl SimConfig {
             keys: 24,
             pool_bytes: 48 << 10,
             timeout_ms: 300,
+            rdma: false,
         }
     }
 }
@@ -96,6 +101,10 @@ pub struct Summary {
     pub repairs_ok: u64,
     /// ... that read bytes not matching the checksum (the source object was gone meanwhile).
     pub repairs_mismatched: u64,
+    /// `--rdma`: one-sided copies, their work requests executed, and error completions.
+    pub rdma_copies: u64,
+    pub rdma_wrs: u64,
+    pub rdma_error_completions: u64,
 }
 
 /// An invariant that did not hold.
@@ -179,6 +188,8 @@ pub(crate) enum Ev {
         incarnation: u64,
         task: mmc_controlplane::msg::RepairTask,
     },
+    /// The next step of a one-sided RDMA copy (`--rdma`).
+    Rdma(Box<rdma::RdmaCopy>),
 }
 
 pub(crate) struct Node<T> {
@@ -497,6 +508,7 @@ impl Sim {
                 out,
             } => self.client_transfer_done(client, gen, seq, idx, out),
             Ev::ShmEnd(c) => self.shm_end(c),
+            Ev::Rdma(c) => self.rdma_step(c),
             Ev::ClientWake { client, gen } => self.client_wake(client, gen),
             Ev::LocalTimer { local, gen } => self.local_timer(local, gen),
             Ev::Repair {

@@ -14,3 +14,17 @@ fn the_same_seed_replays_the_same_run() {
     let b = run(SimConfig::new(11, 5_000)).unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
 }
+
+#[test]
+fn one_sided_rdma_copies_hold_every_invariant() {
+    let mut cfg = SimConfig::new(7, 30_000);
+    cfg.rdma = true;
+    let s = run(cfg).unwrap_or_else(|f| panic!("{f}"));
+    assert!(s.rdma_copies > 100, "{s:?}");
+    assert!(
+        s.rdma_wrs > s.rdma_copies,
+        "objects span several work requests: {s:?}"
+    );
+    assert!(s.rdma_error_completions > 0, "{s:?}");
+    assert!(s.gets_verified > 10, "{s:?}");
+}

@@ -4,6 +4,7 @@
 //! | path | provides | completes |
 //! |---|---|---|
 //! | same host (client and service on one simulated host) | enters the service's fence word at submit, copies and checks the word in a later event (`ShmEnd`), as a real shm client's check, copy and re-check can straddle a re-registration | after about 1 ms per KiB, sometimes much later (a descheduled thread) |
+//! | other hosts, one-sided (`--rdma`, half of them; `sim/rdma.rs`) | lowered to work requests; the fence entered with FETCH_ADD + READ, each WRITE / READ an event at the service (no service CPU), the fence checked and left | after the last work request; an error completion fails it |
 //! | other hosts (the TCP-like path) | a `DataReq` message carrying a write's bytes; the service enters and leaves its fence around the copy and replies (`DataRep`, carrying a read's bytes) | when the reply arrives; lost messages never complete (the operation's deadline ends it) |
 //!
 //! It refuses at once (an outcome at submit) a rank that does not exist or whose service is down
@@ -80,7 +81,11 @@ impl SimTransport<'_> {
             data,
         };
         if l.host != host {
-            sim.send(Ev::DataReq(req));
+            if sim.cfg.rdma && sim.rng.chance(500_000) {
+                sim.rdma_start(req);
+            } else {
+                sim.send(Ev::DataReq(req));
+            }
             return Ok(());
         }
         // Same host: enter the service's fence word, copy later.
