@@ -232,3 +232,76 @@ impl Keys {
         self.table.iter().map(|&s| objects.slot(s).oid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{Replicas, State};
+
+    fn object(key: &str) -> Object {
+        Object {
+            key: key.to_string(),
+            size: 1,
+            replicas: Replicas::new(),
+            state: State::Committed,
+            recency: std::sync::atomic::AtomicU64::new(0),
+            queued: 0,
+            leases: 0,
+            removed: false,
+            client_id: 0,
+            version: 0,
+            crc: 0,
+            want: 1,
+        }
+    }
+
+    /// Objects and keys stay consistent through inserts, links, unlinks and removals that reuse
+    /// slots across chunk boundaries, checked against a plain map.
+    #[test]
+    fn slots_and_keys_match_a_plain_map() {
+        let (mut objects, mut keys) = (Objects::new(), Keys::new());
+        let mut model: std::collections::HashMap<u64, String> = Default::default();
+        let n = (CHUNK * 2 + 100) as u64;
+        for oid in 1..=n {
+            let key = format!("key-{}", oid % (n / 2));
+            objects.insert_new(oid, object(&key));
+            if keys.link(&objects, oid) {
+                model.insert(oid, key);
+            }
+        }
+        // Half the keys repeat: the later object of a key was refused.
+        assert_eq!(keys.len(), (n / 2) as usize);
+        assert_eq!(objects.len(), n as usize);
+        for oid in (1..=n).filter(|o| o % 3 == 0) {
+            let key = objects[&oid].key.clone();
+            if model.remove(&oid).is_some() {
+                assert_eq!(keys.remove(&objects, &key), Some(oid));
+            } else {
+                assert_ne!(keys.get(&objects, &key), Some(oid));
+            }
+            let obj = objects.remove(&oid).expect("inserted");
+            assert_eq!(obj.key, key);
+            assert!(objects.get(&oid).is_none() && objects.remove(&oid).is_none());
+        }
+        // Freed slots are reused by new ids.
+        let chunks = objects.chunks.len();
+        for oid in n + 1..=n + n / 3 {
+            objects.insert_new(oid, object(&format!("new-{oid}")));
+            assert!(keys.link(&objects, oid));
+            model.insert(oid, format!("new-{oid}"));
+        }
+        assert_eq!(objects.chunks.len(), chunks, "freed slots reused first");
+        assert_eq!(keys.len(), model.len());
+        for (oid, key) in &model {
+            assert_eq!(keys.get(&objects, key), Some(*oid));
+            assert_eq!(keys.get_obj(&objects, key).map(|(o, _)| o), Some(*oid));
+            assert_eq!(&objects[oid].key, key);
+        }
+        let mut linked: Vec<u64> = keys.oids(&objects).collect();
+        linked.sort_unstable();
+        let mut expected: Vec<u64> = model.keys().copied().collect();
+        expected.sort_unstable();
+        assert_eq!(linked, expected);
+        assert_eq!(objects.iter().count(), objects.len());
+    }
+}
