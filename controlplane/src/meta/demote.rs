@@ -216,7 +216,7 @@ impl MetaCore {
         self.lru_insert(rep.oid);
         // Index: the HBM holder forgets the key first (the DRAM holder may be the same service).
         self.index_record(upper.rank, &key, || IndexChange::Removed {
-            key: key.clone(),
+            key: key.to_string(),
             segment: upper.segment,
             offset: upper.offset,
         });

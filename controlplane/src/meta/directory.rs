@@ -77,7 +77,7 @@ impl MetaCore {
         self.objects.insert_new(
             oid,
             Object {
-                key: key.to_string(),
+                key: key.into(),
                 size,
                 replicas: placed.into_iter().collect(),
                 state: State::Pending { deadline_ms },
@@ -116,7 +116,7 @@ impl MetaCore {
             warn!(key, "commit of an unknown or reclaimed put");
             return Code::Timeout;
         };
-        if obj.key != key {
+        if &*obj.key != key {
             return Code::UnmatchedKey;
         }
         let State::Pending { deadline_ms } = obj.state else {

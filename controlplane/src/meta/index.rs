@@ -217,7 +217,7 @@ impl MetaCore {
         let replicas: Vec<msg::Replica> = obj.replicas.iter().map(|(r, _)| *r).collect();
         for r in replicas {
             self.index_record(r.rank, &key, || IndexChange::Removed {
-                key: key.clone(),
+                key: key.to_string(),
                 segment: r.segment,
                 offset: r.offset,
             });
@@ -302,14 +302,11 @@ impl MetaCore {
                     .or_else(|| self.paused_segments.get(id))
             })
             .flat_map(|s| s.index.lru.iter().map(|&(_, oid)| oid));
-        let mut next: Vec<(&String, msg::Replica, u64, u32, u16)> = lrus
+        let mut next: Vec<(&str, msg::Replica, u64, u32, u16)> = lrus
             .filter_map(|oid| {
                 let obj = &self.objects[&oid];
-                let key = &obj.key;
-                if after.is_some_and(|a| key.as_str() <= a)
-                    || obj.state != State::Committed
-                    || obj.removed
-                {
+                let key: &str = &obj.key;
+                if after.is_some_and(|a| key <= a) || obj.state != State::Committed || obj.removed {
                     return None;
                 }
                 let r = obj.replicas.iter().find(|(r, _)| r.rank == rank)?;
@@ -325,7 +322,7 @@ impl MetaCore {
         next.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let next: Vec<SnapshotEntry> = next
             .into_iter()
-            .map(|(k, r, v, c, w)| (k.clone(), r, v, c, w))
+            .map(|(k, r, v, c, w)| (k.to_string(), r, v, c, w))
             .collect();
         debug_assert!(next.windows(2).all(|w| w[0].0 < w[1].0));
         (next, done)

@@ -143,7 +143,7 @@ enum State {
 }
 
 struct Object {
-    key: String,
+    key: Box<str>,
     size: u64,
     /// One replica inline (the common case): no heap block per object.
     replicas: Replicas,

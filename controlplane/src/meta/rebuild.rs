@@ -383,7 +383,7 @@ impl MetaCore {
         self.objects.insert_new(
             oid,
             Object {
-                key: e.key.clone(),
+                key: e.key.as_str().into(),
                 size: e.len,
                 replicas: smallvec::smallvec![(replica, space)],
                 state: State::Committed,

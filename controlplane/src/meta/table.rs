@@ -179,14 +179,14 @@ impl Keys {
     /// The object linked under `key`.
     pub(super) fn get(&self, objects: &Objects, key: &str) -> Option<u64> {
         self.table
-            .find(self.hash(key), |&s| objects.slot(s).obj.key == key)
+            .find(self.hash(key), |&s| *objects.slot(s).obj.key == *key)
             .map(|&s| objects.slot(s).oid)
     }
 
     /// The object linked under `key`, with its id: one probe of each table.
     pub(super) fn get_obj<'a>(&self, objects: &'a Objects, key: &str) -> Option<(u64, &'a Object)> {
         self.table
-            .find(self.hash(key), |&s| objects.slot(s).obj.key == key)
+            .find(self.hash(key), |&s| *objects.slot(s).obj.key == *key)
             .map(|&s| {
                 let slot = objects.slot(s);
                 (slot.oid, &slot.obj)
@@ -201,19 +201,18 @@ impl Keys {
     /// object holds that key.
     pub(super) fn link(&mut self, objects: &Objects, oid: u64) -> bool {
         let s = objects.find(oid).expect("link of a live object");
-        let key = objects.slot(s).obj.key.as_str();
+        let key = &*objects.slot(s).obj.key;
         let hash = self.hash(key);
         if self
             .table
-            .find(hash, |&t| objects.slot(t).obj.key == key)
+            .find(hash, |&t| *objects.slot(t).obj.key == *key)
             .is_some()
         {
             return false;
         }
         let hasher = &self.hasher;
-        self.table.insert_unique(hash, s, |&t| {
-            hasher.hash_one(objects.slot(t).obj.key.as_str())
-        });
+        self.table
+            .insert_unique(hash, s, |&t| hasher.hash_one(&*objects.slot(t).obj.key));
         true
     }
 
@@ -221,7 +220,7 @@ impl Keys {
     pub(super) fn remove(&mut self, objects: &Objects, key: &str) -> Option<u64> {
         let entry = self
             .table
-            .find_entry(self.hash(key), |&s| objects.slot(s).obj.key == key)
+            .find_entry(self.hash(key), |&s| *objects.slot(s).obj.key == *key)
             .ok()?;
         let (s, _) = entry.remove();
         Some(objects.slot(s).oid)
@@ -240,7 +239,7 @@ mod tests {
 
     fn object(key: &str) -> Object {
         Object {
-            key: key.to_string(),
+            key: key.into(),
             size: 1,
             replicas: Replicas::new(),
             state: State::Committed,
@@ -295,7 +294,7 @@ mod tests {
         for (oid, key) in &model {
             assert_eq!(keys.get(&objects, key), Some(*oid));
             assert_eq!(keys.get_obj(&objects, key).map(|(o, _)| o), Some(*oid));
-            assert_eq!(&objects[oid].key, key);
+            assert_eq!(&*objects[oid].key, key.as_str());
         }
         let mut linked: Vec<u64> = keys.oids(&objects).collect();
         linked.sort_unstable();

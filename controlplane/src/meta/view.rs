@@ -25,7 +25,7 @@ impl MetaCore {
             .filter_map(|oid| {
                 let obj = &self.objects[&oid];
                 (obj.state == State::Committed && !obj.removed).then(|| CommittedView {
-                    key: obj.key.clone(),
+                    key: obj.key.to_string(),
                     size: obj.size,
                     replicas: obj.replicas.iter().map(|(r, _)| *r).collect(),
                     version: obj.version,
