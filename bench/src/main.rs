@@ -14,6 +14,8 @@ mod chart;
 mod cluster;
 mod fresh;
 mod kv;
+mod meta_ops;
+mod meta_scale;
 mod mooncake;
 mod pattern;
 mod peers;
@@ -180,11 +182,13 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     check_list("workload", &args.workloads, NAMES)?;
     check_list("placement", &args.placements, &[OWN, HOST, TCP])?;
     check_list("peer", &args.peers, &["mooncake"])?;
-    let names: Vec<&str> = NAMES
+    let mut names: Vec<&str> = NAMES
         .iter()
         .copied()
         .filter(|n| args.workloads.is_empty() || args.workloads.iter().any(|w| w == n))
         .collect();
+    // The meta service's own rows (in-process core, and a meta process): no placement, no peers.
+    let meta_names = meta_ops::take(&mut names);
     let placements: Vec<&'static str> = [OWN, HOST, TCP]
         .into_iter()
         .filter(|p| args.placements.is_empty() || args.placements.iter().any(|w| w == p))
@@ -513,6 +517,9 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
         notes.extend(n);
         op_failures.extend(f);
     }
+    let (r, n) = meta_ops::run(&meta_names, args.quick, &progress);
+    rows.extend(r);
+    notes.extend(n);
     // Busy-poll rows and the shard-mode data server: extra mmc-local processes.
     if let Some(c) = cluster.as_mut() {
         let extra = Extra {

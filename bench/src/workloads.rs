@@ -281,6 +281,8 @@ pub const NAMES: &[&str] = &[
     "deepseek-r1",
     "exist",
     crate::fresh::NAME,
+    crate::meta_scale::NAME,
+    crate::meta_ops::NAME,
     crate::steady::NAME,
 ];
 

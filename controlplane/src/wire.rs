@@ -198,6 +198,26 @@ where
     rkyv::from_bytes::<T, rancor::Error>(bytes).map_err(|e| WireError::Payload(e.to_string()))
 }
 
+/// Validate (bytecheck) a payload and borrow its archived form, without deserializing it: a
+/// reader that only looks at it copies nothing. `bytes` must be 16-byte aligned.
+pub fn access_payload<T>(bytes: &[u8]) -> Result<&T::Archived, WireError>
+where
+    T: rkyv::Archive,
+    T::Archived: rkyv::Portable
+        + for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>,
+{
+    rkyv::access::<T::Archived, rancor::Error>(bytes).map_err(|e| WireError::Payload(e.to_string()))
+}
+
+/// Deserialize a payload [`access_payload`] validated.
+pub fn deserialize_archived<T>(archived: &T::Archived) -> Result<T, WireError>
+where
+    T: rkyv::Archive,
+    T::Archived: rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
+{
+    rkyv::deserialize::<T, rancor::Error>(archived).map_err(|e| WireError::Payload(e.to_string()))
+}
+
 /// Write one frame: header, then the encoded payload. Raw bytes, if any, are the caller's to write.
 pub fn write_frame<W: Write>(
     w: &mut W,

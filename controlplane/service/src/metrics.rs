@@ -36,6 +36,10 @@ pub const OPS: [&str; 16] = [
 ];
 
 /// Index of `req`'s type in [`OPS`].
+/// [`op_index`] of `Query` and `Exist`.
+pub const OP_QUERY: usize = 8;
+pub const OP_EXIST: usize = 9;
+
 pub fn op_index(req: &Request) -> usize {
     match req {
         Request::Register(_) => 0,
@@ -46,8 +50,8 @@ pub fn op_index(req: &Request) -> usize {
         Request::Commit { .. } => 5,
         Request::Lookup { .. } => 6,
         Request::Release { .. } => 7,
-        Request::Query { .. } => 8,
-        Request::Exist { .. } => 9,
+        Request::Query { .. } => OP_QUERY,
+        Request::Exist { .. } => OP_EXIST,
         Request::Remove { .. } => 10,
         Request::RemoveAll => 11,
         Request::Status => 12,
@@ -88,9 +92,12 @@ impl OpStats {
         };
         self.requests[op][result].fetch_add(1, Ordering::Relaxed);
         self.latency[op].observe(took);
+        // One atomic add per request for the keys that succeeded: readers on other threads
+        // count into the same counter.
+        let ok = std::cell::Cell::new(0u64);
         let count = |code: i32| {
             if code == 0 {
-                self.keys_ok[op].fetch_add(1, Ordering::Relaxed);
+                ok.set(ok.get() + 1);
             } else {
                 self.keys_failed
                     .get_or_create(&KeyCode { op: OPS[op], code })
@@ -105,6 +112,9 @@ impl OpStats {
                 codes.iter().for_each(|c| count(*c))
             }
             _ => {}
+        }
+        if ok.get() > 0 {
+            self.keys_ok[op].fetch_add(ok.get(), Ordering::Relaxed);
         }
     }
 }

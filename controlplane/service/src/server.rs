@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use mmc_config::{parse_tcp_url, MetaConfig};
 use mmc_controlplane::error::{Error, Result};
 use mmc_controlplane::meta::{MetaCore, MetaParams, EPOCH_MAX};
-use mmc_controlplane::msg::{Reply, Request};
+use mmc_controlplane::msg::{ArchivedRequest, Reply, Request};
 use mmc_controlplane::wire::{self, Kind, WireError};
 
 use crate::metrics::{self, OpStats, Snapshot};
@@ -28,7 +28,9 @@ const TICK_MS: u64 = 100;
 const CONNS_MAX: usize = 4096;
 
 struct Shared {
-    core: Mutex<MetaCore>,
+    /// Written by every request but `Exist` and `Query`, which read it together (see the core's
+    /// `read.rs`).
+    core: RwLock<MetaCore>,
     started: Instant,
     stop: AtomicBool,
     conns: Mutex<HashMap<u64, TcpStream>>,
@@ -66,9 +68,17 @@ impl Shared {
 
     /// Run `f` on the core at the current time, under its lock.
     fn with_core<T>(&self, f: impl FnOnce(&mut MetaCore, u64) -> T) -> T {
-        let mut core = self.core.lock().expect(POISONED);
+        let mut core = self.core.write().expect(POISONED);
         let now = self.now_ms();
         f(&mut core, now)
+    }
+
+    /// Run `f` on a shared borrow of the core, under the read side of its lock (with other
+    /// readers).
+    fn with_core_read<T>(&self, f: impl FnOnce(&MetaCore, u64) -> T) -> T {
+        let core = self.core.read().expect(POISONED);
+        let now = self.now_ms();
+        f(&core, now)
     }
 }
 
@@ -152,7 +162,7 @@ impl MetaServer {
             .local_addr()
             .map_err(|e| Error::io("local_addr", e))?;
         let shared = Arc::new(Shared {
-            core: Mutex::new(MetaCore::new(MetaParams {
+            core: RwLock::new(MetaCore::new(MetaParams {
                 epoch: epoch.min(EPOCH_MAX),
                 ..meta_params(config)
             })),
@@ -564,36 +574,32 @@ fn serve_conn(
                 header.kind, header.raw_len
             )));
         }
-        let req: Request = wire::decode_payload(&buf)?;
+        let archived = wire::access_payload::<Request>(&buf)?;
         if shared.now_ms() >= shared.serve_until_ms.load(Ordering::Acquire) {
             debug!("request after this leader's lease may have lapsed: connection closed");
             return Err(WireError::Closed);
         }
         let started = Instant::now();
-        let op = metrics::op_index(&req);
-        let membership = matches!(req, Request::Register(_) | Request::Heartbeat { .. });
-        let mut suspects = Vec::new();
-        let reply = shared.with_core(|core, now| {
-            if let Request::Suspect { rank, incarnation } = req {
-                // A client's report: probe the member if it is paused at that incarnation now.
-                let reply = core.handle(now, req);
-                if let Some(endpoint) = core.probe_target(rank, incarnation) {
-                    suspects.push((rank, incarnation, endpoint.to_owned()));
-                }
-                reply
-            } else if membership {
-                // Noted under the core's lock, so a close seen later finds the latest carrier.
-                let reply = core.handle(now, req.clone());
-                note_carrier(shared, id, &reply, &req, &mut carried.ranks);
-                reply
-            } else if let Request::Alloc(a) = &req {
-                // Noted before the allocation, under the same lock: a close seen later finds it.
-                note_client(shared, a.client_id, &mut carried.clients);
-                core.handle(now, req)
-            } else {
-                core.handle(now, req)
+        // Exist and Query: under the read lock, from the archived keys (no copy of them); every
+        // other request is deserialized and handled under the write lock.
+        let (op, reply, suspects) = match archived {
+            ArchivedRequest::Exist { keys } => (
+                metrics::OP_EXIST,
+                shared.with_core_read(|core, now| core.exist_shared(now, keys)),
+                Vec::new(),
+            ),
+            ArchivedRequest::Query { keys } => (
+                metrics::OP_QUERY,
+                shared.with_core_read(|core, now| core.query_shared(now, keys)),
+                Vec::new(),
+            ),
+            _ => {
+                let req: Request = wire::deserialize_archived(archived)?;
+                let op = metrics::op_index(&req);
+                let (reply, suspects) = handle_write(shared, id, carried, req);
+                (op, reply, suspects)
             }
-        });
+        };
         shared.ops.record(op, &reply, started.elapsed());
         start_probes(shared, suspects);
         if header.kind == Kind::MetaOneway {
@@ -602,6 +608,39 @@ fn serve_conn(
         wire::encode_payload(&reply, &mut buf)?;
         wire::write_frame(&mut stream, Kind::MetaReply, header.req_id, &buf, 0)?;
     }
+}
+
+/// A request that changes the core, under the write lock; its reply and the members to probe.
+fn handle_write(
+    shared: &Arc<Shared>,
+    id: u64,
+    carried: &mut Carried,
+    req: Request,
+) -> (Reply, Vec<Suspect>) {
+    let membership = matches!(req, Request::Register(_) | Request::Heartbeat { .. });
+    let mut suspects = Vec::new();
+    let reply = shared.with_core(|core, now| {
+        if let Request::Suspect { rank, incarnation } = req {
+            // A client's report: probe the member if it is paused at that incarnation now.
+            let reply = core.handle(now, req);
+            if let Some(endpoint) = core.probe_target(rank, incarnation) {
+                suspects.push((rank, incarnation, endpoint.to_owned()));
+            }
+            reply
+        } else if membership {
+            // Noted under the core's lock, so a close seen later finds the latest carrier.
+            let reply = core.handle(now, req.clone());
+            note_carrier(shared, id, &reply, &req, &mut carried.ranks);
+            reply
+        } else if let Request::Alloc(a) = &req {
+            // Noted before the allocation, under the same lock: a close seen later finds it.
+            note_client(shared, a.client_id, &mut carried.clients);
+            core.handle(now, req)
+        } else {
+            core.handle(now, req)
+        }
+    });
+    (reply, suspects)
 }
 
 /// The meta service's `/metrics`: the core read under its lock, then written out.

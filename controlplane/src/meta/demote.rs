@@ -67,8 +67,24 @@ impl MetaCore {
         let Some(dram) = self.segment_of(rank, msg::MEDIA_DRAM) else {
             return tasks;
         };
-        // Oldest first: the LRU's front.
-        let candidates: Vec<u64> = self.lru.values().copied().take(4 * REPAIRS_MAX).collect();
+        // Oldest first: the fronts of the live HBM segments' LRUs.
+        let hbm: Vec<u32> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.media == msg::MEDIA_HBM)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut oldest: Vec<(u64, u64)> = Vec::new();
+        for id in hbm {
+            oldest.extend(self.lru_oldest(id, 4 * REPAIRS_MAX, |_| true));
+        }
+        oldest.sort_unstable();
+        oldest.dedup();
+        let candidates: Vec<u64> = oldest
+            .into_iter()
+            .map(|(_, oid)| oid)
+            .take(4 * REPAIRS_MAX)
+            .collect();
         for oid in candidates {
             if tasks.len() >= budget.min(REPAIRS_MAX)
                 || self.repairs.len() >= super::repair::REPAIRS_INFLIGHT_MAX
@@ -145,7 +161,7 @@ impl MetaCore {
             {
                 return Some(s);
             }
-            if !self.evict_one(|r| r.segment == dram) {
+            if !self.evict_one(|id, _| id == dram) {
                 return None;
             }
         }
@@ -174,6 +190,9 @@ impl MetaCore {
             self.stats.demotions_abandoned += 1;
             return;
         }
+        // Out of the HBM segment's LRU, into the DRAM one's (at the same recency) below.
+        self.lru_remove(rep.oid);
+        self.hold_repair(rep.replica.segment, rep.space.reserved, false);
         let obj = self.objects.get_mut(&rep.oid).expect("checked above");
         let at = obj
             .replicas
@@ -194,9 +213,10 @@ impl MetaCore {
             .get_mut(&rep.replica.segment)
             .expect("the DRAM holder reported from a live segment");
         new.objects += 1;
+        self.lru_insert(rep.oid);
         // Index: the HBM holder forgets the key first (the DRAM holder may be the same service).
         self.index_record(upper.rank, &key, || IndexChange::Removed {
-            key: key.clone(),
+            key: key.to_string(),
             segment: upper.segment,
             offset: upper.offset,
         });

@@ -2,9 +2,12 @@
 
 use tracing::{debug, warn};
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::held::Hold;
 use super::{check_key, error_reply, MetaCore, Object, State};
 use crate::error::Code;
-use crate::msg::{self, AllocItem, CommitItem, LookupItem, QueryItem, Reply};
+use crate::msg::{self, AllocItem, CommitItem, LookupItem, Reply};
 
 impl MetaCore {
     pub(super) fn alloc(&mut self, now_ms: u64, a: msg::AllocRequest) -> Reply {
@@ -37,7 +40,7 @@ impl MetaCore {
             );
             return refuse(Code::InvalidParam);
         }
-        if self.keys.contains_key(key) {
+        if self.keys.contains_key(&self.objects, key) {
             debug!(key, "put refused: key exists");
             return refuse(Code::DuplicatedObject);
         }
@@ -71,14 +74,15 @@ impl MetaCore {
         let want = (a.replicas.max(1) as usize)
             .max(placed.len())
             .min(msg::REPLICAS_MAX) as u16;
-        self.objects.insert(
+        self.objects.insert_new(
             oid,
             Object {
-                key: key.to_string(),
+                key: key.into(),
                 size,
-                replicas: placed,
+                replicas: placed.into_iter().collect(),
                 state: State::Pending { deadline_ms },
-                recency: 0,
+                recency: AtomicU64::new(0),
+                queued: 0,
                 leases: 0,
                 removed: false,
                 client_id: a.client_id,
@@ -87,9 +91,10 @@ impl MetaCore {
                 want,
             },
         );
+        self.hold(oid, Hold::Pending, true);
         let fresh = self.pending.insert((deadline_ms, oid));
-        let previous = self.keys.insert(key.to_string(), oid);
-        assert!(fresh && previous.is_none(), "a new put of a free key");
+        let linked = self.keys.link(&self.objects, oid);
+        assert!(fresh && linked, "a new put of a free key");
         AllocItem {
             code: 0,
             retry: false,
@@ -111,7 +116,7 @@ impl MetaCore {
             warn!(key, "commit of an unknown or reclaimed put");
             return Code::Timeout;
         };
-        if obj.key != key {
+        if &*obj.key != key {
             return Code::UnmatchedKey;
         }
         let State::Pending { deadline_ms } = obj.state else {
@@ -126,7 +131,7 @@ impl MetaCore {
         }
         if !item.ok {
             debug!(key, "put aborted by its writer");
-            let linked = self.keys.remove(key);
+            let linked = self.keys.remove(&self.objects, key);
             assert_eq!(linked, Some(item.token), "a pending object holds its key");
             // Also drops the pending entry.
             self.free_object(item.token);
@@ -134,20 +139,15 @@ impl MetaCore {
         }
         let was_pending = self.pending.remove(&(deadline_ms, item.token));
         assert!(was_pending, "a pending object is indexed by its deadline");
+        self.hold(item.token, Hold::Pending, false);
         let recency = self.bump_recency();
-        let live = self.has_live_replica(&self.objects[&item.token]);
         let obj = self.objects.get_mut(&item.token).expect("checked above");
         assert!(obj.leases == 0 && !obj.removed, "nobody saw the object yet");
         obj.state = State::Committed;
-        obj.recency = recency;
+        *obj.recency.get_mut() = recency;
         obj.crc = item.crc;
-        if live {
-            let previous = self.lru.insert(recency, item.token);
-            assert!(previous.is_none(), "recency values are unique");
-        } else {
-            // Written while its members were paused: it joins the LRU when one comes back.
-            debug!(key, "put committed on paused members only");
-        }
+        // Written while its members were paused, it is evictable once one comes back.
+        self.lru_insert(item.token);
         self.index_added(item.token);
         self.note_replicas(item.token);
         Code::Ok
@@ -175,6 +175,9 @@ impl MetaCore {
                     let previous = self.leases.insert(lease, (oid, until));
                     let fresh = self.lease_expiry.insert((until, lease));
                     assert!(previous.is_none() && fresh, "lease ids are unique");
+                    if self.objects[&oid].leases == 0 {
+                        self.hold(oid, Hold::Leased, true);
+                    }
                     let obj = self.objects.get_mut(&oid).expect("visible");
                     assert_eq!(
                         obj.state,
@@ -219,52 +222,21 @@ impl MetaCore {
             .leases
             .checked_sub(1)
             .expect("lease count matches the lease table");
-        if obj.leases == 0 && obj.removed {
-            self.free_object(oid);
+        if obj.leases == 0 {
+            let removed = obj.removed;
+            self.hold(oid, Hold::Leased, false);
+            if removed {
+                self.free_object(oid);
+            }
         }
     }
 
     pub(super) fn query(&mut self, keys: Vec<String>) -> Reply {
-        if keys.len() > msg::BATCH_KEYS_MAX {
-            return error_reply(Code::InvalidParam, "too many keys in one batch");
-        }
-        let items = keys
-            .iter()
-            .map(|key| match self.reachable(key) {
-                Err(code) => QueryItem {
-                    code: code.as_i32(),
-                    size: 0,
-                    replicas: Vec::new(),
-                },
-                Ok(oid) => {
-                    self.touch(oid);
-                    let obj = &self.objects[&oid];
-                    QueryItem {
-                        code: 0,
-                        size: obj.size,
-                        replicas: live_replicas(&self.members, obj),
-                    }
-                }
-            })
-            .collect();
-        Reply::Query { items }
+        self.query_shared(self.now_ms_last, &keys)
     }
 
     pub(super) fn exist(&mut self, keys: Vec<String>) -> Reply {
-        if keys.len() > msg::BATCH_KEYS_MAX {
-            return error_reply(Code::InvalidParam, "too many keys in one batch");
-        }
-        let codes = keys
-            .iter()
-            .map(|key| match self.reachable(key) {
-                Ok(oid) => {
-                    self.touch(oid);
-                    0
-                }
-                Err(code) => code.as_i32(),
-            })
-            .collect();
-        Reply::Codes { codes }
+        self.exist_shared(self.now_ms_last, &keys)
     }
 
     pub(super) fn remove(&mut self, keys: Vec<String>) -> Reply {
@@ -288,8 +260,7 @@ impl MetaCore {
     pub(super) fn remove_all(&mut self) -> Reply {
         let visible: Vec<u64> = self
             .keys
-            .values()
-            .copied()
+            .oids(&self.objects)
             .filter(|oid| self.objects[oid].state == State::Committed)
             .collect();
         for &oid in &visible {
@@ -305,10 +276,13 @@ impl MetaCore {
     pub(super) fn visible(&self, key: &str) -> Result<u64, Code> {
         check_key(key)
             .inspect_err(|_| warn!(key, "invalid key: empty or longer than 255 bytes"))?;
-        match self.keys.get(key) {
-            Some(oid) if self.objects[oid].state == State::Committed => {
-                debug_assert!(!self.objects[oid].removed, "a linked object is not removed");
-                Ok(*oid)
+        match self.keys.get(&self.objects, key) {
+            Some(oid) if self.objects[&oid].state == State::Committed => {
+                debug_assert!(
+                    !self.objects[&oid].removed,
+                    "a linked object is not removed"
+                );
+                Ok(oid)
             }
             _ => Err(Code::ObjectNotExists),
         }
@@ -318,55 +292,37 @@ impl MetaCore {
     /// One whose every replica is paused answers -3018 (not reachable), as a get of it did before
     /// the pause was noticed.
     fn reachable(&self, key: &str) -> Result<u64, Code> {
-        let oid = self.visible(key)?;
-        if self.has_live_replica(&self.objects[&oid]) {
-            Ok(oid)
-        } else {
-            debug!(key, "every replica is on a paused local service");
-            Err(Code::NotConnectLocal)
-        }
+        self.reachable_obj(key).map(|(oid, _)| oid)
     }
 
-    pub(super) fn bump_recency(&mut self) -> u64 {
-        let r = self.next_recency;
-        self.next_recency = r.checked_add(1).expect("recency overflow");
+    pub(super) fn bump_recency(&self) -> u64 {
+        let r = self.next_recency.fetch_add(1, Relaxed);
+        assert!(r < u64::MAX / 2, "recency overflow");
         r
     }
 
     /// Make a visible object the most recently used.
-    fn touch(&mut self, oid: u64) {
-        let recency = self.bump_recency();
-        let obj = self.objects.get_mut(&oid).expect("touch of a live object");
+    fn touch(&self, oid: u64) {
+        let obj = &self.objects[&oid];
         debug_assert!(obj.state == State::Committed && !obj.removed);
-        let was = self.lru.remove(&obj.recency);
-        debug_assert_eq!(was, Some(oid), "a visible object is in the LRU");
-        obj.recency = recency;
-        self.lru.insert(recency, oid);
+        // Its LRU entries stay where they are until eviction reaches them (`held.rs`).
+        obj.recency.store(self.bump_recency(), Relaxed);
     }
 
     /// Make a committed object invisible at once (remove or eviction); free now or at last release.
     pub(super) fn unlink(&mut self, oid: u64) {
         self.index_removed(oid);
-        let live = self.has_live_replica(&self.objects[&oid]);
+        self.lru_remove(oid);
         let obj = self.objects.get_mut(&oid).expect("unlink of a live object");
         assert!(
             obj.state == State::Committed && !obj.removed,
             "unlink of a visible object"
         );
-        let was = self.lru.remove(&obj.recency);
-        // One on paused members only is out of the LRU.
-        assert_eq!(
-            was.is_some(),
-            live,
-            "a visible object with a live replica is in the LRU"
-        );
-        assert!(was.is_none_or(|w| w == oid));
-        let key = std::mem::take(&mut obj.key);
-        let linked = self.keys.remove(&key);
-        assert_eq!(linked, Some(oid), "a visible object holds its key");
-        obj.key = key;
         obj.removed = true;
-        if obj.leases == 0 {
+        let leased = obj.leases > 0;
+        let linked = self.keys.remove(&self.objects, &self.objects[&oid].key);
+        assert_eq!(linked, Some(oid), "a visible object holds its key");
+        if !leased {
             self.free_object(oid);
         }
     }
@@ -374,14 +330,27 @@ impl MetaCore {
     /// Return an object's space to its segments and forget it, with its pending entry, its LRU
     /// entry and its leases: no index may outlive the object. The key must already be unlinked.
     pub(super) fn free_object(&mut self, oid: u64) {
+        assert_ne!(
+            self.keys.get(&self.objects, &self.objects[&oid].key),
+            Some(oid),
+            "freeing a linked object"
+        );
+        let (state, removed, leases) = {
+            let o = &self.objects[&oid];
+            (o.state, o.removed, o.leases)
+        };
+        match state {
+            State::Pending { .. } => self.hold(oid, Hold::Pending, false),
+            // Visible: out of its segments' LRUs.
+            State::Committed if !removed => self.lru_remove(oid),
+            State::Committed => {}
+        }
+        if leases > 0 {
+            self.hold(oid, Hold::Leased, false);
+        }
         let obj = self.objects.remove(&oid).expect("free of a live object");
         self.slab_freed(oid, &obj);
         self.under.remove(&oid);
-        assert_ne!(
-            self.keys.get(&obj.key),
-            Some(&oid),
-            "freeing a linked object"
-        );
         match obj.state {
             State::Pending { deadline_ms } => {
                 let was_pending = self.pending.remove(&(deadline_ms, oid));
@@ -390,11 +359,6 @@ impl MetaCore {
                     self.abandoned -= 1;
                 }
             }
-            State::Committed if !obj.removed && self.has_live_replica(&obj) => {
-                let was = self.lru.remove(&obj.recency);
-                assert_eq!(was, Some(oid), "a visible object is in the LRU");
-            }
-            // Removed, or on paused members only: out of the LRU.
             State::Committed => {}
         }
         for (r, space) in obj.replicas {
@@ -429,7 +393,7 @@ impl MetaCore {
 }
 
 /// The replicas of `obj` on live members: all that readers are offered.
-fn live_replicas(
+pub(super) fn live_replicas(
     members: &std::collections::BTreeMap<u32, super::Member>,
     obj: &Object,
 ) -> Vec<msg::Replica> {

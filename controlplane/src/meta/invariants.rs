@@ -117,14 +117,26 @@ impl MetaCore {
             if obj.removed && obj.state != State::Committed {
                 // A put abandoned by a writer that is gone: space held until its deadline.
                 assert_eq!(obj.leases, 0);
-                assert_ne!(self.keys.get(&obj.key), Some(oid), "abandoned put linked");
+                assert_ne!(
+                    self.keys.get(&self.objects, &obj.key),
+                    Some(*oid),
+                    "abandoned put linked"
+                );
             } else if obj.removed {
                 // Unlinked and kept only for its readers.
                 assert!(obj.leases > 0, "object {oid}: removed, unleased, not freed");
-                assert_ne!(self.keys.get(&obj.key), Some(oid), "removed object linked");
+                assert_ne!(
+                    self.keys.get(&self.objects, &obj.key),
+                    Some(*oid),
+                    "removed object linked"
+                );
             } else {
                 linked += 1;
-                assert_eq!(self.keys.get(&obj.key), Some(oid), "object {oid} unlinked");
+                assert_eq!(
+                    self.keys.get(&self.objects, &obj.key),
+                    Some(*oid),
+                    "object {oid} unlinked"
+                );
             }
         }
         assert_eq!(
@@ -132,8 +144,9 @@ impl MetaCore {
             self.keys.len(),
             "keys link exactly the live objects"
         );
-        for (key, oid) in &self.keys {
-            assert_eq!(&self.objects[oid].key, key);
+        for oid in self.keys.oids(&self.objects) {
+            let key = &self.objects[&oid].key;
+            assert_eq!(self.keys.get(&self.objects, key), Some(oid));
         }
         for (id, seg) in self.segments.iter().chain(&self.paused_segments) {
             let ranges = per_segment.remove(id).unwrap_or_default();
@@ -231,25 +244,14 @@ impl MetaCore {
         }
     }
 
-    /// The LRU holds exactly the committed objects that are not removed and have a replica on a
-    /// live member (those on paused members only are out of it), each at its recency.
+    /// Each segment's LRU holds exactly the visible objects with a replica there, each at its
+    /// recency, and its held bytes add up from the objects and repairs (see `held.rs`).
     fn check_lru(&self) {
-        for (recency, oid) in &self.lru {
-            assert!(*recency < self.next_recency);
-            let obj = self.objects.get(oid).expect("LRU entry of a freed object");
-            assert_eq!(obj.recency, *recency);
-            assert_eq!(obj.state, State::Committed);
-            assert!(!obj.removed);
-            assert!(
-                self.has_live_replica(obj),
-                "object {oid} in the LRU, all paused"
-            );
+        for seg in self.segments.values().chain(self.paused_segments.values()) {
+            for (recency, _) in &seg.index.lru {
+                assert!(*recency < self.next_recency.load(std::sync::atomic::Ordering::Relaxed));
+            }
         }
-        let evictable = self
-            .objects
-            .values()
-            .filter(|o| o.state == State::Committed && !o.removed && self.has_live_replica(o))
-            .count();
-        assert_eq!(evictable, self.lru.len(), "LRU size");
+        self.check_seg_indexes();
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! - A member silent for `member_timeout_ms` is *paused*. Its segments move to `paused_segments`,
 //!   so placement, watermarks and eviction never see them: no new put lands there. Readers are
-//!   offered only the replicas on live members; an object whose every replica is paused leaves
-//!   the LRU (evicting it would free no live space) and answers -3018 (not reachable) to lookups,
+//!   offered only the replicas on live members; an object whose every replica is paused is out
+//!   of eviction's reach (its LRU entries are in the paused segments' LRUs, which eviction never
+//!   reads: evicting it would free no live space) and answers -3018 (not reachable) to lookups,
 //!   queries and exists, as a get of it answered before the pause was noticed. Its key stays
 //!   taken, and it can still be removed. Puts pending on it are left alone: they commit, or time
 //!   out at `pending_timeout_ms` as before.
@@ -19,7 +20,7 @@
 
 use tracing::{debug, info, warn};
 
-use super::{MetaCore, Object, State};
+use super::{MetaCore, Object};
 use crate::error::Code;
 use crate::msg::Reply;
 
@@ -189,43 +190,24 @@ impl MetaCore {
             self.paused_segments.insert(*id, seg);
         }
         let incarnation = member.incarnation;
+        // Its segments' objects leave placement and eviction with the segments (only live
+        // segments are evicted from): nothing to move, whatever their number.
+        let held_objects: u64 = member
+            .segments
+            .iter()
+            .map(|id| self.paused_segments[id].objects)
+            .sum();
         let previous = self.paused.insert(rank, member);
         assert!(previous.is_none(), "rank {rank} paused twice");
-        // Objects left with no live replica leave the LRU: nothing evicts or touches them.
-        let dormant = self.dormant_on(rank);
-        for &(oid, recency) in &dormant {
-            let was = self.lru.remove(&recency);
-            assert_eq!(was, Some(oid), "a visible object with a live replica");
-        }
-        let dormant = dormant.len();
         warn!(
             rank,
             incarnation,
             timeout_ms = self.params.member_timeout_ms,
             grace_ms = self.params.member_grace_ms,
-            unreachable_objects = dormant,
+            objects = held_objects,
             why,
             "local service paused (out of placement, objects kept)"
         );
-    }
-
-    /// Visible objects with a replica on `rank` and none on a live member, as (oid, recency): the
-    /// ones a pause takes out of the LRU and a resume puts back. `rank` itself must not be live.
-    fn dormant_on(&self, rank: u32) -> Vec<(u64, u64)> {
-        debug_assert!(!self.members.contains_key(&rank));
-        self.objects
-            .iter()
-            .filter(|(_, obj)| {
-                obj.state == State::Committed
-                    && !obj.removed
-                    && obj.replicas.iter().any(|(r, _)| r.rank == rank)
-                    && !obj
-                        .replicas
-                        .iter()
-                        .any(|(r, _)| self.members.contains_key(&r.rank))
-            })
-            .map(|(oid, obj)| (*oid, obj.recency))
-            .collect()
     }
 
     /// Re-admit a paused member that heartbeated at its own incarnation, with its objects.
@@ -236,18 +218,15 @@ impl MetaCore {
             .expect("resume of a paused member");
         let silent_ms = now_ms - member.last_seen_ms;
         member.last_seen_ms = now_ms;
-        // Objects with no live replica until now come back into the LRU, at their old recency.
-        let dormant = self.dormant_on(rank);
-        for &(oid, recency) in &dormant {
-            let previous = self.lru.insert(recency, oid);
-            assert!(previous.is_none(), "a dormant object is not in the LRU");
-        }
-        let back = dormant.len();
+        // Its segments come back with their LRUs: their objects are evictable again, at their
+        // old recency.
+        let mut back = 0u64;
         for id in &member.segments {
             let seg = self
                 .paused_segments
                 .remove(id)
                 .expect("a paused member's segments are parked");
+            back += seg.objects;
             self.segments.insert(*id, seg);
         }
         info!(
@@ -352,19 +331,33 @@ impl MetaCore {
         self.drop_repairs_on(rank);
         self.stats.members_dropped += 1;
         let member = self.paused.remove(&rank).expect("checked above");
+        // The objects with a replica there: the visible ones from its segments' own LRUs, the
+        // pending puts and the unlinked objects still leased from their (small) indexes. Never a
+        // walk over the directory.
+        let mut affected: Vec<u64> = Vec::new();
         for seg in &member.segments {
             let s = self
                 .paused_segments
                 .remove(seg)
                 .expect("a paused member's segments are parked");
             assert_eq!(s.rank, rank);
+            affected.extend(s.index.lru.iter().map(|&(_, oid)| oid));
         }
-        let affected: Vec<u64> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| o.replicas.iter().any(|(r, _)| r.rank == rank))
-            .map(|(oid, _)| *oid)
-            .collect();
+        let on_rank = |oid: &u64| {
+            self.objects[oid]
+                .replicas
+                .iter()
+                .any(|(r, _)| r.rank == rank)
+        };
+        affected.extend(self.pending.iter().map(|&(_, oid)| oid).filter(on_rank));
+        affected.extend(
+            self.leases
+                .values()
+                .map(|&(oid, _)| oid)
+                .filter(|oid| self.objects[oid].removed && on_rank(oid)),
+        );
+        affected.sort_unstable();
+        affected.dedup();
         let mut lost = 0u64;
         for oid in affected {
             let obj = self.objects.get_mut(&oid).expect("listed above");
@@ -372,13 +365,13 @@ impl MetaCore {
             obj.replicas.retain(|(r, _)| r.rank != rank);
             if obj.replicas.is_empty() {
                 lost += 1;
+                let obj = &self.objects[&oid];
                 if !obj.removed {
                     // Committed or pending, a linked object holds its key.
-                    let key = obj.key.clone();
-                    let linked = self.keys.remove(&key);
+                    let linked = self.keys.remove(&self.objects, &obj.key);
                     assert_eq!(linked, Some(oid), "a linked object holds its key");
                 }
-                // Also drops its pending entry and leases; it was out of the LRU (paused above).
+                // Also drops its pending entry and leases; its LRU entries went with its segments.
                 self.free_object(oid);
             } else {
                 self.note_replicas(oid);

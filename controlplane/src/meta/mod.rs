@@ -4,19 +4,25 @@
 
 mod demote;
 mod directory;
+mod held;
 mod index;
 mod invariants;
 mod membership;
 mod placement;
+mod read;
 mod rebuild;
 mod repair;
 mod slab;
 mod stats;
+mod table;
 #[cfg(test)]
 mod tests;
 mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+
+use table::{Keys, Objects};
 
 pub use index::{IndexOutboxView, INDEX_OUTBOX_MAX};
 pub use rebuild::{BUSY_RETRY_MS, REJOINS_MAX};
@@ -126,6 +132,8 @@ struct Segment {
     media: u16,
     space: SpaceAllocator,
     objects: u64,
+    /// Its LRU and its bytes by holder (see `held.rs`).
+    index: held::SegIndex,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,12 +145,18 @@ enum State {
 }
 
 struct Object {
-    key: String,
+    key: Box<str>,
     size: u64,
-    replicas: Vec<(msg::Replica, Space)>,
+    /// One replica inline (the common case): no heap block per object.
+    replicas: Replicas,
     state: State,
-    /// Position in the LRU index while visible and committed.
-    recency: u64,
+    /// When it was last used (a put's commit, a lookup, a query, an exist): written by readers
+    /// under a shared lock, so atomic. Its segments' LRUs hold it at `queued`, which lags behind
+    /// after reads; eviction moves a lagging entry to its true recency when it reaches the front
+    /// (see `held.rs`), so a read costs one store instead of two B-tree updates.
+    recency: AtomicU64,
+    /// Where its LRU entries are (<= `recency`), while visible.
+    queued: u64,
     leases: u32,
     /// Unlinked from the directory (removed or evicted) but still leased: freed at the last release.
     removed: bool,
@@ -158,6 +172,9 @@ struct Object {
     want: u16,
 }
 
+/// An object's replicas with their spaces.
+type Replicas = smallvec::SmallVec<[(msg::Replica, Space); 1]>;
+
 /// The meta service's whole state.
 pub struct MetaCore {
     params: MetaParams,
@@ -172,11 +189,10 @@ pub struct MetaCore {
     paused_segments: BTreeMap<u32, Segment>,
     next_segment: u32,
     next_incarnation: u64,
-    keys: HashMap<String, u64>,
-    objects: HashMap<u64, Object>,
+    keys: Keys,
+    objects: Objects,
     next_oid: u64,
-    lru: BTreeMap<u64, u64>,
-    next_recency: u64,
+    next_recency: AtomicU64,
     leases: HashMap<u64, (u64, u64)>,
     lease_expiry: BTreeSet<(u64, u64)>,
     pending: BTreeSet<(u64, u64)>,
@@ -243,13 +259,12 @@ impl MetaCore {
             paused_segments: BTreeMap::new(),
             next_segment: 1,
             next_incarnation,
-            keys: HashMap::new(),
-            objects: HashMap::new(),
+            keys: Keys::new(),
+            objects: Objects::new(),
             // Put tokens and lease ids follow the same scheme: a commit or release left over from
             // an earlier run never names an object or lease of this one.
             next_oid: next_incarnation,
-            lru: BTreeMap::new(),
-            next_recency: 1,
+            next_recency: AtomicU64::new(1),
             leases: HashMap::new(),
             lease_expiry: BTreeSet::new(),
             pending: BTreeSet::new(),
@@ -356,8 +371,7 @@ impl MetaCore {
             );
             if !obj.removed {
                 warn!(key = %obj.key, "put was never committed: reclaiming its space");
-                let key = obj.key.clone();
-                let linked = self.keys.remove(&key);
+                let linked = self.keys.remove(&self.objects, &obj.key);
                 assert_eq!(linked, Some(oid), "a pending object holds its key");
             }
             // Also drops the pending entry.
@@ -385,11 +399,11 @@ impl MetaCore {
             .filter(|oid| self.objects[oid].client_id == client_id && !self.objects[oid].removed)
             .collect();
         for &oid in &gone {
-            let obj = self.objects.get_mut(&oid).expect("listed above");
-            warn!(key = %obj.key, client_id, "writer gone: its key is free again, its space held until the pending deadline");
-            obj.removed = true;
-            let linked = self.keys.remove(&obj.key);
+            let key = &self.objects[&oid].key;
+            warn!(key = %key, client_id, "writer gone: its key is free again, its space held until the pending deadline");
+            let linked = self.keys.remove(&self.objects, key);
             assert_eq!(linked, Some(oid), "a pending object holds its key");
+            self.objects.get_mut(&oid).expect("listed above").removed = true;
             self.abandoned += 1;
         }
         gone.len()
@@ -443,6 +457,7 @@ impl MetaCore {
                 media,
                 space,
                 objects: 0,
+                index: held::SegIndex::default(),
             };
             let previous = self.segments.insert(id, segment);
             assert!(previous.is_none(), "segment id {id} handed out twice");

@@ -309,7 +309,7 @@ impl MetaCore {
                 return Ok(placed);
             }
             self.undo(placed);
-            if !self.evict_one(|r| lacking.contains(&r.segment)) {
+            if !self.evict_one(|id, _| lacking.contains(&id)) {
                 // Admission counts bytes; the allocator may still find no contiguous range.
                 warn!(
                     key,
@@ -329,54 +329,28 @@ impl MetaCore {
         }
     }
 
-    /// Every segment of a tier with the bytes its objects hold, by what could free them.
+    /// Every segment of a tier with the bytes its objects hold, by what could free them: read
+    /// from the segments' counters (`held.rs`), O(segments).
     pub(super) fn rooms(&self, media: u16) -> Vec<Room> {
-        let mut rooms: Vec<Room> = self
-            .segments
+        self.segments
             .iter()
             .filter(|(_, s)| s.media == media)
-            .map(|(id, s)| Room {
-                segment: *id,
-                rank: s.rank,
-                free: s.space.free_bytes(),
-                evictable: 0,
-                leased: 0,
-                pending: 0,
+            .map(|(id, s)| {
+                let h = s.index.held;
+                let used = s.space.used_bytes();
+                // Every used byte is pending, leased, being repaired, or evictable.
+                let held = h.pending + h.leased + h.repairing;
+                let evictable = used.checked_sub(held).expect("held bytes are used bytes");
+                Room {
+                    segment: *id,
+                    rank: s.rank,
+                    free: s.space.free_bytes(),
+                    evictable,
+                    leased: h.leased,
+                    pending: h.pending + h.repairing,
+                }
             })
-            .collect();
-        for obj in self.objects.values() {
-            for (r, space) in &obj.replicas {
-                let Some(room) = rooms.iter_mut().find(|room| room.segment == r.segment) else {
-                    continue;
-                };
-                let held = match obj.state {
-                    State::Pending { .. } => &mut room.pending,
-                    State::Committed if obj.leases > 0 => &mut room.leased,
-                    // Removed objects are freed at once unless leased.
-                    State::Committed => &mut room.evictable,
-                };
-                *held = held.saturating_add(space.reserved);
-            }
-        }
-        // Space reserved for repairs in flight: held like a pending put's.
-        for (segment, _, reserved) in self.repair_spaces() {
-            if let Some(room) = rooms.iter_mut().find(|room| room.segment == segment) {
-                room.pending = room.pending.saturating_add(reserved);
-            }
-        }
-        for (room, seg) in rooms
-            .iter()
-            .zip(self.segments.values().filter(|s| s.media == media))
-        {
-            let held = room.evictable + room.leased + room.pending;
-            assert_eq!(
-                held,
-                seg.space.used_bytes(),
-                "segment {}: every used byte belongs to an object",
-                room.segment
-            );
-        }
-        rooms
+            .collect()
     }
 
     /// `MEDIA_NONE` means the highest tier with room: HBM while it has free space when DRAM is
@@ -521,7 +495,7 @@ impl MetaCore {
             if under_percent(used.saturating_add(incoming), cap, low) {
                 break;
             }
-            if !self.evict_one(|r| r.media == media) {
+            if !self.evict_one(|_, s| s.media == media) {
                 warn!(media = msg::media_name(media), used, capacity = cap,
                     "eviction cannot reach the low watermark: every remaining object is leased or pending");
                 self.stats.evict_blocked_held += 1;
@@ -541,15 +515,12 @@ impl MetaCore {
         );
     }
 
-    /// Evict the least recently used committed, unleased object with a replica matching `pred`.
-    pub(super) fn evict_one(&mut self, pred: impl Fn(&Replica) -> bool) -> bool {
-        let victim = self.lru.values().copied().find(|oid| {
-            let o = &self.objects[oid];
-            debug_assert_eq!(o.state, State::Committed);
-            o.leases == 0 && o.replicas.iter().any(|(r, _)| pred(r))
-        });
-        match victim {
+    /// Evict the least recently used committed, unleased object with a replica on a live
+    /// segment that `want` accepts (by id and segment).
+    pub(super) fn evict_one(&mut self, want: impl Fn(u32, &super::Segment) -> bool) -> bool {
+        match self.oldest_unleased(want) {
             Some(oid) => {
+                debug_assert_eq!(self.objects[&oid].state, State::Committed);
                 tracing::debug!(key = %self.objects[&oid].key, "evicted");
                 let objects = self.objects.len();
                 self.unlink(oid);

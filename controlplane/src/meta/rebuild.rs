@@ -25,6 +25,7 @@
 //!   cluster, not a restart.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 
 use mmc_hal::{Space, SpaceAllocator};
 use tracing::{debug, info, warn};
@@ -84,7 +85,10 @@ impl MetaCore {
         if !self.rebuilding(now_ms) {
             return None;
         }
-        let unknown = |keys: &[String]| keys.iter().any(|k| !self.keys.contains_key(k));
+        let unknown = |keys: &[String]| {
+            keys.iter()
+                .any(|k| !self.keys.contains_key(&self.objects, k))
+        };
         let busy = match req {
             Request::Lookup { keys }
             | Request::Query { keys }
@@ -94,15 +98,7 @@ impl MetaCore {
             Request::RemoveAll => true,
             _ => false,
         };
-        busy.then(|| {
-            debug!("request waits for the directory rebuild");
-            Reply::Busy {
-                retry_ms: BUSY_RETRY_MS,
-                message: "the meta service restarted and is rebuilding its directory from the \
-                          local services"
-                    .into(),
-            }
-        })
+        busy.then(busy_reply)
     }
 
     /// Forget rejoins silent for a member timeout (their service died or gave up).
@@ -340,8 +336,7 @@ impl MetaCore {
             len: e.len,
         };
         debug_assert_eq!(space.offset, e.offset);
-        if let Some(&oid) = self.keys.get(&e.key) {
-            let live = self.has_live_replica(&self.objects[&oid]);
+        if let Some(oid) = self.keys.get(&self.objects, &e.key) {
             let obj = &self.objects[&oid];
             if obj.state != State::Committed {
                 return Err((space, "a put of the key is pending"));
@@ -359,15 +354,21 @@ impl MetaCore {
                 if obj.replicas.len() >= msg::REPLICAS_MAX {
                     return Err((space, "the object has every replica it may have"));
                 }
-                let recency = obj.recency;
+                let (recency, leased) = (obj.queued, obj.leases > 0);
+                let reserved = space.reserved;
                 let obj = self.objects.get_mut(&oid).expect("looked up above");
                 obj.replicas.push((replica, space));
                 obj.want = obj.want.max(e.want).max(obj.replicas.len() as u16);
                 obj.want = obj.want.min(msg::REPLICAS_MAX as u16);
-                if !live {
-                    // Its other replicas are on paused members: it was out of the LRU.
-                    let previous = self.lru.insert(recency, oid);
-                    assert!(previous.is_none(), "a dormant object is not in the LRU");
+                // Visible: into the new segment's LRU too.
+                let seg = self
+                    .segments
+                    .get_mut(&segment)
+                    .expect("a live member's segment");
+                let fresh = seg.index.lru.insert((recency, oid));
+                assert!(fresh, "a new replica's segment did not hold the object");
+                if leased {
+                    self.hold_segment(segment, super::held::Hold::Leased, reserved, true);
                 }
                 self.count_replica(segment);
                 self.note_replicas(oid);
@@ -379,14 +380,15 @@ impl MetaCore {
         let oid = self.next_oid;
         self.next_oid += 1;
         let recency = self.bump_recency();
-        let previous = self.objects.insert(
+        self.objects.insert_new(
             oid,
             Object {
-                key: e.key.clone(),
+                key: e.key.as_str().into(),
                 size: e.len,
-                replicas: vec![(replica, space)],
+                replicas: smallvec::smallvec![(replica, space)],
                 state: State::Committed,
-                recency,
+                recency: AtomicU64::new(recency),
+                queued: 0,
                 leases: 0,
                 removed: false,
                 client_id: 0,
@@ -395,11 +397,9 @@ impl MetaCore {
                 want: e.want.clamp(1, msg::REPLICAS_MAX as u16),
             },
         );
-        assert!(previous.is_none(), "object ids are unique");
-        let linked = self.keys.insert(e.key.clone(), oid);
-        assert!(linked.is_none(), "the key was free or unlinked above");
-        let fresh = self.lru.insert(recency, oid);
-        assert!(fresh.is_none(), "recency values are unique");
+        let linked = self.keys.link(&self.objects, oid);
+        assert!(linked, "the key was free or unlinked above");
+        self.lru_insert(oid);
         self.count_replica(segment);
         // Fewer replicas reported than the put asked for: repair adds the rest.
         self.note_replicas(oid);
@@ -412,6 +412,17 @@ impl MetaCore {
             .get_mut(&segment)
             .expect("a live member's segment");
         seg.objects = seg.objects.checked_add(1).expect("object count overflow");
+    }
+}
+
+/// The answer to a request that waits for the directory rebuild.
+pub(super) fn busy_reply() -> Reply {
+    debug!("request waits for the directory rebuild");
+    Reply::Busy {
+        retry_ms: BUSY_RETRY_MS,
+        message: "the meta service restarted and is rebuilding its directory from the local \
+                  services"
+            .into(),
     }
 }
 

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use mmc_hal::Space;
 use tracing::{debug, info, warn};
 
+use super::held::Hold;
 use super::{MetaCore, State};
 use crate::msg::{self, RepairDone, RepairTask, Replica, ServiceAddr, REPAIRS_MAX};
 
@@ -143,6 +144,7 @@ impl MetaCore {
             source_offset: source.offset,
         };
         let deadline_ms = now_ms.saturating_add(self.params.pending_timeout_ms);
+        self.hold_repair(replica.segment, space.reserved, true);
         self.repairs.insert(
             token,
             Repair {
@@ -207,10 +209,11 @@ impl MetaCore {
                 self.free_repair(rep);
                 continue;
             }
-            let live = self.has_live_replica(&self.objects[&rep.oid]);
+            self.hold_repair(rep.replica.segment, rep.space.reserved, false);
             let obj = self.objects.get_mut(&rep.oid).expect("checked above");
-            let (key, recency) = (obj.key.clone(), obj.recency);
+            let (key, recency, leased) = (obj.key.clone(), obj.queued, obj.leases > 0);
             let (version, crc, want) = (obj.version, obj.crc, obj.want);
+            let reserved = rep.space.reserved;
             obj.replicas.push((rep.replica, rep.space));
             let seg = self
                 .segments
@@ -218,9 +221,11 @@ impl MetaCore {
                 .or(self.paused_segments.get_mut(&rep.replica.segment))
                 .expect("a repair's segment is its member's");
             seg.objects += 1;
-            if !live && self.members.contains_key(&rank) {
-                let previous = self.lru.insert(recency, rep.oid);
-                assert!(previous.is_none(), "a dormant object is not in the LRU");
+            // Visible: into the new segment's LRU too.
+            let fresh = seg.index.lru.insert((recency, rep.oid));
+            assert!(fresh, "a new replica's segment did not hold the object");
+            if leased {
+                self.hold_segment(rep.replica.segment, Hold::Leased, reserved, true);
             }
             self.index_add_replica(&key, rep.replica, (version, crc, want));
             self.note_replicas(rep.oid);
@@ -254,6 +259,7 @@ impl MetaCore {
     }
 
     pub(super) fn free_repair(&mut self, rep: Repair) {
+        self.hold_repair(rep.replica.segment, rep.space.reserved, false);
         let seg = self
             .segments
             .get_mut(&rep.replica.segment)

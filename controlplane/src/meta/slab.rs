@@ -26,9 +26,11 @@
 //! would need; a client stops using a slot at half its lease, well before the deadline.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
 use tracing::{debug, warn};
 
+use super::held::Hold;
 use super::{check_key, error_reply, MetaCore, Object, State};
 use crate::error::Code;
 use crate::msg::{self, AllocItem, AllocRequest, CommitItem, LeasedPut, Reply, SlotRequest};
@@ -207,14 +209,15 @@ impl MetaCore {
                 .max(placed.len())
                 .min(msg::REPLICAS_MAX) as u16;
             let reserved = placed.iter().map(|(_, s)| s.reserved).sum();
-            self.objects.insert(
+            self.objects.insert_new(
                 oid,
                 Object {
-                    key: String::new(),
+                    key: "".into(),
                     size: r.size,
-                    replicas: placed,
+                    replicas: placed.into_iter().collect(),
                     state: State::Pending { deadline_ms },
-                    recency: 0,
+                    recency: AtomicU64::new(0),
+                    queued: 0,
                     leases: 0,
                     // No key linked, space held until the deadline: an abandoned put, to the
                     // rest of the core.
@@ -225,6 +228,8 @@ impl MetaCore {
                     want,
                 },
             );
+            // Held as a pending put's bytes: never evictable, never room.
+            self.hold(oid, Hold::Pending, true);
             let fresh = self.pending.insert((deadline_ms, oid));
             assert!(fresh, "a new slot");
             self.abandoned += 1;
@@ -294,7 +299,7 @@ impl MetaCore {
         } else if check_key(&item.key).is_err() || item.size == 0 || item.size > slot_size {
             warn!(key = %item.key, size = item.size, slot_size, "leased put refused: bad key or size");
             Some(Code::InvalidParam)
-        } else if self.keys.contains_key(&item.key) {
+        } else if self.keys.contains_key(&self.objects, &item.key) {
             debug!(key = %item.key, "leased put refused: key exists");
             Some(Code::DuplicatedObject)
         } else {
@@ -309,7 +314,7 @@ impl MetaCore {
         let forgotten = self.slab.forget(token);
         assert_eq!(forgotten, Some(client_id));
         let obj = self.objects.get_mut(&token).expect("checked above");
-        obj.key.clone_from(&item.key);
+        obj.key = item.key.as_str().into();
         obj.removed = false;
         obj.size = item.size;
         for (rep, space) in &mut obj.replicas {
@@ -318,8 +323,8 @@ impl MetaCore {
             space.len = item.size;
         }
         self.abandoned -= 1;
-        let previous = self.keys.insert(item.key.clone(), token);
-        assert!(previous.is_none(), "a leased put of a free key");
+        let linked = self.keys.link(&self.objects, token);
+        assert!(linked, "a leased put of a free key");
         let code = self.commit_one(
             &item.key,
             CommitItem {

@@ -21,11 +21,11 @@ impl MetaCore {
     pub fn committed_objects(&self) -> Vec<CommittedView> {
         let mut out: Vec<CommittedView> = self
             .keys
-            .iter()
-            .filter_map(|(key, oid)| {
-                let obj = &self.objects[oid];
+            .oids(&self.objects)
+            .filter_map(|oid| {
+                let obj = &self.objects[&oid];
                 (obj.state == State::Committed && !obj.removed).then(|| CommittedView {
-                    key: key.clone(),
+                    key: obj.key.to_string(),
                     size: obj.size,
                     replicas: obj.replicas.iter().map(|(r, _)| *r).collect(),
                     version: obj.version,
@@ -41,7 +41,7 @@ impl MetaCore {
     /// The version of the object under `key`, and whether it is committed (`false`: a put of it
     /// is pending).
     pub fn key_version(&self, key: &str) -> Option<(u64, bool)> {
-        let obj = &self.objects[self.keys.get(key)?];
+        let obj = &self.objects[&self.keys.get(&self.objects, key)?];
         Some((obj.version, obj.state == State::Committed))
     }
 

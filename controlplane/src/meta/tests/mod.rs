@@ -3,6 +3,7 @@
 
 mod admission;
 mod demote;
+mod held;
 mod index;
 mod membership;
 mod pause;
