@@ -12,6 +12,7 @@ mod allocs;
 mod baselines;
 mod chart;
 mod cluster;
+mod extra;
 mod fresh;
 mod kv;
 mod meta_ops;
@@ -38,16 +39,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use mmc_config::logging;
+use mmc_config::DataOpType;
 use mmc_config::{parse_size, LogLevel};
-use mmc_config::{DataOpType, RdmaProvider};
 use mmc_controlplane::msg::PREFERRED_AFFINITY;
 use mmc_dataplane::{Client, ClientConfig, LocalConfig, PutOptions};
 
 use crate::cluster::{Cluster, TempDir};
+use crate::extra::Extra;
 use crate::progress::Progress;
-use crate::report::{
-    Machine, Report, Row, BUSY_POLL, HOST, MEMCACHED, OWN, REDIS, SHARDS, SHARDS_URING, TCP,
-};
+use crate::report::{Machine, Report, Row, HOST, MEMCACHED, OWN, REDIS, TCP};
 use crate::workloads::{Checks, Ctx, Place, Plan, NAMES};
 
 const EXIT_VERIFY: u8 = 1;
@@ -520,7 +520,7 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     let (r, n) = meta_ops::run(&meta_names, args.quick, &progress);
     rows.extend(r);
     notes.extend(n);
-    // Busy-poll rows and the shard-mode data server: extra mmc-local processes.
+    // Busy-poll rows, the shard-mode data servers and RDMA: extra mmc-local processes.
     if let Some(c) = cluster.as_mut() {
         let extra = Extra {
             meta: &meta,
@@ -528,162 +528,22 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
             plan: &plan,
             progress: &progress,
         };
-        if busy_poll {
-            let bp = args.busy_poll_us.to_string();
-            let dram_bp = plan.peak_bytes() + (64 << 20);
-            progress.say(format!(
-                "starting an mmc-local with --busy-poll-us {bp} for the busy-poll rows"
-            ));
-            match extra.local(c, dram_bp, &["--busy-poll-us", &bp], &mut notes) {
-                Ok(rank) => {
-                    for &pl in &busy_places {
-                        let cfg = ClientConfig {
-                            busy_poll_us: args.busy_poll_us,
-                            transport: (pl == TCP).then_some(DataOpType::Tcp),
-                            ..config.clone()
-                        };
-                        match extra.run(pl, &cfg, rank, "busy-poll", &["4k"], &mut checks) {
-                            Ok(r) => rows.extend(r.into_iter().map(|mut r| {
-                                r.wait = BUSY_POLL;
-                                r
-                            })),
-                            Err(f) => {
-                                progress.note(format!("busy-poll {pl}: FAILED: {f}"));
-                                op_failures.push(format!("busy-poll {pl}: {f}"));
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    progress.note(format!("busy-poll rows skipped: {e}"));
-                    notes.push(format!("busy-poll rows skipped: {e}"));
-                }
-            }
-        }
-        if shards_row {
-            let variants: [(&'static str, &[&str], &str); 2] = [
-                (
-                    SHARDS,
-                    &["--data-shards", "2", "--protocol", "tcp"],
-                    "two mio shard threads",
-                ),
-                (
-                    SHARDS_URING,
-                    &[
-                        "--data-shards",
-                        "2",
-                        "--data-poller",
-                        "io_uring",
-                        "--protocol",
-                        "tcp",
-                    ],
-                    "two shard threads waiting with io_uring",
-                ),
-            ];
-            for (label, flags, what) in variants {
-                progress.say(format!(
-                    "starting an mmc-local with {} ({what})",
-                    flags.join(" ")
-                ));
-                match extra.local(c, plan.peak_bytes() + (64 << 20), flags, &mut notes) {
-                    Ok(rank) => {
-                        let cfg = ClientConfig {
-                            transport: Some(DataOpType::Tcp),
-                            ..config.clone()
-                        };
-                        match extra.run(TCP, &cfg, rank, "shards", &["batch-8m"], &mut checks) {
-                            Ok(r) => {
-                                rows.extend(r.into_iter().map(|mut r| {
-                                    r.data_server = label;
-                                    r
-                                }));
-                                notes.push(format!(
-                                    "data servers: the rows marked \"{label}\" ran against an \
-                                     mmc-local with {} ({what}); every other mmc-local runs a \
-                                     thread per data connection (the default)",
-                                    flags.join(" ")
-                                ));
-                            }
-                            Err(f) => {
-                                progress.note(format!("{label} data server: FAILED: {f}"));
-                                op_failures.push(format!("{label} data server: {f}"));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        progress.note(format!("{label} data server row skipped: {e}"));
-                        notes.push(format!("{label} data server row skipped: {e}"));
-                    }
-                }
-            }
-        }
-        // RDMA over the simulated NIC: an mmc-local with it, a client that forces RDMA.
-        let rdma_names: Vec<&str> = ["4k", "batch-1m", "batch-8m", "deepseek-r1"]
-            .into_iter()
-            .filter(|n| names.contains(n) && (!args.quick || ["4k", "batch-1m"].contains(n)))
-            .collect();
-        let (rdma_pl, rdma_provider, rdma_name) = match args.rdma_provider.as_str() {
-            "verbs" => (rdma::RDMA_VERBS, RdmaProvider::Verbs, "verbs"),
-            "none" => (rdma::RDMA_SIM, RdmaProvider::None, "none"),
-            _ => (rdma::RDMA_SIM, RdmaProvider::Sim, "sim"),
+        let out = extra::Out {
+            rows: &mut rows,
+            notes: &mut notes,
+            checks: &mut checks,
+            op_failures: &mut op_failures,
         };
-        if !rdma_names.is_empty() && rdma_provider != RdmaProvider::None {
-            progress.say(format!(
-                "starting an mmc-local with RDMA provider {rdma_name} for the {rdma_pl} rows"
-            ));
-            let flags = ["--protocol", "rdma", "--rdma-provider", rdma_name];
-            match extra.local(c, plan.peak_bytes() + (64 << 20), &flags, &mut notes) {
-                Ok(rank) => {
-                    let cfg = ClientConfig {
-                        transport: Some(DataOpType::Rdma),
-                        rdma_provider,
-                        ..config.clone()
-                    };
-                    // The same rows with bounce buffers instead of the MR cache.
-                    let bounce_pl = match rdma_provider {
-                        RdmaProvider::Verbs => rdma::RDMA_VERBS_BOUNCE,
-                        _ => rdma::RDMA_SIM_BOUNCE,
-                    };
-                    let bounce = ClientConfig {
-                        rdma_caller_memory: mmc_config::RdmaCallerMemory::Bounce,
-                        ..cfg.clone()
-                    };
-                    let both = extra
-                        .run(rdma_pl, &cfg, rank, "rdma", &rdma_names, &mut checks)
-                        .and_then(|mut r| {
-                            let b = extra.run(
-                                bounce_pl,
-                                &bounce,
-                                rank,
-                                "rdma-bounce",
-                                &rdma_names,
-                                &mut checks,
-                            )?;
-                            r.extend(b);
-                            Ok(r)
-                        });
-                    match both {
-                        Ok(r) => {
-                            rows.extend(r);
-                            notes.push(
-                                "rdma-sim rows: one-sided verbs over the simulated NIC (a memcpy \
-                                 into the service's memfds per work request, with its key and \
-                                 bounds checks), so they measure the software path, not a NIC"
-                                    .into(),
-                            );
-                        }
-                        Err(f) => {
-                            progress.note(format!("rdma-sim: FAILED: {f}"));
-                            op_failures.push(format!("rdma-sim: {f}"));
-                        }
-                    }
-                }
-                Err(e) => {
-                    progress.note(format!("rdma-sim rows skipped: {e}"));
-                    notes.push(format!("rdma-sim rows skipped: {e}"));
-                }
-            }
-        }
+        extra::rows(
+            c,
+            &extra,
+            &config,
+            args,
+            &busy_places,
+            shards_row,
+            &names,
+            out,
+        );
     }
     drop(cluster);
     match rdma::overhead(args.quick) {
@@ -859,70 +719,4 @@ fn run(args: &Args) -> Result<ExitCode, Fail> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// What the extra measurements (busy-poll, shard data server) share.
-struct Extra<'a> {
-    meta: &'a str,
-    prefix: &'a str,
-    plan: &'a Plan,
-    progress: &'a Progress,
-}
-
-impl Extra<'_> {
-    /// Start one more `mmc-local` with `flags`; its rank.
-    fn local(
-        &self,
-        c: &mut Cluster,
-        dram: u64,
-        flags: &[&str],
-        notes: &mut Vec<String>,
-    ) -> Result<u32, String> {
-        let l = c.add_local_with(dram, flags)?;
-        notes.push(format!(
-            "mmc-local rank {} at {}, {} MiB DRAM, {}",
-            l.rank,
-            l.endpoint,
-            dram >> 20,
-            l.flags
-        ));
-        Ok(l.rank)
-    }
-
-    /// Run `names` with a client of `cfg` on placement `pl`, the data on `rank`; keys under
-    /// the run's prefix + `tag`.
-    fn run(
-        &self,
-        pl: &'static str,
-        cfg: &ClientConfig,
-        rank: u32,
-        tag: &str,
-        names: &[&str],
-        checks: &mut Checks,
-    ) -> Result<Vec<Row>, String> {
-        let client = Client::connect(cfg)
-            .map_err(|e| format!("connect to {}: {e} (code {})", self.meta, e.code()))?;
-        let place = Place {
-            name: pl,
-            client: &client,
-            opts: PutOptions {
-                policy: PREFERRED_AFFINITY,
-                preferred: vec![rank as i32],
-                ..PutOptions::default()
-            },
-            rank,
-        };
-        let prefix = format!("{}-{tag}", self.prefix);
-        let mut ctx = Ctx::new(place, prefix.clone(), self.progress, checks);
-        let res = workloads::run_all(&mut ctx, self.plan, names)
-            .map_err(|f| f.to_string())
-            .and_then(|r| workloads::tcp_forced(pl, &client).map_or(Ok(r), Err));
-        let left = ctx.cleanup();
-        if left > 0 {
-            self.progress.note(format!(
-                "{left} keys under {prefix}/{pl} could not be removed"
-            ));
-        }
-        res
-    }
 }
