@@ -283,6 +283,8 @@ pub fn run(quick: bool, progress: &crate::progress::Progress) -> (Vec<Row>, Vec<
                 if n == 10_000_000 || per_object.is_none() {
                     per_object = Some(heap.max(f.rss_per_object()));
                 }
+                let mut row = row;
+                row.bytes_per_object = Some(heap.max(f.rss_per_object()));
                 rows.push(row);
             }
             Err(e) => notes.push(format!("{NAME}: {n} objects failed: {e}")),

@@ -70,6 +70,12 @@ pub struct Row {
     /// stream for tcp; for 4 KiB latency: p50 in ping-pong round trips). Filled by `add_ratios`.
     pub ratio: Option<f64>,
     pub ratio_vs: Option<String>,
+    /// 4 KiB rows: heap allocations per call of the calling thread (after a warm-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocs_per_call: Option<f64>,
+    /// meta-scale rows: bytes of meta memory per object (the larger of heap and resident).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_object: Option<f64>,
 }
 
 impl Row {
@@ -114,6 +120,8 @@ impl Row {
             data_server: if system == MMC { THREADS } else { "-" },
             ratio: None,
             ratio_vs: None,
+            allocs_per_call: None,
+            bytes_per_object: None,
         }
     }
 

@@ -479,11 +479,15 @@ fn small(ctx: &mut Ctx<'_>, n: usize, size: usize) -> R<Vec<Row>> {
     ));
     ctx.remove(&keys)?;
     let total = (n * size) as u64;
-    Ok(vec![
+    let mut rows = vec![
         ctx.row(name, "put", "1 x 4 KiB", n as u64, total, &put_calls, false),
         ctx.row(name, "get", "1 x 4 KiB", n as u64, total, &get_calls, false),
         ctx.row(name, "exist", "1 key", n as u64, 0, &exist_calls, false),
-    ])
+    ];
+    for (row, counts) in rows.iter_mut().zip(&allocs) {
+        row.allocs_per_call = Some(crate::allocs::per_call(counts, warm));
+    }
+    Ok(rows)
 }
 
 // ---- A batch of big objects -----------------------------------------------------------------
