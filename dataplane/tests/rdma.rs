@@ -81,6 +81,35 @@ fn two() -> PutOptions {
     }
 }
 
+/// Put `keys` in one batch with two replicas, each `size(i)` bytes of its key's pattern; every
+/// key must land. Their values.
+fn put_batch(client: &Client, keys: &[String], size: impl Fn(usize) -> usize) -> Vec<Vec<u8>> {
+    let vals: Vec<Vec<u8>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| pattern(k, size(i)))
+        .collect();
+    let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
+    let res = client.batch_put(&kr, &vr, &two()).unwrap();
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    vals
+}
+
+/// Read `keys` back in one batch: the errors of the keys that failed, and whether every value
+/// matched `vals`.
+fn get_batch(client: &Client, keys: &[String], vals: &[Vec<u8>]) -> (Vec<String>, bool) {
+    let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
+    let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+    let got = client.batch_get_into(&kr, &mut bufs).unwrap();
+    let bad = got
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    (bad, outs == vals)
+}
+
 /// Every call form once, byte-exact, keys prefixed `tag`: put / get / get_into from 1 byte to
 /// 9 MiB (across 4 MiB MRs and, in bounce mode, 8 MiB staging rounds), batch put / batch get of
 /// 64 keys with 2 replicas, 122-piece layers. The bytes the NIC must have moved.
@@ -100,23 +129,9 @@ fn every_call_form(client: &Client, tag: &str) -> u64 {
     assert!(client.mapped_services().is_empty());
 
     let keys: Vec<String> = (0..64).map(|i| format!("{tag}batch/{i}")).collect();
-    let vals: Vec<Vec<u8>> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| pattern(k, 1 + i * 1000))
-        .collect();
-    let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
-    assert!(client
-        .batch_put(&kr, &vr, &two())
-        .unwrap()
-        .iter()
-        .all(Result::is_ok));
-    let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
-    let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-    let got = client.batch_get_into(&kr, &mut bufs).unwrap();
-    assert!(got.iter().all(Result::is_ok));
-    assert!(outs == vals);
+    let vals = put_batch(client, &keys, |i| 1 + i * 1000);
+    let (bad, exact) = get_batch(client, &keys, &vals);
+    assert!(bad.is_empty() && exact, "{bad:?}");
 
     // layers: 61 x (K 128 KiB + V 16 KiB) gathered into one object, scattered back.
     let layers: Vec<Vec<u8>> = (0..122)
@@ -213,21 +228,11 @@ fn bounce_buffers_carry_every_call_form_without_registering_caller_memory() {
 
     // An error completion mid-round: the batch get falls over to the other replica.
     let keys: Vec<String> = (0..6).map(|i| format!("bounce/rep/{i}")).collect();
-    let vals: Vec<Vec<u8>> = keys.iter().map(|k| pattern(k, 2 * MIB + 1)).collect();
-    let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
-    assert!(client
-        .batch_put(&kr, &vr, &two())
-        .unwrap()
-        .iter()
-        .all(Result::is_ok));
+    let vals = put_batch(&client, &keys, |_| 2 * MIB + 1);
     let errors = sim::stats().errors;
     sim::inject_error(4, WcStatus::RetryExceeded);
-    let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
-    let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-    let got = client.batch_get_into(&kr, &mut bufs).unwrap();
-    assert!(got.iter().all(Result::is_ok), "{got:?}");
-    assert!(outs == vals);
+    let (bad, exact) = get_batch(&client, &keys, &vals);
+    assert!(bad.is_empty() && exact, "{bad:?}");
     assert_eq!(sim::stats().errors, errors + 1);
 }
 
@@ -282,14 +287,7 @@ fn an_error_completion_mid_chain_falls_over_to_the_other_replica() {
     let c = cluster(2);
     let client = rdma_client(&c);
     let keys: Vec<String> = (0..16).map(|i| format!("rep/{i}")).collect();
-    let vals: Vec<Vec<u8>> = keys.iter().map(|k| pattern(k, MIB + 17)).collect();
-    let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
-    assert!(client
-        .batch_put(&kr, &vr, &two())
-        .unwrap()
-        .iter()
-        .all(Result::is_ok));
+    let vals = put_batch(&client, &keys, |_| MIB + 17);
     for status in [
         WcStatus::RetryExceeded,
         WcStatus::RemoteAccess,
@@ -298,15 +296,9 @@ fn an_error_completion_mid_chain_falls_over_to_the_other_replica() {
         let errors = sim::stats().errors;
         // Mid-chain: after the fence and a few data work requests.
         sim::inject_error(5, status);
-        let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
-        let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-        let got = client.batch_get_into(&kr, &mut bufs).unwrap();
-        let bad: Vec<String> = got
-            .iter()
-            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
-            .collect();
+        let (bad, exact) = get_batch(&client, &keys, &vals);
         assert!(bad.is_empty(), "{status:?}: {bad:?}");
-        assert!(outs == vals, "{status:?}");
+        assert!(exact, "{status:?}");
         assert_eq!(sim::stats().errors, errors + 1, "{status:?} was injected");
     }
     // A put hit mid-chain is placed again and reads back exact.
@@ -384,23 +376,10 @@ fn blocking_and_busy_poll_completion_modes_are_both_byte_exact() {
         .expect("client connects");
         let before = sim::stats();
         let keys: Vec<String> = (0..12).map(|i| format!("{mode}/{i}")).collect();
-        let vals: Vec<Vec<u8>> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| pattern(k, 1 + i * 500_000))
-            .collect();
+        let vals = put_batch(&client, &keys, |i| 1 + i * 500_000);
         let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
-        assert!(client
-            .batch_put(&kr, &vr, &two())
-            .unwrap()
-            .iter()
-            .all(Result::is_ok));
-        let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
-        let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-        let got = client.batch_get_into(&kr, &mut bufs).unwrap();
-        assert!(got.iter().all(Result::is_ok), "{mode}");
-        assert!(outs == vals, "{mode}");
+        let (bad, exact) = get_batch(&client, &keys, &vals);
+        assert!(bad.is_empty() && exact, "{mode}: {bad:?}");
         for (k, v) in kr.iter().zip(&vals).step_by(5) {
             assert!(client.get(k).unwrap() == *v, "{mode}: {k}");
         }
@@ -440,19 +419,9 @@ fn a_batch_over_two_services_serves_them_in_parallel() {
         .expect("client connects");
         let s0 = client.rdma_mr_stats().unwrap();
         let keys: Vec<String> = (0..8).map(|i| format!("par/{mode:?}/{i}")).collect();
-        let vals: Vec<Vec<u8>> = keys.iter().map(|k| pattern(k, 2 * MIB + 3)).collect();
-        let kr: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let vr: Vec<&[u8]> = vals.iter().map(Vec::as_slice).collect();
-        assert!(client
-            .batch_put(&kr, &vr, &two())
-            .unwrap()
-            .iter()
-            .all(Result::is_ok));
-        let mut outs: Vec<Vec<u8>> = vals.iter().map(|v| vec![0u8; v.len()]).collect();
-        let mut bufs: Vec<&mut [u8]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-        let got = client.batch_get_into(&kr, &mut bufs).unwrap();
-        assert!(got.iter().all(Result::is_ok), "{mode:?}");
-        assert!(outs == vals, "{mode:?}");
+        let vals = put_batch(&client, &keys, |_| 2 * MIB + 3);
+        let (bad, exact) = get_batch(&client, &keys, &vals);
+        assert!(bad.is_empty() && exact, "{mode:?}: {bad:?}");
         let s1 = client.rdma_mr_stats().unwrap();
         println!(
             "{mode:?}: {} batches over both services in parallel threads, at most {} services at once",
